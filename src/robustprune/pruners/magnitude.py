@@ -1,0 +1,79 @@
+"""One-shot magnitude pruning (OMP): remove the weights with the smallest |W|.
+
+Unstructured pruning ranks weights globally (one threshold across all targets) or per matrix;
+N:M pruning keeps the N largest of every M consecutive input-dim weights. Weights are zeroed in
+place and the keep-masks are returned so that training can hold them fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from robustprune.pruners.targets import input_dim_last, select_targets
+from robustprune.sparse_ops import magnitude_mask_, magnitude_thresholds, nm_mask, pack_mask, parse_pattern
+from robustprune.sparse_ops.nm import check_nm_scores
+from robustprune.sparse_ops.patterns import NMPattern
+from robustprune.sparse_ops.validation import check_finite, check_sparsity
+
+SCOPES = ("global", "layer")
+
+
+@torch.no_grad()
+def magnitude_prune(
+    model: nn.Module,
+    sparsity: float | None = None,
+    *,
+    scope: str = "global",
+    pattern: str | NMPattern = "unstructured",
+    targets: str | Sequence[str] | None = None,
+    packed_masks: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Prune ``model`` in place by weight magnitude and return ``{parameter name: keep-mask}``.
+
+    Args:
+        model: a Hugging Face (or any) ``nn.Module``.
+        sparsity: fraction of targeted weights to remove, in [0, 1). Exactly
+            ``round(sparsity * n)`` weights are pruned (ties at the cut: earliest tensor, then
+            row-major index). For N:M patterns leave it None (it is fixed at 1 - N/M).
+        scope: ``"global"`` (one threshold over all targets) or ``"layer"`` (one per matrix).
+        pattern: ``"unstructured"`` or ``"N:M"`` (N kept of every M along the input dimension).
+        targets: None for the Linear layers inside the transformer blocks, or glob patterns of
+            module names (see :func:`robustprune.pruners.targets.select_targets`).
+        packed_masks: return bit-packed uint8 masks (8 per byte) instead of bool.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    nm = parse_pattern(pattern)
+    modules = select_targets(model, targets)
+    named_weights = {f"{name}.weight": module for name, module in modules.items()}
+    weights = [module.weight for module in modules.values()]
+
+    if nm is not None:
+        if sparsity is not None and abs(sparsity - nm.sparsity) > 1e-9:
+            raise ValueError(f"sparsity={sparsity} conflicts with pattern {nm} ({nm.sparsity:.4g} sparse); "
+                             "leave sparsity=None for N:M patterns")
+        masks = {}
+        for (name, module), weight in zip(named_weights.items(), weights):
+            oriented = input_dim_last(module, weight)
+            check_nm_scores(oriented, nm.n, nm.m, name)
+            check_finite(weight, name)
+            mask = nm_mask(oriented, nm.n, nm.m)
+            oriented.mul_(mask)
+            mask = input_dim_last(module, mask)
+            masks[name] = pack_mask(mask) if packed_masks else mask
+        return masks
+
+    if sparsity is None:
+        raise ValueError("sparsity is required for unstructured pruning (a float in [0, 1))")
+    sparsity = check_sparsity(sparsity)
+    groups = [list(range(len(weights)))] if scope == "global" else [[i] for i in range(len(weights))]
+    masks_by_index: dict[int, torch.Tensor] = {}
+    for group in groups:
+        thresholds, tie_quota = magnitude_thresholds([weights[i].data for i in group], [sparsity])
+        for position, i in enumerate(group):
+            masks_by_index[i] = magnitude_mask_(weights[i].data, float(thresholds[0]),
+                                                int(tie_quota[0, position]), packed_masks)
+    return {name: masks_by_index[i] for i, name in enumerate(named_weights)}

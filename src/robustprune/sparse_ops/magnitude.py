@@ -1,0 +1,211 @@
+"""Magnitude thresholds (global over many tensors, exact) and the fused mask-and-apply op.
+
+Ops:
+- ``robustprune::magnitude_thresholds(tensors, sparsities) -> (thresholds, tie_quota)``
+- ``robustprune::magnitude_mask_(weight, threshold, ties_to_prune, packed) -> mask``
+
+Rule shared by both: tensor ``t`` prunes every weight with ``|w| < thresholds[s]`` plus its first
+``tie_quota[s, t]`` weights (row-major) with ``|w| == thresholds[s]``. Across all tensors this prunes
+exactly ``round(sparsity * total)`` weights; ties at the cut go to the earliest tensor and index.
+Masks from one call are nested: a higher sparsity prunes a superset of a lower one's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, flat_chunks
+from robustprune.sparse_ops.masks import clear_packed_bits_, pack_mask_into, packed_size
+from robustprune.sparse_ops.radix_select import (
+    bits_to_float,
+    ceil_float_bits,
+    raise_if_nonfinite,
+    select_thresholds,
+)
+from robustprune.sparse_ops.validation import check_float_tensor, check_sparsities, check_tensor_list
+
+# CPU: a 15-bit then a 16-bit digit (bincount handles wide histograms cheaply).
+CPU_DIGIT_PLAN = ((16, 15), (0, 16))
+# GPU: three narrow digits, so a histogram fits in one program's registers.
+TRITON_DIGIT_PLAN = ((20, 11), (10, 10), (0, 10))
+
+
+def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
+    """int32 bit pattern of |chunk| in fp32 (exact for fp16/bf16 too)."""
+    if chunk.dtype != torch.float32:
+        chunk = chunk.float()
+    return chunk.view(torch.int32) & 0x7FFFFFFF
+
+
+def _check_threshold_inputs(tensors: Sequence[torch.Tensor], sparsities: Sequence[float]) -> None:
+    check_tensor_list(tensors, "tensors")
+    check_sparsities(sparsities, "sparsities")
+
+
+# --------------------------------------------------------------------------------------------- thresholds
+
+@torch.library.custom_op("robustprune::magnitude_thresholds", mutates_args=(), device_types="cpu")
+def magnitude_thresholds(tensors: list[torch.Tensor], sparsities: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact global magnitude thresholds over ``tensors`` for each sparsity, in one selection.
+
+    Returns ``thresholds`` (float32, one per sparsity) and ``tie_quota`` (int64, sparsities x tensors);
+    see the module docstring for how they define the mask. Raises on NaN/Inf values.
+    """
+    _check_threshold_inputs(tensors, sparsities)
+    tensors = [t.contiguous() for t in tensors]
+
+    def histogram(prefixes: list[int], prefix_shift: int, digit_shift: int, digit_bits: int) -> torch.Tensor:
+        bins = 1 << digit_bits
+        counts = torch.zeros(len(prefixes), bins, dtype=torch.int64)
+        for index, tensor in enumerate(tensors):
+            tensor_counts = torch.zeros(bins, dtype=torch.int64) if prefix_shift == 31 else None
+            for _, chunk in flat_chunks(tensor, CPU_CHUNK):
+                bits = _magnitude_bits(chunk)
+                if tensor_counts is not None:  # first pass: every element counts
+                    tensor_counts += torch.bincount(bits >> digit_shift, minlength=bins)
+                    continue
+                high = bits >> prefix_shift
+                for row, prefix in enumerate(prefixes):
+                    selected = bits[high == prefix]
+                    if selected.numel():
+                        counts[row] += torch.bincount((selected >> digit_shift) & (bins - 1), minlength=bins)
+            if tensor_counts is not None:
+                raise_if_nonfinite(tensor_counts, digit_shift, index)
+                counts[0] += tensor_counts
+        return counts
+
+    def count_equal(index: int, value_bits: int) -> int:
+        return sum(int((_magnitude_bits(chunk) == value_bits).sum()) for _, chunk in flat_chunks(tensors[index]))
+
+    result = select_thresholds([t.numel() for t in tensors], sparsities, histogram, CPU_DIGIT_PLAN, count_equal)
+    return _threshold_tensors(result.threshold_bits, result.tie_quota, tensors[0].device)
+
+
+def _threshold_tensors(threshold_bits: list[int], tie_quota: list[list[int]], device: torch.device):
+    thresholds = torch.tensor(threshold_bits, dtype=torch.int32).view(torch.float32).to(device)
+    return thresholds, torch.tensor(tie_quota, dtype=torch.int64, device=device)
+
+
+@magnitude_thresholds.register_kernel("cuda")
+def _magnitude_thresholds_triton(tensors: list[torch.Tensor], sparsities: list[float]):
+    _check_threshold_inputs(tensors, sparsities)
+    from robustprune.kernels.radix_histogram import radix_histogram
+
+    for i, t in enumerate(tensors):
+        check_triton_device(t, f"tensors[{i}]")
+    tensors = [t.contiguous() for t in tensors]
+    device = tensors[0].device
+
+    def histogram(prefixes: list[int], prefix_shift: int, digit_shift: int, digit_bits: int) -> torch.Tensor:
+        bins = 1 << digit_bits
+        per_tensor = torch.zeros(len(prefixes), len(tensors), bins, dtype=torch.int32, device=device)
+        for row, prefix in enumerate(prefixes):
+            for index, tensor in enumerate(tensors):
+                radix_histogram(tensor, per_tensor[row, index], prefix, prefix_shift, digit_shift)
+        if prefix_shift == 31:
+            for index in range(len(tensors)):
+                raise_if_nonfinite(per_tensor[0, index], digit_shift, index)
+        return per_tensor.sum(dim=1, dtype=torch.int64).cpu()
+
+    def count_equal(index: int, value_bits: int) -> int:
+        hist = torch.zeros(2, dtype=torch.int32, device=device)
+        radix_histogram(tensors[index], hist, value_bits, 0, 0)
+        return int(hist.sum())
+
+    result = select_thresholds([t.numel() for t in tensors], sparsities, histogram, TRITON_DIGIT_PLAN,
+                               count_equal)
+    return _threshold_tensors(result.threshold_bits, result.tie_quota, device)
+
+
+@magnitude_thresholds.register_fake
+def _magnitude_thresholds_fake(tensors: list[torch.Tensor], sparsities: list[float]):
+    _check_threshold_inputs(tensors, sparsities)
+    device = tensors[0].device
+    return (torch.empty(len(sparsities), dtype=torch.float32, device=device),
+            torch.empty(len(sparsities), len(tensors), dtype=torch.int64, device=device))
+
+
+# ----------------------------------------------------------------------------------------- mask-and-apply
+
+def _check_mask_inputs(weight: torch.Tensor, threshold: float, ties_to_prune: int) -> None:
+    check_float_tensor(weight, "weight")
+    if not weight.is_contiguous():
+        raise ValueError("weight must be contiguous to be pruned in place")
+    if not threshold >= 0.0:
+        raise ValueError(f"threshold must be a non-negative magnitude, got {threshold!r}")
+    if ties_to_prune < 0:
+        raise ValueError(f"ties_to_prune must be >= 0, got {ties_to_prune}")
+
+
+def _empty_mask(weight: torch.Tensor, packed: bool) -> torch.Tensor:
+    if packed:
+        return torch.empty(packed_size(weight.numel()), dtype=torch.uint8, device=weight.device)
+    return torch.empty(weight.shape, dtype=torch.bool, device=weight.device)
+
+
+def _prune_below(magnitude: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``magnitude < threshold`` evaluated exactly in the magnitude's own dtype."""
+    t = torch.tensor(threshold, dtype=magnitude.dtype)
+    # No value of the dtype lies strictly between ``threshold`` and its rounding, so a rounded-down
+    # threshold turns the strict comparison into a non-strict one.
+    return magnitude <= t if float(t) < threshold else magnitude < t
+
+
+@torch.library.custom_op("robustprune::magnitude_mask_", mutates_args=("weight",), device_types="cpu")
+def magnitude_mask_(weight: torch.Tensor, threshold: float, ties_to_prune: int, packed: bool) -> torch.Tensor:
+    """Zero in place every weight with ``|w| < threshold`` plus the first ``ties_to_prune`` with
+    ``|w| == threshold`` (row-major), and return the keep-mask: bool of ``weight``'s shape, or
+    bit-packed uint8 (see :mod:`robustprune.sparse_ops.masks`) when ``packed``.
+    """
+    _check_mask_inputs(weight, threshold, ties_to_prune)
+    mask = _empty_mask(weight, packed)
+    flat_mask = mask.view(-1)
+    quota = ties_to_prune
+    keep_buffer = torch.empty(min(CPU_CHUNK, weight.numel()), dtype=torch.bool)
+    for start, chunk in flat_chunks(weight, CPU_CHUNK):
+        magnitude = chunk.abs()
+        prune = _prune_below(magnitude, threshold)
+        if quota:
+            ties = torch.nonzero(magnitude == threshold).view(-1)[:quota]
+            prune[ties] = True
+            quota -= ties.numel()
+        chunk.masked_fill_(prune, 0)
+        if packed:
+            keep = torch.logical_not(prune, out=keep_buffer[:chunk.numel()])
+            whole = chunk.numel() - chunk.numel() % 8
+            pack_mask_into(keep[:whole], flat_mask[start // 8:(start + whole) // 8])
+            if whole < chunk.numel():  # only the last chunk can end mid-byte
+                tail = keep[whole:].to(torch.uint8) << torch.arange(chunk.numel() - whole, dtype=torch.uint8)
+                flat_mask[-1] = tail.sum(dtype=torch.uint8)
+        else:
+            torch.logical_not(prune, out=flat_mask[start:start + chunk.numel()])
+    return mask
+
+
+@magnitude_mask_.register_kernel("cuda")
+def _magnitude_mask_triton(weight: torch.Tensor, threshold: float, ties_to_prune: int, packed: bool):
+    _check_mask_inputs(weight, threshold, ties_to_prune)
+    check_triton_device(weight, "weight")
+    from robustprune.kernels.threshold_mask import threshold_mask_
+
+    mask = _empty_mask(weight, packed)
+    threshold_mask_(weight, mask.view(torch.uint8), ceil_float_bits(threshold), packed)
+    if ties_to_prune:  # the kernel keeps ties; prune the quota in row-major order
+        ties = torch.nonzero(weight.view(-1).abs() == threshold).view(-1)[:ties_to_prune]
+        weight.view(-1)[ties] = 0
+        if packed:
+            clear_packed_bits_(mask, ties)
+        else:
+            mask.view(-1)[ties] = False
+    return mask
+
+
+@magnitude_mask_.register_fake
+def _magnitude_mask_fake(weight: torch.Tensor, threshold: float, ties_to_prune: int, packed: bool):
+    _check_mask_inputs(weight, threshold, ties_to_prune)
+    return _empty_mask(weight, packed)
+
+
+__all__ = ["magnitude_thresholds", "magnitude_mask_", "bits_to_float"]
