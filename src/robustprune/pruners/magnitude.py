@@ -55,13 +55,14 @@ def magnitude_prune(
         if sparsity is not None and abs(sparsity - nm.sparsity) > 1e-9:
             raise ValueError(f"sparsity={sparsity} conflicts with pattern {nm} ({nm.sparsity:.4g} sparse); "
                              "leave sparsity=None for N:M patterns")
-        masks = {}
-        for (name, module), weight in zip(named_weights.items(), weights):
-            oriented = input_dim_last(module, weight)
-            check_nm_scores(oriented, nm.n, nm.m, name)
+        oriented = [input_dim_last(module, weight) for module, weight in zip(modules.values(), weights)]
+        for name, weight in zip(named_weights, oriented):  # validate everything before touching anything
+            check_nm_scores(weight, nm.n, nm.m, name)
             check_finite(weight, name)
-            mask = nm_mask(oriented, nm.n, nm.m)
-            oriented.mul_(mask)
+        masks = {}
+        for (name, module), weight in zip(named_weights.items(), oriented):
+            mask = nm_mask(weight, nm.n, nm.m)
+            weight.mul_(mask)
             mask = input_dim_last(module, mask)
             masks[name] = pack_mask(mask) if packed_masks else mask
         return masks
@@ -70,9 +71,10 @@ def magnitude_prune(
         raise ValueError("sparsity is required for unstructured pruning (a float in [0, 1))")
     sparsity = check_sparsity(sparsity)
     groups = [list(range(len(weights)))] if scope == "global" else [[i] for i in range(len(weights))]
+    # All thresholds first: they validate every weight (finite, supported dtype) before any is zeroed.
+    cuts = [magnitude_thresholds([weights[i].data for i in group], [sparsity]) for group in groups]
     masks_by_index: dict[int, torch.Tensor] = {}
-    for group in groups:
-        thresholds, tie_quota = magnitude_thresholds([weights[i].data for i in group], [sparsity])
+    for group, (thresholds, tie_quota) in zip(groups, cuts):
         for position, i in enumerate(group):
             masks_by_index[i] = magnitude_mask_(weights[i].data, float(thresholds[0]),
                                                 int(tie_quota[0, position]), packed_masks)

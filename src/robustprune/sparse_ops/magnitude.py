@@ -46,13 +46,22 @@ def _check_threshold_inputs(tensors: Sequence[torch.Tensor], sparsities: Sequenc
 
 # --------------------------------------------------------------------------------------------- thresholds
 
-@torch.library.custom_op("robustprune::magnitude_thresholds", mutates_args=(), device_types="cpu")
-def magnitude_thresholds(tensors: list[torch.Tensor], sparsities: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+def magnitude_thresholds(tensors: Sequence[torch.Tensor],
+                         sparsities: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact global magnitude thresholds over ``tensors`` for each sparsity, in one selection.
 
-    Returns ``thresholds`` (float32, one per sparsity) and ``tie_quota`` (int64, sparsities x tensors);
-    see the module docstring for how they define the mask. Raises on NaN/Inf values.
+    The tensors are never concatenated: selection runs on their fp32 bit patterns, a few histogram
+    passes over each. Returns ``thresholds`` (float32, one per sparsity) and ``tie_quota`` (int64,
+    sparsities x tensors); see the module docstring for how they define the mask. Pass a single
+    tensor for a per-matrix threshold. Raises on an empty list, a sparsity outside [0, 1), an
+    unsupported dtype or NaN/Inf values.
     """
+    _check_threshold_inputs(tensors, sparsities)
+    return _magnitude_thresholds_op(list(tensors), [float(s) for s in sparsities])
+
+
+@torch.library.custom_op("robustprune::magnitude_thresholds", mutates_args=(), device_types="cpu")
+def _magnitude_thresholds_op(tensors: list[torch.Tensor], sparsities: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     _check_threshold_inputs(tensors, sparsities)
     tensors = [t.contiguous() for t in tensors]
 
@@ -88,7 +97,7 @@ def _threshold_tensors(threshold_bits: list[int], tie_quota: list[list[int]], de
     return thresholds, torch.tensor(tie_quota, dtype=torch.int64, device=device)
 
 
-@magnitude_thresholds.register_kernel("cuda")
+@_magnitude_thresholds_op.register_kernel("cuda")
 def _magnitude_thresholds_triton(tensors: list[torch.Tensor], sparsities: list[float]):
     _check_threshold_inputs(tensors, sparsities)
     from robustprune.kernels.radix_histogram import radix_histogram
@@ -119,7 +128,7 @@ def _magnitude_thresholds_triton(tensors: list[torch.Tensor], sparsities: list[f
     return _threshold_tensors(result.threshold_bits, result.tie_quota, device)
 
 
-@magnitude_thresholds.register_fake
+@_magnitude_thresholds_op.register_fake
 def _magnitude_thresholds_fake(tensors: list[torch.Tensor], sparsities: list[float]):
     _check_threshold_inputs(tensors, sparsities)
     device = tensors[0].device
@@ -153,12 +162,18 @@ def _prune_below(magnitude: torch.Tensor, threshold: float) -> torch.Tensor:
     return magnitude <= t if float(t) < threshold else magnitude < t
 
 
-@torch.library.custom_op("robustprune::magnitude_mask_", mutates_args=("weight",), device_types="cpu")
-def magnitude_mask_(weight: torch.Tensor, threshold: float, ties_to_prune: int, packed: bool) -> torch.Tensor:
+def magnitude_mask_(weight: torch.Tensor, threshold: float, ties_to_prune: int = 0,
+                    packed: bool = False) -> torch.Tensor:
     """Zero in place every weight with ``|w| < threshold`` plus the first ``ties_to_prune`` with
     ``|w| == threshold`` (row-major), and return the keep-mask: bool of ``weight``'s shape, or
     bit-packed uint8 (see :mod:`robustprune.sparse_ops.masks`) when ``packed``.
     """
+    _check_mask_inputs(weight, threshold, ties_to_prune)
+    return _magnitude_mask_op(weight, float(threshold), int(ties_to_prune), bool(packed))
+
+
+@torch.library.custom_op("robustprune::magnitude_mask_", mutates_args=("weight",), device_types="cpu")
+def _magnitude_mask_op(weight: torch.Tensor, threshold: float, ties_to_prune: int, packed: bool) -> torch.Tensor:
     _check_mask_inputs(weight, threshold, ties_to_prune)
     mask = _empty_mask(weight, packed)
     flat_mask = mask.view(-1)
@@ -184,7 +199,7 @@ def magnitude_mask_(weight: torch.Tensor, threshold: float, ties_to_prune: int, 
     return mask
 
 
-@magnitude_mask_.register_kernel("cuda")
+@_magnitude_mask_op.register_kernel("cuda")
 def _magnitude_mask_triton(weight: torch.Tensor, threshold: float, ties_to_prune: int, packed: bool):
     _check_mask_inputs(weight, threshold, ties_to_prune)
     check_triton_device(weight, "weight")
@@ -202,10 +217,10 @@ def _magnitude_mask_triton(weight: torch.Tensor, threshold: float, ties_to_prune
     return mask
 
 
-@magnitude_mask_.register_fake
+@_magnitude_mask_op.register_fake
 def _magnitude_mask_fake(weight: torch.Tensor, threshold: float, ties_to_prune: int, packed: bool):
     _check_mask_inputs(weight, threshold, ties_to_prune)
     return _empty_mask(weight, packed)
 
 
-__all__ = ["magnitude_thresholds", "magnitude_mask_", "bits_to_float"]
+__all__ = ["magnitude_mask_", "magnitude_thresholds"]

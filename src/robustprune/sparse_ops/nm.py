@@ -74,9 +74,19 @@ def _rerank_tied_groups(bits: torch.Tensor, keep: torch.Tensor, n: int) -> None:
     keep[rows] = beats.sum(dim=2) < n
 
 
-@torch.library.custom_op("robustprune::nm_mask", mutates_args=(), device_types="cpu")
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Bool keep-mask with ``n`` of every ``m`` consecutive last-dim entries set (largest ``|score|``)."""
+    """Bool keep-mask with ``n`` of every ``m`` consecutive last-dim entries set (largest ``|score|``).
+
+    ``n`` counts the KEPT weights: ``nm_mask(w, 2, 4)`` is the 50%-sparse 2:4 pattern. Ties keep the
+    lower index in the group. Raises if the last dimension is not divisible by ``m``, if not
+    ``0 < n < m``, if ``m`` is not 4, 8 or 16, or on an unsupported dtype.
+    """
+    check_nm_scores(scores, n, m)
+    return _nm_mask_op(scores, int(n), int(m))
+
+
+@torch.library.custom_op("robustprune::nm_mask", mutates_args=(), device_types="cpu")
+def _nm_mask_op(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     check_nm_scores(scores, n, m)
     int_dtype, magnitude_mask = _MAGNITUDE_VIEW[scores.dtype]
     groups = scores.contiguous().view(-1, m)
@@ -96,7 +106,7 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return mask
 
 
-@nm_mask.register_kernel("cuda")
+@_nm_mask_op.register_kernel("cuda")
 def _nm_mask_triton(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     check_nm_scores(scores, n, m)
     check_triton_device(scores, "scores")
@@ -107,7 +117,7 @@ def _nm_mask_triton(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return mask
 
 
-@nm_mask.register_fake
+@_nm_mask_op.register_fake
 def _nm_mask_fake(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     check_nm_scores(scores, n, m)
     return torch.empty(scores.shape, dtype=torch.bool, device=scores.device)

@@ -1,0 +1,77 @@
+"""Every Triton kernel, run on CPU tensors under TRITON_INTERPRET=1, against the CPU implementation.
+
+The CUDA implementations of the ops are called directly: they launch the kernels, and the
+interpreter runs them on CPU tensors. Shapes stay small (each program costs ~1 ms interpreted).
+"""
+
+import pytest
+import torch
+
+from robustprune.sparse_ops.backend import triton_interpreter_active
+from robustprune.sparse_ops.magnitude import (
+    _magnitude_mask_triton,
+    _magnitude_thresholds_triton,
+    magnitude_mask_,
+    magnitude_thresholds,
+)
+from robustprune.sparse_ops.nm import _nm_mask_triton, nm_mask
+from tests.conftest import DTYPES
+
+pytestmark = pytest.mark.skipif(not triton_interpreter_active(), reason="needs TRITON_INTERPRET=1")
+
+
+def small_tensors(dtype, ties):
+    g = torch.Generator().manual_seed(11)
+    shapes = [(17, 24), (5,), (40, 8)]
+    if ties:
+        return [torch.randint(-3, 4, s, generator=g).to(dtype) for s in shapes]
+    return [torch.randn(s, generator=g).to(dtype) for s in shapes]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ties", [False, True])
+def test_radix_histogram_thresholds_match_cpu(dtype, ties):
+    tensors = small_tensors(dtype, ties)
+    sparsities = [0.0, 0.25, 0.5, 0.9]
+    triton_thresholds, triton_quota = _magnitude_thresholds_triton(tensors, sparsities)
+    cpu_thresholds, cpu_quota = magnitude_thresholds(tensors, sparsities)
+    assert torch.equal(triton_thresholds, cpu_thresholds)
+    assert torch.equal(triton_quota, cpu_quota)
+
+
+def test_radix_histogram_rejects_nonfinite():
+    bad = torch.randn(64)
+    bad[10] = float("nan")
+    with pytest.raises(ValueError, match=r"tensors\[1\] contains 1 NaN/Inf"):
+        _magnitude_thresholds_triton([torch.randn(8), bad], [0.5])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("ties", [False, True])
+def test_threshold_mask_kernel_matches_cpu(dtype, packed, ties):
+    tensors = small_tensors(dtype, ties)
+    thresholds, quota = magnitude_thresholds(tensors, [0.6])
+    for index, weight in enumerate(tensors):
+        via_triton, via_cpu = weight.clone(), weight.clone()
+        args = (float(thresholds[0]), int(quota[0, index]), packed)
+        mask_triton = _magnitude_mask_triton(via_triton, *args)
+        mask_cpu = magnitude_mask_(via_cpu, *args)
+        assert torch.equal(mask_triton, mask_cpu)
+        assert torch.equal(via_triton, via_cpu)
+
+
+def test_threshold_mask_kernel_with_unrepresentable_threshold():
+    weight = torch.tensor([0.1, 0.2, 0.30000001, 0.3, 0.4]).half()
+    for threshold in (0.3, 0.30000001, 0.2999):
+        assert torch.equal(_magnitude_mask_triton(weight.clone(), threshold, 0, False),
+                           magnitude_mask_(weight.clone(), threshold, 0, False))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,m", [(2, 4), (1, 4), (4, 8), (3, 8), (5, 16)])
+def test_nm_mask_kernel_matches_cpu(dtype, n, m):
+    g = torch.Generator().manual_seed(n + m)
+    for scores in (torch.randn(9, 4 * m, generator=g).to(dtype),
+                   torch.randint(-2, 3, (9, 4 * m), generator=g).to(dtype)):
+        assert torch.equal(_nm_mask_triton(scores, n, m), nm_mask(scores, n, m))
