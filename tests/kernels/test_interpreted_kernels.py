@@ -42,7 +42,7 @@ def test_radix_histogram_thresholds_match_cpu(dtype, ties):
 def test_radix_histogram_rejects_nonfinite():
     bad = torch.randn(64)
     bad[10] = float("nan")
-    with pytest.raises(ValueError, match=r"tensors\[1\] contains 1 NaN/Inf"):
+    with pytest.raises(ValueError, match=r"tensors\[1\] contains NaN/Inf"):
         _magnitude_thresholds_triton([torch.randn(8), bad], [0.5])
 
 

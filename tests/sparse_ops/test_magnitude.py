@@ -150,7 +150,7 @@ def test_rejects_empty_inputs_and_bad_dtypes():
 def test_rejects_nonfinite_weights_naming_the_tensor(bad_value, dtype):
     bad = torch.randn(10).to(dtype)
     bad[3] = bad_value
-    with pytest.raises(ValueError, match=r"tensors\[1\] contains 1 NaN/Inf"):
+    with pytest.raises(ValueError, match=r"tensors\[1\] contains NaN/Inf"):
         magnitude_thresholds([torch.randn(5).to(dtype), bad], [0.5])
 
 

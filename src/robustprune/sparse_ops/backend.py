@@ -27,3 +27,4 @@ def flat_chunks(tensor: torch.Tensor, chunk: int = CPU_CHUNK):
     flat = tensor.view(-1)
     for start in range(0, flat.numel(), chunk):
         yield start, flat[start:start + chunk]
+

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, flat_chunks
-from robustprune.sparse_ops.masks import clear_packed_bits_, pack_mask_into, packed_size
+from robustprune.sparse_ops.masks import clear_packed_bits_, pack_mask, packed_size
 from robustprune.sparse_ops.radix_select import (
     bits_to_float,
     ceil_float_bits,
@@ -67,22 +67,21 @@ def _magnitude_thresholds_op(tensors: list[torch.Tensor], sparsities: list[float
 
     def histogram(prefixes: list[int], prefix_shift: int, digit_shift: int, digit_bits: int) -> torch.Tensor:
         bins = 1 << digit_bits
+        first_pass = prefix_shift == 31
         counts = torch.zeros(len(prefixes), bins, dtype=torch.int64)
         for index, tensor in enumerate(tensors):
-            tensor_counts = torch.zeros(bins, dtype=torch.int64) if prefix_shift == 31 else None
             for _, chunk in flat_chunks(tensor, CPU_CHUNK):
                 bits = _magnitude_bits(chunk)
-                if tensor_counts is not None:  # first pass: every element counts
-                    tensor_counts += torch.bincount(bits >> digit_shift, minlength=bins)
+                if first_pass:  # every element counts
+                    chunk_counts = torch.bincount(bits >> digit_shift, minlength=bins)
+                    raise_if_nonfinite(chunk_counts, digit_shift, index)
+                    counts[0] += chunk_counts
                     continue
                 high = bits >> prefix_shift
                 for row, prefix in enumerate(prefixes):
                     selected = bits[high == prefix]
                     if selected.numel():
                         counts[row] += torch.bincount((selected >> digit_shift) & (bins - 1), minlength=bins)
-            if tensor_counts is not None:
-                raise_if_nonfinite(tensor_counts, digit_shift, index)
-                counts[0] += tensor_counts
         return counts
 
     def count_equal(index: int, value_bits: int) -> int:
@@ -154,12 +153,20 @@ def _empty_mask(weight: torch.Tensor, packed: bool) -> torch.Tensor:
     return torch.empty(weight.shape, dtype=torch.bool, device=weight.device)
 
 
-def _prune_below(magnitude: torch.Tensor, threshold: float) -> torch.Tensor:
-    """``magnitude < threshold`` evaluated exactly in the magnitude's own dtype."""
-    t = torch.tensor(threshold, dtype=magnitude.dtype)
-    # No value of the dtype lies strictly between ``threshold`` and its rounding, so a rounded-down
-    # threshold turns the strict comparison into a non-strict one.
-    return magnitude <= t if float(t) < threshold else magnitude < t
+_INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _shrink_bound(threshold: float, dtype: torch.dtype) -> tuple[float, float] | None:
+    """For the CPU path: ``(lambd, cut)`` in ``dtype`` with ``|w| >= threshold  <=>  |w| > lambd``
+    and ``cut`` the smallest ``dtype`` value >= threshold; None when nothing lies below the threshold.
+    """
+    cut = torch.tensor([threshold], dtype=dtype)
+    if float(cut) < threshold:  # rounded down: step to the next representable value
+        cut = (cut.view(_INT_VIEW[dtype]) + 1).view(dtype)
+    if float(cut) == 0.0:
+        return None
+    below = (cut.view(_INT_VIEW[dtype]) - 1).view(dtype)
+    return float(below), float(cut)
 
 
 def magnitude_mask_(weight: torch.Tensor, threshold: float, ties_to_prune: int = 0,
@@ -167,6 +174,8 @@ def magnitude_mask_(weight: torch.Tensor, threshold: float, ties_to_prune: int =
     """Zero in place every weight with ``|w| < threshold`` plus the first ``ties_to_prune`` with
     ``|w| == threshold`` (row-major), and return the keep-mask: bool of ``weight``'s shape, or
     bit-packed uint8 (see :mod:`robustprune.sparse_ops.masks`) when ``packed``.
+
+    Weights must be finite (:func:`magnitude_thresholds` checks this when it computes the threshold).
     """
     _check_mask_inputs(weight, threshold, ties_to_prune)
     return _magnitude_mask_op(weight, float(threshold), int(ties_to_prune), bool(packed))
@@ -177,25 +186,28 @@ def _magnitude_mask_op(weight: torch.Tensor, threshold: float, ties_to_prune: in
     _check_mask_inputs(weight, threshold, ties_to_prune)
     mask = _empty_mask(weight, packed)
     flat_mask = mask.view(-1)
+    bound = _shrink_bound(threshold, weight.dtype)
     quota = ties_to_prune
-    keep_buffer = torch.empty(min(CPU_CHUNK, weight.numel()), dtype=torch.bool)
     for start, chunk in flat_chunks(weight, CPU_CHUNK):
-        magnitude = chunk.abs()
-        prune = _prune_below(magnitude, threshold)
+        if bound is not None:
+            # hardshrink zeroes |w| <= lambd in one vectorised pass (|w| < threshold).
+            torch.hardshrink(chunk, bound[0], out=chunk)
+        ties = None
         if quota:
-            ties = torch.nonzero(magnitude == threshold).view(-1)[:quota]
-            prune[ties] = True
+            ties = torch.nonzero(chunk.abs() == (bound[1] if bound else 0.0)).view(-1)[:quota]
+            chunk[ties] = 0
             quota -= ties.numel()
-        chunk.masked_fill_(prune, 0)
+        if bound is not None:  # the cut is positive, so exactly the kept weights are non-zero
+            keep = chunk.bool()
+        else:  # nothing lies below the threshold; only zero-valued ties can be pruned
+            keep = torch.ones(chunk.numel(), dtype=torch.bool)
+            if ties is not None:
+                keep[ties] = False
         if packed:
-            keep = torch.logical_not(prune, out=keep_buffer[:chunk.numel()])
-            whole = chunk.numel() - chunk.numel() % 8
-            pack_mask_into(keep[:whole], flat_mask[start // 8:(start + whole) // 8])
-            if whole < chunk.numel():  # only the last chunk can end mid-byte
-                tail = keep[whole:].to(torch.uint8) << torch.arange(chunk.numel() - whole, dtype=torch.uint8)
-                flat_mask[-1] = tail.sum(dtype=torch.uint8)
+            packed_chunk = pack_mask(keep)
+            flat_mask[start // 8:start // 8 + packed_chunk.numel()] = packed_chunk
         else:
-            torch.logical_not(prune, out=flat_mask[start:start + chunk.numel()])
+            flat_mask[start:start + chunk.numel()] = keep
     return mask
 
 

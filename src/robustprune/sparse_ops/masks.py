@@ -6,9 +6,11 @@ holds element ``8 * j + i``; the last byte is zero-padded. ``True``/1 means the 
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
-_BIT_VALUES = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
 
 
@@ -22,29 +24,25 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
     flat = mask.reshape(-1)
+    if flat.device.type == "cpu":
+        return torch.from_numpy(np.packbits(flat.numpy(), bitorder="little"))
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    groups = flat.view(-1, 8).view(torch.uint8)
-    return (groups * _BIT_VALUES.to(mask.device)).sum(dim=1, dtype=torch.uint8)
-
-
-def pack_mask_into(mask: torch.Tensor, out: torch.Tensor) -> None:
-    """Pack a flat bool mask whose length is a multiple of 8 into the preallocated bytes ``out``."""
-    groups = mask.view(-1, 8).view(torch.uint8)
-    torch.sum(groups * _BIT_VALUES.to(mask.device), dim=1, dtype=torch.uint8, out=out)
+    return (flat.view(-1, 8).to(torch.uint8) << _SHIFTS.to(flat.device)).sum(dim=1, dtype=torch.uint8)
 
 
 def unpack_mask(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
     """Inverse of :func:`pack_mask`: return the bool mask of the given shape."""
     if packed.dtype != torch.uint8:
         raise TypeError(f"packed mask must be uint8, got {packed.dtype}")
-    numel = 1
-    for size in shape:
-        numel *= int(size)
+    numel = math.prod(int(size) for size in shape)
     if packed.numel() != packed_size(numel):
         raise ValueError(f"packed mask has {packed.numel()} bytes, a mask of shape {tuple(shape)} "
                          f"needs {packed_size(numel)}")
+    if packed.device.type == "cpu":
+        bits = np.unpackbits(packed.reshape(-1).numpy(), count=numel, bitorder="little")
+        return torch.from_numpy(bits).view(torch.bool).reshape(shape)
     bits = (packed.reshape(-1, 1) >> _SHIFTS.to(packed.device)) & 1
     return bits.reshape(-1)[:numel].to(torch.bool).reshape(shape)
 

@@ -65,11 +65,11 @@ def radix_select(histogram: HistogramFn, digit_plan: Sequence[tuple[int, int]],
 
 
 def raise_if_nonfinite(tensor_counts: torch.Tensor, digit_shift: int, tensor_index: int) -> None:
-    """Raise if a first-pass histogram (all elements, one tensor) has counts in the Inf/NaN range."""
+    """Raise if a first-pass histogram (of all elements of one tensor or chunk) counts Inf/NaN values."""
     nonfinite = int(tensor_counts[..., NONFINITE_BITS >> digit_shift:].sum())
     if nonfinite:
-        raise ValueError(f"tensors[{tensor_index}] contains {nonfinite} NaN/Inf value(s); "
-                         "magnitude pruning needs finite weights")
+        raise ValueError(f"tensors[{tensor_index}] contains NaN/Inf value(s) ({nonfinite} in one pass "
+                         "over it); magnitude pruning needs finite weights")
 
 
 def bits_to_float(bits: int) -> float:
