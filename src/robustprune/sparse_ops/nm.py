@@ -53,9 +53,9 @@ def sorting_network(m: int) -> tuple[tuple[int, int], ...]:
 
 
 @functools.cache
-def selection_network(m: int, output: int) -> tuple[tuple[int, int], ...]:
-    """The comparators of :func:`sorting_network` that can influence the sorted lane ``output``."""
-    needed = {output}
+def selection_network(m: int, outputs: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """The comparators of :func:`sorting_network` that can influence the given sorted lanes."""
+    needed = set(outputs)
     kept = []
     for lo, hi in reversed(sorting_network(m)):
         if lo in needed or hi in needed:
@@ -92,7 +92,8 @@ def _nm_mask_op(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     groups = scores.contiguous().view(-1, m)
     mask = torch.empty(scores.shape, dtype=torch.bool)
     mask_groups = mask.view(-1, m)
-    comparators = selection_network(m, m - n)
+    # Ascending sorted lanes: m - n holds each group's n-th largest, m - n - 1 the (n+1)-th.
+    comparators = selection_network(m, (m - n - 1, m - n))
     rows_per_chunk = max(1, CPU_CHUNK // m)
     for start in range(0, groups.shape[0], rows_per_chunk):
         bits = groups[start:start + rows_per_chunk].view(int_dtype) & magnitude_mask
@@ -100,8 +101,8 @@ def _nm_mask_op(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
         for lo, hi in comparators:
             lanes[lo], lanes[hi] = torch.minimum(lanes[lo], lanes[hi]), torch.maximum(lanes[lo], lanes[hi])
         keep = torch.ge(bits, lanes[m - n].unsqueeze(1), out=mask_groups[start:start + rows_per_chunk])
-        # Every group keeps >= n; it keeps more only if its n-th largest magnitude is tied.
-        if int(keep.sum()) != keep.shape[0] * n:
+        # ">= n-th largest" keeps more than n only where the n-th and (n+1)-th largest are tied.
+        if bool(torch.eq(lanes[m - n], lanes[m - n - 1]).any()):
             _rerank_tied_groups(bits, keep, n)
     return mask
 
