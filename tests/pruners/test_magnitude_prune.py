@@ -1,6 +1,13 @@
 import pytest
 import torch
-from transformers import AutoModel, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    AutoModel,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from robustprune import magnitude_prune, unpack_mask
 from robustprune.pruners.targets import select_targets
@@ -65,8 +72,8 @@ def test_classifier_stays_dense_unless_named(minilm_path):
     model = BertForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
     assert "classifier" not in select_targets(model)
     masks = magnitude_prune(model, 0.5, targets=["classifier", "*.attention.self.query"])
-    assert sorted(masks) == ["bert.encoder.layer.%d.attention.self.query.weight" % i for i in range(6)] + [
-        "classifier.weight"]
+    expected = [f"bert.encoder.layer.{i}.attention.self.query.weight" for i in range(6)]
+    assert sorted(masks) == [*expected, "classifier.weight"]
 
 
 def test_gpt2_conv1d_groups_along_input_dim():

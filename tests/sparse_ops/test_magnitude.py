@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -65,7 +66,7 @@ def test_multiple_sparsities_in_one_call_are_nested_and_equal_single_calls():
     for s, (_, masks) in zip(sparsities, together):
         [(_, alone)] = prune_all(tensors, [s])
         assert all(torch.equal(a, b) for a, b in zip(masks, alone))
-    for (_, lower), (_, higher) in zip(together, together[1:]):
+    for (_, lower), (_, higher) in itertools.pairwise(together):
         assert all(bool((h <= l).all()) for l, h in zip(lower, higher))  # pruned sets only grow
 
 
@@ -88,7 +89,7 @@ def test_single_element_and_all_pruned_by_rounding():
 
 def test_negative_zero_and_signs_are_ranked_by_magnitude():
     t = torch.tensor([-0.0, 0.0, -5.0, 4.0, -1.0, 2.0])
-    [(pruned, masks)] = prune_all([t], [0.5])
+    [(_, masks)] = prune_all([t], [0.5])
     assert masks[0].tolist() == [False, False, True, True, False, True]
 
 
@@ -106,7 +107,7 @@ def test_packed_mask_equals_packed_bool_mask(numel):
 def test_chunk_boundaries_do_not_change_results():
     g = torch.Generator().manual_seed(5)
     big = torch.randint(-50, 51, ((1 << 20) + 5,), generator=g).float()  # spans several CPU chunks, many ties
-    [(pruned, masks)] = prune_all([big], [0.37])
+    [(_, masks)] = prune_all([big], [0.37])
     assert torch.equal(masks[0], reference_global_masks([big], 0.37)[0])
 
 

@@ -19,7 +19,6 @@ import torch
 from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, flat_chunks
 from robustprune.sparse_ops.masks import clear_packed_bits_, pack_mask, packed_size
 from robustprune.sparse_ops.radix_select import (
-    bits_to_float,
     ceil_float_bits,
     raise_if_nonfinite,
     select_thresholds,
