@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustprune.pruners.targets import input_dim_last, select_targets
+from robustprune.targets import input_dim_last, select_targets
 from robustprune.sparse_ops import magnitude_mask_, magnitude_thresholds, nm_mask, pack_mask, parse_pattern
 from robustprune.sparse_ops.nm import check_nm_scores
 from robustprune.sparse_ops.patterns import NMPattern
@@ -41,7 +41,7 @@ def magnitude_prune(
         scope: ``"global"`` (one threshold over all targets) or ``"layer"`` (one per matrix).
         pattern: ``"unstructured"`` or ``"N:M"`` (N kept of every M along the input dimension).
         targets: None for the Linear layers inside the transformer blocks, or glob patterns of
-            module names (see :func:`robustprune.pruners.targets.select_targets`).
+            module names (see :func:`robustprune.targets.select_targets`).
         packed_masks: return bit-packed uint8 masks (8 per byte) instead of bool.
     """
     if scope not in SCOPES:
