@@ -10,7 +10,7 @@ from transformers import (
 )
 
 from robustprune import magnitude_prune, unpack_mask
-from robustprune.pruners.targets import select_targets
+from robustprune.targets import select_targets
 from tests.reference import reference_global_masks, reference_nm_mask
 
 

@@ -1,0 +1,82 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustprune.sparse_ops import nm_compress, nm_linear, nm_mask
+from robustprune.sparse_ops.nm_format import unpack_indices
+from tests.conftest import DTYPES
+
+# Relative tolerances: fp16/bf16 round every product and partial sum differently from fp32 BLAS.
+RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+
+
+def close(actual, expected, dtype):
+    scale = expected.abs().max().clamp_min(1.0)
+    return float((actual.float() - expected).abs().max()) <= RTOL[dtype] * float(scale) * 4
+
+
+def problem(out, in_features, n, m, dtype, batch_shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out, in_features, generator=g).to(dtype)
+    w = w * nm_mask(w, n, m)
+    x = torch.randn(*batch_shape, in_features, generator=g).to(dtype)
+    b = torch.randn(out, generator=g).to(dtype)
+    return w, x, b
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4), (5, 16)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_shape", [(1,), (7,), (3, 5)])
+def test_forward_matches_masked_dense_linear(n, m, dtype, batch_shape):
+    w, x, b = problem(37, 6 * m, n, m, dtype, batch_shape)
+    values, metadata = nm_compress(w, n, m)
+    expected = F.linear(x.float(), w.float(), b.float())
+    assert close(nm_linear(x, values, metadata, b, n, m), expected, dtype)
+    assert close(nm_linear(x, values, metadata, None, n, m), F.linear(x.float(), w.float()), dtype)
+
+
+def test_many_row_blocks_cpu():
+    w, x, b = problem(700, 512, 2, 4, torch.float32, (9,))  # several 1 MiB blocks of rows
+    values, metadata = nm_compress(w, 2, 4)
+    assert torch.allclose(nm_linear(x, values, metadata, b, 2, 4), F.linear(x, w, b), atol=1e-4)
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_matches_masked_dense(n, m, dtype):
+    w, x, b = problem(29, 4 * m, n, m, dtype, (2, 3), seed=1)
+    values, metadata = nm_compress(w, n, m)
+    values.requires_grad_()
+    bias = b.clone().requires_grad_()
+    xs = x.clone().requires_grad_()
+    grad_y = torch.randn(2, 3, 29, generator=torch.Generator().manual_seed(2)).to(dtype)
+    nm_linear(xs, values, metadata, bias, n, m).backward(grad_y)
+
+    xr, wr, br = (t.float().clone().requires_grad_() for t in (x, w, b))
+    F.linear(xr, wr, br).backward(grad_y.float())
+    lanes = unpack_indices(metadata, values.shape[1], m).view(29, -1, n)
+    expected_values_grad = torch.gather(wr.grad.view(29, -1, m), 2, lanes).flatten(1)
+    assert close(xs.grad, xr.grad, dtype)
+    assert close(values.grad, expected_values_grad, dtype)
+    assert close(bias.grad, br.grad, dtype)
+
+
+def test_opcheck():
+    w, x, b = problem(8, 16, 2, 4, torch.float32, (3,), seed=3)
+    values, metadata = nm_compress(w, 2, 4)
+    torch.library.opcheck(torch.ops.robustprune.nm_linear.default,
+                          (x.requires_grad_(), values.requires_grad_(), metadata, b.requires_grad_(), 2, 4))
+    grad_y = torch.randn(3, 8)
+    torch.library.opcheck(torch.ops.robustprune.nm_linear_backward.default,
+                          (grad_y, x.detach(), values.detach(), metadata, 2, 4))
+
+
+def test_clear_errors():
+    w, x, b = problem(8, 16, 2, 4, torch.float32, (3,))
+    values, metadata = nm_compress(w, 2, 4)
+    with pytest.raises(TypeError, match="input has dtype torch.float16 but the sparse weight is torch.float32"):
+        nm_linear(x.half(), values, metadata, b, 2, 4)
+    with pytest.raises(ValueError, match="last dimension must be in_features=16"):
+        nm_linear(x[:, :8], values, metadata, b, 2, 4)
+    with pytest.raises(ValueError, match="bias must be a torch.float32 vector of 8"):
+        nm_linear(x, values, metadata, b[:4], 2, 4)
