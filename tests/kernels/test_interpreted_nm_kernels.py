@@ -5,7 +5,12 @@ import torch
 
 from robustprune.sparse_ops.backend import triton_interpreter_active
 from robustprune.sparse_ops.nm import nm_mask
-from robustprune.sparse_ops.nm_format import _nm_compress_triton, _nm_decompress_triton, nm_compress, nm_decompress
+from robustprune.sparse_ops.nm_format import (
+    _nm_compress_triton,
+    _nm_decompress_triton,
+    nm_compress,
+    nm_decompress,
+)
 from robustprune.sparse_ops.nm_linear import (
     _nm_linear_backward_op,
     _nm_linear_backward_triton,

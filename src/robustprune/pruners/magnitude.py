@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustprune.targets import input_dim_last, select_targets
 from robustprune.sparse_ops import magnitude_mask_, magnitude_thresholds, nm_mask, pack_mask, parse_pattern
 from robustprune.sparse_ops.nm import check_nm_scores
 from robustprune.sparse_ops.patterns import NMPattern
 from robustprune.sparse_ops.validation import check_finite, check_sparsity
+from robustprune.targets import input_dim_last, select_targets
 
 SCOPES = ("global", "layer")
 

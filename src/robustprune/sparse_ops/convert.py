@@ -11,9 +11,9 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from robustprune.targets import LINEAR_TYPES, select_targets
 from robustprune.sparse_ops.patterns import NMPattern
 from robustprune.sparse_ops.sparse_linear import SparseLinear, dense_weight_of, require_nm
+from robustprune.targets import LINEAR_TYPES, select_targets
 
 _METADATA_KEY = "robustprune.sparse_modules"
 
@@ -77,7 +77,7 @@ def load_sparse_model(model: nn.Module, path: str | Path) -> nn.Module:
         reference = current.values if isinstance(current, SparseLinear) else dense_weight_of(current)
         _replace(model, name, SparseLinear(spec["in_features"], spec["out_features"], spec["pattern"],
                                            bias=spec["bias"], dtype=reference.dtype, device=reference.device))
-    missing, unexpected = load_model(model, str(path), strict=True)
+    load_model(model, str(path), strict=True)
     return model
 
 
