@@ -1,0 +1,318 @@
+"""Side-by-side ratios measured in ONE process run: ``python -m bench.compare [--quick]``.
+
+Prints, for each workload, the median time of robustprune and of the baseline a user would otherwise
+write, their ratio, and for N:M masks the effective bandwidth as a fraction of a plain copy's measured
+in the same run. Peak extra memory of global masking is measured per method in a fresh subprocess.
+Absolute times on a shared machine are noise; the ratios are what is judged (see DESIGN.md,
+"Performance: how it is judged"). Goals are printed next to the results, marked MET / NOT MET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.workloads import (
+    bert_base_weights,
+    ours_global,
+    ours_nm,
+    pruned_count,
+    square_matrix,
+    topk_scatter_nm,
+    torch_prune_global,
+    total_bytes,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GLOBAL_SPARSITY = 0.5
+NM_PATTERNS = ((2, 4), (4, 8))
+MATRIX_SIZE = 4096
+
+GOAL_GLOBAL_SPEEDUP = 50.0
+GOAL_GLOBAL_PEAK_EXTRA = 0.05  # of the weights' bytes
+GOAL_NM_SPEEDUP = 3.0
+GOAL_NM_BANDWIDTH = 0.5  # of the copy bandwidth
+
+MEMORY_METHODS = ("ours", "torch")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many timed repeats each measurement gets (every measurement has one untimed warm-up first,
+    except the ~20 s torch global baseline in quick mode, which runs exactly once)."""
+
+    global_ours: int
+    global_torch: int
+    global_torch_warmup: bool
+    nm: int
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Budget:
+        if quick:
+            return cls(global_ours=2, global_torch=1, global_torch_warmup=False, nm=5)
+        return cls(global_ours=5, global_torch=2, global_torch_warmup=True, nm=15)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A timed call; ``setup`` (untimed) returns its arguments, e.g. fresh copies for in-place ops."""
+
+    fn: Callable[..., object]
+    setup: Callable[[], tuple] = tuple
+
+
+def median_times(cases: dict[str, Case], repeats: int, warmup: bool = True) -> dict[str, float]:
+    """Median wall time (s) of each case over ``repeats`` rounds; the cases alternate within each round,
+    so a change in machine load hits all of them alike."""
+    if warmup:
+        for case in cases.values():
+            case.fn(*case.setup())
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, case in cases.items():
+            args = case.setup()
+            start = time.perf_counter()
+            result = case.fn(*args)
+            times[name].append(time.perf_counter() - start)
+            del result, args
+    return {name: statistics.median(samples) for name, samples in times.items()}
+
+
+def status(met: bool) -> str:
+    return "MET" if met else "NOT MET"
+
+
+def fmt_time(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1.0 else f"{seconds:.2f} s"
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
+    print(line(header))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line(row))
+
+
+# ------------------------------------------------------------------------------------------- peak memory
+
+def _status_kib(field: str) -> int:
+    """A ``kB`` field (VmRSS, VmHWM, ...) of /proc/self/status, in KiB."""
+    with open("/proc/self/status") as status_file:
+        for line in status_file:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs); False if not permitted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_probe(method: str) -> dict[str, float | int | bool]:
+    """Run in a fresh process: peak extra RSS of one global-masking call over BERT-base weights.
+
+    The weights are filled in place (no temporaries) so the RSS before the call is the peak so far; on
+    top of that VmHWM is reset when the kernel allows it. Both methods first run once on a tiny model so
+    one-off lazy initialisation (thread pools, dispatch caches) is not counted. The call's outputs stay
+    alive until VmHWM is read: the extra memory includes the masks (and, for torch, the fp32
+    ``weight_mask`` buffers and the new pruned ``weight`` tensors).
+    """
+    run = {"ours": lambda ws: ours_global(ws, GLOBAL_SPARSITY, packed=True),
+           "torch": lambda ws: torch_prune_global(ws, GLOBAL_SPARSITY)}[method]
+    run(bert_base_weights(seed=1, layers=1)[:2])
+    weights = bert_base_weights(seed=0)
+    checksum = float(sum(float(w.sum()) for w in weights))  # touch every page (normal_ already did)
+    reset = _reset_peak_rss()
+    rss_before = _status_kib("VmRSS")
+    hwm_before = _status_kib("VmHWM")
+    result = run(weights)
+    hwm_after = _status_kib("VmHWM")
+    del result
+    return {"method": method, "weights_bytes": total_bytes(weights), "rss_before_kib": rss_before,
+            "hwm_before_kib": hwm_before, "hwm_after_kib": hwm_after, "hwm_reset": reset,
+            "checksum": checksum}
+
+
+def memory_probe_main(method: str) -> None:
+    """Subprocess entry point: print :func:`memory_probe`'s result as one JSON line."""
+    print(json.dumps(memory_probe(method)))
+
+
+def measure_peak_extra(method: str) -> dict[str, float | int | bool]:
+    """Run :func:`memory_probe` in a fresh interpreter and return its result."""
+    code = f"from bench.compare import memory_probe_main; memory_probe_main({method!r})"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe for {method!r} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------ timing
+
+@dataclass(frozen=True)
+class GlobalResult:
+    """Global magnitude masking over BERT-base-shaped weights."""
+
+    numel: int
+    weights_bytes: int
+    ours_s: float
+    torch_s: float
+    ours_first_call_s: float  # the process's first call (cold allocator, page faults), not a median
+    exact: bool  # ours pruned exactly round(sparsity * numel)
+
+
+@dataclass(frozen=True)
+class NMResult:
+    """N:M masks and the copy reference on one square fp32 matrix, timed interleaved."""
+
+    times: dict[str, float]  # "copy", "ours N:M", "topk N:M"
+    copy_bytes: int  # read + written by the copy
+    mask_bytes: int  # read + written by one N:M mask (fp32 in, bool out)
+    matches_topk: bool
+
+
+def measure_global(budget: Budget) -> GlobalResult:
+    """Time ours (packed masks, fresh weight copies each call) and torch.nn.utils.prune, and check ours."""
+    weights = bert_base_weights(seed=0)
+    numel = sum(w.numel() for w in weights)
+    copies = [w.clone() for w in weights]
+    start = time.perf_counter()
+    masks = ours_global(copies, GLOBAL_SPARSITY)
+    first_call_s = time.perf_counter() - start
+    exact = pruned_count(masks, copies) == round(GLOBAL_SPARSITY * numel)
+    del copies, masks
+    ours_s = median_times({"ours": Case(ours_global, lambda: ([w.clone() for w in weights], GLOBAL_SPARSITY))},
+                          budget.global_ours)["ours"]
+    torch_s = median_times({"torch": Case(lambda: torch_prune_global(weights, GLOBAL_SPARSITY))},
+                           budget.global_torch, warmup=budget.global_torch_warmup)["torch"]
+    return GlobalResult(numel, total_bytes(weights), ours_s, torch_s, first_call_s, exact)
+
+
+def measure_nm(budget: Budget) -> NMResult:
+    """Time the copy reference, ours and topk+scatter for every N:M pattern, interleaved in each round."""
+    matrix = square_matrix(MATRIX_SIZE, torch.float32)
+    dst = torch.empty_like(matrix)
+    cases: dict[str, Case] = {"copy": Case(lambda: dst.copy_(matrix))}
+    for n, m in NM_PATTERNS:
+        cases[f"ours {n}:{m}"] = Case(lambda n=n, m=m: ours_nm(matrix, n, m))
+        cases[f"topk {n}:{m}"] = Case(lambda n=n, m=m: topk_scatter_nm(matrix, n, m))
+    matches = all(torch.equal(ours_nm(matrix, n, m), topk_scatter_nm(matrix, n, m)) for n, m in NM_PATTERNS)
+    numel, itemsize = matrix.numel(), matrix.element_size()
+    return NMResult(median_times(cases, budget.nm), 2 * numel * itemsize, numel * itemsize + numel, matches)
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def report_speed(glob: GlobalResult, nm: NMResult) -> None:
+    print("Speed (ours vs the baseline a user would otherwise write)")
+    speedup = glob.torch_s / glob.ours_s
+    rows = [[f"global magnitude {GLOBAL_SPARSITY:.0%}, BERT-base {glob.numel / 1e6:.1f}M fp32, packed masks",
+             fmt_time(glob.ours_s), fmt_time(glob.torch_s), "torch.nn.utils.prune.global_unstructured",
+             f"{speedup:.1f}x", f">= {GOAL_GLOBAL_SPEEDUP:.0f}x", status(speedup >= GOAL_GLOBAL_SPEEDUP)]]
+    for n, m in NM_PATTERNS:
+        ours_s, base_s = nm.times[f"ours {n}:{m}"], nm.times[f"topk {n}:{m}"]
+        rows.append([f"{n}:{m} mask, {MATRIX_SIZE}x{MATRIX_SIZE} fp32", fmt_time(ours_s), fmt_time(base_s),
+                     "topk + scatter_", f"{base_s / ours_s:.1f}x", f">= {GOAL_NM_SPEEDUP:.0f}x",
+                     status(base_s / ours_s >= GOAL_NM_SPEEDUP)])
+    print_table(["workload", "ours", "baseline", "baseline is", "speedup", "goal", "status"], rows)
+    print(f"  note: ours global, first call in this process (before any warm-up): {fmt_time(glob.ours_first_call_s)}"
+          f" = {glob.torch_s / glob.ours_first_call_s:.1f}x the baseline's median (a one-shot pruner runs cold)")
+
+
+def report_bandwidth(nm: NMResult) -> None:
+    copy_bandwidth = nm.copy_bytes / nm.times["copy"]
+    print(f"Bandwidth (ours: read 4 B + write 1 B per element; reference: dst.copy_(src) of the same "
+          f"{MATRIX_SIZE}x{MATRIX_SIZE} fp32, {fmt_time(nm.times['copy'])}, {copy_bandwidth / 1e9:.2f} GB/s)")
+    rows = []
+    for n, m in NM_PATTERNS:
+        bandwidth = nm.mask_bytes / nm.times[f"ours {n}:{m}"]
+        fraction = bandwidth / copy_bandwidth
+        rows.append([f"{n}:{m} mask, {MATRIX_SIZE}x{MATRIX_SIZE} fp32", f"{bandwidth / 1e9:.2f} GB/s",
+                     f"{fraction:.2f}", f">= {GOAL_NM_BANDWIDTH}", status(fraction >= GOAL_NM_BANDWIDTH)])
+    print_table(["workload", "ours effective", "of copy", "goal", "status"], rows)
+
+
+def report_memory(memory: dict[str, dict[str, float | int | bool]], weights_bytes: int) -> None:
+    print(f"Peak extra memory of global masking (fresh process per method; VmHWM after - VmRSS before; "
+          f"weights = {weights_bytes / 2**20:.0f} MiB)")
+    labels = {"ours": "ours (magnitude_thresholds + magnitude_mask_, packed)",
+              "torch": "torch.nn.utils.prune.global_unstructured"}
+    rows = []
+    for method, probe in memory.items():
+        extra = (int(probe["hwm_after_kib"]) - int(probe["rss_before_kib"])) * 1024
+        fraction = extra / weights_bytes
+        goal = ([f"<= {GOAL_GLOBAL_PEAK_EXTRA:.0%}", status(fraction <= GOAL_GLOBAL_PEAK_EXTRA)]
+                if method == "ours" else ["", ""])
+        rows.append([labels[method], f"{extra / 2**20:.1f} MiB", f"{fraction:.1%}", *goal])
+    print_table(["method", "peak extra", "of weights", "goal", "status"], rows)
+    for method, probe in memory.items():
+        above = int(probe["hwm_before_kib"]) - int(probe["rss_before_kib"])
+        if above:
+            print(f"  note: {method}: VmHWM was {above} KiB above VmRSS before the call "
+                  f"(peak reset {'done' if probe['hwm_reset'] else 'not permitted'})")
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure everything in this process (memory in one subprocess per method) and print the tables;
+    exit status 1 if a correctness check failed (never because of a time)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats; the torch global baseline runs once without warm-up")
+    args = parser.parse_args(argv)
+    budget = Budget.for_mode(args.quick)
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"robustprune bench.compare  (torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
+          f"{os.cpu_count()} cores on the machine, {usable} usable by this process, "
+          f"{'quick' if args.quick else 'full'} run)")
+    print(f"timings: median of {budget.global_ours} (ours global) / {budget.global_torch} (torch global) / "
+          f"{budget.nm} (N:M, copy) repeats after one warm-up"
+          + ("" if budget.global_torch_warmup else " (no warm-up for the torch global baseline)"))
+    print()
+
+    glob = measure_global(budget)
+    nm = measure_nm(budget)
+    memory = {method: measure_peak_extra(method) for method in MEMORY_METHODS}
+
+    report_speed(glob, nm)
+    print()
+    report_bandwidth(nm)
+    print()
+    report_memory(memory, glob.weights_bytes)
+    print()
+    print(f"Checks: global prunes exactly round(s*n) = {round(GLOBAL_SPARSITY * glob.numel)}: "
+          f"{'ok' if glob.exact else 'FAILED'}; N:M equals topk+scatter on randn data: "
+          f"{'ok' if nm.matches_topk else 'FAILED'}")
+    return 0 if glob.exact and nm.matches_topk else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
