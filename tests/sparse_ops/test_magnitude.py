@@ -162,3 +162,42 @@ def test_opcheck():
     for packed in (False, True):
         torch.library.opcheck(torch.ops.robustprune.magnitude_mask_.default,
                               (tensors[0].clone(), float(thresholds[0]), int(quota[0, 0]), packed))
+
+
+@pytest.mark.parametrize("setting", [("MAX_BRACKET", 0), ("BRACKET_SIGMAS", 0.0)])
+def test_radix_fallback_when_the_sample_bracket_fails(monkeypatch, setting):
+    # MAX_BRACKET=0 aborts every bracket; near-zero-width brackets often miss the rank. Either way
+    # the CPU falls back to radix select, which must give the same exact masks.
+    from robustprune.sparse_ops import bracket_select
+
+    calls = []
+    original = bracket_select.bracket_select
+    monkeypatch.setattr(bracket_select, setting[0], setting[1])
+    monkeypatch.setattr("robustprune.sparse_ops.magnitude.bracket_select",
+                        lambda *args: calls.append(result := original(*args)) or result)
+    tensors = tensor_set(torch.float32, seed=9, with_ties=True) + [torch.randn(300, 301)]
+    for sparsity in (0.05, 0.5, 0.95):
+        [(_, masks)] = prune_all(tensors, [sparsity])
+        for mask, ref in zip(masks, reference_global_masks(tensors, sparsity)):
+            assert torch.equal(mask, ref)
+    assert calls
+    if setting[0] == "MAX_BRACKET":
+        assert all(result is None for result in calls)
+
+
+def test_bracket_path_is_taken_on_large_inputs():
+    from robustprune.sparse_ops import bracket_select
+    from robustprune.sparse_ops.radix_select import nonfinite_error
+
+    g = torch.Generator().manual_seed(4)
+    tensors = [torch.randn(512, 700, generator=g), torch.randn(900, 300, generator=g).half()]
+    total = sum(t.numel() for t in tensors)
+    ranks = [0, total // 3, total - 1]
+    selections = bracket_select.bracket_select(tensors, ranks, nonfinite_error)
+    assert selections is not None
+    magnitudes = torch.cat([t.float().abs().flatten() for t in tensors]).sort().values
+    for rank, selection in zip(ranks, selections):
+        value = magnitudes[rank]
+        assert selection.value_bits == int(value.view(torch.int32))
+        assert selection.num_below == int((magnitudes < value).sum())
+        assert selection.num_equal == int((magnitudes == value).sum())

@@ -17,15 +17,20 @@ from collections.abc import Sequence
 import torch
 
 from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, flat_chunks
+from robustprune.sparse_ops.bracket_select import bracket_select
 from robustprune.sparse_ops.masks import clear_packed_bits_, pack_mask, packed_size
 from robustprune.sparse_ops.radix_select import (
+    RankSelection,
     ceil_float_bits,
+    nonfinite_error,
+    radix_select,
     raise_if_nonfinite,
     select_thresholds,
 )
 from robustprune.sparse_ops.validation import check_float_tensor, check_sparsities, check_tensor_list
 
-# CPU: a 15-bit then a 16-bit digit (bincount handles wide histograms cheaply).
+# CPU: a sample-bracketed single pass (bracket_select) first; radix select with a 15-bit then a
+# 16-bit digit (bincount handles wide histograms cheaply) when a bracket misses.
 CPU_DIGIT_PLAN = ((16, 15), (0, 16))
 # GPU: three narrow digits, so a histogram fits in one program's registers.
 TRITON_DIGIT_PLAN = ((20, 11), (10, 10), (0, 10))
@@ -86,7 +91,11 @@ def _magnitude_thresholds_op(tensors: list[torch.Tensor], sparsities: list[float
     def count_equal(index: int, value_bits: int) -> int:
         return sum(int((_magnitude_bits(chunk) == value_bits).sum()) for _, chunk in flat_chunks(tensors[index]))
 
-    result = select_thresholds([t.numel() for t in tensors], sparsities, histogram, CPU_DIGIT_PLAN, count_equal)
+    def select_ranks(ranks: list[int]) -> list[RankSelection]:
+        fast = bracket_select(tensors, ranks, nonfinite_error)
+        return fast if fast is not None else radix_select(histogram, CPU_DIGIT_PLAN, ranks)
+
+    result = select_thresholds([t.numel() for t in tensors], sparsities, select_ranks, count_equal)
     return _threshold_tensors(result.threshold_bits, result.tie_quota, tensors[0].device)
 
 
@@ -121,8 +130,8 @@ def _magnitude_thresholds_triton(tensors: list[torch.Tensor], sparsities: list[f
         radix_histogram(tensors[index], hist, value_bits, 0, 0)
         return int(hist.sum())
 
-    result = select_thresholds([t.numel() for t in tensors], sparsities, histogram, TRITON_DIGIT_PLAN,
-                               count_equal)
+    result = select_thresholds([t.numel() for t in tensors], sparsities,
+                               lambda ranks: radix_select(histogram, TRITON_DIGIT_PLAN, ranks), count_equal)
     return _threshold_tensors(result.threshold_bits, result.tie_quota, device)
 
 
@@ -187,6 +196,7 @@ def _magnitude_mask_op(weight: torch.Tensor, threshold: float, ties_to_prune: in
     flat_mask = mask.view(-1)
     bound = _shrink_bound(threshold, weight.dtype)
     quota = ties_to_prune
+    keep_buffer = torch.empty(min(CPU_CHUNK, weight.numel()), dtype=torch.bool) if packed else None
     for start, chunk in flat_chunks(weight, CPU_CHUNK):
         if bound is not None:
             # hardshrink zeroes |w| <= lambd in one vectorised pass (|w| < threshold).
@@ -196,17 +206,16 @@ def _magnitude_mask_op(weight: torch.Tensor, threshold: float, ties_to_prune: in
             ties = torch.nonzero(chunk.abs() == (bound[1] if bound else 0.0)).view(-1)[:quota]
             chunk[ties] = 0
             quota -= ties.numel()
+        keep = keep_buffer[:chunk.numel()] if packed else flat_mask[start:start + chunk.numel()]
         if bound is not None:  # the cut is positive, so exactly the kept weights are non-zero
-            keep = chunk.bool()
+            keep.copy_(chunk)  # float -> bool conversion: much faster than a comparison
         else:  # nothing lies below the threshold; only zero-valued ties can be pruned
-            keep = torch.ones(chunk.numel(), dtype=torch.bool)
+            keep.fill_(True)
             if ties is not None:
                 keep[ties] = False
         if packed:
             packed_chunk = pack_mask(keep)
             flat_mask[start // 8:start // 8 + packed_chunk.numel()] = packed_chunk
-        else:
-            flat_mask[start:start + chunk.numel()] = keep
     return mask
 
 

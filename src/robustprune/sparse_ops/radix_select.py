@@ -66,10 +66,12 @@ def radix_select(histogram: HistogramFn, digit_plan: Sequence[tuple[int, int]],
 
 def raise_if_nonfinite(tensor_counts: torch.Tensor, digit_shift: int, tensor_index: int) -> None:
     """Raise if a first-pass histogram (of all elements of one tensor or chunk) counts Inf/NaN values."""
-    nonfinite = int(tensor_counts[..., NONFINITE_BITS >> digit_shift:].sum())
-    if nonfinite:
-        raise ValueError(f"tensors[{tensor_index}] contains NaN/Inf value(s) ({nonfinite} in one pass "
-                         "over it); magnitude pruning needs finite weights")
+    if int(tensor_counts[..., NONFINITE_BITS >> digit_shift:].sum()):
+        raise nonfinite_error(tensor_index)
+
+
+def nonfinite_error(tensor_index: int) -> ValueError:
+    return ValueError(f"tensors[{tensor_index}] contains NaN/Inf value(s); magnitude pruning needs finite weights")
 
 
 def bits_to_float(bits: int) -> float:
@@ -95,8 +97,7 @@ class Thresholds:
 def select_thresholds(
     numels: Sequence[int],
     sparsities: Sequence[float],
-    histogram: HistogramFn,
-    digit_plan: Sequence[tuple[int, int]],
+    select_ranks: Callable[[list[int]], list[RankSelection]],
     count_equal: Callable[[int, int], int],
 ) -> Thresholds:
     """Exact thresholds that prune ``round(sparsity * total)`` weights for each sparsity.
@@ -104,12 +105,13 @@ def select_thresholds(
     Tie rule: weights equal to the k-th smallest magnitude are pruned in traversal order (tensor
     order, then row-major index) until exactly k are pruned. When every tie is pruned, the threshold
     is moved one ulp up instead and no quota is needed, which is the common case for real weights.
+    ``select_ranks`` locates 0-based ranks (e.g. :func:`radix_select` with a histogram backend);
     ``count_equal(tensor_index, value_bits)`` counts one tensor's elements with that magnitude.
     """
     total = sum(numels)
     targets = [round(s * total) for s in sparsities]
     ranks = [k - 1 for k in targets if k > 0]
-    selections = iter(radix_select(histogram, digit_plan, ranks) if ranks else [])
+    selections = iter(select_ranks(ranks) if ranks else [])
     threshold_bits: list[int] = []
     tie_quota: list[list[int]] = []
     for k in targets:

@@ -1,0 +1,275 @@
+"""Calibration inputs for one-shot pruners (Wanda, SparseGPT) from any text source, with a fixed seed.
+
+Two ways to turn texts into token batches:
+
+- ``mode="first"``: the first ``num_samples`` texts, each truncated to ``seq_len`` tokens (special
+  tokens included) and padded within its batch; ``attention_mask`` marks the real tokens. Suits
+  sentence-level data such as GLUE SST-2 with an encoder model.
+- ``mode="windows"``: the C4 / SparseGPT recipe. Each sample is a random window of exactly
+  ``seq_len`` tokens (the tokenizer's own special tokens, e.g. ``[CLS] ... [SEP]`` or ``<s> ...``,
+  included in that count) cut from a randomly drawn text; a text that is too short is extended with
+  the texts that follow it (joined by the tokens of ``"\\n\\n"``). No padding.
+
+The sequence length is capped here, independently of the model's maximum, and batches are dicts
+ready for ``model(**batch)``. Texts come from :func:`read_text_lines` (plain text or GLUE-style TSV)
+or :func:`texts_from_hf_dataset` (needs the optional ``datasets`` package).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MODES = ("first", "windows")
+# Hugging Face's sentinel for "no limit" is int(1e30); anything this large is not a real limit.
+_NO_REAL_LIMIT = 10**12
+
+
+def read_text_lines(path: str | Path, column: str | None = None) -> list[str]:
+    """Read calibration texts from a file.
+
+    Args:
+        path: a plain text file (one sample per non-empty line) or, when ``column`` is given, a
+            GLUE-style tab-separated file with a header row (e.g. SST-2's ``sentence<TAB>label``).
+        column: header name of the TSV column holding the text. None reads ``path`` as plain text.
+
+    Returns:
+        The texts in file order, newline characters removed; empty (or all-whitespace) lines and
+        fields are skipped.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``column`` is not in the header, a row is too short, or no text was found.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"calibration text file not found: {str(path)!r}")
+    texts: list[str] = []
+    with path.open(encoding="utf-8", newline="") as f:
+        if column is None:
+            for line in f:
+                text = line.rstrip("\r\n")
+                if text.strip():
+                    texts.append(text)
+        else:
+            csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = next(reader, None)
+            if header is None:
+                raise ValueError(f"{str(path)!r} is empty: expected a header row naming column {column!r}")
+            if column not in header:
+                raise ValueError(f"column {column!r} is not in the header of {str(path)!r}; "
+                                 f"the header is {header}")
+            index = header.index(column)
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) <= index:
+                    raise ValueError(f"{str(path)!r} line {reader.line_num}: {len(row)} field(s), "
+                                     f"column {column!r} is field {index + 1} of header {header}")
+                text = row[index]
+                if text.strip():
+                    texts.append(text)
+    if not texts:
+        what = f"column {column!r} of " if column is not None else ""
+        raise ValueError(f"no calibration text found in {what}{str(path)!r} (all lines empty)")
+    return texts
+
+
+def texts_from_hf_dataset(name: str, split: str = "train", column: str = "text", limit: int | None = None,
+                          config: str | None = None) -> list[str]:
+    """Texts from a Hugging Face dataset by name (needs the optional ``datasets`` package and network).
+
+    Args:
+        name: dataset name on the Hub (e.g. ``"allenai/c4"``, ``"glue"``).
+        split: split to read.
+        column: field holding the text.
+        limit: read at most this many non-empty texts (the dataset is streamed when given).
+        config: dataset configuration name (e.g. ``"sst2"`` for ``"glue"``).
+    """
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - datasets is deliberately not a dependency
+        raise ImportError("texts_from_hf_dataset needs the optional 'datasets' package "
+                          "(pip install datasets); or save the texts to a file and use read_text_lines"
+                          ) from exc
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    dataset = datasets.load_dataset(name, config, split=split, streaming=limit is not None)
+    texts: list[str] = []
+    for row in dataset:
+        if column not in row:
+            raise ValueError(f"dataset {name!r} has no column {column!r}; its columns are {sorted(row)}")
+        text = row[column]
+        if isinstance(text, str) and text.strip():
+            texts.append(text)
+            if limit is not None and len(texts) >= limit:
+                break
+    if not texts:
+        raise ValueError(f"no text found in column {column!r} of dataset {name!r} split {split!r}")
+    return texts
+
+
+def _real_max_length(tokenizer: Any) -> int | None:
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _NO_REAL_LIMIT:
+        return limit
+    return None
+
+
+def _special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Token ids the tokenizer puts before and after a single sequence (``[CLS]``/``[SEP]``, ``<s>``...)."""
+    for probe in ("hello world", "a", "the"):
+        plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+        full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+        if not plain:
+            continue
+        for start in range(len(full) - len(plain) + 1):
+            if full[start:start + len(plain)] == plain:
+                return list(full[:start]), list(full[start + len(plain):])
+    return [], []
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _padded(rows: Sequence[Sequence[int]], width: int, fill: int, left: bool) -> torch.Tensor:
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if len(row):
+            if left:
+                out[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            else:
+                out[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def _check_args(texts: Sequence[str], num_samples: int, seq_len: int, batch_size: int, mode: str,
+                tokenizer: Any) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if num_samples < 1:
+        raise ValueError(f"empty calibration set: num_samples={num_samples}, need at least 1")
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one string")
+    if len(texts) == 0:
+        raise ValueError("empty calibration set: no texts given")
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    limit = _real_max_length(tokenizer)
+    if limit is not None and seq_len > limit:
+        raise ValueError(f"seq_len={seq_len} exceeds the tokenizer's model_max_length={limit}; "
+                         f"pass seq_len <= {limit}")
+
+
+def _first_batches(tokenizer: Any, texts: Sequence[str], num_samples: int, seq_len: int,
+                   batch_size: int) -> list[dict[str, torch.Tensor]]:
+    if len(texts) < num_samples:
+        raise ValueError(f"mode='first' needs num_samples={num_samples} texts but only {len(texts)} were "
+                         "given; lower num_samples or use mode='windows'")
+    pad_id = _pad_id(tokenizer)
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    batches = []
+    for start in range(0, num_samples, batch_size):
+        chunk = list(texts[start:min(start + batch_size, num_samples)])
+        # Pad by hand: tokenizers without a pad token (GPT-2, Llama) would refuse padding=True,
+        # and the caller's tokenizer must not be mutated.
+        enc = tokenizer(chunk, truncation=True, max_length=seq_len, add_special_tokens=True)
+        lengths = [len(row) for row in enc["input_ids"]]
+        width = max(lengths)
+        batch = {"input_ids": _padded(enc["input_ids"], width, pad_id, left),
+                 "attention_mask": _padded([[1] * n for n in lengths], width, 0, left)}
+        if "token_type_ids" in enc:
+            batch["token_type_ids"] = _padded(enc["token_type_ids"], width, 0, left)
+        batches.append(batch)
+    return batches
+
+
+def _window_batches(tokenizer: Any, texts: Sequence[str], num_samples: int, seq_len: int, batch_size: int,
+                    seed: int) -> list[dict[str, torch.Tensor]]:
+    prefix, suffix = _special_affixes(tokenizer)
+    window = seq_len - len(prefix) - len(suffix)
+    if window < 1:
+        raise ValueError(f"seq_len={seq_len} leaves no room for text: the tokenizer adds "
+                         f"{len(prefix) + len(suffix)} special token(s) per sequence")
+    separator = list(tokenizer("\n\n", add_special_tokens=False)["input_ids"])
+    cache: dict[int, list[int]] = {}
+
+    def tokens(index: int) -> list[int]:
+        if index not in cache:
+            cache[index] = list(tokenizer(texts[index], add_special_tokens=False)["input_ids"])
+        return cache[index]
+
+    generator = torch.Generator().manual_seed(seed)
+    samples: list[list[int]] = []
+    for _ in range(num_samples):
+        first = int(torch.randint(len(texts), (1,), generator=generator))
+        ids = tokens(first)
+        index = first
+        while len(ids) < window:  # too short: extend with the texts that follow, wrapping around
+            index = (index + 1) % len(texts)
+            if index == first:
+                raise ValueError(f"the texts hold {len(ids)} tokens in total (with separators), fewer than "
+                                 f"one window of {window} (seq_len={seq_len} minus special tokens); "
+                                 "give more text or lower seq_len")
+            ids = ids + separator + tokens(index)
+        start = int(torch.randint(len(ids) - window + 1, (1,), generator=generator))
+        samples.append(prefix + ids[start:start + window] + suffix)
+    batches = []
+    for start in range(0, num_samples, batch_size):
+        input_ids = torch.tensor(samples[start:start + batch_size], dtype=torch.long)
+        batches.append({"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)})
+    return batches
+
+
+def calibration_batches(
+    tokenizer: Any,
+    texts: Sequence[str],
+    num_samples: int = 128,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    mode: str = "first",
+    seed: int = 0,
+) -> list[dict[str, torch.Tensor]]:
+    """Tokenized calibration batches, deterministic for a given ``seed``.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (not modified; tokenizers without a pad token are fine).
+        texts: calibration texts, e.g. from :func:`read_text_lines`.
+        num_samples: number of sequences in total (the default 128 follows SparseGPT).
+        seq_len: maximum tokens per sequence in ``"first"`` mode, exact length in ``"windows"`` mode,
+            special tokens included. Independent of (but at most) the tokenizer's ``model_max_length``.
+        batch_size: sequences per batch (the last batch may be smaller).
+        mode: ``"first"`` (first ``num_samples`` texts, truncated, padded per batch) or ``"windows"``
+            (random ``seq_len``-token windows, C4 / SparseGPT style, no padding).
+        seed: seed of the ``torch.Generator`` drawing texts and window offsets (``"windows"`` only;
+            ``"first"`` is deterministic by construction).
+
+    Returns:
+        A list of dicts with ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` when the
+        tokenizer produces them in ``"first"`` mode), int64 CPU tensors of shape ``[batch, length]``.
+
+    Raises:
+        ValueError: ``num_samples < 1`` or no texts ("empty calibration set"), ``seq_len < 1``,
+            ``seq_len`` above a finite ``tokenizer.model_max_length``, an unknown ``mode``, too few
+            texts for ``"first"`` or too little text for one window.
+    """
+    _check_args(texts, num_samples, seq_len, batch_size, mode, tokenizer)
+    if mode == "first":
+        return _first_batches(tokenizer, texts, num_samples, seq_len, batch_size)
+    return _window_batches(tokenizer, texts, num_samples, seq_len, batch_size, seed)
+
+
+__all__ = ["MODES", "calibration_batches", "read_text_lines", "texts_from_hf_dataset"]
