@@ -361,7 +361,10 @@ def capture_block_inputs(model: nn.Module, batches: Sequence[Mapping[str, Any]],
 
     The model runs in eval mode under ``torch.no_grad`` and stops at the first block (its training
     flags are restored afterwards). Every positional and keyword argument of the block call is kept
-    as the model built it; cache objects are replaced by None and ``use_cache`` by False.
+    as the model built it; cache objects are replaced by None and ``use_cache`` by False. When
+    ``config.layer_types`` mixes layer kinds (sliding-window and full attention), the arguments of
+    every block are recorded in the same pass (earlier blocks pass their input through unchanged
+    while recording) and :meth:`BlockInputs.for_block` hands each block its own.
 
     Args:
         model: a Hugging Face model (encoder or decoder) with a stack of blocks, found by

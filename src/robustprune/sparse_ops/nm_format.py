@@ -17,6 +17,8 @@ Bytes at rest relative to dense: ``N/M + N * b / (8 * M * element_size)``: 0.562
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -52,11 +54,24 @@ def pack_indices(indices: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def unpack_indices(metadata: torch.Tensor, kept: int, m: int) -> torch.Tensor:
-    """Inverse of :func:`pack_indices`: ``(rows, K)`` int64 in-group indices (CPU)."""
+    """Inverse of :func:`pack_indices`: ``(rows, K)`` int64 in-group indices (CPU).
+
+    Fields never straddle a word of ``lcm(b, 8)`` bits (one byte for b = 2 or 4, three bytes for
+    b = 3), so whole words are assembled and all their fields shifted out at once.
+    """
     bits = index_bits(m)
-    planes = np.unpackbits(metadata.numpy(), axis=1, count=kept * bits, bitorder="little")
-    planes = torch.from_numpy(planes).view(metadata.shape[0], kept, bits).to(torch.int64)
-    return (planes << torch.arange(bits)).sum(dim=-1)
+    word_bytes = math.lcm(bits, 8) // 8
+    rows, row_bytes = metadata.shape
+    pad = (-row_bytes) % word_bytes
+    if pad:
+        metadata = torch.nn.functional.pad(metadata, (0, pad))
+    grouped = metadata.view(rows, -1, word_bytes).to(torch.int32)
+    words = grouped[..., 0]
+    for byte in range(1, word_bytes):
+        words = words | (grouped[..., byte] << (8 * byte))
+    shifts = torch.arange(0, 8 * word_bytes, bits, dtype=torch.int32)
+    fields = (words.unsqueeze(-1) >> shifts) & (m - 1)
+    return fields.view(rows, -1)[:, :kept].to(torch.int64)
 
 
 def check_compressed(values: torch.Tensor, metadata: torch.Tensor, n: int, m: int, in_features: int) -> None:

@@ -1,6 +1,6 @@
 """``robustprune::nm_linear``: y = x W^T + b with W stored compressed N:M, with backward.
 
-CPU: W is rebuilt a block of rows at a time into a small reused buffer (about a cache's worth), and
+CPU: W is rebuilt a block of rows at a time into a reused 4 MiB buffer, and
 each block is multiplied with BLAS; the full dense matrix is never materialised. CUDA: the Triton
 kernels in :mod:`robustprune.kernels.nm_matmul` (dense tile rebuilt in registers + ``tl.dot``).
 There is no 4:8 (or general N:M) matmul in PyTorch; for 2:4 fp16/bf16 on CUDA, PyTorch's
@@ -16,8 +16,9 @@ import torch
 from robustprune.sparse_ops.backend import check_triton_device, triton_interpreter_active
 from robustprune.sparse_ops.nm_format import check_compressed, unpack_indices
 
-# Dense bytes rebuilt per CPU block: small enough to stay in cache, large enough to amortise overhead.
-_CPU_BLOCK_BYTES = 1 << 20
+# Dense bytes rebuilt per CPU block: large enough to amortise per-op overhead at batch 1, small enough to
+# bound the temporary (4 MiB whatever the layer size).
+_CPU_BLOCK_BYTES = 4 << 20
 
 
 def in_features_of(values: torch.Tensor, n: int, m: int) -> int:
