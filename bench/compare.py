@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from bench import sparse_linear
 from bench.workloads import (
     bert_base_weights,
     ours_global,
@@ -278,6 +279,35 @@ def report_memory(memory: dict[str, dict[str, float | int | bool]], weights_byte
                   f"(peak reset {'done' if probe['hwm_reset'] else 'not permitted'})")
 
 
+# ------------------------------------------------------------------------------------------- SparseLinear
+
+def report_sparse_linear(repeats: int) -> bool:
+    """Bytes at rest and CPU forward time of the compressed N:M layer; returns the correctness check."""
+    print(f"SparseLinear bytes at rest ({sparse_linear.SIZE}x{sparse_linear.SIZE} weight, values + index "
+          "metadata over dense)")
+    rows = []
+    for n, m in sparse_linear.PATTERNS:
+        fp16 = sparse_linear.bytes_at_rest(n, m, torch.float16)
+        goal = sparse_linear.GOAL_BYTES_FP16[(n, m)]
+        rows.append([f"{n}:{m}", f"{fp16:.4f}x", f"{sparse_linear.bytes_at_rest(n, m, torch.float32):.4f}x",
+                     f"<= {goal}x (fp16)", status(fp16 <= goal + 1e-9)])
+    print_table(["pattern", "fp16/bf16", "fp32", "goal", "status"], rows)
+    print()
+    print(f"SparseLinear CPU forward vs dense F.linear ({sparse_linear.SIZE}x{sparse_linear.SIZE} fp32; "
+          "ratio > 1 means ours is faster)")
+    rows, correct = [], True
+    for n, m in sparse_linear.PATTERNS:
+        for batch in sparse_linear.BATCHES:
+            dense, ours, (x, weight, values, metadata) = sparse_linear.forward_cases(n, m, batch)
+            correct &= bool(torch.allclose(ours(), dense(), rtol=1e-4, atol=1e-3))
+            times = median_times({"dense": Case(dense), "ours": Case(ours)}, repeats)
+            rows.append([f"{n}:{m}, batch {batch}", fmt_time(times["ours"]), fmt_time(times["dense"]),
+                         f"{times['dense'] / times['ours']:.2f}x"])
+            del x, weight, values, metadata
+    print_table(["workload", "ours (nm_linear)", "dense F.linear", "speed ratio"], rows)
+    return correct
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,10 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     report_memory(memory, glob.weights_bytes)
     print()
+    sparse_ok = report_sparse_linear(budget.nm)
+    print()
     print(f"Checks: global prunes exactly round(s*n) = {round(GLOBAL_SPARSITY * glob.numel)}: "
           f"{'ok' if glob.exact else 'FAILED'}; N:M equals topk+scatter on randn data: "
-          f"{'ok' if nm.matches_topk else 'FAILED'}")
-    return 0 if glob.exact and nm.matches_topk else 1
+          f"{'ok' if nm.matches_topk else 'FAILED'}; nm_linear equals F.linear on the masked weight: "
+          f"{'ok' if sparse_ok else 'FAILED'}")
+    return 0 if glob.exact and nm.matches_topk and sparse_ok else 1
 
 
 if __name__ == "__main__":
