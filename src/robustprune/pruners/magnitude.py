@@ -12,10 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustprune.sparse_ops import magnitude_mask_, magnitude_thresholds, nm_mask, pack_mask, parse_pattern
+from robustprune.pruners.spec import resolve_sparsity
+from robustprune.sparse_ops import magnitude_mask_, magnitude_thresholds, nm_mask, pack_mask
 from robustprune.sparse_ops.nm import check_nm_scores
 from robustprune.sparse_ops.patterns import NMPattern
-from robustprune.sparse_ops.validation import check_finite, check_sparsity
+from robustprune.sparse_ops.validation import check_finite
 from robustprune.targets import input_dim_last, select_targets
 
 SCOPES = ("global", "layer")
@@ -46,15 +47,12 @@ def magnitude_prune(
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    nm = parse_pattern(pattern)
+    sparsity, nm = resolve_sparsity(sparsity, pattern)
     modules = select_targets(model, targets)
     named_weights = {f"{name}.weight": module for name, module in modules.items()}
     weights = [module.weight for module in modules.values()]
 
     if nm is not None:
-        if sparsity is not None and abs(sparsity - nm.sparsity) > 1e-9:
-            raise ValueError(f"sparsity={sparsity} conflicts with pattern {nm} ({nm.sparsity:.4g} sparse); "
-                             "leave sparsity=None for N:M patterns")
         oriented = [input_dim_last(module, weight) for module, weight in zip(modules.values(), weights)]
         for name, weight in zip(named_weights, oriented):  # validate everything before touching anything
             check_nm_scores(weight, nm.n, nm.m, name)
@@ -67,9 +65,6 @@ def magnitude_prune(
             masks[name] = pack_mask(mask) if packed_masks else mask
         return masks
 
-    if sparsity is None:
-        raise ValueError("sparsity is required for unstructured pruning (a float in [0, 1))")
-    sparsity = check_sparsity(sparsity)
     groups = [list(range(len(weights)))] if scope == "global" else [[i] for i in range(len(weights))]
     # All thresholds first: they validate every weight (finite, supported dtype) before any is zeroed.
     cuts = [magnitude_thresholds([weights[i].data for i in group], [sparsity]) for group in groups]

@@ -1,0 +1,132 @@
+"""Wanda (Sun et al., 2023): prune by |W_ij| * ||X_j||_2, no weight update.
+
+The input-channel norms ``||X_j||_2`` are collected over every real (non-padding) calibration token
+as a running mean of squared norms in fp32, block by block and sequentially: block ``l`` sees the
+outputs of the already-pruned blocks before it. Unstructured pruning compares scores within each
+output row and removes ``int(sparsity * in_features)`` per row (stable sort: among equal scores the
+lower column goes first, as in the reference code); N:M keeps the N largest scores of every M
+consecutive input weights (ties keep the lower index, as :func:`robustprune.nm_mask`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustprune.pruners.calibration import BlockInputs, run_blocks_sequentially
+from robustprune.pruners.spec import resolve_sparsity
+from robustprune.sparse_ops import nm_mask
+from robustprune.sparse_ops.patterns import NMPattern
+from robustprune.sparse_ops.validation import check_finite
+from robustprune.targets import find_block_stack, input_dim_last, select_targets
+
+_ROWS_PER_SORT = 1024  # rows sorted at a time: bounds the int64 sort indices
+
+
+class InputNorms:
+    """Running mean over tokens of each input channel's squared value, fp32 (the reference's scaler_row)."""
+
+    def __init__(self, in_features: int, device: torch.device) -> None:
+        self.squared = torch.zeros(in_features, dtype=torch.float32, device=device)
+        self.tokens = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).float()
+        count = x.shape[0]
+        if count == 0:
+            return
+        self.squared *= self.tokens / (self.tokens + count)
+        self.tokens += count
+        self.squared += x.pow(2).sum(dim=0) / self.tokens
+
+    def norms(self) -> torch.Tensor:
+        return self.squared.sqrt()
+
+
+def wanda_scores(weight: torch.Tensor, input_norms: torch.Tensor) -> torch.Tensor:
+    """|W| * ||X_j|| for a weight with the input dimension last."""
+    return weight.detach().float().abs() * input_norms.unsqueeze(0)
+
+
+def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep-mask pruning the ``int(sparsity * columns)`` lowest scores of every row (stable sort)."""
+    pruned_per_row = int(scores.shape[1] * sparsity)
+    keep = torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
+    for start in range(0, scores.shape[0], _ROWS_PER_SORT):
+        rows = scores[start:start + _ROWS_PER_SORT]
+        lowest = torch.sort(rows, dim=1, stable=True).indices[:, :pruned_per_row]
+        keep[start:start + _ROWS_PER_SORT].scatter_(1, lowest, False)
+    return keep
+
+
+def wanda_prune(
+    model: nn.Module,
+    batches: Sequence[Mapping[str, Any]],
+    sparsity: float | None = None,
+    *,
+    pattern: str | NMPattern = "unstructured",
+    targets: str | Sequence[str] | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Prune ``model`` in place with Wanda and return ``{parameter name: bool keep-mask}``.
+
+    Args:
+        model: a Hugging Face transformer (BERT, Llama, OPT, GPT-2 families).
+        batches: calibration batches, e.g. from
+            :func:`robustprune.pruners.calibration_data.calibration_batches`.
+        sparsity: fraction removed per output row, in [0, 1); None for N:M patterns.
+        pattern: ``"unstructured"`` or ``"N:M"`` (N kept of every M input weights).
+        targets: module-name globs, default the Linear layers inside the transformer blocks.
+        device: where each block runs during calibration (default: where it is).
+    """
+    sparsity, nm = resolve_sparsity(sparsity, pattern)
+    if len(batches) == 0:
+        raise ValueError("empty calibration set: pass at least one calibration batch")
+    modules = select_targets(model, targets)
+    stack = find_block_stack(model)
+    for name, module in modules.items():
+        if not name.startswith(f"{stack}."):
+            raise ValueError(f"target {name!r} lies outside the transformer blocks ({stack}); Wanda only "
+                             "calibrates layers inside them")
+        check_finite(module.weight, f"{name}.weight")
+    masks: dict[str, torch.Tensor] = {}
+
+    def visit(index: int, block: nn.Module, inputs: BlockInputs) -> None:
+        block_targets = {name: module for name, module in modules.items()
+                         if any(module is m for m in block.modules())}
+        if not block_targets:
+            return
+        norms = {name: InputNorms(input_dim_last(m, m.weight).shape[1], m.weight.device)
+                 for name, m in block_targets.items()}
+        current_mask: list[torch.Tensor | None] = [None]
+
+        def hook(name: str):
+            def record(module: nn.Module, args: tuple, output: Any) -> None:
+                x = args[0]
+                token_mask = current_mask[0]
+                norms[name].add(x[token_mask] if token_mask is not None else x)
+            return record
+
+        handles = [m.register_forward_hook(hook(name)) for name, m in block_targets.items()]
+        try:
+            with torch.no_grad():
+                for i in range(len(inputs)):
+                    current_mask[0] = inputs.token_masks[i] if inputs.token_masks else None
+                    inputs.call(block, i)
+        finally:
+            for handle in handles:
+                handle.remove()
+        with torch.no_grad():
+            for name, module in block_targets.items():
+                weight = input_dim_last(module, module.weight)
+                scores = wanda_scores(weight, norms[name].norms())
+                keep = nm_mask(scores, nm.n, nm.m) if nm is not None else row_mask(scores, sparsity)
+                weight.mul_(keep.to(weight.dtype))
+                masks[f"{name}.weight"] = input_dim_last(module, keep)
+
+    run_blocks_sequentially(model, batches, visit, device=device, progress=progress)
+    return {f"{name}.weight": masks[f"{name}.weight"] for name in modules if f"{name}.weight" in masks}
