@@ -1,6 +1,6 @@
 """robustprune: fast, exact pruning experiments on pre-trained transformers."""
 
-from robustprune.pruners.magnitude import magnitude_prune
+from robustprune.pruners import calibration_batches, magnitude_prune, read_text_lines, wanda_prune
 from robustprune.sparse_ops import (
     NMPattern,
     SparseLinear,
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "NMPattern",
     "SparseLinear",
+    "calibration_batches",
     "load_sparse_model",
     "magnitude_mask_",
     "magnitude_prune",
@@ -33,9 +34,11 @@ __all__ = [
     "nm_linear",
     "nm_mask",
     "pack_mask",
+    "read_text_lines",
     "save_sparse_model",
     "select_targets",
     "sparse_bytes_report",
     "sparsify_model",
     "unpack_mask",
+    "wanda_prune",
 ]

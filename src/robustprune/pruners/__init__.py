@@ -1,5 +1,7 @@
 """Pruning methods, one module each, built on the ``robustprune::`` ops."""
 
+from robustprune.pruners.calibration_data import calibration_batches, read_text_lines
 from robustprune.pruners.magnitude import magnitude_prune
+from robustprune.pruners.wanda import wanda_prune
 
-__all__ = ["magnitude_prune"]
+__all__ = ["calibration_batches", "magnitude_prune", "read_text_lines", "wanda_prune"]
