@@ -1,26 +1,14 @@
 """Calibration texts and batches: real SST-2 data, the real all-MiniLM-L6-v2 tokenizer."""
 
-from pathlib import Path
-
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from robustprune.pruners.calibration_data import calibration_batches, read_text_lines
 
-SST2_TRAIN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sst2" / "train.tsv"
-
 
 @pytest.fixture(scope="module")
-def tokenizer(minilm_path):
-    return AutoTokenizer.from_pretrained(minilm_path)
-
-
-@pytest.fixture(scope="module")
-def sst2_sentences():
-    if not SST2_TRAIN.is_file():
-        pytest.skip(f"GLUE SST-2 train split not found at {SST2_TRAIN} (../shared/data beside the repo)")
-    return read_text_lines(SST2_TRAIN, column="sentence")
+def tokenizer(minilm_tokenizer):
+    return minilm_tokenizer
 
 
 @pytest.fixture()

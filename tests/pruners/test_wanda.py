@@ -1,22 +1,11 @@
-from pathlib import Path
-
 import pytest
 import torch
-from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModel, LlamaConfig, LlamaForCausalLM
 
 from robustprune import magnitude_prune
-from robustprune.pruners.calibration_data import calibration_batches, read_text_lines
+from robustprune.pruners.calibration_data import calibration_batches
 from robustprune.pruners.wanda import InputNorms, row_mask, wanda_prune
 from tests.reference import reference_nm_mask
-
-SST2 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sst2" / "train.tsv"
-
-
-@pytest.fixture(scope="module")
-def sentences():
-    if not SST2.is_file():
-        pytest.skip(f"SST-2 data not found at {SST2}")
-    return read_text_lines(SST2, column="sentence")
 
 
 @pytest.fixture()
@@ -24,9 +13,14 @@ def minilm(minilm_path):
     return AutoModel.from_pretrained(minilm_path).eval()
 
 
-@pytest.fixture(scope="module")
-def tokenizer(minilm_path):
-    return AutoTokenizer.from_pretrained(minilm_path)
+@pytest.fixture()
+def sentences(sst2_sentences):
+    return sst2_sentences
+
+
+@pytest.fixture()
+def tokenizer(minilm_tokenizer):
+    return minilm_tokenizer
 
 
 def reference_block_masks(model, batches, block_index, sparsity):
