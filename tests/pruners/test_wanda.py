@@ -126,3 +126,23 @@ def test_helpers_and_errors(minilm, tokenizer):
         wanda_prune(minilm, batch, 0.5, targets=["pooler.dense"])
     with pytest.raises(ValueError, match="conflicts with pattern 2:4"):
         wanda_prune(minilm, batch, 0.3, pattern="2:4")
+
+
+def test_sweep_reuses_dense_statistics(minilm_path, tokenizer, sentences):
+    from robustprune.pruners.wanda import collect_input_norms
+
+    batches = calibration_batches(tokenizer, sentences, num_samples=8, seq_len=24, batch_size=4)
+    dense = AutoModel.from_pretrained(minilm_path).eval()
+    norms = collect_input_norms(dense, batches, progress=False)
+    assert len(norms) == 36
+    first_block = [name for name in norms if name.startswith("encoder.layer.0.")]
+    for sparsity in (0.3, 0.6):
+        swept = AutoModel.from_pretrained(minilm_path).eval()
+        masks = wanda_prune(swept, None, sparsity, input_norms=norms)
+        sequential = AutoModel.from_pretrained(minilm_path).eval()
+        reference = wanda_prune(sequential, batches, sparsity, progress=False)
+        for name in first_block:  # block 0 sees the same (dense) inputs either way
+            assert torch.equal(masks[f"{name}.weight"], reference[f"{name}.weight"])
+        assert all(int((~m).sum(1)[0]) == int(m.shape[1] * sparsity) for m in masks.values())
+    with pytest.raises(ValueError, match="input_norms has no statistics"):
+        wanda_prune(swept, None, 0.5, input_norms={})

@@ -2,6 +2,6 @@
 
 from robustprune.pruners.calibration_data import calibration_batches, read_text_lines
 from robustprune.pruners.magnitude import magnitude_prune
-from robustprune.pruners.wanda import wanda_prune
+from robustprune.pruners.wanda import collect_input_norms, wanda_prune
 
-__all__ = ["calibration_batches", "magnitude_prune", "read_text_lines", "wanda_prune"]
+__all__ = ["calibration_batches", "collect_input_norms", "magnitude_prune", "read_text_lines", "wanda_prune"]

@@ -62,30 +62,7 @@ def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return keep
 
 
-def wanda_prune(
-    model: nn.Module,
-    batches: Sequence[Mapping[str, Any]],
-    sparsity: float | None = None,
-    *,
-    pattern: str | NMPattern = "unstructured",
-    targets: str | Sequence[str] | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> dict[str, torch.Tensor]:
-    """Prune ``model`` in place with Wanda and return ``{parameter name: bool keep-mask}``.
-
-    Args:
-        model: a Hugging Face transformer (BERT, Llama, OPT, GPT-2 families).
-        batches: calibration batches, e.g. from
-            :func:`robustprune.pruners.calibration_data.calibration_batches`.
-        sparsity: fraction removed per output row, in [0, 1); None for N:M patterns.
-        pattern: ``"unstructured"`` or ``"N:M"`` (N kept of every M input weights).
-        targets: module-name globs, default the Linear layers inside the transformer blocks.
-        device: where each block runs during calibration (default: where it is).
-    """
-    sparsity, nm = resolve_sparsity(sparsity, pattern)
-    if len(batches) == 0:
-        raise ValueError("empty calibration set: pass at least one calibration batch")
+def _check_targets(model: nn.Module, targets: str | Sequence[str] | None) -> dict[str, nn.Module]:
     modules = select_targets(model, targets)
     stack = find_block_stack(model)
     for name, module in modules.items():
@@ -93,40 +70,116 @@ def wanda_prune(
             raise ValueError(f"target {name!r} lies outside the transformer blocks ({stack}); Wanda only "
                              "calibrates layers inside them")
         check_finite(module.weight, f"{name}.weight")
+    return modules
+
+
+def _in_block(modules: dict[str, nn.Module], block: nn.Module) -> dict[str, nn.Module]:
+    inside = {id(m) for m in block.modules()}
+    return {name: module for name, module in modules.items() if id(module) in inside}
+
+
+def _block_input_norms(block: nn.Module, inputs: BlockInputs, targets: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """||X_j||_2 of every target's inputs over the real tokens of all calibration batches."""
+    norms = {name: InputNorms(input_dim_last(m, m.weight).shape[1], m.weight.device) for name, m in targets.items()}
+    token_mask: list[torch.Tensor | None] = [None]
+
+    def hook(name: str):
+        def record(module: nn.Module, args: tuple, output: Any) -> None:
+            x = args[0]
+            norms[name].add(x[token_mask[0]] if token_mask[0] is not None else x)
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in targets.items()]
+    try:
+        with torch.no_grad():
+            for i in range(len(inputs)):
+                token_mask[0] = inputs.token_masks[i] if inputs.token_masks else None
+                inputs.call(block, i)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: n.norms() for name, n in norms.items()}
+
+
+@torch.no_grad()
+def _prune_module(module: nn.Module, norms: torch.Tensor, sparsity: float, nm: NMPattern | None) -> torch.Tensor:
+    weight = input_dim_last(module, module.weight)
+    if norms.shape != (weight.shape[1],):
+        raise ValueError(f"input norms have shape {tuple(norms.shape)}, expected ({weight.shape[1]},)")
+    scores = wanda_scores(weight, norms.to(weight.device))
+    keep = nm_mask(scores, nm.n, nm.m) if nm is not None else row_mask(scores, sparsity)
+    weight.mul_(keep.to(weight.dtype))
+    return input_dim_last(module, keep)
+
+
+def collect_input_norms(
+    model: nn.Module,
+    batches: Sequence[Mapping[str, Any]],
+    *,
+    targets: str | Sequence[str] | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Input-channel norms of every target from the DENSE model's activations, for sparsity sweeps.
+
+    One calibration run serves any number of :func:`wanda_prune` calls (``input_norms=``). This
+    differs from the sequential default, where block ``l`` is calibrated on the outputs of the
+    already-pruned blocks before it (so its statistics depend on the sparsity).
+    """
+    if len(batches) == 0:
+        raise ValueError("empty calibration set: pass at least one calibration batch")
+    modules = _check_targets(model, targets)
+    norms: dict[str, torch.Tensor] = {}
+
+    def visit(index: int, block: nn.Module, inputs: BlockInputs) -> None:
+        norms.update(_block_input_norms(block, inputs, _in_block(modules, block)))
+
+    run_blocks_sequentially(model, batches, visit, device=device, progress=progress)
+    return norms
+
+
+def wanda_prune(
+    model: nn.Module,
+    batches: Sequence[Mapping[str, Any]] | None,
+    sparsity: float | None = None,
+    *,
+    pattern: str | NMPattern = "unstructured",
+    targets: str | Sequence[str] | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    input_norms: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Prune ``model`` in place with Wanda and return ``{parameter name: bool keep-mask}``.
+
+    Args:
+        model: a Hugging Face transformer (BERT, Llama, OPT, GPT-2 families).
+        batches: calibration batches, e.g. from
+            :func:`robustprune.pruners.calibration_data.calibration_batches` (None when
+            ``input_norms`` is given).
+        sparsity: fraction removed per output row, in [0, 1); None for N:M patterns.
+        pattern: ``"unstructured"`` or ``"N:M"`` (N kept of every M input weights).
+        targets: module-name globs, default the Linear layers inside the transformer blocks.
+        device: where each block runs during calibration (default: where it is).
+        input_norms: statistics from :func:`collect_input_norms` (dense activations, reusable
+            across a sweep); by default they are collected sequentially, block by block, on the
+            already-pruned model.
+    """
+    sparsity, nm = resolve_sparsity(sparsity, pattern)
+    modules = _check_targets(model, targets)
+    if input_norms is not None:
+        missing = [name for name in modules if name not in input_norms]
+        if missing:
+            raise ValueError(f"input_norms has no statistics for {missing[:3]}{' ...' if len(missing) > 3 else ''}; "
+                             "collect them with collect_input_norms for the same targets")
+        return {f"{name}.weight": _prune_module(m, input_norms[name], sparsity, nm) for name, m in modules.items()}
+    if batches is None or len(batches) == 0:
+        raise ValueError("empty calibration set: pass at least one calibration batch")
     masks: dict[str, torch.Tensor] = {}
 
     def visit(index: int, block: nn.Module, inputs: BlockInputs) -> None:
-        block_targets = {name: module for name, module in modules.items()
-                         if any(module is m for m in block.modules())}
-        if not block_targets:
-            return
-        norms = {name: InputNorms(input_dim_last(m, m.weight).shape[1], m.weight.device)
-                 for name, m in block_targets.items()}
-        current_mask: list[torch.Tensor | None] = [None]
-
-        def hook(name: str):
-            def record(module: nn.Module, args: tuple, output: Any) -> None:
-                x = args[0]
-                token_mask = current_mask[0]
-                norms[name].add(x[token_mask] if token_mask is not None else x)
-            return record
-
-        handles = [m.register_forward_hook(hook(name)) for name, m in block_targets.items()]
-        try:
-            with torch.no_grad():
-                for i in range(len(inputs)):
-                    current_mask[0] = inputs.token_masks[i] if inputs.token_masks else None
-                    inputs.call(block, i)
-        finally:
-            for handle in handles:
-                handle.remove()
-        with torch.no_grad():
-            for name, module in block_targets.items():
-                weight = input_dim_last(module, module.weight)
-                scores = wanda_scores(weight, norms[name].norms())
-                keep = nm_mask(scores, nm.n, nm.m) if nm is not None else row_mask(scores, sparsity)
-                weight.mul_(keep.to(weight.dtype))
-                masks[f"{name}.weight"] = input_dim_last(module, keep)
+        block_targets = _in_block(modules, block)
+        for name, norms in _block_input_norms(block, inputs, block_targets).items():
+            masks[f"{name}.weight"] = _prune_module(block_targets[name], norms, sparsity, nm)
 
     run_blocks_sequentially(model, batches, visit, device=device, progress=progress)
-    return {f"{name}.weight": masks[f"{name}.weight"] for name in modules if f"{name}.weight" in masks}
+    return {f"{name}.weight": masks[f"{name}.weight"] for name in modules}
