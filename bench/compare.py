@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench import sparse_linear
+from bench import sparse_linear, sparsegpt
 from bench.workloads import (
     bert_base_weights,
     ours_global,
@@ -340,11 +340,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     sparse_ok = report_sparse_linear(budget.nm)
     print()
+    sparsegpt_ok = sparsegpt.report(max(2, budget.nm // 3))
+    print()
     print(f"Checks: global prunes exactly round(s*n) = {round(GLOBAL_SPARSITY * glob.numel)}: "
           f"{'ok' if glob.exact else 'FAILED'}; N:M equals topk+scatter on randn data: "
           f"{'ok' if nm.matches_topk else 'FAILED'}; nm_linear equals F.linear on the masked weight: "
-          f"{'ok' if sparse_ok else 'FAILED'}")
-    return 0 if glob.exact and nm.matches_topk and sparse_ok else 1
+          f"{'ok' if sparse_ok else 'FAILED'}; SparseGPT equals the per-column reference: "
+          f"{'ok' if sparsegpt_ok else 'FAILED'}")
+    return 0 if glob.exact and nm.matches_topk and sparse_ok and sparsegpt_ok else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,13 @@
 """robustprune: fast, exact pruning experiments on pre-trained transformers."""
 
-from robustprune.pruners import calibration_batches, magnitude_prune, read_text_lines, wanda_prune
+from robustprune.pruners import (
+    calibration_batches,
+    collect_input_norms,
+    magnitude_prune,
+    read_text_lines,
+    sparsegpt_prune,
+    wanda_prune,
+)
 from robustprune.sparse_ops import (
     NMPattern,
     SparseLinear,
@@ -25,6 +32,7 @@ __all__ = [
     "NMPattern",
     "SparseLinear",
     "calibration_batches",
+    "collect_input_norms",
     "load_sparse_model",
     "magnitude_mask_",
     "magnitude_prune",
@@ -38,6 +46,7 @@ __all__ = [
     "save_sparse_model",
     "select_targets",
     "sparse_bytes_report",
+    "sparsegpt_prune",
     "sparsify_model",
     "unpack_mask",
     "wanda_prune",

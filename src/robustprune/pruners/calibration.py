@@ -198,7 +198,9 @@ def _restore_training(flags: Iterable[tuple[nn.Module, bool]]) -> None:
         module.training = training
 
 
-def _resolve_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
+def resolve_block_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """(qualified name, ModuleList) of the model's transformer blocks, or a clear "unsupported
+    architecture" error naming the stacks that were expected."""
     try:
         name = find_block_stack(model)
     except ValueError as exc:
@@ -269,7 +271,7 @@ def _capture(model: nn.Module, batches: Sequence[Mapping[str, Any]], device: tor
              all_blocks: bool | None = None) -> BlockInputs:
     if len(batches) == 0:
         raise ValueError("empty calibration set: no calibration batches given")
-    stack_name, stack = _resolve_stack(model)
+    stack_name, stack = resolve_block_stack(model)
     device = torch.device(device) if device is not None else None
     target = device if device is not None else _input_device(model)
     if all_blocks is None:
@@ -401,7 +403,7 @@ def run_blocks_sequentially(model: nn.Module, batches: Sequence[Mapping[str, Any
         hidden states before any final norm).
     """
     inputs = capture_block_inputs(model, batches, device)
-    stack_name, stack = _resolve_stack(model)
+    stack_name, stack = resolve_block_stack(model)
     device = torch.device(device) if device is not None else None
     flags = _training_flags(model)
     indices: Iterable[int] = range(len(stack))
@@ -479,7 +481,7 @@ def hessian_bytes(model: nn.Module, targets: str | Sequence[str] | None = None) 
     input (q/k/v) lowers the real figure; this is the upper bound.
     """
     if targets is None:
-        _resolve_stack(model)  # a clear error naming the expected block stacks
+        resolve_block_stack(model)  # a clear error naming the expected block stacks
     modules = select_targets(model, targets)
     try:
         prefix = find_block_stack(model) + "."

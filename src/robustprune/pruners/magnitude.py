@@ -12,10 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustprune.pruners.spec import resolve_sparsity
 from robustprune.sparse_ops import magnitude_mask_, magnitude_thresholds, nm_mask, pack_mask
 from robustprune.sparse_ops.nm import check_nm_scores
-from robustprune.sparse_ops.patterns import NMPattern
+from robustprune.sparse_ops.patterns import NMPattern, resolve_sparsity
 from robustprune.sparse_ops.validation import check_finite
 from robustprune.targets import input_dim_last, select_targets
 

@@ -13,6 +13,7 @@ from robustprune.sparse_ops.masks import pack_mask, packed_size, unpack_mask
 from robustprune.sparse_ops.nm import nm_mask
 from robustprune.sparse_ops.nm_format import nm_compress, nm_decompress
 from robustprune.sparse_ops.nm_linear import nm_linear
+from robustprune.sparse_ops.obs import sparsegpt_hinv, sparsegpt_prune_
 from robustprune.sparse_ops.patterns import NMPattern, parse_pattern
 from robustprune.sparse_ops.sparse_linear import SparseLinear
 
@@ -32,6 +33,8 @@ __all__ = [
     "parse_pattern",
     "save_sparse_model",
     "sparse_bytes_report",
+    "sparsegpt_hinv",
+    "sparsegpt_prune_",
     "sparsify_model",
     "unpack_mask",
 ]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from robustprune.sparse_ops.validation import check_sparsity
+
 SUPPORTED_GROUP_SIZES = (4, 8, 16)
 
 
@@ -52,3 +54,20 @@ def parse_pattern(pattern: str | NMPattern | None) -> NMPattern | None:
         raise ValueError(f"pattern must be 'unstructured' or 'N:M' with N kept of every M (e.g. '2:4'), "
                          f"got {pattern!r}")
     return NMPattern(int(parts[0]), int(parts[1]))
+
+
+def resolve_sparsity(sparsity: float | None, pattern: str | NMPattern | None) -> tuple[float, NMPattern | None]:
+    """Check ``sparsity`` against ``pattern`` and return ``(sparsity, N:M pattern or None)``.
+
+    Unstructured pruning needs a sparsity in [0, 1); an N:M pattern fixes it at ``1 - N/M`` (pass
+    None, or exactly that value).
+    """
+    nm = parse_pattern(pattern)
+    if nm is not None:
+        if sparsity is not None and abs(sparsity - nm.sparsity) > 1e-9:
+            raise ValueError(f"sparsity={sparsity} conflicts with pattern {nm} ({nm.sparsity:.4g} sparse); "
+                             "leave sparsity=None for N:M patterns")
+        return nm.sparsity, nm
+    if sparsity is None:
+        raise ValueError("sparsity is required for unstructured pruning (a float in [0, 1))")
+    return check_sparsity(sparsity), None

@@ -1,0 +1,250 @@
+"""SparseGPT one-shot pruning (Frantar & Alistarh, 2023): prune each Linear and let the surviving weights
+absorb the error, using the inverse Hessian of the layer's calibration inputs.
+
+Calibration is sequential (:func:`robustprune.pruners.calibration.run_blocks_sequentially`): block ``l``
+is calibrated on the outputs of the already-pruned blocks ``< l``. Inside a block, forward hooks on the
+targeted Linear / Conv1D layers accumulate ``H = 2 X X^T`` in fp32 as a running mean over the real
+(non-padding) calibration tokens, exactly as the reference ``add_batch`` does
+(``H *= n / (n + t); n += t; X = sqrt(2 / n) X; H += X X^T``; ``t`` counts real tokens here, where the
+reference counts sequences of equal length, so ``H`` only differs by a constant factor, which
+SparseGPT's masks and updates do not depend on). Layers that receive the very same input tensor in a
+forward pass (attention q/k/v, Llama's gate/up projections) share one Hessian and one ``Hinv``. Each
+target is then pruned by :func:`robustprune.sparse_ops.obs.sparsegpt_prune_`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustprune.pruners.calibration import (
+    BlockInputs,
+    hessian_bytes,
+    replay,
+    resolve_block_stack,
+    run_blocks_sequentially,
+)
+from robustprune.sparse_ops.obs import DEFAULT_BLOCKSIZE, DEFAULT_DAMP, sparsegpt_hinv, sparsegpt_prune_
+from robustprune.sparse_ops.patterns import NMPattern, resolve_sparsity
+from robustprune.sparse_ops.validation import check_finite
+from robustprune.targets import LINEAR_TYPES, input_dim_last, select_targets
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _HessianGroup:
+    """One running-mean Hessian shared by the modules that see the same input."""
+
+    members: list[str]
+    hessian: torch.Tensor | None = None
+    tokens: int = 0
+
+
+@dataclass
+class _HessianCollector:
+    """Forward hooks of one block: group modules by identical input tensor, accumulate Hessians."""
+
+    token_masks: Sequence[torch.Tensor | None]
+    groups: list[_HessianGroup] = field(default_factory=list)
+    group_of: dict[str, int] = field(default_factory=dict)
+    batch: int = -1
+    # id(input) -> (input, group) for the current block call; holding the tensor keeps its id unique.
+    current: dict[int, tuple[torch.Tensor, int]] = field(default_factory=dict)
+
+    def start_batch(self, module: nn.Module, args: tuple) -> None:
+        self.batch += 1
+        self.current.clear()
+
+    def hook(self, name: str):
+        def on_forward(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            x = args[0] if args else kwargs.get("input")
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"{name} was called without a tensor input; cannot accumulate its Hessian")
+            seen = self.current.get(id(x))
+            group = self.group_of.get(name)
+            if group is None:
+                if seen is not None:  # same tensor as an earlier module in this call: share its Hessian
+                    self.group_of[name] = seen[1]
+                    self.groups[seen[1]].members.append(name)
+                    return
+                group = self.group_of[name] = len(self.groups)
+                self.groups.append(_HessianGroup(members=[name]))
+            elif self.groups[group].members[0] != name:  # a member: its leader has accumulated this input
+                if seen is None or seen[1] != group:
+                    leader = self.groups[group].members[0]
+                    raise RuntimeError(f"{name} shared its input with {leader} in the first calibration batch "
+                                       f"but not in batch {self.batch}; their Hessians cannot be shared")
+                return
+            self.current[id(x)] = (x, group)
+            self._accumulate(self.groups[group], x)
+        return on_forward
+
+    def _accumulate(self, group: _HessianGroup, x: torch.Tensor) -> None:
+        rows = _real_tokens(x.detach(), self._mask())
+        tokens = rows.shape[0]
+        if tokens == 0:
+            return
+        if group.hessian is None:
+            group.hessian = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float32, device=rows.device)
+        group.hessian.mul_(group.tokens / (group.tokens + tokens))
+        group.tokens += tokens
+        rows = rows.float() * math.sqrt(2.0 / group.tokens)
+        group.hessian.addmm_(rows.t(), rows)
+
+    def _mask(self) -> torch.Tensor | None:
+        if not self.token_masks or self.batch < 0 or self.batch >= len(self.token_masks):
+            return None
+        return self.token_masks[self.batch]
+
+
+def _real_tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``[tokens, in]`` rows of ``x`` for the real tokens (all of them when ``mask`` does not fit)."""
+    if mask is not None:
+        mask = mask.to(x.device)
+        if x.shape[:-1] == mask.shape:
+            return x[mask]
+        if x.dim() == 2 and x.shape[0] == mask.numel():
+            return x[mask.reshape(-1)]
+    return x.reshape(-1, x.shape[-1])
+
+
+def _check_arguments(blocksize: int, damp: float, nm: NMPattern | None) -> None:
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
+        raise ValueError(f"blocksize must be a positive int, got {blocksize!r}")
+    if nm is not None and blocksize % nm.m:
+        raise ValueError(f"blocksize={blocksize} must be a multiple of M={nm.m} for pattern {nm}")
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0.0 <= damp < float("inf"):
+        raise ValueError(f"damp must be a finite float >= 0 (a fraction of mean(diag H)), got {damp!r}")
+
+
+def _check_targets(modules: Mapping[str, nn.Module], stack_name: str,
+                   nm: NMPattern | None) -> None:
+    not_linear = [name for name, module in modules.items() if not isinstance(module, LINEAR_TYPES)]
+    if not_linear:
+        raise ValueError(f"SparseGPT prunes Linear / Conv1D weights (it needs their input Hessian); "
+                         f"these targets are not: {not_linear}")
+    prefix = f"{stack_name}."
+    outside = [name for name in modules if not name.startswith(prefix)]
+    if outside:
+        raise ValueError(f"SparseGPT calibrates the transformer blocks in {stack_name!r} one by one; targets "
+                         f"outside them cannot be pruned: {outside}")
+    for name, module in modules.items():
+        weight = input_dim_last(module, module.weight)
+        if nm is not None and weight.shape[1] % nm.m:
+            raise ValueError(f"{name}.weight has in_features={weight.shape[1]}, not divisible by M={nm.m}: "
+                             f"cannot form {nm} groups (N = weights kept per group of M)")
+        check_finite(weight.detach(), f"{name}.weight")
+
+
+def _log_hessian_budget(model: nn.Module, targets: str | Sequence[str] | None, progress: bool) -> None:
+    summary = hessian_bytes(model, targets).summary()
+    logger.info(summary)
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(summary, file=sys.stderr)
+
+
+@torch.no_grad()
+def sparsegpt_prune(
+    model: nn.Module,
+    batches: Sequence[Mapping[str, Any]],
+    sparsity: float | None = None,
+    *,
+    pattern: str | NMPattern = "unstructured",
+    targets: str | Sequence[str] | None = None,
+    blocksize: int = DEFAULT_BLOCKSIZE,
+    damp: float = DEFAULT_DAMP,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Prune ``model`` in place with SparseGPT and return ``{parameter name: bool keep-mask}``.
+
+    Args:
+        model: a Hugging Face encoder or decoder (BERT family, OPT, Llama, GPT-2, ...).
+        batches: calibration batches, dicts to call ``model(**batch)`` with (see
+            :func:`robustprune.pruners.calibration_data.calibration_batches`; SparseGPT uses 128
+            samples). Padding tokens (``attention_mask == 0``) do not enter the Hessians.
+        sparsity: unstructured: fraction removed from every target, in [0, 1); per block of
+            ``blocksize`` input columns exactly ``int(out * width * sparsity)`` weights are pruned (the
+            scores are compared over all rows of the block jointly, as in the reference). For N:M
+            patterns leave it None (it is fixed at 1 - N/M).
+        pattern: ``"unstructured"`` or ``"N:M"`` (N KEPT of every M along the input dimension).
+        targets: None for the Linear layers inside the transformer blocks, or glob patterns of
+            module names (see :func:`robustprune.targets.select_targets`); all must lie inside the
+            block stack.
+        blocksize: columns per lazy-update block (128 as in the reference).
+        damp: fraction of ``mean(diag H)`` added to the Hessian's diagonal (retried 10x larger, with a
+            warning, when the Hessian is not positive definite).
+        device: where each block is calibrated and pruned (the model stays where it is); None: in place.
+        progress: show a progress bar over blocks and print the Hessian memory estimate.
+
+    Returns:
+        Keep-masks in each parameter's own orientation (GPT-2's Conv1D weights are ``[in, out]``).
+
+    Raises:
+        ValueError: an empty calibration set, ``sparsity`` missing or conflicting with an N:M
+            ``pattern``, an input dimension not divisible by M, targets outside the block stack or not
+            Linear, NaN/Inf weights, an unsupported architecture.
+        RuntimeError: a target saw no calibration tokens;
+            :class:`~robustprune.sparse_ops.obs.HessianNotPositiveDefiniteError` when damping fails.
+    """
+    if len(batches) == 0:
+        raise ValueError("empty calibration set: SparseGPT needs calibration batches (e.g. 128 samples from "
+                         "calibration_batches)")
+    sparsity, nm = resolve_sparsity(sparsity, pattern)
+    _check_arguments(blocksize, damp, nm)
+    stack_name, _ = resolve_block_stack(model)
+    modules = select_targets(model, targets)
+    _check_targets(modules, stack_name, nm)
+    _log_hessian_budget(model, targets, progress)
+
+    masks: dict[str, torch.Tensor] = {}
+
+    def visit(index: int, block: nn.Module, inputs: BlockInputs) -> None:
+        prefix = f"{stack_name}.{index}."
+        block_targets = {name: module for name, module in modules.items() if name.startswith(prefix)}
+        if not block_targets:
+            return
+        collector = _HessianCollector(token_masks=inputs.token_masks)
+        handles = [block.register_forward_pre_hook(collector.start_batch)]
+        handles += [module.register_forward_hook(collector.hook(name), with_kwargs=True)
+                    for name, module in block_targets.items()]
+        try:
+            replay(block, inputs, keep_outputs=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+        silent = [name for name in block_targets
+                  if name not in collector.group_of or collector.groups[collector.group_of[name]].hessian is None]
+        if silent:
+            raise RuntimeError(f"targets {silent} received no calibration tokens while block {index} was "
+                               "replayed (never called, or every token was padding); exclude them with "
+                               "targets=[...]")
+        for group in collector.groups:
+            hinv, dead = sparsegpt_hinv(group.hessian, damp, inplace=True)
+            group.hessian = None
+            any_dead = bool(dead.any())
+            for name in group.members:
+                module = block_targets[name]
+                weight = input_dim_last(module, module.weight.data)
+                if any_dead:
+                    weight[:, dead] = 0
+                mask = sparsegpt_prune_(weight, hinv, sparsity, pattern=nm, blocksize=blocksize)
+                masks[f"{name}.weight"] = input_dim_last(module, mask)
+            del hinv
+
+    run_blocks_sequentially(model, batches, visit, device=device, progress=progress)
+    # Masks live with the weights (a block calibrated on `device` has been moved back).
+    return {f"{name}.weight": masks[f"{name}.weight"].to(module.weight.device) for name, module in modules.items()}
+
+
+__all__ = ["sparsegpt_prune"]
