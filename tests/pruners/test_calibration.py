@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from robustprune.pruners.calibration import (
+    CACHE_KWARGS,
     BlockInputs,
     capture_block_inputs,
     hessian_bytes,
@@ -248,7 +249,8 @@ def test_decoder_kwargs_and_caches():
     assert inputs.args[0] == ()
     cos, sin = kwargs["position_embeddings"]  # rotary tables arrive precomputed, per call
     assert cos.shape[-2] == 12 and sin.shape == cos.shape
-    assert kwargs["past_key_values"] is None and kwargs["use_cache"] is False
+    cache_keys = [key for key in CACHE_KWARGS if key in kwargs]  # transformers 5.x renamed it to `cache`
+    assert len(cache_keys) == 1 and kwargs[cache_keys[0]] is None and kwargs["use_cache"] is False
     assert kwargs["attention_mask"].dim() == 4
 
     gpt2 = _gpt2().eval()

@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoTokenizer, GPT2Config, GPT2LMHeadModel, 
 import robustprune.pruners.sparsegpt as sparsegpt_module
 from robustprune import magnitude_prune
 from robustprune.pruners.calibration_data import calibration_batches, read_text_lines
-from robustprune.pruners.sparsegpt import _HessianCollector, sparsegpt_prune
+from robustprune.pruners.sparsegpt import _HessianCollector, collect_hessians, sparsegpt_prune
 from robustprune.targets import input_dim_last, select_targets
 
 SST2_TRAIN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sst2" / "train.tsv"
@@ -220,3 +220,89 @@ def test_targets_subset_and_logging(caplog):
     for name, param in model.named_parameters():
         if name not in masks:
             assert torch.equal(param.detach(), before[name]), name
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+
+
+@pytest.fixture(scope="module")
+def minilm_sweep(minilm_path, minilm_tokenizer, sst2_sentences):
+    """The dense MiniLM, a small calibration set (8 x 24 tokens) and its dense Hessians, collected once."""
+    dense = AutoModel.from_pretrained(minilm_path).eval()
+    batches = calibration_batches(minilm_tokenizer, sst2_sentences[:8], num_samples=8, seq_len=24, batch_size=4)
+    before = {name: p.detach().clone() for name, p in dense.named_parameters()}
+    hessians = collect_hessians(dense, batches, progress=False)
+    for name, param in dense.named_parameters():  # collecting never prunes
+        assert torch.equal(param.detach(), before[name]), name
+    return dense, batches, hessians
+
+
+def test_collect_once_prune_a_sweep(minilm_sweep, monkeypatch):
+    dense, _, hessians = minilm_sweep
+    targets = select_targets(dense)
+    assert list(hessians) == list(targets)
+    for layer in range(6):  # q/k/v share one tensor object: 4 distinct Hessians per layer
+        prefix = f"encoder.layer.{layer}.attention.self."
+        assert hessians[prefix + "query"] is hessians[prefix + "key"] is hessians[prefix + "value"]
+    assert len({id(h) for h in hessians.values()}) == 4 * 6
+    for name, module in targets.items():
+        columns = module.weight.shape[1]
+        assert hessians[name].shape == (columns, columns) and hessians[name].dtype == torch.float32
+    snapshot = {name: h.clone() for name, h in hessians.items()}
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("the sweep path must not run a calibration pass")
+
+    monkeypatch.setattr(sparsegpt_module, "run_blocks_sequentially", no_calibration)
+    hinv_calls = count_hinv_calls(monkeypatch)
+    for sparsity in (0.3, 0.6):
+        model = copy.deepcopy(dense)
+        masks = sparsegpt_prune(model, None, sparsity, hessians=hessians, progress=False)
+        assert list(masks) == [f"{name}.weight" for name in targets]
+        params = dict(model.named_parameters())
+        for name, mask in masks.items():
+            weight = params[name].detach()
+            assert int((~mask).sum()) == expected_pruned(*weight.shape, sparsity), (sparsity, name)
+            assert bool((weight[~mask] == 0).all())
+    assert len(hinv_calls) == 2 * 4 * 6  # one Hinv per shared Hessian per run
+    for name, hessian in hessians.items():  # the caller's Hessians serve the whole sweep unchanged
+        assert torch.equal(hessian, snapshot[name]), name
+
+
+def test_sweep_matches_sequential_on_first_block(minilm_sweep):
+    dense, batches, hessians = minilm_sweep
+    sequential, sweep = copy.deepcopy(dense), copy.deepcopy(dense)
+    masks_sequential = sparsegpt_prune(sequential, batches, 0.5, progress=False)
+    masks_sweep = sparsegpt_prune(sweep, None, 0.5, hessians=hessians, progress=False)
+    assert list(masks_sequential) == list(masks_sweep)
+    params_sequential, params_sweep = dict(sequential.named_parameters()), dict(sweep.named_parameters())
+    first = [name for name in masks_sweep if name.startswith("encoder.layer.0.")]
+    assert len(first) == 6
+    for name in first:  # block 0 sees the same dense inputs either way
+        assert torch.equal(masks_sequential[name], masks_sweep[name]), name
+        assert torch.equal(params_sequential[name], params_sweep[name]), name
+    # later blocks are calibrated on pruned (sequential) vs dense (sweep) inputs
+    later = [name for name in masks_sweep if name.startswith("encoder.layer.5.")]
+    assert any(not torch.equal(params_sequential[name], params_sweep[name]) for name in later)
+
+
+def test_sweep_errors(minilm_sweep):
+    dense, _, hessians = minilm_sweep
+    model = copy.deepcopy(dense)
+    incomplete = {name: h for name, h in hessians.items() if name != "encoder.layer.2.output.dense"}
+    with pytest.raises(ValueError, match=r"no Hessian for 1 target\(s\): \['encoder.layer.2.output.dense'\]"):
+        sparsegpt_prune(model, None, 0.5, hessians=incomplete, progress=False)
+    wrong = dict(hessians)
+    wrong["encoder.layer.0.output.dense"] = hessians["encoder.layer.0.attention.output.dense"]
+    with pytest.raises(ValueError, match=r"expected \(1536, 1536\)"):
+        sparsegpt_prune(model, None, 0.5, hessians=wrong, progress=False)
+    with pytest.raises(ValueError, match="empty calibration set"):
+        sparsegpt_prune(model, None, 0.5, progress=False)
+    with pytest.raises(ValueError, match="empty calibration set"):
+        collect_hessians(model, [], progress=False)
+    for name, param in model.named_parameters():  # rejected before anything was pruned
+        assert torch.equal(param, dict(dense.named_parameters())[name]), name
+    # a targets subset needs only its own Hessians
+    subset = {name: h for name, h in hessians.items() if name.endswith(".output.dense")}
+    masks = sparsegpt_prune(model, None, 0.5, targets=["*.output.dense"], hessians=subset, progress=False)
+    assert sorted(masks) == sorted(f"{name}.weight" for name in subset) and len(masks) == 12

@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - transformers is a runtime dependency
     _Cache = ()
 
 # Keyword names under which transformers versions pass a KV cache to a block.
-CACHE_KWARGS = ("past_key_values", "past_key_value", "layer_past")
+CACHE_KWARGS = ("cache", "past_key_values", "past_key_value", "layer_past")
 EXPECTED_STACKS = ("encoder.layer (BERT family)", "model.layers (Llama, Mistral, Qwen)",
                    "model.decoder.layers (OPT)", "transformer.h (GPT-2)")
 

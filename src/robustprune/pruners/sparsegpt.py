@@ -10,6 +10,15 @@ reference counts sequences of equal length, so ``H`` only differs by a constant 
 SparseGPT's masks and updates do not depend on). Layers that receive the very same input tensor in a
 forward pass (attention q/k/v, Llama's gate/up projections) share one Hessian and one ``Hinv``. Each
 target is then pruned by :func:`robustprune.sparse_ops.obs.sparsegpt_prune_`.
+
+Sweeps: :func:`collect_hessians` runs the calibration once on the DENSE model (its blocks are never
+pruned, so block ``l`` is calibrated on dense outputs of the blocks ``< l``) and returns every target's
+Hessian; ``sparsegpt_prune(model, None, sparsity, hessians=...)`` then prunes from them without any
+calibration run, as many times as wanted (the Hessians are not modified). This is not the sequential
+default: there, block ``l``'s Hessians depend on the sparsity through the pruned blocks before it; only
+the first block's agree. All Hessians are held at once: ``in_features^2 x 4`` bytes per distinct
+Hessian (modules sharing an input share one tensor), see
+:func:`robustprune.pruners.calibration.hessian_bytes`.
 """
 
 from __future__ import annotations
@@ -144,8 +153,13 @@ def _check_targets(modules: Mapping[str, nn.Module], stack_name: str,
         check_finite(weight.detach(), f"{name}.weight")
 
 
-def _log_hessian_budget(model: nn.Module, targets: str | Sequence[str] | None, progress: bool) -> None:
-    summary = hessian_bytes(model, targets).summary()
+def _log_hessian_budget(model: nn.Module, targets: str | Sequence[str] | None, progress: bool,
+                        hold_all: bool = False) -> None:
+    budget = hessian_bytes(model, targets)
+    summary = budget.summary()
+    if hold_all:
+        summary += (f"; collect_hessians keeps all of them: at most {budget.total / 2**20:.1f} MiB "
+                    "(less where modules share an input)")
     logger.info(summary)
     if progress:
         from tqdm.auto import tqdm
@@ -153,10 +167,138 @@ def _log_hessian_budget(model: nn.Module, targets: str | Sequence[str] | None, p
         tqdm.write(summary, file=sys.stderr)
 
 
+def _block_targets(modules: Mapping[str, nn.Module], stack_name: str, index: int) -> dict[str, nn.Module]:
+    prefix = f"{stack_name}.{index}."
+    return {name: module for name, module in modules.items() if name.startswith(prefix)}
+
+
+def _block_hessians(index: int, block: nn.Module, inputs: BlockInputs,
+                    block_targets: Mapping[str, nn.Module]) -> list[_HessianGroup]:
+    """Replay ``block`` on ``inputs`` with hooks on its targets; the Hessian groups, in first-call order."""
+    collector = _HessianCollector(token_masks=inputs.token_masks)
+    handles = [block.register_forward_pre_hook(collector.start_batch)]
+    handles += [module.register_forward_hook(collector.hook(name), with_kwargs=True)
+                for name, module in block_targets.items()]
+    try:
+        replay(block, inputs, keep_outputs=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    silent = [name for name in block_targets
+              if name not in collector.group_of or collector.groups[collector.group_of[name]].hessian is None]
+    if silent:
+        raise RuntimeError(f"targets {silent} received no calibration tokens while block {index} was "
+                           "replayed (never called, or every token was padding); exclude them with "
+                           "targets=[...]")
+    return collector.groups
+
+
+def _group_hinv(hessian: torch.Tensor, device: torch.device, damp: float, *,
+                consume: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Hinv, dead)`` of one (possibly shared) Hessian on ``device``.
+
+    ``consume``: the Hessian is ours to overwrite (the sequential path); otherwise it is left unchanged
+    (a copy is damped and factorised).
+    """
+    local = hessian.to(device)
+    return sparsegpt_hinv(local, damp, inplace=consume or local is not hessian)
+
+
+def _prune_members(hinv: torch.Tensor, dead: torch.Tensor, members: Mapping[str, nn.Module], sparsity: float,
+                   nm: NMPattern | None, blocksize: int) -> dict[str, torch.Tensor]:
+    """Prune the modules sharing one ``Hinv``; keep-masks in each weight's own orientation."""
+    any_dead = bool(dead.any())
+    masks: dict[str, torch.Tensor] = {}
+    for name, module in members.items():
+        weight = input_dim_last(module, module.weight.data)
+        if any_dead:
+            weight[:, dead] = 0
+        mask = sparsegpt_prune_(weight, hinv, sparsity, pattern=nm, blocksize=blocksize)
+        masks[f"{name}.weight"] = input_dim_last(module, mask)
+    return masks
+
+
+def _prepare(model: nn.Module, targets: str | Sequence[str] | None,
+             nm: NMPattern | None) -> tuple[str, dict[str, nn.Module]]:
+    stack_name, _ = resolve_block_stack(model)
+    modules = select_targets(model, targets)
+    _check_targets(modules, stack_name, nm)
+    return stack_name, modules
+
+
+def _check_batches(batches: Sequence[Mapping[str, Any]] | None) -> None:
+    if batches is None or len(batches) == 0:
+        raise ValueError("empty calibration set: SparseGPT needs calibration batches (e.g. 128 samples from "
+                         "calibration_batches), or Hessians from collect_hessians (hessians=...)")
+
+
+@torch.no_grad()
+def collect_hessians(
+    model: nn.Module,
+    batches: Sequence[Mapping[str, Any]],
+    *,
+    targets: str | Sequence[str] | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The fp32 Hessian ``H = 2 X X^T`` of every target from the DENSE model's activations, for sweeps.
+
+    One calibration run serves any number of :func:`sparsegpt_prune` calls (``hessians=``); the model
+    is not modified. This differs from the sequential default, where block ``l`` is calibrated on the
+    outputs of the already-pruned blocks before it (so its Hessians depend on the sparsity); the first
+    block's Hessians are the same either way.
+
+    Modules that receive the same input (q/k/v, gate/up) map to one shared tensor object. Every
+    Hessian is held at once: ``in_features^2 x 4`` bytes per distinct Hessian (logged up front from
+    :func:`robustprune.pruners.calibration.hessian_bytes`, an upper bound that ignores the sharing).
+    The tensors stay on the device the blocks were calibrated on (``device``, else the block's own).
+
+    Args:
+        model, batches, targets, device, progress: as for :func:`sparsegpt_prune`.
+
+    Returns:
+        ``{module name: [in, in] float32 Hessian}`` in target order.
+    """
+    _check_batches(batches)
+    stack_name, modules = _prepare(model, targets, None)
+    _log_hessian_budget(model, targets, progress, hold_all=True)
+    hessians: dict[str, torch.Tensor] = {}
+
+    def visit(index: int, block: nn.Module, inputs: BlockInputs) -> None:
+        block_targets = _block_targets(modules, stack_name, index)
+        if not block_targets:
+            return
+        for group in _block_hessians(index, block, inputs, block_targets):
+            for name in group.members:
+                hessians[name] = group.hessian
+
+    run_blocks_sequentially(model, batches, visit, device=device, progress=progress)
+    return {name: hessians[name] for name in modules}
+
+
+def _shared_groups(modules: Mapping[str, nn.Module],
+                   hessians: Mapping[str, torch.Tensor]) -> list[tuple[torch.Tensor, dict[str, nn.Module]]]:
+    """Targets grouped by identical Hessian tensor object, in target order."""
+    missing = [name for name in modules if name not in hessians]
+    if missing:
+        raise ValueError(f"hessians has no Hessian for {len(missing)} target(s): {missing[:3]}"
+                         f"{' ...' if len(missing) > 3 else ''}; collect them with collect_hessians for the "
+                         "same targets")
+    groups: dict[int, tuple[torch.Tensor, dict[str, nn.Module]]] = {}
+    for name, module in modules.items():
+        hessian = hessians[name]
+        columns = input_dim_last(module, module.weight).shape[1]
+        if not isinstance(hessian, torch.Tensor) or tuple(hessian.shape) != (columns, columns):
+            shape = tuple(hessian.shape) if isinstance(hessian, torch.Tensor) else type(hessian).__name__
+            raise ValueError(f"hessians[{name!r}] has shape {shape}, expected ({columns}, {columns})")
+        groups.setdefault(id(hessian), (hessian, {}))[1][name] = module
+    return list(groups.values())
+
+
 @torch.no_grad()
 def sparsegpt_prune(
     model: nn.Module,
-    batches: Sequence[Mapping[str, Any]],
+    batches: Sequence[Mapping[str, Any]] | None,
     sparsity: float | None = None,
     *,
     pattern: str | NMPattern = "unstructured",
@@ -165,6 +307,7 @@ def sparsegpt_prune(
     damp: float = DEFAULT_DAMP,
     device: torch.device | str | None = None,
     progress: bool = True,
+    hessians: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Prune ``model`` in place with SparseGPT and return ``{parameter name: bool keep-mask}``.
 
@@ -172,7 +315,8 @@ def sparsegpt_prune(
         model: a Hugging Face encoder or decoder (BERT family, OPT, Llama, GPT-2, ...).
         batches: calibration batches, dicts to call ``model(**batch)`` with (see
             :func:`robustprune.pruners.calibration_data.calibration_batches`; SparseGPT uses 128
-            samples). Padding tokens (``attention_mask == 0``) do not enter the Hessians.
+            samples). Padding tokens (``attention_mask == 0``) do not enter the Hessians. None (ignored)
+            when ``hessians`` is given.
         sparsity: unstructured: fraction removed from every target, in [0, 1); per block of
             ``blocksize`` input columns exactly ``int(out * width * sparsity)`` weights are pruned (the
             scores are compared over all rows of the block jointly, as in the reference). For N:M
@@ -185,61 +329,50 @@ def sparsegpt_prune(
         damp: fraction of ``mean(diag H)`` added to the Hessian's diagonal (retried 10x larger, with a
             warning, when the Hessian is not positive definite).
         device: where each block is calibrated and pruned (the model stays where it is); None: in place.
+            Unused with ``hessians`` (each target is pruned where its weight is).
         progress: show a progress bar over blocks and print the Hessian memory estimate.
+        hessians: Hessians from :func:`collect_hessians` (dense activations, reusable across a sweep:
+            they are not modified; one ``Hinv`` per shared tensor). No calibration run happens. By
+            default the Hessians are collected sequentially, block by block, on the already-pruned
+            model, so the masks of every block after the first differ between the two.
 
     Returns:
         Keep-masks in each parameter's own orientation (GPT-2's Conv1D weights are ``[in, out]``).
 
     Raises:
-        ValueError: an empty calibration set, ``sparsity`` missing or conflicting with an N:M
-            ``pattern``, an input dimension not divisible by M, targets outside the block stack or not
-            Linear, NaN/Inf weights, an unsupported architecture.
+        ValueError: an empty calibration set (without ``hessians``), a target missing from
+            ``hessians`` or with a Hessian of the wrong shape, ``sparsity`` missing or conflicting
+            with an N:M ``pattern``, an input dimension not divisible by M, targets outside the block
+            stack or not Linear, NaN/Inf weights, an unsupported architecture.
         RuntimeError: a target saw no calibration tokens;
             :class:`~robustprune.sparse_ops.obs.HessianNotPositiveDefiniteError` when damping fails.
     """
-    if len(batches) == 0:
-        raise ValueError("empty calibration set: SparseGPT needs calibration batches (e.g. 128 samples from "
-                         "calibration_batches)")
+    if hessians is None:
+        _check_batches(batches)
     sparsity, nm = resolve_sparsity(sparsity, pattern)
     _check_arguments(blocksize, damp, nm)
-    stack_name, _ = resolve_block_stack(model)
-    modules = select_targets(model, targets)
-    _check_targets(modules, stack_name, nm)
-    _log_hessian_budget(model, targets, progress)
-
+    stack_name, modules = _prepare(model, targets, nm)
     masks: dict[str, torch.Tensor] = {}
 
+    if hessians is not None:
+        for hessian, members in _shared_groups(modules, hessians):
+            device = next(iter(members.values())).weight.device
+            hinv, dead = _group_hinv(hessian, device, damp, consume=False)
+            masks.update(_prune_members(hinv, dead, members, sparsity, nm, blocksize))
+            del hinv
+        return {f"{name}.weight": masks[f"{name}.weight"] for name in modules}
+
+    _log_hessian_budget(model, targets, progress)
+
     def visit(index: int, block: nn.Module, inputs: BlockInputs) -> None:
-        prefix = f"{stack_name}.{index}."
-        block_targets = {name: module for name, module in modules.items() if name.startswith(prefix)}
+        block_targets = _block_targets(modules, stack_name, index)
         if not block_targets:
             return
-        collector = _HessianCollector(token_masks=inputs.token_masks)
-        handles = [block.register_forward_pre_hook(collector.start_batch)]
-        handles += [module.register_forward_hook(collector.hook(name), with_kwargs=True)
-                    for name, module in block_targets.items()]
-        try:
-            replay(block, inputs, keep_outputs=False)
-        finally:
-            for handle in handles:
-                handle.remove()
-        silent = [name for name in block_targets
-                  if name not in collector.group_of or collector.groups[collector.group_of[name]].hessian is None]
-        if silent:
-            raise RuntimeError(f"targets {silent} received no calibration tokens while block {index} was "
-                               "replayed (never called, or every token was padding); exclude them with "
-                               "targets=[...]")
-        for group in collector.groups:
-            hinv, dead = sparsegpt_hinv(group.hessian, damp, inplace=True)
-            group.hessian = None
-            any_dead = bool(dead.any())
-            for name in group.members:
-                module = block_targets[name]
-                weight = input_dim_last(module, module.weight.data)
-                if any_dead:
-                    weight[:, dead] = 0
-                mask = sparsegpt_prune_(weight, hinv, sparsity, pattern=nm, blocksize=blocksize)
-                masks[f"{name}.weight"] = input_dim_last(module, mask)
+        for group in _block_hessians(index, block, inputs, block_targets):
+            members = {name: block_targets[name] for name in group.members}
+            hinv, dead = _group_hinv(group.hessian, group.hessian.device, damp, consume=True)
+            group.hessian = None  # freed as soon as its Hinv exists
+            masks.update(_prune_members(hinv, dead, members, sparsity, nm, blocksize))
             del hinv
 
     run_blocks_sequentially(model, batches, visit, device=device, progress=progress)
@@ -247,4 +380,4 @@ def sparsegpt_prune(
     return {f"{name}.weight": masks[f"{name}.weight"].to(module.weight.device) for name, module in modules.items()}
 
 
-__all__ = ["sparsegpt_prune"]
+__all__ = ["collect_hessians", "sparsegpt_prune"]
