@@ -1,0 +1,1 @@
+"""Evaluation of what pruning does: datasets, clean accuracy, attacks, distribution shifts, analysis."""

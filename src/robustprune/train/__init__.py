@@ -1,0 +1,1 @@
+"""Training: fine-tuning classifiers (dense or masked) and adversarial training."""
