@@ -2,6 +2,7 @@
 
 from robustprune.pruners import (
     calibration_batches,
+    collect_hessians,
     collect_input_norms,
     magnitude_prune,
     read_text_lines,
@@ -32,6 +33,7 @@ __all__ = [
     "NMPattern",
     "SparseLinear",
     "calibration_batches",
+    "collect_hessians",
     "collect_input_norms",
     "load_sparse_model",
     "magnitude_mask_",
