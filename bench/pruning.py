@@ -28,10 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# bench.compare imports bench.sparsegpt, which imports names from bench.compare: importing bench.sparsegpt
-# first lets that cycle resolve when this module is the first of bench/ to be imported.
-from bench import sparsegpt as _sparsegpt  # noqa: F401  (import order, see above)
-from bench.compare import Case, fmt_time, median_times, print_table
+from bench.timing import Case, fmt_time, median_times, print_table
 from robustprune import (
     calibration_batches,
     collect_input_norms,

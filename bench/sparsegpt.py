@@ -20,7 +20,7 @@ import functools
 
 import torch
 
-from bench.compare import Case, fmt_time, median_times, print_table, status
+from bench.timing import Case, fmt_time, median_times, print_table, status
 from robustprune.sparse_ops.obs import sparsegpt_hinv, sparsegpt_prune_
 
 SHAPES = ((768, 768), (3072, 768), (768, 3072))  # [out, in]
