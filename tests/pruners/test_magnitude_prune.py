@@ -128,3 +128,28 @@ def test_nm_shape_not_divisible():
     model = torch.nn.Sequential(torch.nn.ModuleList([torch.nn.Linear(6, 4)]))
     with pytest.raises(ValueError, match="divisible by M=4"):
         magnitude_prune(model, pattern="2:4")
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_sweep_from_one_selection_equals_separate_prunes(minilm, scope):
+    import copy
+
+    from robustprune.pruners.magnitude import MagnitudeSweep, masks_sparsity
+
+    before = snapshot(minilm)
+    sweep = MagnitudeSweep(minilm, [0.3, 0.5, 0.9], scope=scope)
+    assert all(torch.equal(p, before[n]) for n, p in minilm.named_parameters())  # ranking never prunes
+    previous = None
+    for sparsity in (0.3, 0.5, 0.9):
+        ours, separate = copy.deepcopy(minilm), copy.deepcopy(minilm)
+        masks = sweep.prune(ours, sparsity)
+        expected = magnitude_prune(separate, sparsity, scope=scope)
+        assert masks.keys() == expected.keys()
+        assert all(torch.equal(masks[name], expected[name]) for name in masks)
+        assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), separate.parameters()))
+        assert masks_sparsity(masks) == pytest.approx(sparsity, abs=1e-6)
+        if previous is not None:  # nested: everything pruned before stays pruned
+            assert all(bool((masks[name] <= previous[name]).all()) for name in masks)
+        previous = masks
+    with pytest.raises(ValueError, match="was not ranked"):
+        sweep.prune(copy.deepcopy(minilm), 0.4)

@@ -7,7 +7,7 @@ place and the keep-masks are returned so that training can hold them fixed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -73,3 +73,61 @@ def magnitude_prune(
             masks_by_index[i] = magnitude_mask_(weights[i].data, float(thresholds[0]),
                                                 int(tie_quota[0, position]), packed_masks)
     return {name: masks_by_index[i] for i, name in enumerate(named_weights)}
+
+
+class MagnitudeSweep:
+    """Unstructured magnitude cuts for a whole list of sparsities from ONE selection over the weights.
+
+    :func:`robustprune.sparse_ops.magnitude_thresholds` ranks the targeted weights once for every
+    sparsity; :meth:`prune` then applies one cut to a model that holds the same weights (a copy of the
+    measured model), with exactly the masks :func:`magnitude_prune` would give. Masks are nested: a
+    higher sparsity prunes a superset of a lower one's weights.
+
+    Args:
+        model: the dense model whose weights are ranked (not modified).
+        sparsities: every sparsity the sweep will prune at, each in [0, 1).
+        scope: ``"global"`` or ``"layer"``, as for :func:`magnitude_prune`.
+        targets: as for :func:`magnitude_prune`.
+    """
+
+    @torch.no_grad()
+    def __init__(self, model: nn.Module, sparsities: Sequence[float], *, scope: str = "global",
+                 targets: str | Sequence[str] | None = None) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+        self.sparsities = [float(s) for s in sparsities]
+        self.targets = targets
+        modules = select_targets(model, targets)
+        self.names = [f"{name}.weight" for name in modules]
+        weights = [module.weight.data for module in modules.values()]
+        groups = [list(range(len(weights)))] if scope == "global" else [[i] for i in range(len(weights))]
+        # cut[i] = (thresholds per sparsity, tie quota per sparsity) of weight i
+        self._cuts: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(weights)  # type: ignore[list-item]
+        for group in groups:
+            thresholds, tie_quota = magnitude_thresholds([weights[i] for i in group], self.sparsities)
+            for position, i in enumerate(group):
+                self._cuts[i] = (thresholds, tie_quota[:, position])
+
+    @torch.no_grad()
+    def prune(self, model: nn.Module, sparsity: float, *, packed_masks: bool = False) -> dict[str, torch.Tensor]:
+        """Prune ``model`` (same weights as the ranked model) in place at ``sparsity``; keep-masks."""
+        if float(sparsity) not in self.sparsities:
+            raise ValueError(f"sparsity {sparsity} was not ranked; this sweep has {self.sparsities}")
+        k = self.sparsities.index(float(sparsity))
+        modules = select_targets(model, self.targets)
+        names = [f"{name}.weight" for name in modules]
+        if names != self.names:
+            raise ValueError("model's targets differ from the ranked model's: "
+                             f"{len(names)} vs {len(self.names)} weights")
+        masks: dict[str, torch.Tensor] = {}
+        for i, (name, module) in enumerate(zip(names, modules.values())):
+            thresholds, quota = self._cuts[i]
+            masks[name] = magnitude_mask_(module.weight.data, float(thresholds[k]), int(quota[k]), packed_masks)
+        return masks
+
+
+def masks_sparsity(masks: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of pruned entries over all (bool) keep-masks."""
+    total = sum(mask.numel() for mask in masks.values())
+    kept = sum(int(mask.sum()) for mask in masks.values())
+    return 1.0 - kept / total if total else 0.0
