@@ -1,0 +1,253 @@
+"""Analysis of sparsity curves and masks: essential sparsity, ES_robust, rank correlation, mask overlap.
+
+Essential sparsity (ES) is the largest sparsity whose metric stays within ``epsilon`` points of the
+dense model, with every lower sparsity of the curve also within it. "Within" means at most
+``epsilon`` below dense: a pruned model that scores higher than dense does not end the plateau.
+Metrics are in percent (accuracy 91.3, not 0.913), so the default ``epsilon=1.0`` is one point.
+
+ES_robust is the same on a robust metric (accuracy under attack, accuracy on AdvGLUE), with a trap:
+adversarial sets are built so that the dense model scores below chance on them, so as a pruned model
+collapses toward predicting one class its robust accuracy *rises* and would look robust.
+:func:`flag_collapsed` marks such points (clean accuracy near the majority-class rate, or one class
+taking almost all predictions) and :func:`es_robust` reads the curve over the other points only.
+
+Curves are given as parallel sequences; points are sorted by sparsity here (the input order does not
+matter), and a repeated sparsity is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class CurvePoint:
+    """One point of a sparsity curve.
+
+    Attributes:
+        sparsity: fraction of weights removed, in [0, 1].
+        metric: the clean metric in percent (e.g. accuracy).
+        prediction_balance: share of predictions per class id (fractions summing to 1), if measured.
+        collapsed: whether the model has collapsed at this point (see :func:`flag_collapsed`).
+    """
+
+    sparsity: float
+    metric: float
+    prediction_balance: dict[int, float] | None = None
+    collapsed: bool = False
+
+
+def _floats(values: Sequence[float], name: str) -> list[float]:
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers") from None
+    bad = [v for v in out if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{name} contains non-finite values {bad[:3]}")
+    return out
+
+
+def _curve(sparsities: Sequence[float], metric: Sequence[float],
+           metric_name: str) -> list[tuple[float, float, int]]:
+    """(sparsity, metric, original index) sorted by sparsity, validated."""
+    s = _floats(sparsities, "sparsities")
+    m = _floats(metric, metric_name)
+    if len(s) != len(m):
+        raise ValueError(f"sparsities has {len(s)} points but {metric_name} has {len(m)}")
+    if not s:
+        raise ValueError("empty curve: pass at least one (sparsity, metric) point")
+    outside = [v for v in s if not 0.0 <= v <= 1.0]
+    if outside:
+        raise ValueError(f"sparsities must be fractions in [0, 1], got {outside[:3]}")
+    points = sorted(zip(s, m, range(len(s))))
+    repeated = sorted({a[0] for a, b in zip(points, points[1:]) if a[0] == b[0]})
+    if repeated:
+        raise ValueError(f"sparsities {repeated} appear more than once; average the runs first")
+    return points
+
+
+def _check_epsilon(epsilon: float) -> float:
+    if not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon < 0:
+        raise ValueError(f"epsilon must be a finite number >= 0 (metric points), got {epsilon!r}")
+    return float(epsilon)
+
+
+def _warn_if_fractions(values: Sequence[float], dense: float, epsilon: float, name: str) -> None:
+    if epsilon >= 1.0 and dense <= 1.0 and all(abs(v) <= 1.0 for v in values) and dense > 0:
+        warnings.warn(f"{name} and its dense value are all <= 1: metrics are expected in percent "
+                      f"(epsilon={epsilon} points would accept everything). Multiply by 100.", stacklevel=3)
+
+
+def essential_sparsity(sparsities: Sequence[float], metric: Sequence[float], dense_metric: float,
+                       epsilon: float = 1.0) -> float:
+    """The largest sparsity whose metric, and that of every lower sparsity, is >= dense - epsilon.
+
+    Args:
+        sparsities: the curve's sparsities (fractions, any order, no repeats).
+        metric: the metric at each sparsity, in percent.
+        dense_metric: the dense model's metric, in percent.
+        epsilon: allowed drop in points (default 1).
+
+    Returns:
+        The essential sparsity, or 0.0 when already the lowest sparsity drops more than ``epsilon``.
+    """
+    epsilon = _check_epsilon(epsilon)
+    points = _curve(sparsities, metric, "metric")
+    (dense,) = _floats([dense_metric], "dense_metric")
+    _warn_if_fractions([m for _, m, _ in points], dense, epsilon, "metric")
+    best = 0.0
+    for sparsity, value, _ in points:
+        if dense - value > epsilon:
+            break
+        best = sparsity
+    return best
+
+
+def flag_collapsed(points: Sequence[CurvePoint], majority_rate: float, tolerance: float = 2.0,
+                   max_class_share: float = 0.9) -> list[bool]:
+    """Which curve points have collapsed toward predicting one class.
+
+    A point is collapsed when its clean ``metric`` is at most ``majority_rate + tolerance`` (no better
+    than always answering the majority class, in percent), when one class takes at least
+    ``max_class_share`` of its predictions (``prediction_balance``), or when it is already marked
+    ``collapsed``.
+
+    Args:
+        points: the clean-accuracy curve, with prediction balances where measured.
+        majority_rate: accuracy of always predicting the evaluation set's majority class, in percent.
+        tolerance: margin in points above the majority rate still counted as collapsed.
+        max_class_share: prediction share (fraction) of one class that counts as collapse.
+
+    Returns:
+        One flag per point, in the order given.
+    """
+    (majority,) = _floats([majority_rate], "majority_rate")
+    if not 0.0 <= majority <= 100.0:
+        raise ValueError(f"majority_rate must be a percentage in [0, 100], got {majority_rate}")
+    if not 0.0 <= tolerance <= 100.0:
+        raise ValueError(f"tolerance must be in [0, 100] points, got {tolerance}")
+    if not 0.0 < max_class_share <= 1.0:
+        raise ValueError(f"max_class_share must be a fraction in (0, 1], got {max_class_share}")
+    flags = []
+    for i, point in enumerate(points):
+        if not isinstance(point, CurvePoint):
+            raise TypeError(f"points[{i}] must be a CurvePoint, got {type(point).__name__}")
+        collapsed = point.collapsed or point.metric <= majority + tolerance
+        if point.prediction_balance:
+            shares = _floats(list(point.prediction_balance.values()), f"points[{i}].prediction_balance")
+            if any(v < 0 for v in shares) or abs(sum(shares) - 1.0) > 1e-3:
+                raise ValueError(f"points[{i}].prediction_balance must hold fractions summing to 1, got "
+                                 f"{point.prediction_balance}")
+            collapsed = collapsed or max(shares) >= max_class_share
+        flags.append(collapsed)
+    return flags
+
+
+def es_robust(sparsities: Sequence[float], robust_metric: Sequence[float], dense_robust: float,
+              collapsed: Sequence[bool], epsilon: float = 1.0) -> float:
+    """Essential sparsity of a robust metric over the points that have not collapsed.
+
+    Collapsed points (``collapsed[i]`` True, e.g. from :func:`flag_collapsed`) are dropped before
+    :func:`essential_sparsity` is read off the remaining curve, so a model that gains robust accuracy
+    only by predicting one class does not extend ES_robust. Returns 0.0 when every point collapsed.
+    """
+    epsilon = _check_epsilon(epsilon)
+    flags = [bool(flag) for flag in collapsed]
+    if len(flags) != len(sparsities):
+        raise ValueError(f"sparsities has {len(sparsities)} points but collapsed has {len(flags)}")
+    _curve(sparsities, robust_metric, "robust_metric")  # validates the whole curve
+    kept = [i for i, flag in enumerate(flags) if not flag]
+    if not kept:
+        return 0.0
+    return essential_sparsity([sparsities[i] for i in kept], [robust_metric[i] for i in kept], dense_robust,
+                              epsilon)
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation of two equally long series (``scipy.stats.spearmanr``).
+
+    Returns NaN when either series is constant (the correlation is undefined).
+
+    Raises:
+        ValueError: fewer than 2 points, different lengths, or NaN / Inf values.
+    """
+    from scipy.stats import spearmanr
+
+    x, y = _floats(a, "a"), _floats(b, "b")
+    if len(x) != len(y):
+        raise ValueError(f"a has {len(x)} values but b has {len(y)}")
+    if len(x) < 2:
+        raise ValueError(f"Spearman correlation needs at least 2 points, got {len(x)}")
+    if len(set(x)) == 1 or len(set(y)) == 1:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def _mask_pairs(masks_a: Mapping[str, torch.Tensor], masks_b: Mapping[str, torch.Tensor]):
+    if not isinstance(masks_a, Mapping) or not isinstance(masks_b, Mapping):
+        raise TypeError("masks_a and masks_b must be mappings of name -> mask tensor")
+    only_a, only_b = sorted(set(masks_a) - set(masks_b)), sorted(set(masks_b) - set(masks_a))
+    if only_a or only_b:
+        raise ValueError(f"masks name different tensors: only in masks_a {only_a[:5]}, "
+                         f"only in masks_b {only_b[:5]}")
+    if not masks_a:
+        raise ValueError("masks_a and masks_b are empty")
+    for name in masks_a:
+        a, b = masks_a[name], masks_b[name]
+        if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+            raise TypeError(f"mask {name!r} must be a tensor in both mappings")
+        if a.shape != b.shape:
+            raise ValueError(f"mask {name!r} has shape {tuple(a.shape)} in masks_a but {tuple(b.shape)} "
+                             "in masks_b")
+        yield name, _binary(a, name, "masks_a"), _binary(b, name, "masks_b")
+
+
+def _binary(mask: torch.Tensor, name: str, which: str) -> torch.Tensor:
+    if mask.dtype == torch.bool:
+        return mask
+    if not ((mask == 0) | (mask == 1)).all():
+        packed = mask.dtype == torch.uint8
+        hint = " (bit-packed masks: unpack them with robustprune.unpack_mask first)" if packed else ""
+        raise ValueError(f"{which}[{name!r}] must hold 0/1 values{hint}")
+    return mask != 0
+
+
+def mask_cosine(masks_a: Mapping[str, torch.Tensor], masks_b: Mapping[str, torch.Tensor]) -> float:
+    """Cosine similarity of two sets of 0/1 keep-masks, as if each set were one concatenated vector.
+
+    Computed tensor by tensor (counts of kept and jointly kept entries), never concatenating. For 0/1
+    vectors this is ``|A and B| / sqrt(|A| |B|)``.
+
+    Raises:
+        ValueError: different names or shapes, non-binary values, or a set with no kept entry.
+    """
+    both = kept_a = kept_b = 0
+    for _, a, b in _mask_pairs(masks_a, masks_b):
+        both += int(torch.count_nonzero(a & b))
+        kept_a += int(torch.count_nonzero(a))
+        kept_b += int(torch.count_nonzero(b))
+    if kept_a == 0 or kept_b == 0:
+        empty = "masks_a" if kept_a == 0 else "masks_b"
+        raise ValueError(f"cosine is undefined: {empty} keeps no entry")
+    return both / math.sqrt(kept_a * kept_b)
+
+
+def hamming_distance(masks_a: Mapping[str, torch.Tensor], masks_b: Mapping[str, torch.Tensor]) -> float:
+    """Normalised Hamming distance: the fraction of mask entries that differ, over all tensors."""
+    differ = total = 0
+    for _, a, b in _mask_pairs(masks_a, masks_b):
+        differ += int(torch.count_nonzero(a != b))
+        total += a.numel()
+    if total == 0:
+        raise ValueError("the masks hold no entries")
+    return differ / total
+
+
+__all__ = ["CurvePoint", "es_robust", "essential_sparsity", "flag_collapsed", "hamming_distance",
+           "mask_cosine", "spearman"]
