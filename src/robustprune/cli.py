@@ -1,0 +1,120 @@
+"""The ``robustprune`` command: ``run``, ``report``, ``demo`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _print_report(results: Path, out: Path | None, epsilon: float) -> None:
+    from robustprune.experiments.report import build_report
+
+    report = build_report(results, out, epsilon=epsilon)
+    print(report.results_md.read_text(encoding="utf-8"))
+    print(report.analysis_md.read_text(encoding="utf-8"))
+    print(f"tables: {report.results_csv}, {report.results_md}, {report.analysis_md}")
+    for plot in report.plots:
+        print(f"plot:   {plot}")
+
+
+def _run(config, out: Path, progress: bool, epsilon: float | None = None) -> int:
+    from robustprune.experiments.runner import run_experiment
+
+    summary = run_experiment(config, out, progress=progress)
+    print(f"{len(summary.computed)} point(s) computed, {len(summary.skipped)} already done; "
+          f"results: {summary.results_path}")
+    _print_report(summary.results_path, out / "report", config.evaluation.epsilon if epsilon is None else epsilon)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from robustprune.experiments.config import load_config
+
+    config = load_config(args.config)  # every config error is raised here, before any work
+    out = Path(args.out) if args.out else Path("results") / config.name
+    return _run(config, out, not args.no_progress)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from robustprune.experiments.demo import demo_config
+
+    config = demo_config(args.data_dir, quick=args.quick)
+    out = Path(args.out) if args.out else Path("results") / ("demo-quick" if args.quick else "demo")
+    print(f"robustprune demo: {config.model.name} on {config.data.data_dir} ({config.data.task}); "
+          f"methods {', '.join(config.pruning.methods)}; patterns {', '.join(config.pruning.patterns)}; "
+          f"sparsities {', '.join(f'{s:g}' for s in config.pruning.sparsities)}; "
+          f"attacks {', '.join(a.recipe for a in config.evaluation.attacks) or 'none'}; results in {out}")
+    return _run(config, out, not args.no_progress)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    _print_report(Path(args.results), Path(args.out) if args.out else None, args.epsilon)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    # bench/ lives beside src/ in a source checkout (an editable install); it is not part of the wheel.
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "bench" / "compare.py").is_file():
+        print("robustprune bench needs a source checkout of robustprune (the bench/ directory beside src/); "
+              f"none found at {root}", file=sys.stderr)
+        return 2
+    command = [sys.executable, "-m", "bench.compare"] + (["--quick"] if args.quick else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    return subprocess.call(command, cwd=root, env=env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustprune", description="Pruning and robustness experiments on "
+                                     "pre-trained transformers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run (or resume) a sweep from a YAML or JSON config")
+    run.add_argument("config", help="the config file (.yaml, .yml or .json)")
+    run.add_argument("--out", help="results directory (default: results/<config name>)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="rebuild the tables and plots from a results file")
+    report.add_argument("results", help="a results.jsonl written by `robustprune run`")
+    report.add_argument("--out", help="output directory (default: report/ beside the results file)")
+    report.add_argument("--epsilon", type=float, default=1.0, help="ES tolerance in accuracy points (default 1)")
+    report.set_defaults(func=_cmd_report)
+
+    demo = sub.add_parser("demo", help="the embedded default sweep (MiniLM, small sentiment set, ~10 min on 2 cores)")
+    demo.add_argument("--data-dir", help="run the same sweep on a GLUE-format SST-2 directory instead")
+    demo.add_argument("--out", help="results directory (default: results/demo)")
+    demo.add_argument("--quick", action="store_true", help="a much smaller smoke run (one sparsity, few examples)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="kernel benchmarks: side-by-side ratios (python -m bench.compare)")
+    bench.add_argument("--quick", action="store_true", help="fewer repeats")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from robustprune.experiments.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if args.command == "demo" else None
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"robustprune {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: every finished point is in the results file; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

