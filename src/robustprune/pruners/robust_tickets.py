@@ -36,17 +36,9 @@ from robustprune.sparse_ops.hard_concrete import (
 )
 from robustprune.sparse_ops.validation import check_finite, check_float_tensor, check_sparsity
 from robustprune.targets import select_targets
-from robustprune.train.adversarial import (
-    PGD,
-    Attack,
-    FreeLB,
-    ResumableRun,
-    adversarial_backward,
-    adversarial_finetune,
-    epoch_batch_fn,
-    run_resumable,
-)
-from robustprune.train.finetune import TrainingHistory
+from robustprune.train.adversarial import PGD, Attack, FreeLB, adversarial_backward, adversarial_finetune
+from robustprune.train.checkpoint import ResumableRun, TrainingHistory, run_resumable
+from robustprune.train.finetune import epoch_batch_fn
 
 DEFAULT_ATTACK = FreeLB()  # frozen dataclass: sharing one default instance is safe
 

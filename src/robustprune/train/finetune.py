@@ -1,49 +1,43 @@
-"""Fine-tuning a Hugging Face sequence classifier on a :class:`TextDataset`, optionally with fixed masks.
+"""Fine-tuning a Hugging Face sequence classifier on a :class:`TextDataset`: plain or adversarial, resumable.
 
-A small, honest trainer: AdamW (no decay on biases and LayerNorm), a linear schedule with warmup,
-gradient clipping, a seeded shuffle, and length-bucketed dynamic padding. With ``masks`` the pruned
-weights are zeroed before training and again after every optimizer step, so they stay exactly zero
-(AdamW's moments would otherwise move them); SparseLinear layers train their kept values only by design.
+One honest training loop: AdamW (no decay on biases and LayerNorm), a linear schedule with warmup,
+gradient clipping, seeded per-epoch shuffles with length-bucketed dynamic padding. With ``masks`` the
+pruned weights are zeroed before training and again after every optimizer step, so they stay exactly
+zero (AdamW's moments would otherwise move them); SparseLinear layers train their kept values only by
+design. With ``attack`` (:class:`~robustprune.train.adversarial.FreeLB` or ``PGD``) each batch's gradients
+come from the adversarial loss. With ``checkpoint_dir`` the run checkpoints every ``checkpoint_every``
+steps and a later call resumes it exactly (:mod:`robustprune.train.checkpoint`).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from robustprune.eval.datasets import TextDataset
+from robustprune.train.checkpoint import Batch, ResumableRun, TrainingHistory, run_resumable
+
+# A chunk of this many batches is sorted by length before batching: little padding, still random order.
+_BUCKET_BATCHES = 50
 
 
-@dataclass
-class TrainingHistory:
-    """Per-step training loss and learning rate of one :func:`finetune_classifier` run."""
-
-    losses: list[float] = field(default_factory=list)
-    learning_rates: list[float] = field(default_factory=list)
-
-    @property
-    def steps(self) -> int:
-        return len(self.losses)
-
-
-def _batches(dataset: TextDataset, tokenizer: Any, batch_size: int, max_length: int,
-             rng: random.Random) -> list[dict[str, torch.Tensor]]:
-    """Shuffled batches of similar length: shuffle, cut into chunks of 50 batches, sort each chunk by
-    length, then shuffle the batches (less padding, still random order)."""
+def length_bucketed_batches(dataset: TextDataset, tokenizer: Any, batch_size: int, max_length: int,
+                            rng: random.Random) -> list[dict[str, torch.Tensor]]:
+    """Shuffled padded batches of similar length (with ``labels``): shuffle, cut into chunks of 50 batches,
+    sort each chunk by length, batch it, then shuffle the batches."""
     order = list(range(len(dataset)))
     rng.shuffle(order)
     texts, pairs = dataset.texts, dataset.text_pairs
     enc = tokenizer([texts[i] for i in order], None if pairs is None else [pairs[i] for i in order],
                     truncation=True, max_length=max_length)
-    rows = [{key: enc[key][j] for key in enc.keys()} | {"labels": dataset.labels[i]}
-            for j, i in enumerate(order)]
-    chunk = batch_size * 50
+    rows = [{key: enc[key][j] for key in enc} | {"labels": dataset.labels[i]} for j, i in enumerate(order)]
+    chunk = batch_size * _BUCKET_BATCHES
     grouped: list[list[dict[str, Any]]] = []
     for start in range(0, len(rows), chunk):
         part = sorted(rows[start:start + chunk], key=lambda row: len(row["input_ids"]))
@@ -52,16 +46,26 @@ def _batches(dataset: TextDataset, tokenizer: Any, batch_size: int, max_length: 
     return [dict(tokenizer.pad(group, return_tensors="pt")) for group in grouped]
 
 
-def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def epoch_batch_fn(train: TextDataset, tokenizer: Any, batch_size: int, max_length: int,
+                   seed: int) -> Callable[[int], list[dict[str, torch.Tensor]]]:
+    """Epoch -> that epoch's batches, seeded per epoch (a resumed run rebuilds exactly the same ones)."""
+    return lambda epoch: length_bucketed_batches(train, tokenizer, batch_size, max_length,
+                                                 random.Random(seed * 1_000_003 + epoch))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices, none on biases and norms."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _resolve_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> list[tuple[nn.Parameter, torch.Tensor]]:
+def resolve_masks(model: nn.Module,
+                  masks: Mapping[str, torch.Tensor]) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """``(parameter, bool keep-mask)`` pairs; names and shapes checked against ``model``."""
     params = dict(model.named_parameters())
     pairs = []
     for name, mask in masks.items():
@@ -81,46 +85,8 @@ def apply_masks_(pairs: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
         param.mul_(mask)
 
 
-def finetune_classifier(
-    model: nn.Module,
-    tokenizer: Any,
-    train: TextDataset,
-    *,
-    epochs: float = 1.0,
-    batch_size: int = 32,
-    lr: float = 5e-5,
-    weight_decay: float = 0.01,
-    warmup_ratio: float = 0.1,
-    max_grad_norm: float = 1.0,
-    max_length: int = 128,
-    seed: int = 0,
-    masks: Mapping[str, torch.Tensor] | None = None,
-    progress: bool = True,
-) -> TrainingHistory:
-    """Fine-tune ``model`` (encoder and head) on ``train`` in place.
-
-    Args:
-        model: a Hugging Face sequence classifier (``model(**batch, labels=...)`` returns ``.loss``)
-            with ``config.num_labels == train.num_labels``.
-        tokenizer: its tokenizer.
-        train: the training set.
-        epochs: passes over ``train``; a fraction runs that share of the steps.
-        batch_size, lr, weight_decay, warmup_ratio, max_grad_norm: AdamW and the linear schedule.
-        max_length: inputs are truncated to this many tokens.
-        seed: seeds the shuffle and torch (dropout), for reproducible runs.
-        masks: ``{parameter name: keep-mask}`` (as the pruners return them): pruned weights stay
-            exactly zero through every step.
-        progress: show a progress bar with the running loss.
-
-    Returns:
-        The per-step losses and learning rates.
-
-    Raises:
-        ValueError: an empty training set, a label count that differs from the model's, bad
-            hyper-parameters, or masks that do not match the model's parameters.
-    """
-    from transformers import get_linear_schedule_with_warmup
-
+def check_training_arguments(model: nn.Module, train: TextDataset, epochs: float, batch_size: int,
+                             lr: float, warmup_ratio: float) -> None:
     if len(train) == 0:
         raise ValueError(f"training set {train.name!r} is empty")
     num_labels = getattr(getattr(model, "config", None), "num_labels", None)
@@ -135,49 +101,110 @@ def finetune_classifier(
         raise ValueError(f"lr must be > 0, got {lr}")
     if not 0 <= warmup_ratio < 1:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    mask_pairs = _resolve_masks(model, masks or {})
+
+
+def finetune_classifier(
+    model: nn.Module,
+    tokenizer: Any,
+    train: TextDataset,
+    *,
+    epochs: float = 1.0,
+    batch_size: int = 32,
+    lr: float = 5e-5,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.1,
+    max_grad_norm: float = 1.0,
+    max_length: int = 128,
+    seed: int = 0,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    attack: Any = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 100,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> TrainingHistory:
+    """Fine-tune ``model`` (encoder and head) on ``train`` in place.
+
+    Args:
+        model: a Hugging Face sequence classifier (``model(**batch, labels=...)`` returns ``.loss``)
+            with ``config.num_labels == train.num_labels``.
+        tokenizer: its tokenizer.
+        train: the training set.
+        epochs: passes over ``train``; a fraction runs that share of the steps.
+        batch_size, lr, weight_decay, warmup_ratio, max_grad_norm: AdamW and the linear schedule.
+        max_length: inputs are truncated to this many tokens.
+        seed: seeds the shuffles and torch (dropout, perturbations), for reproducible runs.
+        masks: ``{parameter name: keep-mask}`` (as the pruners return them): pruned weights stay
+            exactly zero through every step.
+        attack: None (clean loss), or :class:`~robustprune.train.adversarial.FreeLB` /
+            :class:`~robustprune.train.adversarial.PGD` for adversarial training.
+        checkpoint_dir: if set, a checkpoint (model, optimizer, schedule, RNG, history) is written there every
+            ``checkpoint_every`` steps and at the end; a call that finds one resumes from it (with the same
+            settings, else ValueError).
+        stop_after: stop (after checkpointing) once this many steps are done; call again to continue.
+        progress: show a progress bar with the running loss.
+
+    Returns:
+        The per-step losses and learning rates of the run so far (resumed steps included).
+
+    Raises:
+        ValueError: an empty training set, a label count that differs from the model's, bad
+            hyper-parameters, or masks that do not match the model's parameters.
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    from robustprune.train.adversarial import PGD, FreeLB, adversarial_backward
+
+    if attack is not None and not isinstance(attack, (FreeLB, PGD)):
+        raise TypeError(f"attack must be FreeLB(...), PGD(...) or None, got {type(attack).__name__}")
+    check_training_arguments(model, train, epochs, batch_size, lr, warmup_ratio)
+    mask_pairs = resolve_masks(model, masks or {})
     apply_masks_(mask_pairs)
 
-    rng = random.Random(seed)
     torch.manual_seed(seed)
     device = next(model.parameters()).device
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total_steps = max(1, math.ceil(epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW(_parameter_groups(model, weight_decay), lr=lr)
+    optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-    history = TrainingHistory()
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    def train_step(step: int, batch: Batch) -> tuple[float, float]:
+        batch = {key: value.to(device) for key, value in batch.items()}
+        optimizer.zero_grad(set_to_none=True)
+        if attack is None:
+            loss = model(**batch).loss
+            loss.backward()
+            loss_value = float(loss.detach())
+        else:
+            loss_value = adversarial_backward(model, batch, attack).loss
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        used_lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        apply_masks_(mask_pairs)
+        return loss_value, used_lr
 
-        bar = tqdm(total=total_steps, desc=f"fine-tune {train.name or 'classifier'}", unit="step")
+    fingerprint = {
+        "attack": attack, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "weight_decay": weight_decay,
+        "warmup_ratio": warmup_ratio, "max_grad_norm": max_grad_norm, "max_length": max_length, "seed": seed,
+        "examples": len(train), "masks": sorted(masks or {}),
+    }
+    run = ResumableRun(
+        total_steps, steps_per_epoch, epoch_batch_fn(train, tokenizer, batch_size, max_length, seed),
+        train_step,
+        {"model": model, "optimizer": optimizer, "scheduler": scheduler}, fingerprint, checkpoint_dir,
+        checkpoint_every, stop_after,
+        desc=f"{'adversarial ' if attack is not None else ''}fine-tune {train.name or 'classifier'}",
+    )
     was_training = model.training
     model.train()
     try:
-        while history.steps < total_steps:
-            for batch in _batches(train, tokenizer, batch_size, max_length, rng):
-                if history.steps >= total_steps:
-                    break
-                batch = {key: value.to(device) for key, value in batch.items()}
-                loss = model(**batch).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                history.learning_rates.append(scheduler.get_last_lr()[0])
-                optimizer.step()
-                scheduler.step()
-                apply_masks_(mask_pairs)
-                history.losses.append(float(loss.detach()))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
+        return run_resumable(run, progress)
     finally:
         model.train(was_training)
-        if bar is not None:
-            bar.close()
-    return history
 
 
-__all__ = ["TrainingHistory", "apply_masks_", "finetune_classifier"]
+__all__ = ["TrainingHistory", "apply_masks_", "epoch_batch_fn", "finetune_classifier",
+           "length_bucketed_batches", "parameter_groups", "resolve_masks"]
