@@ -1,11 +1,22 @@
 """robustprune: fast, exact pruning experiments on pre-trained transformers."""
 
+from robustprune.eval import (
+    TextClassifier,
+    TextDataset,
+    attack,
+    evaluate_classifier,
+    load_advglue_json,
+    load_glue_task,
+    load_glue_tsv,
+)
 from robustprune.pruners import (
+    MagnitudeSweep,
     calibration_batches,
     collect_hessians,
     collect_input_norms,
     magnitude_prune,
     read_text_lines,
+    robust_ticket,
     sparsegpt_prune,
     wanda_prune,
 )
@@ -26,15 +37,27 @@ from robustprune.sparse_ops import (
     unpack_mask,
 )
 from robustprune.targets import select_targets
+from robustprune.train import PGD, FreeLB, finetune_classifier
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FreeLB",
+    "MagnitudeSweep",
     "NMPattern",
+    "PGD",
     "SparseLinear",
+    "TextClassifier",
+    "TextDataset",
+    "attack",
     "calibration_batches",
     "collect_hessians",
     "collect_input_norms",
+    "evaluate_classifier",
+    "finetune_classifier",
+    "load_advglue_json",
+    "load_glue_task",
+    "load_glue_tsv",
     "load_sparse_model",
     "magnitude_mask_",
     "magnitude_prune",
@@ -45,6 +68,7 @@ __all__ = [
     "nm_mask",
     "pack_mask",
     "read_text_lines",
+    "robust_ticket",
     "save_sparse_model",
     "select_targets",
     "sparse_bytes_report",

@@ -8,6 +8,7 @@ from robustprune.sparse_ops.convert import (
     sparse_bytes_report,
     sparsify_model,
 )
+from robustprune.sparse_ops.hard_concrete import hard_concrete_gate, sample_hard_concrete_noise
 from robustprune.sparse_ops.magnitude import magnitude_mask_, magnitude_thresholds
 from robustprune.sparse_ops.masks import pack_mask, packed_size, unpack_mask
 from robustprune.sparse_ops.nm import nm_mask
@@ -21,6 +22,7 @@ __all__ = [
     "BytesReport",
     "NMPattern",
     "SparseLinear",
+    "hard_concrete_gate",
     "load_sparse_model",
     "magnitude_mask_",
     "magnitude_thresholds",
@@ -29,6 +31,7 @@ __all__ = [
     "nm_linear",
     "nm_mask",
     "pack_mask",
+    "sample_hard_concrete_noise",
     "packed_size",
     "parse_pattern",
     "save_sparse_model",

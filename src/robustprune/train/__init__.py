@@ -1,1 +1,6 @@
-"""Training: fine-tuning classifiers (dense or masked) and adversarial training."""
+"""Training: fine-tuning classifiers (dense or masked, plain or adversarial), resumable."""
+
+from robustprune.train.adversarial import PGD, FreeLB, adversarial_backward, adversarial_finetune
+from robustprune.train.finetune import finetune_classifier
+
+__all__ = ["PGD", "FreeLB", "adversarial_backward", "adversarial_finetune", "finetune_classifier"]
