@@ -38,7 +38,7 @@ from robustprune.sparse_ops.validation import check_finite, check_float_tensor, 
 from robustprune.targets import select_targets
 from robustprune.train.adversarial import PGD, Attack, FreeLB, adversarial_backward, adversarial_finetune
 from robustprune.train.checkpoint import ResumableRun, TrainingHistory, run_resumable
-from robustprune.train.finetune import epoch_batch_fn
+from robustprune.train.finetune import check_training_arguments, epoch_batch_fn
 
 DEFAULT_ATTACK = FreeLB()  # frozen dataclass: sharing one default instance is safe
 
@@ -282,14 +282,7 @@ def train_hard_concrete_masks(
     """
     if attack is not None and not isinstance(attack, (FreeLB, PGD)):
         raise TypeError(f"attack must be FreeLB(...), PGD(...) or None, got {type(attack).__name__}")
-    if len(train) == 0:
-        raise ValueError(f"training set {train.name!r} is empty")
-    if not epochs > 0:
-        raise ValueError(f"epochs must be > 0, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    check_training_arguments(model, train, epochs, batch_size, lr, warmup_ratio=0.0)
     if not 0 <= l0_warmup_ratio <= 1:
         raise ValueError(f"l0_warmup_ratio must be in [0, 1], got {l0_warmup_ratio}")
     steps_per_epoch = math.ceil(len(train) / batch_size)
