@@ -11,19 +11,26 @@ Two ways to turn texts into token batches:
   the texts that follow it (joined by the tokens of ``"\\n\\n"``). No padding.
 
 The sequence length is capped here, independently of the model's maximum, and batches are dicts
-ready for ``model(**batch)``. Texts come from :func:`read_text_lines` (plain text or GLUE-style TSV)
-or :func:`texts_from_hf_dataset` (needs the optional ``datasets`` package).
+ready for ``model(**batch)``. Texts come from :func:`read_text_lines` (plain text or GLUE-style TSV),
+:func:`texts_from_hf_dataset` (needs the optional ``datasets`` package) or
+:func:`dataset_calibration_texts`: a seeded sample of a labelled task set (a training split, or an
+adversarial set, optionally restricted to some attack methods), each example rendered by a formatter,
+e.g. the zero-shot prompt the model will be evaluated with
+(``robustprune.eval.zero_shot.PromptTemplate.formatter``).
 """
 
 from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:  # pruners never import eval at run time (data flows pruners -> eval)
+    from robustprune.eval.datasets import TextDataset
 
 MODES = ("first", "windows")
 # Hugging Face's sentinel for "no limit" is int(1e30); anything this large is not a real limit.
@@ -115,6 +122,84 @@ def texts_from_hf_dataset(name: str, split: str = "train", column: str = "text",
     return texts
 
 
+ExampleFormatter = Callable[[str, "str | None", int], str]
+
+
+def _plain_example(text: str, text_pair: str | None, label: int) -> str:
+    return text if text_pair is None else f"{text}\n{text_pair}"
+
+
+def dataset_calibration_texts(
+    dataset: TextDataset,
+    num_samples: int | None = 128,
+    *,
+    seed: int = 0,
+    format: ExampleFormatter | None = None,
+    methods: str | Sequence[str] | None = None,
+    method_key: str = "method",
+) -> list[str]:
+    """Calibration texts drawn from a labelled task set (clean training split or adversarial set).
+
+    Args:
+        dataset: a :class:`robustprune.eval.datasets.TextDataset` (single sentences or pairs).
+        num_samples: examples to draw without replacement (a seeded random permutation); None takes
+            every (selected) example in dataset order.
+        seed: seed of the ``torch.Generator`` that draws the examples.
+        format: ``f(text, text_pair, label) -> str`` rendering one example, e.g.
+            ``get_template("sst2").formatter(tokenizer)`` for the zero-shot prompt followed by the gold
+            answer. Default: the sentence, or both sentences on two lines.
+        methods: keep only examples whose ``meta[method_key]`` is one of these (adversarial sets:
+            the attack that made each example).
+        method_key: metadata column holding the method.
+
+    Returns:
+        The formatted texts, ready for :func:`calibration_batches` (``mode="first"`` keeps one example
+        per sample; pass ``add_special_tokens=False`` when ``format`` writes a chat template's own
+        special tokens).
+
+    Raises:
+        TypeError: ``dataset`` lacks ``texts`` / ``labels``, or ``format`` returned a non-string.
+        ValueError: ``num_samples`` < 1 or more than the (selected) examples, ``methods`` without a
+            ``meta[method_key]`` column or matching nothing, an empty dataset.
+    """
+    for attribute in ("texts", "labels"):
+        if not hasattr(dataset, attribute):
+            raise TypeError("dataset must be a TextDataset (with texts and labels), "
+                            f"got {type(dataset).__name__}")
+    name = getattr(dataset, "name", "") or "dataset"
+    indices = list(range(len(dataset.texts)))
+    if methods is not None:
+        wanted = {methods} if isinstance(methods, str) else set(methods)
+        meta = getattr(dataset, "meta", {}) or {}
+        if method_key not in meta:
+            raise ValueError(f"methods={sorted(wanted)} given but {name} has no meta column {method_key!r} "
+                             f"(columns: {sorted(meta)})")
+        indices = [i for i in indices if meta[method_key][i] in wanted]
+        if not indices:
+            raise ValueError(f"no example of {name} has {method_key} in {sorted(wanted)}; present: "
+                             f"{sorted({str(v) for v in meta[method_key]})}")
+    if not indices:
+        raise ValueError(f"empty calibration set: {name} has no examples")
+    if num_samples is not None:
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"empty calibration set: num_samples={num_samples!r}, need an int >= 1 or None")
+        if num_samples > len(indices):
+            raise ValueError(f"num_samples={num_samples} exceeds the {len(indices)} available example(s) "
+                             f"of {name}")
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(indices), generator=generator)[:num_samples].tolist()
+        indices = [indices[i] for i in order]
+    pairs = getattr(dataset, "text_pairs", None)
+    render = format or _plain_example
+    texts = []
+    for i in indices:
+        text = render(dataset.texts[i], None if pairs is None else pairs[i], dataset.labels[i])
+        if not isinstance(text, str):
+            raise TypeError(f"format must return a str, got {type(text).__name__} for example {i}")
+        texts.append(text)
+    return texts
+
+
 def _real_max_length(tokenizer: Any) -> int | None:
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < _NO_REAL_LIMIT:
@@ -175,7 +260,7 @@ def _check_args(texts: Sequence[str], num_samples: int, seq_len: int, batch_size
 
 
 def _first_batches(tokenizer: Any, texts: Sequence[str], num_samples: int, seq_len: int,
-                   batch_size: int) -> list[dict[str, torch.Tensor]]:
+                   batch_size: int, add_special_tokens: bool = True) -> list[dict[str, torch.Tensor]]:
     if len(texts) < num_samples:
         raise ValueError(f"mode='first' needs num_samples={num_samples} texts but only {len(texts)} were "
                          "given; lower num_samples or use mode='windows'")
@@ -186,7 +271,7 @@ def _first_batches(tokenizer: Any, texts: Sequence[str], num_samples: int, seq_l
         chunk = list(texts[start:min(start + batch_size, num_samples)])
         # Pad by hand: tokenizers without a pad token (GPT-2, Llama) would refuse padding=True,
         # and the caller's tokenizer must not be mutated.
-        enc = tokenizer(chunk, truncation=True, max_length=seq_len, add_special_tokens=True)
+        enc = tokenizer(chunk, truncation=True, max_length=seq_len, add_special_tokens=add_special_tokens)
         lengths = [len(row) for row in enc["input_ids"]]
         width = max(lengths)
         batch = {"input_ids": _padded(enc["input_ids"], width, pad_id, left),
@@ -198,8 +283,8 @@ def _first_batches(tokenizer: Any, texts: Sequence[str], num_samples: int, seq_l
 
 
 def _window_batches(tokenizer: Any, texts: Sequence[str], num_samples: int, seq_len: int, batch_size: int,
-                    seed: int) -> list[dict[str, torch.Tensor]]:
-    prefix, suffix = _special_affixes(tokenizer)
+                    seed: int, add_special_tokens: bool = True) -> list[dict[str, torch.Tensor]]:
+    prefix, suffix = _special_affixes(tokenizer) if add_special_tokens else ([], [])
     window = seq_len - len(prefix) - len(suffix)
     if window < 1:
         raise ValueError(f"seq_len={seq_len} leaves no room for text: the tokenizer adds "
@@ -242,6 +327,7 @@ def calibration_batches(
     batch_size: int = 8,
     mode: str = "first",
     seed: int = 0,
+    add_special_tokens: bool = True,
 ) -> list[dict[str, torch.Tensor]]:
     """Tokenized calibration batches, deterministic for a given ``seed``.
 
@@ -256,6 +342,8 @@ def calibration_batches(
             (random ``seq_len``-token windows, C4 / SparseGPT style, no padding).
         seed: seed of the ``torch.Generator`` drawing texts and window offsets (``"windows"`` only;
             ``"first"`` is deterministic by construction).
+        add_special_tokens: let the tokenizer add its special tokens (``[CLS]``/``<s>``...). False for
+            texts that already carry them, e.g. prompts written with a chat template.
 
     Returns:
         A list of dicts with ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` when the
@@ -268,8 +356,9 @@ def calibration_batches(
     """
     _check_args(texts, num_samples, seq_len, batch_size, mode, tokenizer)
     if mode == "first":
-        return _first_batches(tokenizer, texts, num_samples, seq_len, batch_size)
-    return _window_batches(tokenizer, texts, num_samples, seq_len, batch_size, seed)
+        return _first_batches(tokenizer, texts, num_samples, seq_len, batch_size, add_special_tokens)
+    return _window_batches(tokenizer, texts, num_samples, seq_len, batch_size, seed, add_special_tokens)
 
 
-__all__ = ["MODES", "calibration_batches", "read_text_lines", "texts_from_hf_dataset"]
+__all__ = ["MODES", "calibration_batches", "dataset_calibration_texts", "read_text_lines",
+           "texts_from_hf_dataset"]
