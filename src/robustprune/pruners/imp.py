@@ -1,0 +1,252 @@
+"""Iterative magnitude pruning with rewinding (lottery tickets; Frankle & Carbin, Chen et al. for BERT).
+
+Starting from a *trained* model and the *pre-trained* state its training began from, each round
+
+1. ranks the surviving targeted weights of the current trained model by |W|, globally, and prunes
+   ``round(prune_rate * surviving)`` of them (masks are cumulative: a pruned weight stays pruned, so after
+   round r the sparsity is about ``1 - (1 - prune_rate)^r``, exact counts from :func:`imp_schedule`);
+2. rewinds every parameter to the pre-trained state: the survivors to their pre-trained values, and the
+   parameters outside the targets (embeddings, LayerNorm, biases, pooler, and the classification head, to
+   its initial values) likewise; pruned weights are zero;
+3. retrains with the mask fixed (plainly, or adversarially with ``attack``).
+
+Each round's masks (safetensors, uint8), trained weights and summary are written to ``output_dir/round_RR``;
+a repeated call skips finished rounds and resumes an unfinished round's training from its checkpoint.
+
+Every round is also compared with one-shot magnitude pruning at the same sparsity, computed on the trained
+weights IMP *started from* (the ``model`` passed in): their mask cosine similarity and normalised Hamming
+distance. Round 1 is one-shot magnitude pruning of those weights by construction (cosine 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from robustprune.eval.analysis import hamming_distance, mask_cosine
+from robustprune.eval.datasets import TextDataset
+from robustprune.pruners.magnitude import masks_sparsity
+from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
+from robustprune.targets import select_targets
+from robustprune.train.adversarial import PGD, Attack, FreeLB, adversarial_finetune
+
+MASKS_FILE, MODEL_FILE, SUMMARY_FILE, SETTINGS_FILE = (
+    "masks.safetensors", "model.safetensors", "summary.json", "settings.json")
+
+
+def imp_schedule(total: int, prune_rate: float, rounds: int) -> list[int]:
+    """Cumulative number of pruned weights after each round: ``n_r = n_{r-1} + round(prune_rate * (total -
+    n_{r-1}))``."""
+    if not 0 < prune_rate < 1:
+        raise ValueError(f"prune_rate must lie in (0, 1) (the fraction of surviving weights pruned per "
+                         f"round), got {prune_rate}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    pruned, schedule = 0, []
+    for _ in range(rounds):
+        pruned += round(prune_rate * (total - pruned))
+        schedule.append(pruned)
+    return schedule
+
+
+def magnitude_masks(weights: Mapping[str, torch.Tensor], pruned: int,
+                    survivors: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Global magnitude keep-masks pruning exactly ``pruned`` entries; with ``survivors`` only surviving
+    entries are ranked and every already-pruned one stays pruned (``pruned`` counts both).
+
+    Ties at the cut are pruned in mapping order, then row-major index (as :func:`magnitude_prune`)."""
+    total = sum(w.numel() for w in weights.values())
+    if not 0 <= pruned < total:
+        raise ValueError(f"pruned must lie in [0, {total}) (entries of the weights), got {pruned}")
+    scores = {}
+    for name, weight in weights.items():
+        score = weight.detach().float().abs()
+        if survivors is not None:  # below every |W|: the already-pruned go first
+            score = torch.where(survivors[name].to(score.device), score, torch.full_like(score, -1.0))
+        scores[name] = score
+    # draw_ticket prunes round(sparsity * total); pruned / total round-trips to exactly `pruned`.
+    return draw_ticket(scores, pruned / total)
+
+
+@torch.no_grad()
+def rewind_(model: nn.Module, pretrained_state: Mapping[str, torch.Tensor],
+            masks: Mapping[str, torch.Tensor]) -> None:
+    """Reset every parameter of ``model`` to ``pretrained_state``, then zero the pruned weights (``masks``:
+    keep-masks by parameter name), in place.
+
+    Raises:
+        ValueError: ``pretrained_state`` lacks some parameter (e.g. the classification head: snapshot
+            ``model.state_dict()`` right after creating the model, before fine-tuning, to rewind it too).
+    """
+    missing = reset_to_pretrained(model, pretrained_state)
+    if missing:
+        raise ValueError(f"pretrained_state lacks {len(missing)} parameter(s) of the model ({missing[:4]}); "
+                         "pass the full state the training started from (its head included)")
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask.to(params[name].device))
+
+
+@dataclass
+class IMPRound:
+    """One IMP round.
+
+    Attributes:
+        round: 1-based round number.
+        sparsity: fraction of targeted weights pruned after this round.
+        cosine_vs_one_shot, hamming_vs_one_shot: mask cosine similarity and normalised Hamming distance to
+            one-shot global magnitude masks at the same sparsity on the weights IMP started from.
+        final_loss: the last training loss of the round's retraining.
+        directory: where the round's masks, weights and summary are.
+    """
+
+    round: int
+    sparsity: float
+    cosine_vs_one_shot: float
+    hamming_vs_one_shot: float
+    final_loss: float
+    directory: str
+
+
+def load_imp_masks(output_dir: str | Path, round: int) -> dict[str, torch.Tensor]:
+    """The keep-masks (bool) of a finished round in an IMP ``output_dir``, in target order."""
+    path = Path(output_dir) / f"round_{round:02d}" / MASKS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no masks for round {round} in {output_dir} ({path} is missing)")
+    masks = load_file(str(path))
+    order = json.loads((Path(output_dir) / SETTINGS_FILE).read_text())["targets"]  # safetensors sorts keys
+    return {name: masks[name].bool() for name in order}
+
+
+def _checksum(weights: Mapping[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name, weight in weights.items():
+        digest.update(name.encode())
+        digest.update(weight.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def iterative_magnitude_prune(
+    model: nn.Module,
+    tokenizer: Any,
+    train: TextDataset,
+    pretrained_state: Mapping[str, torch.Tensor],
+    output_dir: str | Path,
+    *,
+    prune_rate: float = 0.2,
+    rounds: int = 3,
+    targets: str | Sequence[str] | None = None,
+    attack: Attack | None = None,
+    epochs: float = 1.0,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.1,
+    max_grad_norm: float = 1.0,
+    max_length: int = 128,
+    seed: int = 0,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+) -> list[IMPRound]:
+    """Run ``rounds`` of IMP with rewinding on the trained ``model``, in place (it ends as the last round's
+    trained ticket), and return the per-round report.
+
+    Args:
+        model: a trained Hugging Face sequence classifier (e.g. fine-tuned from ``pretrained_state``).
+        pretrained_state: the full state its training started from (pre-trained encoder and initial head).
+        output_dir: per-round masks / weights / summaries and the training checkpoints; resumed from.
+        prune_rate: fraction of the *surviving* targeted weights pruned per round.
+        targets: which Linear layers are pruned (None: those inside the transformer blocks).
+        attack: None for plain retraining, FreeLB / PGD for adversarial retraining.
+        epochs ... seed: the retraining recipe of each round
+            (:func:`~robustprune.train.adversarial.adversarial_finetune`), the same every round.
+        checkpoint_every: steps between training checkpoints inside a round.
+        progress: progress bars for the rounds and each round's training.
+
+    Raises:
+        ValueError: bad arguments, a ``pretrained_state`` missing parameters, or an ``output_dir`` written
+            for another starting model or other settings.
+    """
+    if attack is not None and not isinstance(attack, (FreeLB, PGD)):
+        raise TypeError(f"attack must be FreeLB(...), PGD(...) or None, got {type(attack).__name__}")
+    modules = select_targets(model, targets)
+    names = [f"{name}.weight" for name in modules]
+    params = dict(model.named_parameters())
+    start_weights = {name: params[name].detach().clone() for name in names}
+    total = sum(w.numel() for w in start_weights.values())
+    schedule = imp_schedule(total, prune_rate, rounds)
+    missing = [name for name, _ in model.named_parameters() if name not in pretrained_state]
+    if missing:
+        raise ValueError(f"pretrained_state lacks {len(missing)} parameter(s) of the model ({missing[:4]}); "
+                         "pass the full state the training started from (its head included)")
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"start_checksum": _checksum(start_weights), "prune_rate": prune_rate, "targets": names,
+                "attack": repr(attack), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "max_grad_norm": max_grad_norm,
+                "max_length": max_length, "seed": seed, "examples": len(train)}
+    settings_path = output_dir / SETTINGS_FILE
+    if settings_path.is_file():
+        saved = json.loads(settings_path.read_text())
+        if saved != settings:
+            changed = sorted(k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k))
+            raise ValueError(f"{output_dir} holds an IMP run with other settings or another starting model "
+                             f"({changed}); use another output_dir")
+    else:
+        settings_path.write_text(json.dumps(settings, indent=1))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=rounds, desc="IMP rounds", unit="round")
+    report: list[IMPRound] = []
+    survivors: dict[str, torch.Tensor] | None = None
+    try:
+        for index, pruned in enumerate(schedule, start=1):
+            directory = output_dir / f"round_{index:02d}"
+            if (directory / SUMMARY_FILE).is_file():  # finished earlier: load its weights, do not recompute
+                masks = load_imp_masks(output_dir, index)
+                load_model(model, str(directory / MODEL_FILE))
+                report.append(IMPRound(**json.loads((directory / SUMMARY_FILE).read_text())))
+            else:
+                current = {name: params[name] for name in names}
+                masks = magnitude_masks(current, pruned, survivors)
+                rewind_(model, pretrained_state, masks)
+                history = adversarial_finetune(
+                    model, tokenizer, train, attack, epochs=epochs, batch_size=batch_size, lr=lr,
+                    weight_decay=weight_decay, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
+                    max_length=max_length, seed=seed, masks=masks, checkpoint_dir=directory / "train",
+                    checkpoint_every=checkpoint_every, progress=progress)
+                one_shot = magnitude_masks(start_weights, pruned)
+                save_file({name: mask.to(torch.uint8).contiguous() for name, mask in masks.items()},
+                          str(directory / MASKS_FILE))
+                save_model(model, str(directory / MODEL_FILE))
+                entry = IMPRound(index, masks_sparsity(masks), mask_cosine(masks, one_shot),
+                                 hamming_distance(masks, one_shot), history.losses[-1], str(directory))
+                (directory / SUMMARY_FILE).write_text(json.dumps(asdict(entry), indent=1))  # marks it done
+                shutil.rmtree(directory / "train", ignore_errors=True)  # the round's weights are saved
+                report.append(entry)
+            survivors = masks
+            if bar is not None:
+                bar.update(1)
+                last = report[-1]
+                bar.set_postfix(sparsity=f"{last.sparsity:.3f}", cosine=f"{last.cosine_vs_one_shot:.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return report
+
+
+__all__ = ["IMPRound", "imp_schedule", "iterative_magnitude_prune", "load_imp_masks", "magnitude_masks",
+           "rewind_"]
