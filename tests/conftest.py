@@ -82,7 +82,10 @@ def sst2_finetuned(request, minilm_path, minilm_tokenizer):
     torch.manual_seed(SST2_FINETUNE["seed"])
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
     key = hashlib.sha256(json.dumps(SST2_FINETUNE, sort_keys=True).encode()).hexdigest()[:16]
-    cached = Path(request.config.cache.mkdir("robustprune-sst2-minilm")) / f"{key}.safetensors"
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: train every session
+    directory = cache.mkdir("robustprune-sst2-minilm") if cache is not None else request.getfixturevalue(
+        "tmp_path_factory").mktemp("sst2-minilm")
+    cached = Path(directory) / f"{key}.safetensors"
     if cached.is_file():
         model.load_state_dict(load_file(cached))
     else:

@@ -18,11 +18,14 @@ from robustprune.eval.datasets import (
     load_hf_dataset,
     load_jsonl,
 )
+from robustprune.eval.perplexity import file_perplexity, perplexity
 from robustprune.eval.shifts import apply_shift
+from robustprune.eval.zero_shot import PromptTemplate, evaluate_zero_shot, get_template
 
 __all__ = [
     "AttackReport",
     "ClassificationResult",
+    "PromptTemplate",
     "TextClassifier",
     "TextDataset",
     "apply_shift",
@@ -31,7 +34,10 @@ __all__ = [
     "es_robust",
     "essential_sparsity",
     "evaluate_classifier",
+    "evaluate_zero_shot",
+    "file_perplexity",
     "flag_collapsed",
+    "get_template",
     "hamming_distance",
     "load_advglue_json",
     "load_csv",
@@ -40,4 +46,5 @@ __all__ = [
     "load_hf_dataset",
     "load_jsonl",
     "mask_cosine",
+    "perplexity",
 ]
