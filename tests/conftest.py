@@ -46,12 +46,6 @@ def sst2_sentences():
 
 
 SST2_DEV = SST2_TRAIN.with_name("dev.tsv")
-# The shared fine-tuned classifier: all-MiniLM-L6-v2 + a fresh head, 1 epoch on the first 3000 SST-2
-# training sentences (about 35 s on 2 idle cores; ~82 % dev accuracy). Cached in pytest's cache dir,
-# keyed by these settings, so local re-runs skip the training; CI trains it once per session.
-SST2_FINETUNE = {"recipe": 2, "train_examples": 3000, "lr": 1.5e-4, "max_length": 64, "batch_size": 32, "seed": 0}
-
-
 @pytest.fixture(scope="session")
 def sst2_dev():
     """The 872 GLUE SST-2 dev sentences as a TextDataset."""
@@ -63,38 +57,22 @@ def sst2_dev():
 
 
 @pytest.fixture(scope="session")
-def sst2_finetuned(request, minilm_path, minilm_tokenizer):
-    """(model, tokenizer): all-MiniLM-L6-v2 fine-tuned on SST-2 (see SST2_FINETUNE), eval mode.
+def sst2_finetuned(request, tmp_path_factory):
+    """(model, tokenizer): all-MiniLM-L6-v2 fine-tuned on SST-2 (see tests/sst2_model.py), eval mode.
 
+    Cached in pytest's cache dir, so local re-runs skip the training; CI trains it once per session.
     Shared by the session: tests that change the model must work on a ``copy.deepcopy``.
     """
-    import hashlib
-    import json
-
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoModelForSequenceClassification
-
-    from robustprune.eval.datasets import load_glue_tsv
-    from robustprune.train.finetune import finetune_classifier
+    from tests.sst2_model import finetuned_sst2_minilm
 
     if not SST2_TRAIN.is_file():
         pytest.skip(f"GLUE SST-2 train split not found at {SST2_TRAIN} (../shared/data beside the repo)")
-    torch.manual_seed(SST2_FINETUNE["seed"])
-    model = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
-    key = hashlib.sha256(json.dumps(SST2_FINETUNE, sort_keys=True).encode()).hexdigest()[:16]
     cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: train every session
-    directory = cache.mkdir("robustprune-sst2-minilm") if cache is not None else request.getfixturevalue(
-        "tmp_path_factory").mktemp("sst2-minilm")
-    cached = Path(directory) / f"{key}.safetensors"
-    if cached.is_file():
-        model.load_state_dict(load_file(cached))
+    if cache is not None:
+        directory = cache.mkdir("robustprune-sst2-minilm")
     else:
-        settings = dict(SST2_FINETUNE)
-        settings.pop("recipe")  # bumped when the training loop changes, so a stale cache is not reused
-        train = load_glue_tsv(SST2_TRAIN).subset(range(settings.pop("train_examples")))
-        finetune_classifier(model, minilm_tokenizer, train, progress=False, **settings)
-        save_file({name: t.contiguous() for name, t in model.state_dict().items()}, str(cached))
-    return model.eval(), minilm_tokenizer
+        directory = tmp_path_factory.mktemp("sst2")
+    return finetuned_sst2_minilm(directory)
 
 
 @pytest.fixture(scope="session")
