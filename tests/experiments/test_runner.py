@@ -19,7 +19,7 @@ def reduced_config(**evaluation):
     raw["name"] = "reduced"
     raw["data"].update({"max_train_examples": 64, "max_eval_examples": 24})
     raw["finetune"].update({"epochs": 1.0, "max_length": 32})
-    raw["pruning"].update({"sparsities": [0.5]})
+    raw["pruning"].update({"sparsities": [0.5], "patterns": ["unstructured", "2:4"]})
     raw["pruning"]["calibration"].update({"samples": 8, "seq_len": 32})
     raw["evaluation"] = {"clean": True, "attacks": [{"recipe": "deepwordbug", "max_examples": 3}],
                          "shifts": ["char_swap"], **evaluation}

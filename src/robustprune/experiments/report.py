@@ -176,6 +176,9 @@ def _csv(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return buffer.getvalue()
 
 
+_NM_MARKERS = ("s", "D", "^", "v", "P")  # one marker per N:M pattern
+
+
 def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, path: Path,
           es_by_method: dict[str, float]) -> None:
     import matplotlib
@@ -189,6 +192,7 @@ def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, 
     if dense is not None:
         ax.axhline(dense.metrics[key], color="gray", linestyle="--", linewidth=1, label="dense")
     methods = sorted({r.method for r in rows if r.method != "dense"})
+    nm_patterns = {r.pattern for r in rows if r.pattern not in ("unstructured", "dense")}
     for index, method in enumerate(methods):
         color = colors[index % len(colors)]
         curve = [(r, f) for r, f in zip(rows, collapsed)
@@ -202,7 +206,8 @@ def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, 
                     ax.plot(r.sparsity, r.metrics[key], marker="x", color="black", markersize=10)
         for r, flag in zip(rows, collapsed):
             if r.method == method and r.pattern not in ("unstructured", "dense") and key in r.metrics:
-                ax.plot(r.sparsity, r.metrics[key], marker="s", color=color, linestyle="none",
+                marker = _NM_MARKERS[sorted(nm_patterns).index(r.pattern) % len(_NM_MARKERS)]
+                ax.plot(r.sparsity, r.metrics[key], marker=marker, color=color, linestyle="none",
                         markerfacecolor="none", markersize=9, label=f"{method} {r.pattern}")
                 if flag:
                     ax.plot(r.sparsity, r.metrics[key], marker="x", color="black", markersize=10)
