@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.compare import fmt_time, print_table
+from bench.timing import fmt_time, print_table
 from robustprune import calibration_batches, magnitude_prune, read_text_lines, sparsegpt_prune, wanda_prune
 from robustprune.eval.perplexity import perplexity
 
