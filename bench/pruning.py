@@ -8,7 +8,7 @@ Three tables, measured in one process run:
    against the dense model on 64 held-out SST-2 sentences (train rows 10000..10063, never calibrated on).
    Checked: SparseGPT <= Wanda <= magnitude on that error.
 2. Sparsity sweeps (0.1, 0.3, 0.5, 0.7, 0.9): one dense calibration run (``collect_input_norms``, and
-   ``collect_hessians`` when robustprune has it) plus 5 cheap prunes vs 5 separate sequential prunes.
+   ``collect_hessians``) plus 5 cheap prunes vs 5 separate sequential prunes.
 3. Hessian accumulation throughput: SparseGPT's running-mean ``H += X^T X`` (one ``addmm_`` per batch
    of 2048 tokens) as a fraction of the FLOP rate of one plain ``torch.mm`` of the same total shape.
 
@@ -31,13 +31,13 @@ from torch import nn
 from bench.timing import Case, fmt_time, median_times, print_table
 from robustprune import (
     calibration_batches,
+    collect_hessians,
     collect_input_norms,
     magnitude_prune,
     read_text_lines,
     sparsegpt_prune,
     wanda_prune,
 )
-from robustprune.pruners import sparsegpt as sparsegpt_module
 
 SST2_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "train.tsv"
 SPARSITY = 0.5
@@ -119,10 +119,6 @@ def prune_fn(method: str, batches: list[dict[str, torch.Tensor]], sparsity: floa
     raise ValueError(f"unknown method {method!r}")
 
 
-def has_hessian_sweep() -> bool:
-    return hasattr(sparsegpt_module, "collect_hessians")
-
-
 # ------------------------------------------------------------------------------------ 1. whole model
 
 def whole_model_table(num_samples: int, repeats: int, warmup: bool) -> bool:
@@ -170,35 +166,20 @@ def _sweep_separate(method: str, batches) -> float:
     return total
 
 
-def _sweep_wanda_shared(batches) -> tuple[float, float]:
-    """(time of the one collect_input_norms run, total time incl. the 5 prunes)."""
+def _sweep_shared(collect: Callable[[nn.Module], object],
+                  prune: Callable[[nn.Module, float, object], object]) -> tuple[float, float]:
+    """(time of the one dense statistics collection, total time incl. the 5 prunes from it)."""
     model = fresh_model()
     start = time.perf_counter()
-    norms = collect_input_norms(model, batches, progress=False)
-    collect = time.perf_counter() - start
+    statistics = collect(model)
+    collect_time = time.perf_counter() - start
     del model
-    total = collect
+    total = collect_time
     for sparsity in SWEEP:
         model = fresh_model()
-        total += _timed(lambda m=model, s=sparsity: wanda_prune(m, None, s, input_norms=norms,
-                                                               progress=False))
+        total += _timed(lambda m=model, s=sparsity: prune(m, s, statistics))
         del model
-    return collect, total
-
-
-def _sweep_sparsegpt_shared(batches) -> tuple[float, float]:
-    model = fresh_model()
-    start = time.perf_counter()
-    hessians = sparsegpt_module.collect_hessians(model, batches, targets=None, device=None, progress=False)
-    collect = time.perf_counter() - start
-    del model
-    total = collect
-    for sparsity in SWEEP:
-        model = fresh_model()
-        total += _timed(lambda m=model, s=sparsity: sparsegpt_prune(m, batches, s, hessians=hessians,
-                                                                   progress=False))
-        del model
-    return collect, total
+    return collect_time, total
 
 
 def sweep_table(num_samples: int) -> bool:
@@ -206,19 +187,22 @@ def sweep_table(num_samples: int) -> bool:
     print(f"Sparsity sweep {', '.join(f'{s:g}' for s in SWEEP)} ({num_samples} calibration samples x "
           f"<= {SEQ_LEN} tokens; one run each, on fresh deepcopies): one dense statistics collection "
           "+ 5 prunes vs 5 separate sequential prunes")
+    shared_runs = {
+        "wanda": ("Wanda (collect_input_norms)",
+                  lambda model: collect_input_norms(model, batches, progress=False),
+                  lambda model, s, norms: wanda_prune(model, None, s, input_norms=norms, progress=False)),
+        "sparsegpt": ("SparseGPT (collect_hessians)",
+                      lambda model: collect_hessians(model, batches, progress=False),
+                      lambda model, s, hessians: sparsegpt_prune(model, None, s, hessians=hessians,
+                                                                 progress=False)),
+    }
     rows = []
-    collect, shared = _sweep_wanda_shared(batches)
-    separate = _sweep_separate("wanda", batches)
-    rows.append(["Wanda (collect_input_norms)", fmt_time(collect), fmt_time(shared), fmt_time(separate),
-                 f"{separate / shared:.1f}x"])
-    if has_hessian_sweep():
-        collect, shared = _sweep_sparsegpt_shared(batches)
-        separate = _sweep_separate("sparsegpt", batches)
-        rows.append(["SparseGPT (collect_hessians)", fmt_time(collect), fmt_time(shared), fmt_time(separate),
+    for method, (label, collect, prune) in shared_runs.items():
+        collect_time, shared = _sweep_shared(collect, prune)
+        separate = _sweep_separate(method, batches)
+        rows.append([label, fmt_time(collect_time), fmt_time(shared), fmt_time(separate),
                      f"{separate / shared:.1f}x"])
     print_table(["method", "collect once", "shared total", "5 separate", "separate / shared"], rows)
-    if not has_hessian_sweep():
-        print("SparseGPT sweep option not available (robustprune.pruners.sparsegpt has no collect_hessians)")
     return True
 
 

@@ -81,15 +81,15 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], float | Non
 
 
 def _collapsed_flags(rows: Sequence[Row], majority: float | None) -> list[bool]:
-    if majority is None:
-        return [False] * len(rows)
-    points = [CurvePoint(r.sparsity, r.metrics.get("clean_accuracy", math.nan), r.balance or None) for r in rows]
-    flags = []
-    for row, point in zip(rows, points):
-        if "clean_accuracy" not in row.metrics:
-            flags.append(False)
-            continue
-        flags.append(flag_collapsed([point], majority)[0])
+    """Collapse flag per row (False where clean accuracy was not measured)."""
+    measured = [i for i, r in enumerate(rows) if "clean_accuracy" in r.metrics]
+    flags = [False] * len(rows)
+    if majority is None or not measured:
+        return flags
+    points = [CurvePoint(rows[i].sparsity, rows[i].metrics["clean_accuracy"], rows[i].balance or None)
+              for i in measured]
+    for i, flag in zip(measured, flag_collapsed(points, majority)):
+        flags[i] = flag
     return flags
 
 
@@ -155,8 +155,7 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[bool], epsilon: floa
                 continue
             robust = [r.metrics[key] for r, _ in curve]
             es = es_robust(sparsities, robust, dense.metrics[key], flags, epsilon)
-            rho = spearman([dense.metrics["clean_accuracy"], *clean], [dense.metrics[key], *robust]) \
-                if len(curve) >= 1 else math.nan
+            rho = spearman([dense.metrics["clean_accuracy"], *clean], [dense.metrics[key], *robust])
             line += [_fmt(es, 2), _fmt(rho, 3)]
         body.append(line)
     return header, body

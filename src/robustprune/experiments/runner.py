@@ -33,6 +33,7 @@ from robustprune.eval.classifier import TextClassifier, evaluate_classifier
 from robustprune.eval.datasets import TextDataset
 from robustprune.experiments.config import EMBEDDED_DATA, ExperimentConfig
 from robustprune.experiments.results import ResultsFile, point_key
+from robustprune.pruners.magnitude import masks_sparsity
 
 logger = logging.getLogger(__name__)
 
@@ -341,8 +342,6 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
                 examples = evaluation.pop("_examples", None)
                 if examples:
                     _write_examples(out, point, examples)
-                from robustprune.pruners.magnitude import masks_sparsity
-
                 record = {
                     "key": point.key, "fingerprint": fingerprint, "experiment": config.name,
                     "seed": point.seed, "method": point.method, "pattern": point.pattern,
