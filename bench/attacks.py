@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 from bench.timing import fmt_time, print_table, status
+from bench.workloads import SST2_DIR
 from robustprune.eval.attacks import attack
 from robustprune.eval.attacks.attack import AttackReport
 from robustprune.eval.attacks.constraints import SentenceEncoder
 from robustprune.eval.datasets import TextDataset, load_glue_tsv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SST2 = REPO_ROOT.parent / "shared" / "data" / "sst2"
 RECIPES = ("textfooler", "textbugger", "pwws", "deepwordbug", "bert-attack")
 GOAL_SPEEDUP = 5.0
 
@@ -57,7 +57,7 @@ def classifier():
 
 @functools.cache
 def dev_examples(count: int) -> TextDataset:
-    return load_glue_tsv(SST2 / "dev.tsv").subset(range(count))
+    return load_glue_tsv(SST2_DIR / "dev.tsv").subset(range(count))
 
 
 @functools.cache

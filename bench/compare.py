@@ -3,8 +3,7 @@
 Prints, for each workload, the median time of robustprune and of the baseline a user would otherwise
 write, their ratio, and for N:M masks the effective bandwidth as a fraction of a plain copy's measured
 in the same run. Peak extra memory of global masking is measured per method in a fresh subprocess.
-Absolute times on a shared machine are noise; the ratios are what is judged (see DESIGN.md,
-"Performance: how it is judged"). Goals are printed next to the results, marked MET / NOT MET.
+Absolute times on a shared machine are noise; the ratios are what is judged. Goals are printed next to the results, marked MET / NOT MET.
 """
 
 from __future__ import annotations

@@ -17,16 +17,15 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from bench.timing import fmt_time, print_table
+from bench.workloads import SST2_DIR
 from robustprune import calibration_batches, magnitude_prune, read_text_lines, sparsegpt_prune, wanda_prune
 from robustprune.eval.perplexity import perplexity
 
-SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
 METHODS = ("magnitude", "wanda", "sparsegpt")
 PATTERNS = (("unstructured", 0.5), ("2:4", None))
 SAMPLES = 128
@@ -51,7 +50,7 @@ def fresh_model() -> nn.Module:
 
 @functools.cache
 def calibration(num_samples: int = SAMPLES, seq_len: int = TOKENS) -> list[dict[str, torch.Tensor]]:
-    texts = read_text_lines(SST2 / "train.tsv", column="sentence")
+    texts = read_text_lines(SST2_DIR / "train.tsv", column="sentence")
     return calibration_batches(dense_model()[1], texts, num_samples, seq_len, BATCH_SIZE, mode="windows",
                                seed=0)
 
@@ -59,7 +58,7 @@ def calibration(num_samples: int = SAMPLES, seq_len: int = TOKENS) -> list[dict[
 @functools.cache
 def eval_text() -> str:
     """SST-2 dev sentences joined as the literature joins WikiText (``"\\n\\n"``)."""
-    return "\n\n".join(read_text_lines(SST2 / "dev.tsv", column="sentence"))
+    return "\n\n".join(read_text_lines(SST2_DIR / "dev.tsv", column="sentence"))
 
 
 def prune_fn(method: str, batches: list[dict[str, torch.Tensor]], sparsity: float | None, pattern: str

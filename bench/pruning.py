@@ -5,7 +5,7 @@ Three tables, measured in one process run:
 1. Wall time of pruning the whole model at 50% unstructured with magnitude (global), Wanda and
    SparseGPT (sequential calibration, ``calibration_batches`` mode ``"first"``, batch size 8), each on a
    fresh ``copy.deepcopy`` of the dense model, plus the mean-squared error of the final hidden states
-   against the dense model on 64 held-out SST-2 sentences (train rows 10000..10063, never calibrated on).
+   against the dense model on the first 64 SST-2 dev sentences (never calibrated on).
    Checked: SparseGPT <= Wanda <= magnitude on that error.
 2. Sparsity sweeps (0.1, 0.3, 0.5, 0.7, 0.9): one dense calibration run (``collect_input_norms``, and
    ``collect_hessians``) plus 5 cheap prunes vs 5 separate sequential prunes.
@@ -23,12 +23,12 @@ import math
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from bench.timing import Case, fmt_time, median_times, print_table
+from bench.workloads import SST2_DIR
 from robustprune import (
     calibration_batches,
     collect_hessians,
@@ -39,12 +39,11 @@ from robustprune import (
     wanda_prune,
 )
 
-SST2_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "train.tsv"
 SPARSITY = 0.5
 SWEEP = (0.1, 0.3, 0.5, 0.7, 0.9)
 SEQ_LEN = 128
 BATCH_SIZE = 8
-HELD_OUT = slice(10000, 10064)
+HELD_OUT = 64  # the first SST-2 dev sentences
 HESSIAN_TOKENS = 16384
 HESSIAN_BATCH = 2048
 HESSIAN_COLS = (384, 768, 3072)
@@ -67,22 +66,22 @@ def dense_model() -> tuple[nn.Module, object]:
 
 
 @functools.cache
-def sst2_sentences() -> tuple[str, ...]:
-    return tuple(read_text_lines(SST2_TRAIN, column="sentence"))
+def sst2_sentences(split: str = "train") -> tuple[str, ...]:
+    return tuple(read_text_lines(SST2_DIR / f"{split}.tsv", column="sentence"))
 
 
 @functools.cache
 def calibration(num_samples: int, seq_len: int = SEQ_LEN) -> list[dict[str, torch.Tensor]]:
-    """The first ``num_samples`` SST-2 training sentences (all before the held-out rows)."""
+    """The first ``num_samples`` SST-2 training sentences."""
     _, tokenizer = dense_model()
-    texts = sst2_sentences()[:HELD_OUT.start]
+    texts = sst2_sentences()
     return calibration_batches(tokenizer, texts, num_samples, seq_len, BATCH_SIZE, mode="first")
 
 
 @functools.cache
 def held_out_batch() -> dict[str, torch.Tensor]:
     _, tokenizer = dense_model()
-    texts = list(sst2_sentences()[HELD_OUT])
+    texts = list(sst2_sentences("dev")[:HELD_OUT])
     return dict(tokenizer(texts, padding=True, truncation=True, max_length=SEQ_LEN, return_tensors="pt"))
 
 
@@ -129,8 +128,7 @@ def whole_model_table(num_samples: int, repeats: int, warmup: bool) -> bool:
           f"median of {repeats} run(s) on fresh deepcopies"
           f"{' after one warm-up' if warmup else ', no warm-up'}"
           f"; {torch.get_num_threads()} threads. MSE: final hidden states vs dense on "
-          f"{HELD_OUT.stop - HELD_OUT.start} held-out SST-2 sentences "
-          f"(rows {HELD_OUT.start}..{HELD_OUT.stop - 1})")
+          f"the first {HELD_OUT} SST-2 dev sentences")
     cases = {method: Case(prune_fn(method, batches), lambda: (fresh_model(),)) for method in METHODS}
     times = median_times(cases, repeats, warmup=warmup)
     errors = {}

@@ -16,8 +16,12 @@ import pytest
 import torch
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# GLUE SST-2 as the workspace ships it: ../shared/data beside the repository (CI puts it there too).
-SST2_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "train.tsv"
+# The repository's GLUE SST-2 sample (tests/data/sst2/PROVENANCE.md): the first 3,000 training rows and
+# the whole dev split.
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SST2_DIR = DATA_DIR / "sst2"
+SST2_TRAIN = SST2_DIR / "train.tsv"
+SST2_DEV = SST2_DIR / "dev.tsv"
 
 
 @pytest.fixture(scope="session")
@@ -37,22 +41,17 @@ def minilm_tokenizer(minilm_path):
 
 @pytest.fixture(scope="session")
 def sst2_sentences():
-    """The 67,349 SST-2 training sentences (real GLUE data)."""
+    """The repository's 3,000 SST-2 training sentences (real GLUE data)."""
     from robustprune.pruners.calibration_data import read_text_lines
 
-    if not SST2_TRAIN.is_file():
-        pytest.skip(f"GLUE SST-2 train split not found at {SST2_TRAIN} (../shared/data beside the repo)")
     return read_text_lines(SST2_TRAIN, column="sentence")
 
 
-SST2_DEV = SST2_TRAIN.with_name("dev.tsv")
 @pytest.fixture(scope="session")
 def sst2_dev():
     """The 872 GLUE SST-2 dev sentences as a TextDataset."""
     from robustprune.eval.datasets import load_glue_tsv
 
-    if not SST2_DEV.is_file():
-        pytest.skip(f"GLUE SST-2 dev split not found at {SST2_DEV} (../shared/data beside the repo)")
     return load_glue_tsv(SST2_DEV)
 
 
@@ -65,8 +64,6 @@ def sst2_finetuned(request, tmp_path_factory):
     """
     from tests.sst2_model import finetuned_sst2_minilm
 
-    if not SST2_TRAIN.is_file():
-        pytest.skip(f"GLUE SST-2 train split not found at {SST2_TRAIN} (../shared/data beside the repo)")
     cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: train every session
     if cache is not None:
         directory = cache.mkdir("robustprune-sst2-minilm")

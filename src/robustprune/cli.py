@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from robustprune import __version__
+
 
 def _print_report(results: Path, out: Path | None, epsilon: float) -> None:
     from robustprune.experiments.report import build_report
@@ -72,6 +74,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustprune", description="Pruning and robustness experiments on "
                                      "pre-trained transformers.")
+    parser.add_argument("--version", action="version", version=f"robustprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run (or resume) a sweep from a YAML or JSON config")

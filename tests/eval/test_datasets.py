@@ -18,11 +18,7 @@ from robustprune.eval.datasets import (
     load_jsonl,
     task_spec,
 )
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-SST2 = DATA / "sst2"
-needs_sst2 = pytest.mark.skipif(not (SST2 / "dev.tsv").is_file(),
-                                reason=f"GLUE SST-2 not found at {SST2} (../shared/data beside the repo)")
+from tests.conftest import DATA_DIR, SST2_DIR
 
 
 def _write(path: Path, text: str) -> Path:
@@ -35,18 +31,17 @@ def _write(path: Path, text: str) -> Path:
 # GLUE TSV
 
 
-@needs_sst2
 def test_real_sst2_dev_and_train():
-    dev = load_glue_task(DATA, "sst2", "dev")
+    dev = load_glue_task(DATA_DIR, "sst2", "dev")
     assert len(dev) == 872 and not dev.is_pair and dev.num_labels == 2
     assert dev.label_names == ["negative", "positive"]
     assert dev.texts[0] == "it 's a charming and often affecting journey ."
     assert dev.labels[:2] == [1, 0]
     assert 0.45 < sum(dev.labels) / len(dev) < 0.56  # SST-2 dev is close to balanced
-    same = load_glue_tsv(SST2 / "dev.tsv")
+    same = load_glue_tsv(SST2_DIR / "dev.tsv")
     assert same.texts == dev.texts and same.labels == dev.labels
-    train = load_glue_task(SST2, "SST-2", "train")  # the task's own folder works too
-    assert len(train) == 67_349 and set(train.labels) == {0, 1}
+    train = load_glue_task(SST2_DIR, "SST-2", "train")  # the task's own folder works too
+    assert len(train) == 3_000 and set(train.labels) == {0, 1}  # the repository's sample of 67,349
 
 
 def test_glue_task_specs():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,8 +29,8 @@ from robustprune.eval.shifts import (
 from robustprune.eval.stopwords import is_stopword
 from robustprune.eval.word_vectors import WordVectors
 from robustprune.eval.wordnet import synonyms, wordnet, wordnet_available
+from tests.conftest import SST2_DEV
 
-SST2_DEV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sst2" / "dev.tsv"
 needs_wordnet = pytest.mark.skipif(not wordnet_available(),
                                    reason="WordNet 3.0 dict files not found (apt-get install wordnet-base)")
 TEXT = "The acting , costumes and music are all astounding given the production 's austere locales ."
@@ -39,8 +38,6 @@ TEXT = "The acting , costumes and music are all astounding given the production 
 
 @pytest.fixture(scope="module")
 def sst2_sample() -> TextDataset:
-    if not SST2_DEV.is_file():
-        pytest.skip(f"GLUE SST-2 dev split not found at {SST2_DEV} (../shared/data beside the repo)")
     return load_glue_tsv(SST2_DEV).subset(range(40))
 
 

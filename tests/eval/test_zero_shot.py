@@ -17,7 +17,6 @@ from tests import llm_fixtures
 
 # Shared fixtures (SmolLM2 loads once per process: tests/llm_fixtures.py).
 smollm2 = llm_fixtures.smollm2
-sst2_dev = llm_fixtures.sst2_dev
 
 PAIRS = TextDataset(
     texts=["A man is playing a guitar on a stage.", "The shop closes at six every evening.",

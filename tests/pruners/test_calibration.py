@@ -4,7 +4,6 @@ The key property: with no pruning, replaying the blocks one after another from t
 reproduces the model's own hidden states exactly (everything a block needs was captured).
 """
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -32,16 +31,7 @@ from robustprune.pruners.calibration import (
 )
 from robustprune.pruners.calibration_data import calibration_batches, read_text_lines
 from robustprune.targets import find_block_stack
-
-SST2_TRAIN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sst2" / "train.tsv"
-FALLBACK_SENTENCES = [
-    "a gripping, beautifully shot film",
-    "the plot goes nowhere",
-    "it is a charming and often affecting journey",
-    "bad",
-    "an utterly forgettable sequel that squanders its talented cast on a script without a single idea",
-    "warm, funny and smart",
-]
+from tests.conftest import SST2_TRAIN
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def minilm(minilm_path):
 def minilm_batches(minilm_path):
     """Two batches of real sentences of different lengths, so every batch holds padding."""
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    texts = read_text_lines(SST2_TRAIN, column="sentence")[:6] if SST2_TRAIN.is_file() else FALLBACK_SENTENCES
+    texts = read_text_lines(SST2_TRAIN, column="sentence")[:6]
     batches = calibration_batches(tokenizer, texts, num_samples=6, seq_len=24, batch_size=3)
     assert all(not bool(b["attention_mask"].all()) for b in batches)
     return batches

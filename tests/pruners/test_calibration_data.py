@@ -23,7 +23,7 @@ def text_file(tmp_path):
 
 
 def test_read_sst2_train(sst2_sentences):
-    assert len(sst2_sentences) == 67_349
+    assert len(sst2_sentences) == 3_000  # the repository's sample: the first 3,000 of 67,349
     assert sst2_sentences[0].strip() == "hide new secretions from the parental units"
     assert all(isinstance(s, str) and s.strip() for s in sst2_sentences)
     assert not any("\t" in s or "\n" in s for s in sst2_sentences[:1000])

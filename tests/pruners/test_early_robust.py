@@ -152,8 +152,6 @@ def test_other_architectures_are_refused_by_name():
 def train_set():
     from tests.conftest import SST2_TRAIN
 
-    if not SST2_TRAIN.is_file():
-        pytest.skip(f"GLUE SST-2 not found at {SST2_TRAIN}")
     return load_glue_tsv(SST2_TRAIN).subset(range(32))
 
 

@@ -21,7 +21,6 @@ from tests.llm_fixtures import PARAGRAPH
 
 # Shared fixtures (SmolLM2 loads once per process: tests/llm_fixtures.py).
 smollm2 = llm_fixtures.smollm2
-sst2_dev = llm_fixtures.sst2_dev
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -83,8 +83,6 @@ def test_ticket_ties_are_pruned_in_target_then_row_major_order():
 def tiny_train():
     from tests.conftest import SST2_TRAIN
 
-    if not SST2_TRAIN.is_file():
-        pytest.skip(f"GLUE SST-2 not found at {SST2_TRAIN}")
     return load_glue_tsv(SST2_TRAIN).subset(range(8))
 
 

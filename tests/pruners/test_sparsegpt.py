@@ -2,7 +2,6 @@
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,19 +10,11 @@ from transformers import AutoModel, AutoTokenizer, GPT2Config, GPT2LMHeadModel, 
 
 import robustprune.pruners.sparsegpt as sparsegpt_module
 from robustprune import magnitude_prune
-from robustprune.pruners.calibration_data import calibration_batches, read_text_lines
+from robustprune.pruners.calibration_data import calibration_batches
 from robustprune.pruners.sparsegpt import _HessianCollector, collect_hessians, sparsegpt_prune
 from robustprune.targets import input_dim_last, select_targets
 
-SST2_TRAIN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sst2" / "train.tsv"
 BLOCKSIZE = 128
-
-
-@pytest.fixture(scope="module")
-def sst2_sentences():
-    if not SST2_TRAIN.is_file():
-        pytest.skip(f"SST-2 not found at {SST2_TRAIN}")
-    return read_text_lines(SST2_TRAIN, column="sentence")
 
 
 @pytest.fixture(scope="module")

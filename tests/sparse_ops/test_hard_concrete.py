@@ -16,7 +16,7 @@ from tests.conftest import DTYPES
 
 
 def reference(weight, log_alpha, noise):
-    """The gate written as separate torch ops (DESIGN.md), noise = log u - log(1 - u)."""
+    """The gate written as separate torch ops (Louizos et al., 2018), noise = log u - log(1 - u)."""
     if noise is None:
         s = torch.sigmoid(log_alpha)
     else:

@@ -15,8 +15,6 @@ from robustprune.train.finetune import finetune_classifier
 def tiny_train():
     from tests.conftest import SST2_TRAIN
 
-    if not SST2_TRAIN.is_file():
-        pytest.skip(f"GLUE SST-2 not found at {SST2_TRAIN}")
     return load_glue_tsv(SST2_TRAIN).subset(range(48))
 
 

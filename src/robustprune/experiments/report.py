@@ -7,7 +7,7 @@
   each attack (with success rate and queries), on each shift and on the robust set;
 - ``analysis.md`` (and ``analysis.csv``): per method, the essential sparsity (ES) of clean accuracy and
   ES_robust of every robust metric over the non-collapsed points, with the Spearman correlation of the
-  clean and robust curves (DESIGN.md, "Essential sparsity");
+  clean and robust curves (:mod:`robustprune.eval.analysis` defines both);
 - ``plots/<metric>.png``: the metric against sparsity per method (unstructured curves, N:M points as
   markers, the dense model dashed), ES marked by dotted lines, collapsed points crossed out.
 """

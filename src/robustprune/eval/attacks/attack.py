@@ -1,7 +1,7 @@
 """The attack engine: a recipe (transformation, constraints, search) run against a classifier, per example
 and in aggregate.
 
-Metrics follow TextAttack's definitions (see DESIGN.md, "Attack metrics"): an example the model already
+Metrics follow TextAttack's definitions (``textattack.metrics``): an example the model already
 gets wrong is *skipped*; Clean% = correct / total; Aua% (accuracy under attack) = failed / total; Suc%
 = succeeded / (succeeded + failed); #Query = mean queries per non-skipped example, the clean prediction
 counted; perturbed-word % = mean over successful attacks of changed words / words. Means over an
