@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,49 +76,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustprune", description="Pruning and robustness experiments on "
                                      "pre-trained transformers.")
     parser.add_argument("--version", action="version", version=f"robustprune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    common = argparse.ArgumentParser(add_help=False)  # --debug after the command works too
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run (or resume) a sweep from a YAML or JSON config")
+    run = sub.add_parser("run", parents=[common], help="run (or resume) a sweep from a YAML or JSON config")
     run.add_argument("config", help="the config file (.yaml, .yml or .json)")
     run.add_argument("--out", help="results directory (default: results/<config name>)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
 
-    report = sub.add_parser("report", help="rebuild the tables and plots from a results file")
+    report = sub.add_parser("report", parents=[common],
+                            help="rebuild the tables and plots from a results file")
     report.add_argument("results", help="a results.jsonl written by `robustprune run`")
     report.add_argument("--out", help="output directory (default: report/ beside the results file)")
     report.add_argument("--epsilon", type=float, default=1.0, help="ES tolerance in accuracy points (default 1)")
     report.set_defaults(func=_cmd_report)
 
-    demo = sub.add_parser("demo", help="the embedded default sweep (MiniLM, small sentiment set, ~10 min on 2 cores)")
+    demo = sub.add_parser("demo", parents=[common],
+                          help="the embedded default sweep (MiniLM, small sentiment set, ~6 min on 2 cores)")
     demo.add_argument("--data-dir", help="run the same sweep on a GLUE-format SST-2 directory instead")
     demo.add_argument("--out", help="results directory (default: results/demo)")
     demo.add_argument("--quick", action="store_true", help="a much smaller smoke run (one sparsity, few examples)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
 
-    bench = sub.add_parser("bench", help="kernel benchmarks: side-by-side ratios (python -m bench.compare)")
+    bench = sub.add_parser("bench", parents=[common],
+                           help="kernel benchmarks: side-by-side ratios (python -m bench.compare)")
     bench.add_argument("--quick", action="store_true", help="fewer repeats")
     bench.set_defaults(func=_cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from robustprune.experiments.config import ConfigError
+    """Run the command line; returns the exit status (0 ok, 1 error, 2 bad usage or input, 130 interrupted).
 
+    Every error ends in one line, ``robustprune <command>: <message>``; ``--debug`` adds the traceback.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "demo":  # the demo's model and data ship with the packages: never reach for a hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as error:
-        print(f"robustprune {args.command}: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: every finished point is in the results file; run the same command again to resume",
               file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the command line reports every error as one line
+        if args.debug:
+            traceback.print_exc()
+        message = " ".join(str(error).split()) or type(error).__name__
+        hint = "" if args.debug else " (--debug for the traceback)"
+        print(f"robustprune {args.command}: {message}{hint}", file=sys.stderr)
+        return 2 if isinstance(error, (ValueError, OSError, LookupError)) else 1
 
 
 if __name__ == "__main__":

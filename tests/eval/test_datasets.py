@@ -18,6 +18,7 @@ from robustprune.eval.datasets import (
     load_jsonl,
     task_spec,
 )
+from robustprune.pruners.calibration_data import read_text_lines
 from tests.conftest import DATA_DIR, SST2_DIR
 
 
@@ -203,6 +204,32 @@ def test_csv_errors(tmp_path):
         load_csv(_write(tmp_path / "ragged.csv", "text,label\na,1\nb,1,extra\n"), "text", "label")
     with pytest.raises(ValueError, match="no examples"):
         load_csv(_write(tmp_path / "header.csv", "text,label\n"), "text", "label")
+    # an unterminated quote swallows the rest of the file: reported at the line where it opened
+    with pytest.raises(ValueError, match=r"line 3: malformed CSV .* a quote opened on that line"):
+        load_csv(_write(tmp_path / "quote.csv", 'text,label\na,1\n"b,1\nc,0\nd,1\n'), "text", "label")
+    with pytest.raises(ValueError, match=r"line 3: 1 field\(s\), header has 2 .* runs to line 4: an unbalanced"):
+        load_csv(_write(tmp_path / "spans.csv", 'text,label\na,1\n"b\nc"\nd,1\n'), "text", "label")
+
+
+@pytest.mark.parametrize("loader, name, text", [
+    (lambda p: load_glue_tsv(p), "bad.tsv", b"sentence\tlabel\ngood\t1\ncaf\xe9\t0\n"),
+    (lambda p: load_csv(p, "text", "label"), "bad.csv", b"text,label\ngood,1\ncaf\xe9,0\n"),
+    (lambda p: load_jsonl(p, "text", "label"), "bad.jsonl",
+     b'{"text": "good", "label": 1}\n\n{"text": "caf\xe9", "label": 0}\n'),
+    (lambda p: read_text_lines(p, column="sentence"), "lines.tsv", b"sentence\tlabel\nok\t1\ncaf\xe9\t0\n"),
+])
+def test_undecodable_bytes_name_the_file_and_line(tmp_path, loader, name, text):
+    path = tmp_path / name
+    path.write_bytes(text)
+    with pytest.raises(ValueError, match=rf"{name}' line 3 column \d+: byte 0xe9 is not valid UTF-8"):
+        loader(path)
+
+
+def test_undecodable_advglue_names_the_file_and_line(tmp_path):
+    path = tmp_path / "adv.json"
+    path.write_bytes(b'{"sst2": [\n {"idx": 0, "label": 1, "sentence": "caf\xe9"}\n]}\n')
+    with pytest.raises(ValueError, match=r"adv.json' line 2 column \d+: byte 0xe9 is not valid UTF-8"):
+        load_advglue_json(path, "sst2")
 
 
 def test_jsonl(tmp_path):

@@ -23,8 +23,14 @@ def test_defaults_and_points():
     assert config.fingerprint() == parse_config(config.to_dict()).fingerprint()
     renamed = parse_config({**config.to_dict(), "name": "other"})
     assert renamed.fingerprint() == config.fingerprint()  # the name does not change results
-    changed = parse_config({**config.to_dict(), "seeds": [0]})
-    assert changed.fingerprint() != config.fingerprint()
+    # the grid is not in the fingerprint (a sweep grows in place); any setting that changes a point is
+    grown = parse_config({**config.to_dict(), "seeds": [0, 1, 2],
+                          "pruning": {**config.to_dict()["pruning"], "sparsities": [0.3, 0.7, 0.9]}})
+    assert grown.fingerprint() == config.fingerprint()
+    for changed in ({**config.to_dict(), "finetune": {"lr": 3e-4}},
+                    {**config.to_dict(), "pruning": {**config.to_dict()["pruning"], "scope": "layer"}},
+                    {**config.to_dict(), "evaluation": {"attacks": ["pwws"]}}):
+        assert parse_config(changed).fingerprint() != config.fingerprint()
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -49,6 +55,10 @@ def test_defaults_and_points():
     ({"finetune": {"lr": 0}}, r"'finetune.lr'"),
     ({"modle": {}}, r"'modle' is not known"),
     ([1, 2], r"expected a mapping"),
+    ({"pruning": {"sparsities": [float("nan")]}}, r"'pruning.sparsities\[0\]': expected a finite number"),
+    ({"finetune": {"epochs": float("inf")}}, r"'finetune.epochs': expected a finite number"),
+    ({"finetune": {"lr": float("nan")}}, r"'finetune.lr': expected a finite number"),
+    ({"finetune": {"lr": "1e-4"}}, r"'finetune.lr': expected a number, got '1e-4'; write the number without quotes"),
 ])
 def test_errors_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message):
@@ -72,3 +82,31 @@ def test_files(tmp_path):
         load_config(bad_value)
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_reads_as_a_researcher_writes_it(tmp_path):
+    """YAML 1.2 scalars: unquoted 2:4 is a pattern (not base-60 124), 1e-4 a number (not a string)."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text("finetune: {lr: 1e-4}\npruning:\n  patterns: [2:4, 4:8]\n  sparsities: [.5]\n", encoding="utf-8")
+    config = load_config(path)
+    assert config.pruning.patterns == ("2:4", "4:8") and config.finetune.lr == 1e-4
+    assert config.pruning.sparsities == (0.5,)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("empty.yaml", "", "is empty"),
+    ("comments.yaml", "# nothing yet\n", "holds no keys"),
+    ("empty.json", "  \n", "is empty"),
+    ("twice.yaml", "name: a\nseeds: [0]\nname: b\n", "config key 'name' appears twice in one mapping \\(line 3\\)"),
+    ("nested.yaml", "finetune:\n  lr: 1.0e-4\n  lr: 2.0e-4\n", "'lr' appears twice"),
+    ("twice.json", '{"seeds": [0], "seeds": [1]}', "config key 'seeds' appears twice"),
+    ("nan.json", '{"pruning": {"sparsities": [NaN]}}', "NaN is not a valid config value"),
+    ("nan.yaml", "pruning:\n  sparsities: [.nan]\n", "'pruning.sparsities\\[0\\]': expected a finite number"),
+    ("inf.yaml", "finetune:\n  epochs: .inf\n", "'finetune.epochs': expected a finite number"),
+    ("latin1.yaml", "name: caf\xe9\n", "is not UTF-8 text"),
+])
+def test_files_that_must_not_run(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

@@ -69,6 +69,8 @@ def test_records_hold_real_measurements(interrupted_then_resumed):
     records = {(r["method"], r["pattern"]): r for r in ResultsFile(out / "results.jsonl").records()}
     dense = records[("dense", "dense")]
     assert dense["measured_sparsity"] == 0.0
+    assert dense["finetune_seconds"] > 0.5  # the dense fine-tuning, kept in the checkpoint across the resume
+    assert all(r["finetune_seconds"] == 0.0 for r in records.values() if r["method"] != "dense")
     # the dense record is the checkpointed fine-tuned model's accuracy on the configured evaluation set
     from safetensors.torch import load_file
 
@@ -120,7 +122,7 @@ def test_torn_last_line_is_dropped_and_cut_before_the_next_append(tmp_path):
     assert [r["key"] for r in results.records()] == ["a", "c"]
     assert results.done("f") == {"a", "c"} and results.done("other") == set()
     results.path.write_text('{"key": "a"}\nnot json\n{"key": "c"}\n')
-    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+    with pytest.raises(ValueError, match="line 2 is not valid JSON .*repair or delete that line"):
         results.records()
 
 
@@ -143,3 +145,135 @@ def test_cli_report_command(interrupted_then_resumed, tmp_path, capsys):
     assert main(["report", str(out / "results.jsonl"), "--out", str(tmp_path / "r")]) == 0
     printed = capsys.readouterr().out
     assert "| dense | dense |" in printed and (tmp_path / "r" / "results.csv").is_file()
+
+
+def test_keys_keep_full_precision():
+    from robustprune.experiments.results import point_key
+
+    assert point_key(0, "magnitude", "unstructured", 0.12341) != point_key(0, "magnitude", "unstructured", 0.12344)
+    assert point_key(0, "imp", "unstructured", 1 - 0.8**5).endswith("sparsity=0.6723199999999999")  # exact
+    assert point_key(0, "magnitude", "unstructured", 0.5).endswith("sparsity=0.5")
+
+
+def test_one_run_per_output_folder(interrupted_then_resumed, tmp_path):
+    import os
+
+    from robustprune.experiments.results import OutputLockedError, lock_output
+
+    config, out, _, _, _, _ = interrupted_then_resumed
+    before = (out / "results.jsonl").read_bytes()
+    with lock_output(out):  # as if another run were writing the folder
+        with pytest.raises(OutputLockedError, match=f"in use by another run \\(pid {os.getpid()} on "):
+            run_experiment(config, out, progress=False)
+    assert (out / "results.jsonl").read_bytes() == before
+    assert not (out / ".lock.holder.json").exists()  # released with the lock
+    assert run_experiment(config, out, progress=False).computed == []  # free again
+
+
+def test_a_changed_config_is_refused_and_a_grown_sweep_reuses_points(interrupted_then_resumed, tmp_path):
+    import shutil
+
+    from robustprune.experiments.results import ResultsMismatchError
+
+    config, out, _, _, _, _ = interrupted_then_resumed
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(out, copy_dir)
+    before = (copy_dir / "results.jsonl").read_bytes()
+    config_json = (copy_dir / "config.json").read_bytes()
+    raw = config.to_dict()
+    raw["finetune"]["lr"] = 3e-4
+    with pytest.raises(ResultsMismatchError, match="holds results of another config .* new output folder"):
+        run_experiment(parse_config(raw), copy_dir, progress=False)
+    assert (copy_dir / "results.jsonl").read_bytes() == before
+    assert (copy_dir / "config.json").read_bytes() == config_json  # not overwritten by the refused config
+    grown = config.to_dict()
+    grown["pruning"]["methods"] = ["magnitude"]
+    grown["pruning"]["sparsities"] = [0.5, 0.7]
+    summary = run_experiment(parse_config(grown), copy_dir, progress=False)
+    assert summary.computed == ["seed=0|method=magnitude|pattern=unstructured|sparsity=0.7"]
+    assert len(summary.skipped) == 3  # dense, magnitude 0.5 and 2:4 came from the first run
+
+
+def test_report_refuses_mixed_configs_and_duplicate_points(interrupted_then_resumed, tmp_path):
+    from robustprune.experiments.results import ResultsMismatchError
+
+    _, out, _, _, _, _ = interrupted_then_resumed
+    lines = (out / "results.jsonl").read_text().splitlines()
+    duplicated = tmp_path / "dup" / "results.jsonl"
+    duplicated.parent.mkdir()
+    duplicated.write_text("\n".join(lines + lines[:1]) + "\n")
+    with pytest.raises(ResultsMismatchError, match="records the point seed=0\\|method=dense.* twice"):
+        build_report(duplicated)
+    mixed = tmp_path / "mixed" / "results.jsonl"
+    mixed.parent.mkdir()
+    other = json.loads(lines[1])
+    other["fingerprint"] = "0123456789abcdef"
+    mixed.write_text("\n".join(lines + [json.dumps(other)]) + "\n")
+    with pytest.raises(ResultsMismatchError, match="2 different configs"):
+        build_report(mixed)
+    for bad in (float("nan"), 0.0, -1.0):
+        with pytest.raises(ValueError, match="epsilon must be a finite number"):
+            build_report(out / "results.jsonl", tmp_path / "eps", epsilon=bad)
+    assert not (tmp_path / "dup" / "report").exists() and not (tmp_path / "eps").exists()
+
+
+def test_unwritable_output_is_refused_before_any_work(tmp_path):
+    config = reduced_config()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="cannot create or lock the output folder .*a-file"):
+        run_experiment(config, blocker / "out", progress=False)
+    out = tmp_path / "out"
+    (out / "results.jsonl").mkdir(parents=True)  # cannot be appended to (works even for root)
+    with pytest.raises(PermissionError, match="cannot write the results file"):
+        run_experiment(config, out, progress=False)
+    assert not (out / "checkpoints").exists()  # refused before fine-tuning
+
+
+def test_cli_errors_are_one_line(interrupted_then_resumed, tmp_path, capsys):
+    _, out, _, _, _, _ = interrupted_then_resumed
+    bad_model = tmp_path / "model.yaml"
+    bad_model.write_text("model: {name: /no/such/model/dir}\ndata: {max_train_examples: 8}\n", encoding="utf-8")
+    assert main(["run", str(bad_model), "--out", str(tmp_path / "m"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and _error_line(err).startswith("robustprune run: config key 'model.name': cannot")
+    assert _error_line(err).endswith("(--debug for the traceback)")
+
+    torn = tmp_path / "torn" / "results.jsonl"
+    torn.parent.mkdir()
+    lines = (out / "results.jsonl").read_text().splitlines()
+    torn.write_text("\n".join([lines[0], lines[1][:40], lines[2]]) + "\n")
+    assert main(["report", str(torn)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 2 is not valid JSON" in _error_line(err)
+
+    empty = tmp_path / "empty" / "results.jsonl"
+    empty.parent.mkdir()
+    empty.write_text("")
+    assert main(["report", str(empty)]) == 2
+    assert "holds no finished points" in capsys.readouterr().err
+
+    assert main(["report", str(torn), "--debug"]) == 2
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_cli_names_a_truncated_checkpoint_and_the_fix(interrupted_then_resumed, tmp_path, capsys):
+    import shutil
+
+    config, out, _, _, _, _ = interrupted_then_resumed
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(out, copy_dir)
+    checkpoint = next((copy_dir / "checkpoints").glob("dense-*.safetensors"))
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    (copy_dir / "results.jsonl").write_text("")  # every point to redo, so the checkpoint is needed
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()), encoding="utf-8")
+    assert main(["run", str(path), "--out", str(copy_dir), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"checkpoint {checkpoint} is unreadable" in _error_line(err)
+    assert "delete it" in _error_line(err)
+
+
+def _error_line(err: str) -> str:
+    """The last line on stderr (transformers may have drawn its own progress bars before it)."""
+    return err.strip().splitlines()[-1]

@@ -9,7 +9,7 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-from robustprune import magnitude_prune, unpack_mask
+from robustprune import MagnitudeSweep, magnitude_prune, unpack_mask
 from robustprune.targets import select_targets
 from tests.reference import reference_global_masks, reference_nm_mask
 
@@ -114,11 +114,14 @@ def test_nan_weight_is_rejected_before_anything_is_pruned(minilm):
     before = snapshot(minilm)
     with torch.no_grad():
         minilm.encoder.layer[3].output.dense.weight[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN/Inf"):
+    named = r"encoder\.layer\.3\.output\.dense\.weight contains NaN/Inf"  # the parameter, not tensors[i]
+    with pytest.raises(ValueError, match=named):
         magnitude_prune(minilm, 0.5)
-    with pytest.raises(ValueError, match="NaN/Inf"):
+    with pytest.raises(ValueError, match=named):
         magnitude_prune(minilm, 0.5, scope="layer")
-    with pytest.raises(ValueError, match="NaN/Inf"):
+    with pytest.raises(ValueError, match=named):
+        MagnitudeSweep(minilm, [0.3, 0.5])
+    with pytest.raises(ValueError, match="encoder.layer.3.output.dense.weight.*NaN/Inf"):
         magnitude_prune(minilm, pattern="2:4")
     assert torch.equal(minilm.encoder.layer[0].attention.self.query.weight, before[
         "encoder.layer.0.attention.self.query.weight"])

@@ -146,3 +146,22 @@ def test_sweep_reuses_dense_statistics(minilm_path, tokenizer, sentences):
         assert all(int((~m).sum(1)[0]) == int(m.shape[1] * sparsity) for m in masks.values())
     with pytest.raises(ValueError, match="input_norms has no statistics"):
         wanda_prune(swept, None, 0.5, input_norms={})
+
+
+def test_calibration_without_information_is_refused(minilm, tokenizer):
+    padding_only = dict(tokenizer(["a test sentence"], return_tensors="pt"))
+    padding_only["attention_mask"] = torch.zeros_like(padding_only["attention_mask"])
+    with pytest.raises(ValueError, match="target 'encoder.layer.0.attention.self.query' no real tokens"):
+        wanda_prune(minilm, [padding_only], 0.5, progress=False)
+    norms = {name: torch.ones(m.in_features) for name, m in minilm.named_modules()
+             if isinstance(m, torch.nn.Linear) and name.startswith("encoder.")}
+    norms["encoder.layer.2.output.dense"][5] = float("nan")
+    before = {k: v.clone() for k, v in minilm.state_dict().items()}
+    with pytest.raises(ValueError, match="input norms of target 'encoder.layer.2.output.dense' are not finite"):
+        wanda_prune(minilm, None, 0.5, input_norms=norms)
+    for key, tensor in before.items():  # every norm is checked before any weight changes
+        assert torch.equal(minilm.state_dict()[key], tensor), key
+    with torch.no_grad():
+        minilm.embeddings.LayerNorm.weight[3] = float("nan")  # NaN activations reach every block
+    with pytest.raises(ValueError, match="input norms of target 'encoder.layer.0.attention.self.query' are not"):
+        wanda_prune(minilm, [dict(tokenizer(["a test sentence"], return_tensors="pt"))], 0.5, progress=False)

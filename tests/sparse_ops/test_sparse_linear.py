@@ -112,3 +112,85 @@ def test_clear_errors(minilm, tmp_path):
     sparse = SparseLinear.from_dense(torch.nn.Linear(8, 4), "2:4", prune=True)
     with pytest.raises(TypeError, match="input has dtype torch.float16"):
         sparse(torch.randn(2, 8).half())
+
+
+def _small_bert(layers: int, hidden: int, seed: int = 0):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=4,
+                        intermediate_size=2 * hidden, vocab_size=100, max_position_embeddings=32)
+    return BertModel(config).eval()
+
+
+def _snapshot(model):
+    return ({name: type(module) for name, module in model.named_modules()},
+            {key: tensor.clone() for key, tensor in model.state_dict().items()})
+
+
+def _assert_unchanged(model, snapshot):
+    types, state = snapshot
+    assert {name: type(module) for name, module in model.named_modules()} == types
+    now = model.state_dict()
+    assert now.keys() == state.keys()
+    for key, tensor in state.items():
+        assert torch.equal(now[key], tensor), key
+
+
+@pytest.mark.parametrize("saved, loaded, message", [
+    ((3, 64), (2, 64), "sparse layer 'encoder.layer.2.attention.self.query', the model has no such module"),
+    ((2, 64), (2, 32), "'encoder.layer.0.attention.self.query' is 32x32 .* in the model, 64x64 in the file"),
+    ((1, 64), (2, 64), "the model's 'encoder.layer.1.attention.self.query.weight' is missing from the file"),
+])
+def test_load_of_another_shape_fails_before_changing_the_model(tmp_path, saved, loaded, message):
+    source = _small_bert(*saved)
+    sparsify_model(source, "2:4", prune=True)
+    path = tmp_path / "other.safetensors"
+    save_sparse_model(source, path)
+    target = _small_bert(*loaded, seed=1)
+    snapshot = _snapshot(target)
+    with pytest.raises(ValueError, match=f"{path}.*{message}"):
+        load_sparse_model(target, path)
+    _assert_unchanged(target, snapshot)
+
+
+def test_load_of_a_dtype_mismatch_or_unreadable_file_leaves_the_model(tmp_path):
+    source = _small_bert(2, 64)
+    sparsify_model(source, "2:4", prune=True)
+    path = tmp_path / "model.safetensors"
+    save_sparse_model(source, path)
+    target = _small_bert(2, 64, seed=1).half()
+    snapshot = _snapshot(target)
+    with pytest.raises(ValueError, match=r"does not fit the model: '[\w.]+' is \([\d, ]+\) torch.float16 in the "
+                                         r"model, \([\d, ]+\) torch.float32 in the file"):
+        load_sparse_model(target, path)
+    _assert_unchanged(target, snapshot)
+
+    target = _small_bert(2, 64, seed=1)
+    snapshot = _snapshot(target)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+                        .numpy().tobytes())
+    for bad in (truncated, garbage):
+        with pytest.raises(ValueError, match=f"{bad} is not a readable safetensors file"):
+            load_sparse_model(target, bad)
+        _assert_unchanged(target, snapshot)
+    load_sparse_model(target, path)  # the good file still loads into the untouched model, exactly
+    for key, tensor in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], tensor), key
+
+
+def test_tied_weights_round_trip(tmp_path):
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=64, n_positions=16)).eval()
+    sparsify_model(model, "2:4", prune=True)
+    path = tmp_path / "gpt2.safetensors"
+    save_sparse_model(model, path)
+    torch.manual_seed(1)
+    fresh = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=64, n_positions=16)).eval()
+    load_sparse_model(fresh, path)
+    assert fresh.lm_head.weight is fresh.transformer.wte.weight  # still tied
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], tensor), key

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -275,6 +276,20 @@ def _existing_file(path: str | Path, what: str) -> Path:
     return path
 
 
+def read_utf8(path: str | Path, encoding: str = "utf-8") -> str:
+    """The text of ``path``, universal newlines; bytes that are not ``encoding`` (UTF-8) raise a
+    ``ValueError`` naming the file, line and column instead of a bare ``UnicodeDecodeError``."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ValueError(f"{str(path)!r} line {line} column {column}: byte {data[error.start]:#04x} is not valid "
+                         f"{encoding.upper().replace('-SIG', '')} ({error.reason}); re-save the file as UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 # ---------------------------------------------------------------------------------------------------
 # GLUE TSV
 
@@ -307,7 +322,7 @@ def load_glue_tsv(path: str | Path, text_column: str = "sentence", pair_column: 
     _check_label_map(label_map)
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     texts, pairs, raw_labels, where = [], [], [], []
-    with path.open(encoding="utf-8", newline="") as f:
+    with io.StringIO(read_utf8(path), newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = list(columns) if columns is not None else next(reader, None)
         if header is None:
@@ -369,7 +384,7 @@ def load_glue_task(data_dir: str | Path, task: str, split: str = "dev") -> TextD
 
 
 def _read_json(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if not text.strip():
         raise ValueError(f"{str(path)!r} is empty: expected a JSON object keyed by task")
     try:
@@ -455,30 +470,38 @@ def load_csv(path: str | Path, text_column: str, label_column: str, pair_column:
     path = _existing_file(path, "CSV file")
     _check_label_map(label_map)
     texts, pairs, raw_labels, where = [], [], [], []
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
+    reader = csv.reader(io.StringIO(read_utf8(path, "utf-8-sig"), newline=""), delimiter=delimiter, strict=True)
+    header = None
+    while True:
+        start = reader.line_num + 1  # a quoted field may run over several lines: report where the row starts
         try:
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{str(path)!r} is empty: expected a header row")
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise ValueError(f"{str(path)!r} line {start}: malformed CSV ({e}); a quote opened on that line may "
+                             "never be closed") from None
+        if header is None:
+            header = row
             wanted = [text_column, label_column] + ([pair_column] if pair_column else [])
             missing = [column for column in wanted if column not in header]
             if missing:
                 raise ValueError(f"{str(path)!r}: column(s) {missing} not in the header {header}")
             at = {column: header.index(column) for column in wanted}
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise ValueError(f"{str(path)!r} line {reader.line_num}: {len(row)} field(s), header has "
-                                     f"{len(header)} ({header})")
-                texts.append(row[at[text_column]])
-                if pair_column:
-                    pairs.append(row[at[pair_column]])
-                raw_labels.append(row[at[label_column]])
-                where.append(f"line {reader.line_num}")
-        except csv.Error as e:
-            raise ValueError(f"{str(path)!r} line {reader.line_num}: malformed CSV: {e}") from None
+            continue
+        if not row:
+            continue
+        if len(row) != len(header):
+            spans = f" (the row runs to line {reader.line_num}: an unbalanced quote?)" if reader.line_num > start else ""
+            raise ValueError(f"{str(path)!r} line {start}: {len(row)} field(s), header has {len(header)} "
+                             f"({header}){spans}")
+        texts.append(row[at[text_column]])
+        if pair_column:
+            pairs.append(row[at[pair_column]])
+        raw_labels.append(row[at[label_column]])
+        where.append(f"line {start}")
+    if header is None:
+        raise ValueError(f"{str(path)!r} is empty: expected a header row")
     if not texts:
         raise ValueError(f"{str(path)!r} has a header but no examples")
     labels = _convert_labels(raw_labels, where, label_map, repr(str(path)))
@@ -498,7 +521,7 @@ def load_jsonl(path: str | Path, text_field: str, label_field: str, pair_field: 
     source = repr(str(path))
     texts, pairs, raw_labels, where = [], [], [], []
     wanted = [text_field, label_field] + ([pair_field] if pair_field else [])
-    with path.open(encoding="utf-8-sig") as f:
+    with io.StringIO(read_utf8(path, "utf-8-sig")) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue

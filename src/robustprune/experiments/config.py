@@ -10,8 +10,11 @@ Points of a sweep: per seed, one dense point, then for every method and pattern 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -112,10 +115,16 @@ class ExperimentConfig:
         return asdict(self)
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes a point's result (the name does not): results recorded
-        under another fingerprint are not reused."""
+        """Hash of everything that changes a point's result: model, data, protocol, fine-tuning,
+        calibration, pruning scope and evaluations. Not the grid (methods, patterns, sparsities, seeds:
+        each point's key names its own), the name or the report's epsilon, so a sweep can grow in place
+        (more sparsities or seeds reuse every finished point) while a changed setting is a new sweep."""
         content = self.to_dict()
-        content.pop("name")
+        for key in ("name", "seeds"):
+            content.pop(key)
+        for key in ("methods", "patterns", "sparsities"):
+            content["pruning"].pop(key)
+        content["evaluation"].pop("epsilon")
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -142,8 +151,17 @@ def _number(value: Any, where: str, *, integer: bool = False, low: float | None 
             high: float | None = None, high_open: bool = False, low_open: bool = False) -> Any:
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if not ok_type or isinstance(value, bool):
+        hint = ""
+        if isinstance(value, str):
+            try:
+                float(value)
+                hint = "; write the number without quotes"
+            except ValueError:
+                pass
         raise ConfigError(f"config key {where!r}: expected {'an integer' if integer else 'a number'}, "
-                          f"got {value!r}")
+                          f"got {value!r}{hint}")
+    if not math.isfinite(value):
+        raise ConfigError(f"config key {where!r}: expected a finite number, got {value!r}")
     bad = (low is not None and (value <= low if low_open else value < low)) or \
           (high is not None and (value >= high if high_open else value > high))
     if bad:
@@ -336,17 +354,86 @@ def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {str(path)!r}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{str(path)!r} is not UTF-8 text: {error}") from None
+    if not text.strip():
+        raise ConfigError(f"{str(path)!r} is empty; a config needs at least one key (an empty mapping '{{}}' "
+                          "runs the default sweep)")
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_config_yaml_loader())  # noqa: S506 - a SafeLoader subclass
         else:
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except ConfigError as error:
+        raise ConfigError(f"{str(path)!r}: {error}") from None
     except Exception as error:  # noqa: BLE001 - any parser error becomes a config error naming the file
         raise ConfigError(f"{str(path)!r} does not parse: {error}") from None
+    if raw is None:
+        raise ConfigError(f"{str(path)!r} holds no keys (only comments?); an empty mapping '{{}}' runs the default "
+                          "sweep")
     return parse_config(raw)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(f"config key {key!r} appears twice in one mapping; keep one")
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str) -> float:
+    raise ConfigError(f"{name} is not a valid config value (numbers must be finite)")
+
+
+@functools.cache
+def _config_yaml_loader() -> type:
+    """A ``yaml.SafeLoader`` with YAML 1.2 scalars and no duplicate keys.
+
+    PyYAML follows YAML 1.1, where an unquoted ``2:4`` is the base-60 integer 124, ``1e-4`` (no dot) is a
+    string and ``yes``/``on`` are booleans. Here ints are decimal (or 0x/0o), floats are any decimal
+    number with an optional exponent, booleans are ``true``/``false``; anything else stays a string.
+    """
+    import yaml
+
+    class ConfigLoader(yaml.SafeLoader):
+        pass
+
+    ConfigLoader.yaml_implicit_resolvers = {
+        first: [(tag, regex) for tag, regex in resolvers
+                if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                       list("tTfF"))
+    ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                       list("-+0123456789"))
+    ConfigLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+        list("-+0123456789."))
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in mapping:
+                raise ConfigError(f"config key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1}); "
+                                  "keep one")
+            mapping[key] = loader.construct_object(value_node, deep=True)
+        return mapping
+
+    def construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+        text = str(loader.construct_scalar(node))
+        return int(text, 0) if text.startswith(("0x", "0o")) else int(text, 10)
+
+    ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    ConfigLoader.add_constructor("tag:yaml.org,2002:int", construct_int)
+    return ConfigLoader
 
 
 __all__ = ["AttackConfig", "CalibrationConfig", "ConfigError", "DataConfig", "EvaluationConfig",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from robustprune.eval.analysis import CurvePoint, es_robust, essential_sparsity, flag_collapsed, spearman
-from robustprune.experiments.results import ResultsFile
+from robustprune.experiments.results import ResultsFile, ResultsMismatchError
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,21 @@ class Report:
     plots: list[Path]
 
 
+def _require_one_sweep(records: Sequence[dict[str, Any]], path: Path) -> None:
+    fingerprints = sorted({str(r.get("fingerprint")) for r in records})
+    if len(fingerprints) > 1:
+        raise ResultsMismatchError(f"{path} holds records of {len(fingerprints)} different configs (fingerprints "
+                                   f"{', '.join(fingerprints)}); a report would average them as if they were seeds: "
+                                   "split them into one results file per config")
+    seen: set[str] = set()
+    for record in records:
+        key = str(record.get("key"))
+        if key in seen:
+            raise ResultsMismatchError(f"{path} records the point {key} twice (two runs wrote into one folder?); "
+                                       "a report would count it as two seeds: remove one of the two lines")
+        seen.add(key)
+
+
 def build_report(results_path: str | Path, out_dir: str | Path | None = None, *, epsilon: float = 1.0,
                  plots: bool = True) -> Report:
     """Write the tables (CSV + markdown) and plots of a results file; see the module docstring.
@@ -243,14 +258,20 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
         plots: also draw the PNG plots.
 
     Raises:
-        FileNotFoundError: no results file; ValueError: a file with no records.
+        FileNotFoundError: no results file.
+        ValueError: a bad ``epsilon``, or a file with no records (nothing is written).
+        ResultsMismatchError: records of several configs, or one point recorded twice: averaging them
+            would pass them off as seeds (nothing is written).
     """
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < math.inf:
+        raise ValueError(f"epsilon must be a finite number of accuracy points > 0, got {epsilon!r}")
     results_path = Path(results_path)
     if not results_path.is_file():
         raise FileNotFoundError(f"results file not found: {str(results_path)!r}")
     records = ResultsFile(results_path).records()
     if not records:
-        raise ValueError(f"{str(results_path)!r} holds no finished points")
+        raise ValueError(f"{str(results_path)!r} holds no finished points (is the run still at its first point?)")
+    _require_one_sweep(records, results_path)
     out = Path(out_dir) if out_dir is not None else results_path.parent / "report"
     out.mkdir(parents=True, exist_ok=True)
     rows, majority = aggregate(records)

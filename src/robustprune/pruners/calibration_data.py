@@ -22,6 +22,7 @@ e.g. the zero-shot prompt the model will be evaluated with
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,7 +58,9 @@ def read_text_lines(path: str | Path, column: str | None = None) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"calibration text file not found: {str(path)!r}")
     texts: list[str] = []
-    with path.open(encoding="utf-8", newline="") as f:
+    from robustprune.eval.datasets import read_utf8
+
+    with io.StringIO(read_utf8(path), newline="") as f:
         if column is None:
             for line in f:
                 text = line.rstrip("\r\n")

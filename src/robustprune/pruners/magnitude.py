@@ -15,6 +15,7 @@ from torch import nn
 from robustprune.sparse_ops import magnitude_mask_, magnitude_thresholds, nm_mask, pack_mask
 from robustprune.sparse_ops.nm import check_nm_scores
 from robustprune.sparse_ops.patterns import NMPattern, resolve_sparsity
+from robustprune.sparse_ops.radix_select import NonFiniteError
 from robustprune.sparse_ops.validation import check_finite
 from robustprune.targets import input_dim_last, select_targets
 
@@ -66,13 +67,25 @@ def magnitude_prune(
 
     groups = [list(range(len(weights)))] if scope == "global" else [[i] for i in range(len(weights))]
     # All thresholds first: they validate every weight (finite, supported dtype) before any is zeroed.
-    cuts = [magnitude_thresholds([weights[i].data for i in group], [sparsity]) for group in groups]
+    names = list(named_weights)
+    cuts = [_named_thresholds([names[i] for i in group], [weights[i].data for i in group], [sparsity])
+            for group in groups]
     masks_by_index: dict[int, torch.Tensor] = {}
     for group, (thresholds, tie_quota) in zip(groups, cuts):
         for position, i in enumerate(group):
             masks_by_index[i] = magnitude_mask_(weights[i].data, float(thresholds[0]),
                                                 int(tie_quota[0, position]), packed_masks)
     return {name: masks_by_index[i] for i, name in enumerate(named_weights)}
+
+
+def _named_thresholds(names: Sequence[str], weights: Sequence[torch.Tensor], sparsities: Sequence[float]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`magnitude_thresholds`, with a NaN/Inf weight reported by its parameter name."""
+    try:
+        return magnitude_thresholds(weights, sparsities)
+    except NonFiniteError as error:
+        raise ValueError(f"{names[error.tensor_index]} contains NaN/Inf value(s); magnitude pruning needs finite "
+                         "weights") from None
 
 
 class MagnitudeSweep:
@@ -104,7 +117,8 @@ class MagnitudeSweep:
         # cut[i] = (thresholds per sparsity, tie quota per sparsity) of weight i
         self._cuts: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(weights)  # type: ignore[list-item]
         for group in groups:
-            thresholds, tie_quota = magnitude_thresholds([weights[i] for i in group], self.sparsities)
+            thresholds, tie_quota = _named_thresholds([self.names[i] for i in group], [weights[i] for i in group],
+                                                      self.sparsities)
             for position, i in enumerate(group):
                 self._cuts[i] = (thresholds, tie_quota[:, position])
 

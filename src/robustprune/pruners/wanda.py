@@ -97,14 +97,28 @@ def _block_input_norms(block: nn.Module, inputs: BlockInputs, targets: dict[str,
     finally:
         for handle in handles:
             handle.remove()
+    for name, n in norms.items():
+        if n.tokens == 0:
+            raise ValueError(f"Wanda: the calibration batches gave target {name!r} no real tokens (every token is "
+                             "padding?): its input norms carry no information; pass calibration text with real "
+                             "tokens")
     return {name: n.norms() for name, n in norms.items()}
 
 
+def _check_norms(name: str, module: nn.Module, norms: torch.Tensor) -> None:
+    in_features = input_dim_last(module, module.weight).shape[1]
+    if norms.shape != (in_features,):
+        raise ValueError(f"input norms of {name!r} have shape {tuple(norms.shape)}, expected ({in_features},)")
+    if not bool(torch.isfinite(norms).all()):
+        raise ValueError(f"Wanda: the input norms of target {name!r} are not finite (NaN or Inf activations in "
+                         "calibration); the scores would be meaningless")
+
+
 @torch.no_grad()
-def _prune_module(module: nn.Module, norms: torch.Tensor, sparsity: float, nm: NMPattern | None) -> torch.Tensor:
+def _prune_module(name: str, module: nn.Module, norms: torch.Tensor, sparsity: float, nm: NMPattern | None
+                  ) -> torch.Tensor:
+    _check_norms(name, module, norms)
     weight = input_dim_last(module, module.weight)
-    if norms.shape != (weight.shape[1],):
-        raise ValueError(f"input norms have shape {tuple(norms.shape)}, expected ({weight.shape[1]},)")
     scores = wanda_scores(weight, norms.to(weight.device))
     keep = nm_mask(scores, nm.n, nm.m) if nm is not None else row_mask(scores, sparsity)
     weight.mul_(keep.to(weight.dtype))
@@ -170,7 +184,10 @@ def wanda_prune(
         if missing:
             raise ValueError(f"input_norms has no statistics for {missing[:3]}{' ...' if len(missing) > 3 else ''}; "
                              "collect them with collect_input_norms for the same targets")
-        return {f"{name}.weight": _prune_module(m, input_norms[name], sparsity, nm) for name, m in modules.items()}
+        for name, module in modules.items():  # all checked before any weight changes
+            _check_norms(name, module, input_norms[name])
+        return {f"{name}.weight": _prune_module(name, m, input_norms[name], sparsity, nm)
+                for name, m in modules.items()}
     if batches is None or len(batches) == 0:
         raise ValueError("empty calibration set: pass at least one calibration batch")
     masks: dict[str, torch.Tensor] = {}
@@ -178,7 +195,7 @@ def wanda_prune(
     def visit(index: int, block: nn.Module, inputs: BlockInputs) -> None:
         block_targets = _in_block(modules, block)
         for name, norms in _block_input_norms(block, inputs, block_targets).items():
-            masks[f"{name}.weight"] = _prune_module(block_targets[name], norms, sparsity, nm)
+            masks[f"{name}.weight"] = _prune_module(name, block_targets[name], norms, sparsity, nm)
 
     run_blocks_sequentially(model, batches, visit, device=device, progress=progress)
     return {f"{name}.weight": masks[f"{name}.weight"] for name in modules}

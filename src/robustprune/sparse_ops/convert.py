@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_model
 from torch import nn
 
 from robustprune.sparse_ops.patterns import NMPattern
@@ -64,21 +65,102 @@ def save_sparse_model(model: nn.Module, path: str | Path) -> None:
 
 def load_sparse_model(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a file written by :func:`save_sparse_model` into ``model`` (same architecture, dense or
-    already sparse): the recorded layers become SparseLinear, then every tensor is loaded strictly."""
+    already sparse): the recorded layers become SparseLinear and every tensor is loaded.
+
+    Atomic: the whole file is read and checked against the model first (every recorded module path,
+    its shape and bias, then every tensor's name, shape and dtype); only then is the model changed.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is unreadable (truncated, not safetensors), was not written by
+            :func:`save_sparse_model`, or does not fit ``model``; the message names the file and the
+            first mismatch, and ``model`` is left exactly as it was.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no sparse model file at {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))  # read everything before the model is touched
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupted?): {error}") from None
     if _METADATA_KEY not in metadata:
         raise ValueError(f"{path} was not written by save_sparse_model (no {_METADATA_KEY!r} metadata)")
-    for name, spec in json.loads(metadata[_METADATA_KEY]).items():
-        current = model.get_submodule(name)
-        reference = current.values if isinstance(current, SparseLinear) else dense_weight_of(current)
-        _replace(model, name, SparseLinear(spec["in_features"], spec["out_features"], spec["pattern"],
-                                           bias=spec["bias"], dtype=reference.dtype, device=reference.device))
-    load_model(model, str(path), strict=True)
+    try:
+        layout = json.loads(metadata[_METADATA_KEY])
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: the {_METADATA_KEY!r} metadata is not valid JSON: {error}") from None
+    replacements = {name: _planned_layer(model, name, spec, path) for name, spec in layout.items()}
+    missing_shared = _check_state(model, replacements, tensors, path)
+    for name, sparse in replacements.items():
+        _replace(model, name, sparse)
+    result = model.load_state_dict(tensors, strict=False)  # cannot fail now: every name, shape, dtype checked
+    if result.unexpected_keys or not set(result.missing_keys) <= missing_shared:
+        raise RuntimeError(f"internal error loading {path}: {result}")
     return model
+
+
+def _planned_layer(model: nn.Module, name: str, spec: dict, path: Path) -> SparseLinear:
+    """The SparseLinear that will replace module ``name``, after checking it fits the current module."""
+    if not isinstance(spec, dict) or not {"pattern", "in_features", "out_features", "bias"} <= spec.keys():
+        raise ValueError(f"{path}: the recorded layout of {name!r} is malformed: {spec!r}")
+    try:
+        current = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"{path} does not fit the model: it has a sparse layer {name!r}, the model has no "
+                         "such module") from None
+    if isinstance(current, SparseLinear):
+        reference, shape = current.values, (current.out_features, current.in_features)
+    elif isinstance(current, LINEAR_TYPES):
+        reference = dense_weight_of(current)
+        shape = tuple(reference.shape)
+    else:
+        raise ValueError(f"{path} does not fit the model: {name!r} is a {type(current).__name__}, not a Linear "
+                         "or SparseLinear layer")
+    saved = (spec["out_features"], spec["in_features"])
+    if shape != saved:
+        raise ValueError(f"{path} does not fit the model: {name!r} is {shape[0]}x{shape[1]} (out x in) in the "
+                         f"model, {saved[0]}x{saved[1]} in the file")
+    if (getattr(current, "bias", None) is not None) != spec["bias"]:
+        raise ValueError(f"{path} does not fit the model: {name!r} has "
+                         f"{'a' if spec['bias'] else 'no'} bias in the file but not in the model")
+    try:
+        return SparseLinear(spec["in_features"], spec["out_features"], spec["pattern"], bias=spec["bias"],
+                            dtype=reference.dtype, device=reference.device)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: sparse layer {name!r}: {error}") from None
+
+
+def _check_state(model: nn.Module, replacements: dict[str, SparseLinear], tensors: dict[str, torch.Tensor],
+                 path: Path) -> set[str]:
+    """Check ``tensors`` against the state ``model`` will have once ``replacements`` are in place: same
+    names, shapes and dtypes. Returns the names the file may omit because they share storage with a saved
+    tensor (tied weights, which safetensors stores once)."""
+    replaced = tuple(f"{name}." for name in replacements)
+    expected = {key: t for key, t in model.state_dict().items() if not key.startswith(replaced)}
+    for name, sparse in replacements.items():
+        expected.update({f"{name}.{key}": t for key, t in sparse.state_dict().items()})
+    for key, tensor in tensors.items():
+        if key not in expected:
+            raise ValueError(f"{path} does not fit the model: the file has {key!r}, the model has no such tensor")
+        want = expected[key]
+        if tuple(tensor.shape) != tuple(want.shape) or tensor.dtype != want.dtype:
+            raise ValueError(f"{path} does not fit the model: {key!r} is {tuple(want.shape)} {want.dtype} in the "
+                             f"model, {tuple(tensor.shape)} {tensor.dtype} in the file")
+    saved_storages = {_storage_key(expected[key]) for key in tensors}
+    missing_shared = set()
+    for key, want in expected.items():
+        if key in tensors:
+            continue
+        if _storage_key(want) not in saved_storages:
+            raise ValueError(f"{path} does not fit the model: the model's {key!r} is missing from the file")
+        missing_shared.add(key)
+    return missing_shared
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple:
+    return (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,16 @@ def raise_if_nonfinite(tensor_counts: torch.Tensor, digit_shift: int, tensor_ind
         raise nonfinite_error(tensor_index)
 
 
-def nonfinite_error(tensor_index: int) -> ValueError:
-    return ValueError(f"tensors[{tensor_index}] contains NaN/Inf value(s); magnitude pruning needs finite weights")
+class NonFiniteError(ValueError):
+    """A ranked tensor holds NaN/Inf; ``tensor_index`` says which, so callers can name it."""
+
+    def __init__(self, tensor_index: int) -> None:
+        super().__init__(f"tensors[{tensor_index}] contains NaN/Inf value(s); magnitude pruning needs finite weights")
+        self.tensor_index = tensor_index
+
+
+def nonfinite_error(tensor_index: int) -> NonFiniteError:
+    return NonFiniteError(tensor_index)
 
 
 def bits_to_float(bits: int) -> float:

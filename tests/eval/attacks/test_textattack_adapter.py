@@ -48,7 +48,7 @@ def test_unknown_recipe_is_rejected_before_importing(keyword_model):
         textattack_adapter.textattack_attack(keyword_model, "hotflip")
 
 
-@pytest.mark.skipif(not HAS_TEXTATTACK, reason="TextAttack (optional, needs network) is not installed")
+@pytest.mark.skipif(not HAS_TEXTATTACK, reason="TextAttack is not installed (optional: pip install textattack)")
 def test_wrapper_returns_probabilities(keyword_model):
     wrapper = textattack_adapter.wrap_for_textattack(keyword_model)
     assert np.allclose(wrapper(["a good movie"])[0, 1], keyword_model.p_positive("a good movie"))
