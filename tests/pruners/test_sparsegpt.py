@@ -291,9 +291,24 @@ def test_sweep_errors(minilm_sweep):
         sparsegpt_prune(model, None, 0.5, progress=False)
     with pytest.raises(ValueError, match="empty calibration set"):
         collect_hessians(model, [], progress=False)
+    poisoned = dict(hessians)
+    poisoned["encoder.layer.4.output.dense"] = hessians["encoder.layer.4.output.dense"].clone()
+    poisoned["encoder.layer.4.output.dense"][3, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"Hessian of target\(s\) \['encoder.layer.4.output.dense'\] is not finite"):
+        sparsegpt_prune(model, None, 0.5, hessians=poisoned, progress=False)
     for name, param in model.named_parameters():  # rejected before anything was pruned
         assert torch.equal(param, dict(dense.named_parameters())[name]), name
     # a targets subset needs only its own Hessians
     subset = {name: h for name, h in hessians.items() if name.endswith(".output.dense")}
     masks = sparsegpt_prune(model, None, 0.5, targets=["*.output.dense"], hessians=subset, progress=False)
     assert sorted(masks) == sorted(f"{name}.weight" for name in subset) and len(masks) == 12
+
+
+def test_nan_activations_are_refused_naming_the_targets(minilm_path, minilm_tokenizer):
+    model = AutoModel.from_pretrained(minilm_path).eval()
+    with torch.no_grad():
+        model.embeddings.LayerNorm.weight[3] = float("nan")  # NaN activations reach every block
+    batch = dict(minilm_tokenizer(["a test sentence"], return_tensors="pt"))
+    with pytest.raises(ValueError, match=r"Hessian of target\(s\) \['encoder.layer.0.attention.self.query', "
+                                         r"'encoder.layer.0.attention.self.key', .* is not finite"):
+        sparsegpt_prune(model, [batch], 0.5, progress=False)

@@ -193,6 +193,12 @@ def _block_hessians(index: int, block: nn.Module, inputs: BlockInputs,
     return collector.groups
 
 
+def _require_finite(hessian: torch.Tensor, members: Sequence[str]) -> None:
+    if not bool(torch.isfinite(hessian).all()):
+        raise ValueError(f"SparseGPT: the input Hessian of target(s) {list(members)} is not finite (NaN or Inf "
+                         "activations in calibration); the update would be meaningless")
+
+
 def _group_hinv(hessian: torch.Tensor, device: torch.device, damp: float, *,
                 consume: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Hinv, dead)`` of one (possibly shared) Hessian on ``device``.
@@ -355,7 +361,10 @@ def sparsegpt_prune(
     masks: dict[str, torch.Tensor] = {}
 
     if hessians is not None:
-        for hessian, members in _shared_groups(modules, hessians):
+        groups = list(_shared_groups(modules, hessians))
+        for hessian, members in groups:  # all checked before any weight changes
+            _require_finite(hessian, list(members))
+        for hessian, members in groups:
             device = next(iter(members.values())).weight.device
             hinv, dead = _group_hinv(hessian, device, damp, consume=False)
             masks.update(_prune_members(hinv, dead, members, sparsity, nm, blocksize))
@@ -370,6 +379,7 @@ def sparsegpt_prune(
             return
         for group in _block_hessians(index, block, inputs, block_targets):
             members = {name: block_targets[name] for name in group.members}
+            _require_finite(group.hessian, list(members))
             hinv, dead = _group_hinv(group.hessian, group.hessian.device, damp, consume=True)
             group.hessian = None  # freed as soon as its Hinv exists
             masks.update(_prune_members(hinv, dead, members, sparsity, nm, blocksize))
