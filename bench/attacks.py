@@ -28,10 +28,10 @@ import torch
 
 from bench.timing import fmt_time, print_table, status
 from bench.workloads import SST2_DIR
+from robustprune.data.datasets import TextDataset, load_glue_tsv
 from robustprune.eval.attacks import attack
 from robustprune.eval.attacks.attack import AttackReport
 from robustprune.eval.attacks.constraints import SentenceEncoder
-from robustprune.eval.datasets import TextDataset, load_glue_tsv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("textfooler", "textbugger", "pwws", "deepwordbug", "bert-attack")
@@ -42,7 +42,7 @@ GOAL_SPEEDUP = 5.0
 def finetuned() -> tuple[torch.nn.Module, object]:
     """(all-MiniLM-L6-v2 fine-tuned on SST-2, tokenizer): the tests' model, from the same cache."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from tests.sst2_model import finetuned_sst2_minilm
+    from bench.sst2_model import finetuned_sst2_minilm
 
     return finetuned_sst2_minilm(REPO_ROOT / ".pytest_cache" / "d" / "robustprune-sst2-minilm")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-import robustprune
+import robustprune.ops
 from bench.workloads import square_matrix
 
 PATTERNS = ((2, 4), (4, 8))
@@ -22,8 +22,8 @@ GOAL_BYTES_FP16 = {(2, 4): 0.5625, (4, 8): 0.594}
 def compressed(n: int, m: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(masked dense weight, values, metadata) for a SIZE x SIZE N:M matrix."""
     weight = square_matrix(SIZE, dtype)
-    weight.mul_(robustprune.nm_mask(weight, n, m))
-    values, metadata = robustprune.nm_compress(weight, n, m)
+    weight.mul_(robustprune.ops.nm_mask(weight, n, m))
+    values, metadata = robustprune.ops.nm_compress(weight, n, m)
     return weight, values, metadata
 
 
@@ -37,5 +37,5 @@ def forward_cases(n: int, m: int, batch: int):
     """(dense F.linear call, our nm_linear call, inputs) on the same masked fp32 weight."""
     weight, values, metadata = compressed(n, m)
     x = torch.randn(batch, SIZE, generator=torch.Generator().manual_seed(batch))
-    return (lambda: F.linear(x, weight)), (lambda: robustprune.nm_linear(x, values, metadata, None, n, m)), (
+    return (lambda: F.linear(x, weight)), (lambda: robustprune.ops.nm_linear(x, values, metadata, None, n, m)), (
         x, weight, values, metadata)

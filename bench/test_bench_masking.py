@@ -52,7 +52,7 @@ def test_global_torch_prune(benchmark, bert_weights: list[torch.Tensor]) -> None
 
 @pytest.mark.parametrize(("n", "m"), NM_PATTERNS, ids=[f"{n}:{m}" for n, m in NM_PATTERNS])
 def test_nm_ours(benchmark, matrix_4096: torch.Tensor, n: int, m: int) -> None:
-    """robustprune.nm_mask on a 4096x4096 fp32 matrix."""
+    """robustprune.ops.nm_mask on a 4096x4096 fp32 matrix."""
     benchmark.group = f"{n}:{m} mask, 4096x4096 fp32"
     mask = benchmark.pedantic(ours_nm, args=(matrix_4096, n, m), rounds=10, iterations=1, warmup_rounds=1)
     assert torch.equal(mask, topk_scatter_nm(matrix_4096, n, m))

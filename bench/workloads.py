@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-import robustprune
+import robustprune.ops
 
 # The repository's GLUE SST-2 sample (first 3,000 training rows, full dev split; see its PROVENANCE.md).
 SST2_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "sst2"
@@ -84,14 +84,14 @@ def topk_scatter_nm(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
 def ours_global(weights: Sequence[torch.Tensor], sparsity: float, packed: bool = True) -> list[torch.Tensor]:
     """robustprune: one exact global threshold, then zero each weight in place; returns the keep-masks
     (bit-packed uint8 when ``packed``, else bool)."""
-    thresholds, quota = robustprune.magnitude_thresholds(weights, [sparsity])
+    thresholds, quota = robustprune.ops.magnitude_thresholds(weights, [sparsity])
     threshold = float(thresholds[0])
-    return [robustprune.magnitude_mask_(w, threshold, int(quota[0, i]), packed) for i, w in enumerate(weights)]
+    return [robustprune.ops.magnitude_mask_(w, threshold, int(quota[0, i]), packed) for i, w in enumerate(weights)]
 
 
 def ours_nm(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """robustprune N:M keep-mask (bool, shape of ``w``)."""
-    return robustprune.nm_mask(w, n, m)
+    return robustprune.ops.nm_mask(w, n, m)
 
 
 # ---------------------------------------------------------------------------------------------- correctness
@@ -101,7 +101,7 @@ def pruned_count(masks: Sequence[torch.Tensor], weights: Sequence[torch.Tensor])
     count = 0
     for mask, w in zip(masks, weights):
         if mask.dtype == torch.uint8:
-            mask = robustprune.unpack_mask(mask, w.shape)
+            mask = robustprune.ops.unpack_mask(mask, w.shape)
         count += mask.numel() - int(mask.sum())
     return count
 

@@ -42,7 +42,7 @@ def minilm_tokenizer(minilm_path):
 @pytest.fixture(scope="session")
 def sst2_sentences():
     """The repository's 3,000 SST-2 training sentences (real GLUE data)."""
-    from robustprune.pruners.calibration_data import read_text_lines
+    from robustprune.data.texts import read_text_lines
 
     return read_text_lines(SST2_TRAIN, column="sentence")
 
@@ -50,19 +50,19 @@ def sst2_sentences():
 @pytest.fixture(scope="session")
 def sst2_dev():
     """The 872 GLUE SST-2 dev sentences as a TextDataset."""
-    from robustprune.eval.datasets import load_glue_tsv
+    from robustprune.data.datasets import load_glue_tsv
 
     return load_glue_tsv(SST2_DEV)
 
 
 @pytest.fixture(scope="session")
 def sst2_finetuned(request, tmp_path_factory):
-    """(model, tokenizer): all-MiniLM-L6-v2 fine-tuned on SST-2 (see tests/sst2_model.py), eval mode.
+    """(model, tokenizer): all-MiniLM-L6-v2 fine-tuned on SST-2 (see bench/sst2_model.py), eval mode.
 
     Cached in pytest's cache dir, so local re-runs skip the training; CI trains it once per session.
     Shared by the session: tests that change the model must work on a ``copy.deepcopy``.
     """
-    from tests.sst2_model import finetuned_sst2_minilm
+    from bench.sst2_model import finetuned_sst2_minilm
 
     cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: train every session
     if cache is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.classifier import TextClassifier, evaluate_classifier
-from robustprune.eval.datasets import TextDataset
 
 
 def test_finetuned_minilm_beats_chance_on_sst2_dev(sst2_classifier, sst2_dev):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from robustprune.eval.datasets import (
+from robustprune.data.datasets import (
     GLUE_TASKS,
     TextDataset,
     load_advglue_json,
@@ -18,7 +18,7 @@ from robustprune.eval.datasets import (
     load_jsonl,
     task_spec,
 )
-from robustprune.pruners.calibration_data import read_text_lines
+from robustprune.data.texts import read_text_lines
 from tests.conftest import DATA_DIR, SST2_DIR
 
 

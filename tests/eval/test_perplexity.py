@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from robustprune.eval.datasets import TextDataset
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.perplexity import file_perplexity, perplexity, token_perplexity
 from tests import llm_fixtures
 from tests.llm_fixtures import PARAGRAPH

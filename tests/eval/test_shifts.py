@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustprune.eval.datasets import TextDataset, load_glue_tsv
+from robustprune.data.datasets import TextDataset, load_glue_tsv
 from robustprune.eval.shifts import (
     EDA,
     BackTranslation,

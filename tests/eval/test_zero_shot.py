@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from robustprune.eval.datasets import TextDataset
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.zero_shot import (
     GLUE_TEMPLATES,
     PromptTemplate,

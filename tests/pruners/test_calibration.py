@@ -21,6 +21,7 @@ from transformers import (
     OPTForCausalLM,
 )
 
+from robustprune.data.texts import read_text_lines
 from robustprune.pruners.calibration import (
     CACHE_KWARGS,
     BlockInputs,
@@ -29,7 +30,7 @@ from robustprune.pruners.calibration import (
     replay,
     run_blocks_sequentially,
 )
-from robustprune.pruners.calibration_data import calibration_batches, read_text_lines
+from robustprune.pruners.calibration_data import calibration_batches
 from robustprune.targets import find_block_stack
 from tests.conftest import SST2_TRAIN
 

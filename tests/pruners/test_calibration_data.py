@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from robustprune.pruners.calibration_data import calibration_batches, read_text_lines
+from robustprune.data.texts import read_text_lines
+from robustprune.pruners.calibration_data import calibration_batches
 
 
 @pytest.fixture(scope="module")

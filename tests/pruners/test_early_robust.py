@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from robustprune.eval.datasets import load_glue_tsv
+from robustprune.data.datasets import load_glue_tsv
 from robustprune.pruners.early_robust import (
     EarlyBird,
     StructureCoefficients,

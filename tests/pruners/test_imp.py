@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from robustprune.eval.datasets import load_glue_tsv
+from robustprune.data.datasets import load_glue_tsv
 from robustprune.pruners.imp import (
     imp_schedule,
     iterative_magnitude_prune,

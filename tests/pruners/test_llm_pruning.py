@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from robustprune import calibration_batches, magnitude_prune, sparsegpt_prune, wanda_prune
-from robustprune.eval.datasets import TextDataset
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.perplexity import perplexity
 from robustprune.eval.zero_shot import get_template
 from robustprune.pruners.calibration import run_blocks_sequentially

@@ -9,7 +9,8 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-from robustprune import MagnitudeSweep, magnitude_prune, unpack_mask
+from robustprune import MagnitudeSweep, magnitude_prune
+from robustprune.ops import unpack_mask
 from robustprune.targets import select_targets
 from tests.reference import reference_global_masks, reference_nm_mask
 

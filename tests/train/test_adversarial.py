@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from robustprune import magnitude_prune
-from robustprune.eval.datasets import load_glue_tsv
+from robustprune.data.datasets import load_glue_tsv
 from robustprune.train.adversarial import (
     PGD,
     FreeLB,

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from robustprune import magnitude_prune
-from robustprune.eval.datasets import TextDataset, load_glue_tsv
+from robustprune.data.datasets import TextDataset, load_glue_tsv
 from robustprune.train.finetune import finetune_classifier
 
 

@@ -1,50 +1,22 @@
-"""Evaluation of what pruning does: datasets, clean accuracy, attacks, distribution shifts, analysis."""
+"""Evaluation of what pruning does: clean accuracy, attacks, distribution shifts, perplexity, zero-shot
+prompting and the analysis of sparsity curves (the data they read comes from :mod:`robustprune.data`).
 
-from robustprune.eval.analysis import (
-    es_robust,
-    essential_sparsity,
-    flag_collapsed,
-    hamming_distance,
-    mask_cosine,
-)
-from robustprune.eval.attacks import AttackReport, attack, build_recipe
-from robustprune.eval.classifier import ClassificationResult, TextClassifier, evaluate_classifier
-from robustprune.eval.datasets import (
-    TextDataset,
-    load_advglue_json,
-    load_csv,
-    load_glue_task,
-    load_glue_tsv,
-    load_hf_dataset,
-    load_jsonl,
-)
-from robustprune.eval.perplexity import file_perplexity, perplexity
-from robustprune.eval.shifts import apply_shift
-from robustprune.eval.zero_shot import PromptTemplate, evaluate_zero_shot, get_template
+Names load on first use: ``import robustprune.eval`` imports neither the attack engine, the shifts nor
+transformers until one of their names is used.
+"""
 
-__all__ = [
-    "AttackReport",
-    "ClassificationResult",
-    "PromptTemplate",
-    "TextClassifier",
-    "TextDataset",
-    "apply_shift",
-    "attack",
-    "build_recipe",
-    "es_robust",
-    "essential_sparsity",
-    "evaluate_classifier",
-    "evaluate_zero_shot",
-    "file_perplexity",
-    "flag_collapsed",
-    "get_template",
-    "hamming_distance",
-    "load_advglue_json",
-    "load_csv",
-    "load_glue_task",
-    "load_glue_tsv",
-    "load_hf_dataset",
-    "load_jsonl",
-    "mask_cosine",
-    "perplexity",
-]
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=["attacks", "shifts"],
+    submod_attrs={
+        "analysis": ["es_robust", "essential_sparsity", "flag_collapsed", "hamming_distance", "mask_cosine",
+                     "spearman"],
+        "attacks": ["AttackReport", "attack", "build_recipe"],
+        "classifier": ["ClassificationResult", "TextClassifier", "evaluate_classifier"],
+        "perplexity": ["file_perplexity", "perplexity"],
+        "shifts": ["apply_shift"],
+        "zero_shot": ["PromptTemplate", "evaluate_zero_shot", "get_template"],
+    },
+)

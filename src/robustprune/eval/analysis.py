@@ -213,7 +213,7 @@ def _binary(mask: torch.Tensor, name: str, which: str) -> torch.Tensor:
         return mask
     if not ((mask == 0) | (mask == 1)).all():
         packed = mask.dtype == torch.uint8
-        hint = " (bit-packed masks: unpack them with robustprune.unpack_mask first)" if packed else ""
+        hint = " (bit-packed masks: unpack them with robustprune.ops.unpack_mask first)" if packed else ""
         raise ValueError(f"{which}[{name!r}] must hold 0/1 values{hint}")
     return mask != 0
 

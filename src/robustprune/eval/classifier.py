@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustprune.eval.datasets import ClassifierInput, TextDataset
+from robustprune.data.datasets import ClassifierInput, TextDataset
 
 
 def _split_inputs(inputs: Sequence[ClassifierInput]) -> tuple[list[str], list[str] | None]:

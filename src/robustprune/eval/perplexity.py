@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustprune.eval.datasets import TextDataset
+from robustprune.data.datasets import TextDataset
+from robustprune.data.texts import read_text_lines
 from robustprune.models import require_causal_lm
-from robustprune.pruners.calibration_data import read_text_lines
 
 DEFAULT_SEQ_LEN = 2048  # the window of the SparseGPT / Wanda evaluations (Llama, OPT)
 SEPARATOR = "\n\n"

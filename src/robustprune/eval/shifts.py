@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from robustprune.eval.datasets import TextDataset
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.stopwords import is_stopword
 
 _TOKEN = re.compile(r"\w+(?:['\u2019-]\w+)*|['\u2019](?:s|re|ve|ll|d|m)(?!\w)|[^\w\s]", re.IGNORECASE)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustprune.eval.datasets import TextDataset
+from robustprune.data.datasets import TextDataset
 from robustprune.models import require_causal_lm
 
 FIELDS = ("text", "text_pair")

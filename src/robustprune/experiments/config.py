@@ -211,7 +211,7 @@ def _parse_model(raw: Any) -> ModelConfig:
 
 
 def _parse_data(raw: Any) -> DataConfig:
-    from robustprune.eval.datasets import GLUE_TASKS
+    from robustprune.data.datasets import GLUE_TASKS
 
     raw = _check_keys(raw, DataConfig, "data")
     default = DataConfig()

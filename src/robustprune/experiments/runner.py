@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.classifier import TextClassifier, evaluate_classifier
-from robustprune.eval.datasets import TextDataset
 from robustprune.experiments.config import EMBEDDED_DATA, ConfigError, ExperimentConfig
 from robustprune.experiments.results import ResultsFile, lock_output, point_key
 from robustprune.pruners.magnitude import masks_sparsity
@@ -84,7 +84,7 @@ def load_sweep_data(config: ExperimentConfig) -> SweepData:
     Raises:
         FileNotFoundError / ValueError: a missing or malformed data file (raised before any training).
     """
-    from robustprune.eval.datasets import load_advglue_json, load_glue_task
+    from robustprune.data.datasets import load_advglue_json, load_glue_task
 
     data = config.data
     directory = EMBEDDED_DATA_DIR if data.data_dir == EMBEDDED_DATA else Path(data.data_dir)

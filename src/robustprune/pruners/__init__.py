@@ -1,31 +1,16 @@
-"""Pruning methods, one module each, built on the ``robustprune::`` ops."""
+"""Pruning methods, one module each, built on the ``robustprune::`` ops (loaded on first use)."""
 
-from robustprune.pruners.calibration_data import (
-    calibration_batches,
-    dataset_calibration_texts,
-    read_text_lines,
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "calibration_data": ["calibration_batches", "dataset_calibration_texts"],
+        "early_robust": ["early_robust", "early_robust_search"],
+        "imp": ["iterative_magnitude_prune"],
+        "magnitude": ["MagnitudeSweep", "magnitude_prune"],
+        "robust_tickets": ["HardConcreteMasks", "draw_ticket", "robust_ticket"],
+        "sparsegpt": ["collect_hessians", "sparsegpt_prune"],
+        "wanda": ["collect_input_norms", "wanda_prune"],
+    },
 )
-from robustprune.pruners.early_robust import early_robust, early_robust_search
-from robustprune.pruners.imp import iterative_magnitude_prune
-from robustprune.pruners.magnitude import MagnitudeSweep, magnitude_prune
-from robustprune.pruners.robust_tickets import HardConcreteMasks, draw_ticket, robust_ticket
-from robustprune.pruners.sparsegpt import collect_hessians, sparsegpt_prune
-from robustprune.pruners.wanda import collect_input_norms, wanda_prune
-
-__all__ = [
-    "HardConcreteMasks",
-    "MagnitudeSweep",
-    "calibration_batches",
-    "collect_hessians",
-    "collect_input_norms",
-    "dataset_calibration_texts",
-    "draw_ticket",
-    "early_robust",
-    "early_robust_search",
-    "iterative_magnitude_prune",
-    "magnitude_prune",
-    "read_text_lines",
-    "robust_ticket",
-    "sparsegpt_prune",
-    "wanda_prune",
-]

@@ -11,8 +11,8 @@ Two ways to turn texts into token batches:
   the texts that follow it (joined by the tokens of ``"\\n\\n"``). No padding.
 
 The sequence length is capped here, independently of the model's maximum, and batches are dicts
-ready for ``model(**batch)``. Texts come from :func:`read_text_lines` (plain text or GLUE-style TSV),
-:func:`texts_from_hf_dataset` (needs the optional ``datasets`` package) or
+ready for ``model(**batch)``. Texts come from :func:`robustprune.data.read_text_lines` (plain text or GLUE-style TSV),
+:func:`robustprune.data.texts_from_hf_dataset` (needs the optional ``datasets`` package) or
 :func:`dataset_calibration_texts`: a seeded sample of a labelled task set (a training split, or an
 adversarial set, optionally restricted to some attack methods), each example rendered by a formatter,
 e.g. the zero-shot prompt the model will be evaluated with
@@ -21,109 +21,16 @@ e.g. the zero-shot prompt the model will be evaluated with
 
 from __future__ import annotations
 
-import csv
-import io
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:  # pruners never import eval at run time (data flows pruners -> eval)
-    from robustprune.eval.datasets import TextDataset
+from robustprune.data.datasets import TextDataset
 
 MODES = ("first", "windows")
 # Hugging Face's sentinel for "no limit" is int(1e30); anything this large is not a real limit.
 _NO_REAL_LIMIT = 10**12
-
-
-def read_text_lines(path: str | Path, column: str | None = None) -> list[str]:
-    """Read calibration texts from a file.
-
-    Args:
-        path: a plain text file (one sample per non-empty line) or, when ``column`` is given, a
-            GLUE-style tab-separated file with a header row (e.g. SST-2's ``sentence<TAB>label``).
-        column: header name of the TSV column holding the text. None reads ``path`` as plain text.
-
-    Returns:
-        The texts in file order, newline characters removed; empty (or all-whitespace) lines and
-        fields are skipped.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: ``column`` is not in the header, a row is too short, or no text was found.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"calibration text file not found: {str(path)!r}")
-    texts: list[str] = []
-    from robustprune.eval.datasets import read_utf8
-
-    with io.StringIO(read_utf8(path), newline="") as f:
-        if column is None:
-            for line in f:
-                text = line.rstrip("\r\n")
-                if text.strip():
-                    texts.append(text)
-        else:
-            csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{str(path)!r} is empty: expected a header row naming column {column!r}")
-            if column not in header:
-                raise ValueError(f"column {column!r} is not in the header of {str(path)!r}; "
-                                 f"the header is {header}")
-            index = header.index(column)
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) <= index:
-                    raise ValueError(f"{str(path)!r} line {reader.line_num}: {len(row)} field(s), "
-                                     f"column {column!r} is field {index + 1} of header {header}")
-                text = row[index]
-                if text.strip():
-                    texts.append(text)
-    if not texts:
-        what = f"column {column!r} of " if column is not None else ""
-        raise ValueError(f"no calibration text found in {what}{str(path)!r} (all lines empty)")
-    return texts
-
-
-def texts_from_hf_dataset(name: str, split: str = "train", column: str = "text", limit: int | None = None,
-                          config: str | None = None) -> list[str]:
-    """Texts from a Hugging Face dataset by name (needs the optional ``datasets`` package and network).
-
-    Args:
-        name: dataset name on the Hub (e.g. ``"allenai/c4"``, ``"glue"``).
-        split: split to read.
-        column: field holding the text.
-        limit: read at most this many non-empty texts (the dataset is streamed when given).
-        config: dataset configuration name (e.g. ``"sst2"`` for ``"glue"``).
-    """
-    try:
-        import datasets
-    except ImportError as exc:  # pragma: no cover - datasets is deliberately not a dependency
-        raise ImportError("texts_from_hf_dataset needs the optional 'datasets' package "
-                          "(pip install datasets); or save the texts to a file and use read_text_lines"
-                          ) from exc
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1 or None, got {limit}")
-    dataset = datasets.load_dataset(name, config, split=split, streaming=limit is not None)
-    texts: list[str] = []
-    for row in dataset:
-        if column not in row:
-            raise ValueError(f"dataset {name!r} has no column {column!r}; its columns are {sorted(row)}")
-        text = row[column]
-        if isinstance(text, str) and text.strip():
-            texts.append(text)
-            if limit is not None and len(texts) >= limit:
-                break
-    if not texts:
-        raise ValueError(f"no text found in column {column!r} of dataset {name!r} split {split!r}")
-    return texts
-
 
 ExampleFormatter = Callable[[str, "str | None", int], str]
 
@@ -144,7 +51,7 @@ def dataset_calibration_texts(
     """Calibration texts drawn from a labelled task set (clean training split or adversarial set).
 
     Args:
-        dataset: a :class:`robustprune.eval.datasets.TextDataset` (single sentences or pairs).
+        dataset: a :class:`robustprune.data.datasets.TextDataset` (single sentences or pairs).
         num_samples: examples to draw without replacement (a seeded random permutation); None takes
             every (selected) example in dataset order.
         seed: seed of the ``torch.Generator`` that draws the examples.
@@ -363,5 +270,4 @@ def calibration_batches(
     return _window_batches(tokenizer, texts, num_samples, seq_len, batch_size, seed, add_special_tokens)
 
 
-__all__ = ["MODES", "calibration_batches", "dataset_calibration_texts", "read_text_lines",
-           "texts_from_hf_dataset"]
+__all__ = ["MODES", "calibration_batches", "dataset_calibration_texts"]

@@ -33,8 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from typing_extensions import Self  # typing.Self needs Python 3.11; torch depends on this
 
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.analysis import hamming_distance
-from robustprune.eval.datasets import TextDataset
 from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
 from robustprune.pruners.structured import bert_layers, count_parameters, prune_heads_, prune_neurons_
 from robustprune.sparse_ops.validation import check_sparsity

@@ -32,8 +32,8 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.analysis import hamming_distance, mask_cosine
-from robustprune.eval.datasets import TextDataset
 from robustprune.pruners.magnitude import masks_sparsity
 from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
 from robustprune.targets import select_targets

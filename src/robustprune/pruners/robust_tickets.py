@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from robustprune.eval.datasets import TextDataset
+from robustprune.data.datasets import TextDataset
 from robustprune.sparse_ops.hard_concrete import (
     BETA,
     GAMMA,

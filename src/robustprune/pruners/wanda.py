@@ -5,7 +5,7 @@ as a running mean of squared norms in fp32, block by block and sequentially: blo
 outputs of the already-pruned blocks before it. Unstructured pruning compares scores within each
 output row and removes ``int(sparsity * in_features)`` per row (stable sort: among equal scores the
 lower column goes first, as in the reference code); N:M keeps the N largest scores of every M
-consecutive input weights (ties keep the lower index, as :func:`robustprune.nm_mask`).
+consecutive input weights (ties keep the lower index, as :func:`robustprune.ops.nm_mask`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Tie rules, and the two places where this deliberately differs from the reference
   row-major index (in the ``[out, in]`` orientation) is pruned first. On tie-free data the pruned set
   is the reference's minus its single largest-scored weight per block.
 - N:M: the reference prunes ``torch.topk(scores, M - N, largest=False)`` (unspecified tie order);
-  here ties keep the lower index within the group, as :func:`robustprune.nm_mask` does.
+  here ties keep the lower index within the group, as :func:`robustprune.ops.nm_mask` does.
 
 Everything else follows the reference operation for operation: on the CPU the result is bit-identical
 to the straightforward per-column implementation (``tests/sparse_ops/test_obs.py`` holds one). Only the

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustprune.eval.datasets import TextDataset
+from robustprune.data.datasets import TextDataset
 from robustprune.train.checkpoint import (
     Batch,
     ResumableRun,

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustprune.eval.datasets import TextDataset
+from robustprune.data.datasets import TextDataset
 from robustprune.train.checkpoint import Batch, ResumableRun, TrainingHistory, run_resumable
 
 # A chunk of this many batches is sorted by length before batching: little padding, still random order.

@@ -19,12 +19,12 @@ import json
 
 import pytest
 
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.attacks import AttackedText, Recipe, UntargetedClassification, attack
 from robustprune.eval.attacks.attack import Attack
 from robustprune.eval.attacks.constraints import RepeatModification, StopwordModification
 from robustprune.eval.attacks.search import GreedyWordSwapWIR
 from robustprune.eval.attacks.transformations import WordSwap
-from robustprune.eval.datasets import TextDataset
 
 
 class DictSwap(WordSwap):

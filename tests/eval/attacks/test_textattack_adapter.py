@@ -7,8 +7,8 @@ import importlib.util
 import numpy as np
 import pytest
 
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.attacks import textattack_adapter
-from robustprune.eval.datasets import TextDataset
 
 HAS_TEXTATTACK = importlib.util.find_spec("textattack") is not None
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.attacks.constraints import Constraint, PreConstraint
 from robustprune.eval.attacks.goal import GoalResult, ProbabilityModel, UntargetedClassification
 from robustprune.eval.attacks.search import GreedyWordSwapWIR
 from robustprune.eval.attacks.text import AttackedText
 from robustprune.eval.attacks.transformations import Transformation
-from robustprune.eval.datasets import TextDataset
 
 STATUSES = ("succeeded", "failed", "skipped")
 

@@ -18,8 +18,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from robustprune.data.datasets import ClassifierInput
 from robustprune.eval.attacks.text import AttackedText
-from robustprune.eval.datasets import ClassifierInput
 
 
 @runtime_checkable

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from robustprune.eval.datasets import ClassifierInput
+from robustprune.data.datasets import ClassifierInput
 
 # A clitic split off by tokenised corpora ("it 's", "they 're") keeps its apostrophe, so stopword lists
 # that hold "'s" match it; otherwise a word is letters/digits joined by inner apostrophes or hyphens.

