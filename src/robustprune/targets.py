@@ -71,3 +71,14 @@ def select_targets(model: nn.Module, targets: str | Sequence[str] | None = None)
 def input_dim_last(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
     """``weight`` viewed with the input dimension last (GPT-2's Conv1D stores it first)."""
     return weight.t() if isinstance(module, LINEAR_TYPES) and not isinstance(module, nn.Linear) else weight
+
+
+@torch.no_grad()
+def weight_sparsity(model: nn.Module, targets: str | Sequence[str] | None = None) -> float:
+    """Fraction of exactly-zero entries in the targeted weights of ``model`` (default targets as for the
+    pruners), counted on the weights themselves rather than taken from a pruner's masks."""
+    zeros = total = 0
+    for module in select_targets(model, targets).values():
+        zeros += int((module.weight == 0).sum())
+        total += module.weight.numel()
+    return zeros / total

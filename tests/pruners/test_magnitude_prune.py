@@ -11,7 +11,7 @@ from transformers import (
 
 from robustprune import MagnitudeSweep, magnitude_prune
 from robustprune.ops import unpack_mask
-from robustprune.targets import select_targets
+from robustprune.targets import select_targets, weight_sparsity
 from tests.reference import reference_global_masks, reference_nm_mask
 
 
@@ -45,6 +45,7 @@ def test_minilm_global_50_percent(minilm):
     for name, param in minilm.named_parameters():  # embeddings, LayerNorm, biases, pooler
         if name not in masks:
             assert torch.equal(param.detach(), before[name]), name
+    assert weight_sparsity(minilm) == round(0.5 * total) / total  # counted on the weights themselves
 
 
 def test_minilm_2_4(minilm):

@@ -129,7 +129,8 @@ def test_mask_training_under_freelb_and_resume(minilm_classifier, minilm_tokeniz
     history = train_hard_concrete_masks(model, minilm_tokenizer, tiny_train, masks, **settings)
     assert history.steps == 2 and history.lambdas == [20.0, 20.0]
     assert history.l0[1] < history.l0[0]  # the L0 term pulls the gates shut
-    assert history.losses[0] == pytest.approx(history.losses[0] - 20.0 * history.l0[0] + 20.0 * history.l0[0])
+    task_loss = history.losses[0] - 20.0 * history.l0[0]  # the recorded loss is task + lambda * L0
+    assert history.l0[0] > 0.1 and 0.0 < task_loss < 5.0
     assert all(not torch.equal(la, s) for la, s in zip(masks.log_alphas, start))
     assert not masks.attached
     for name, p in model.named_parameters():  # weights frozen during, trainable again after

@@ -130,10 +130,6 @@ class ExperimentConfig:
 
 # ------------------------------------------------------------------------------------------ parsing
 
-def _type_name(expected: Any) -> str:
-    return getattr(expected, "__name__", str(expected))
-
-
 def _check_keys(raw: Any, cls: type, where: str) -> Mapping[str, Any]:
     if raw is None:
         return {}

@@ -33,7 +33,7 @@ from robustprune.data.datasets import TextDataset
 from robustprune.eval.classifier import TextClassifier, evaluate_classifier
 from robustprune.experiments.config import EMBEDDED_DATA, ConfigError, ExperimentConfig
 from robustprune.experiments.results import ResultsFile, lock_output, point_key
-from robustprune.pruners.magnitude import masks_sparsity
+from robustprune.targets import weight_sparsity
 
 logger = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
                 record = {
                     "key": point.key, "fingerprint": fingerprint, "experiment": config.name,
                     "seed": point.seed, "method": point.method, "pattern": point.pattern,
-                    "sparsity": point.sparsity, "measured_sparsity": masks_sparsity(masks) if masks else 0.0,
+                    "sparsity": point.sparsity, "measured_sparsity": weight_sparsity(model),
                     "protocol": config.protocol, "prune_seconds": prune_seconds,
                     "finetune_seconds": finetune_seconds, **evaluation,
                 }

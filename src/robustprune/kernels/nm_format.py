@@ -12,7 +12,7 @@ import triton.language as tl
 
 
 @triton.jit
-def load_group_indices(meta_ptr, kept_entry, row, row_bytes, kept_per_row, valid, BITS: tl.constexpr):
+def load_group_indices(meta_ptr, kept_entry, row, row_bytes, valid, BITS: tl.constexpr):
     """In-group column of kept entry ``kept_entry`` (index within its row) from the row's bit stream."""
     bit = kept_entry * BITS
     byte = bit >> 3
@@ -81,8 +81,7 @@ def nm_decompress_kernel(values_ptr, meta_ptr, dense_ptr, num_groups, groups_per
     for j in tl.static_range(N):
         entry = groups * N + j  # flat kept-entry index
         value = tl.load(values_ptr + entry, mask=group_ok, other=0.0).to(tl.float32)
-        index = load_group_indices(meta_ptr, entry - row * kept_per_row, row, row_bytes, kept_per_row,
-                                   group_ok, BITS)
+        index = load_group_indices(meta_ptr, entry - row * kept_per_row, row, row_bytes, group_ok, BITS)
         dense += tl.where(index[:, None] == lanes[None, :], value[:, None], 0.0)
     tl.store(dense_ptr + groups[:, None] * M + lanes[None, :], dense.to(dense_ptr.dtype.element_ty),
              mask=group_ok[:, None])

@@ -34,7 +34,7 @@ def dense_tile(values_ptr, meta_ptr, rows, row_ok, k0, groups_per_row, row_bytes
     for j in tl.static_range(N):
         entry = groups[None, :] * N + j
         value = tl.load(values_ptr + rows[:, None] * kept_per_row + entry, mask=valid, other=0.0).to(tl.float32)
-        index = load_group_indices(meta_ptr, entry, rows[:, None], row_bytes, kept_per_row, valid, BITS)
+        index = load_group_indices(meta_ptr, entry, rows[:, None], row_bytes, valid, BITS)
         tile += tl.where(index[:, :, None] == lanes[None, None, :], value[:, :, None], 0.0)
     return tl.reshape(tile, (BLOCK_O, BLOCK_K))
 
@@ -107,7 +107,7 @@ def nm_linear_grad_values_kernel(grad_y_ptr, x_ptr, meta_ptr, grad_values_ptr, B
     lanes = tl.arange(0, M)
     for j in tl.static_range(N):  # keep only the gradient of the stored entries
         entry = groups[None, :] * N + j
-        index = load_group_indices(meta_ptr, entry, o[:, None], row_bytes, kept_per_row, valid, BITS)
+        index = load_group_indices(meta_ptr, entry, o[:, None], row_bytes, valid, BITS)
         grad = tl.sum(tl.where(index[:, :, None] == lanes[None, None, :], acc, 0.0), axis=2)
         tl.store(grad_values_ptr + o[:, None] * kept_per_row + entry, grad.to(grad_values_ptr.dtype.element_ty),
                  mask=valid)

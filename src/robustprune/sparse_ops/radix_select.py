@@ -82,11 +82,6 @@ def nonfinite_error(tensor_index: int) -> NonFiniteError:
     return NonFiniteError(tensor_index)
 
 
-def bits_to_float(bits: int) -> float:
-    """The fp32 value whose bit pattern is ``bits``, as a Python float (exact)."""
-    return float(torch.tensor([bits], dtype=torch.int32).view(torch.float32)[0])
-
-
 def ceil_float_bits(value: float) -> int:
     """Bit pattern of the smallest fp32 >= ``value`` (>= 0): ``|x| >= value`` iff ``bits(|x|) >= it``."""
     rounded = torch.tensor([value], dtype=torch.float32)
