@@ -12,6 +12,7 @@ from robustprune.sparse_ops.nm_format import nm_compress, nm_decompress
 from robustprune.sparse_ops.nm_linear import nm_linear
 from robustprune.sparse_ops.obs import sparsegpt_hinv, sparsegpt_prune_
 from robustprune.sparse_ops.patterns import NMPattern, parse_pattern
+from robustprune.sparse_ops.scores import score_keep_mask, score_thresholds
 
 __all__ = [
     "NMPattern",
@@ -26,6 +27,8 @@ __all__ = [
     "packed_size",
     "parse_pattern",
     "sample_hard_concrete_noise",
+    "score_keep_mask",
+    "score_thresholds",
     "sparsegpt_hinv",
     "sparsegpt_prune_",
     "unpack_mask",

@@ -34,6 +34,7 @@ from robustprune.sparse_ops.hard_concrete import (
     hard_concrete_gate,
     sample_hard_concrete_noise,
 )
+from robustprune.sparse_ops.scores import score_keep_mask, score_thresholds
 from robustprune.sparse_ops.validation import check_finite, check_float_tensor, check_sparsity
 from robustprune.targets import select_targets
 from robustprune.train.adversarial import PGD, Attack, FreeLB, adversarial_backward, adversarial_finetune
@@ -86,28 +87,11 @@ def draw_ticket(log_alphas: Mapping[str, torch.Tensor], sparsity: float) -> dict
     for name, tensor in log_alphas.items():
         check_float_tensor(tensor, f"log_alphas[{name!r}]")
         check_finite(tensor, f"log_alphas[{name!r}]")
-    total = sum(t.numel() for t in log_alphas.values())
-    to_prune = round(sparsity * total)
-    if to_prune == 0:
-        return {
-            name: torch.ones(t.shape, dtype=torch.bool, device=t.device) for name, t in log_alphas.items()
-        }
-    # One fp32 copy of the scores (4 bytes per gate) for an exact selection of the cut value.
-    flat = torch.cat([t.detach().float().reshape(-1).cpu() for t in log_alphas.values()])
-    cut = flat.kthvalue(to_prune).values.item()
-    del flat
-    masks = {name: t.detach().float() > cut for name, t in log_alphas.items()}
-    below = sum(int((t.detach().float() < cut).sum()) for t in log_alphas.values())
-    ties_to_prune = to_prune - below
-    for name, tensor in log_alphas.items():  # every tie is pruned so far: keep those beyond the quota
-        flat_scores = tensor.detach().float().reshape(-1)
-        if not bool((flat_scores == cut).any()):
-            continue
-        at_cut = torch.nonzero(flat_scores == cut).view(-1)
-        pruned_here = min(ties_to_prune, at_cut.numel())
-        masks[name].view(-1)[at_cut[pruned_here:]] = True
-        ties_to_prune -= pruned_here
-    return masks
+    names = list(log_alphas)
+    tensors = [log_alphas[name].detach() for name in names]
+    thresholds, tie_quota = score_thresholds(tensors, [sparsity])  # exact, without concatenating the scores
+    return {name: score_keep_mask(tensor, float(thresholds[0]), int(tie_quota[0, i]))
+            for i, (name, tensor) in enumerate(zip(names, tensors))}
 
 
 class _Gate(nn.Module):

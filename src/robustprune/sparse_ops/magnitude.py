@@ -20,8 +20,10 @@ from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, flat_
 from robustprune.sparse_ops.bracket_select import bracket_select
 from robustprune.sparse_ops.masks import clear_packed_bits_, pack_mask, packed_size
 from robustprune.sparse_ops.radix_select import (
+    MAGNITUDE_BITS,
     RankSelection,
     ceil_float_bits,
+    chunked_histogram,
     nonfinite_error,
     radix_select,
     raise_if_nonfinite,
@@ -68,25 +70,7 @@ def magnitude_thresholds(tensors: Sequence[torch.Tensor],
 def _magnitude_thresholds_op(tensors: list[torch.Tensor], sparsities: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     _check_threshold_inputs(tensors, sparsities)
     tensors = [t.contiguous() for t in tensors]
-
-    def histogram(prefixes: list[int], prefix_shift: int, digit_shift: int, digit_bits: int) -> torch.Tensor:
-        bins = 1 << digit_bits
-        first_pass = prefix_shift == 31
-        counts = torch.zeros(len(prefixes), bins, dtype=torch.int64)
-        for index, tensor in enumerate(tensors):
-            for _, chunk in flat_chunks(tensor, CPU_CHUNK):
-                bits = _magnitude_bits(chunk)
-                if first_pass:  # every element counts
-                    chunk_counts = torch.bincount(bits >> digit_shift, minlength=bins)
-                    raise_if_nonfinite(chunk_counts, digit_shift, index)
-                    counts[0] += chunk_counts
-                    continue
-                high = bits >> prefix_shift
-                for row, prefix in enumerate(prefixes):
-                    selected = bits[high == prefix]
-                    if selected.numel():
-                        counts[row] += torch.bincount((selected >> digit_shift) & (bins - 1), minlength=bins)
-        return counts
+    histogram = chunked_histogram(tensors, _magnitude_bits, MAGNITUDE_BITS, raise_if_nonfinite)
 
     def count_equal(index: int, value_bits: int) -> int:
         return sum(int((_magnitude_bits(chunk) == value_bits).sum()) for _, chunk in flat_chunks(tensors[index]))

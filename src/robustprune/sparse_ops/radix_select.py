@@ -1,10 +1,12 @@
-"""Exact selection of the k-th smallest magnitude across many tensors, without concatenating them.
+"""Exact selection of the k-th smallest score across many tensors, without concatenating them.
 
-For a non-negative float the IEEE-754 bit pattern read as an integer orders like the value, and
-fp16/bf16 widen exactly to fp32, so every supported dtype is selected on the 31 magnitude bits of
-its fp32 pattern. Selection goes digit by digit (radix select): histogram the top digit over all
-tensors, find the bucket holding the target rank, then histogram the next digit of only the
-elements in that bucket, until all 31 bits are fixed. Several target ranks share each pass.
+Selection runs on integer keys that order like the scores. For a magnitude the IEEE-754 bit pattern
+of ``|x|`` read as an integer orders like the value (31 key bits); for a signed score the pattern
+with its lower 31 bits flipped when negative, offset by 2**31, does (32 key bits, see
+:mod:`robustprune.sparse_ops.scores`). fp16/bf16 widen exactly to fp32, so every supported dtype
+is selected on its fp32 pattern. Selection goes digit by digit (radix select): histogram the top
+digit over all tensors, find the bucket holding the target rank, then histogram the next digit of
+only the elements in that bucket, until every key bit is fixed. Several target ranks share each pass.
 
 A backend supplies the histograms (CPU: chunked ``torch.bincount``; CUDA: a Triton kernel), so
 memory stays at a chunk plus the histograms, whatever the number of weights.
@@ -35,18 +37,19 @@ class RankSelection:
 
 
 def radix_select(histogram: HistogramFn, digit_plan: Sequence[tuple[int, int]],
-                 ranks: Sequence[int]) -> list[RankSelection]:
-    """Find the magnitude bit pattern at each 0-based rank, one histogram pass per digit.
+                 ranks: Sequence[int], key_bits: int = MAGNITUDE_BITS) -> list[RankSelection]:
+    """Find the key at each 0-based rank, one histogram pass per digit.
 
     ``digit_plan`` lists ``(digit_shift, digit_bits)`` from the most significant digit down and must
-    cover all 31 magnitude bits.
+    cover all ``key_bits`` bits (31 for magnitudes, 32 for signed scores). The histogram's first call
+    has ``prefix_shift == key_bits`` (every element counts).
     """
-    if sum(bits for _, bits in digit_plan) != MAGNITUDE_BITS or digit_plan[-1][0] != 0:
-        raise ValueError(f"digit plan {digit_plan} does not cover the {MAGNITUDE_BITS} magnitude bits")
+    if sum(bits for _, bits in digit_plan) != key_bits or digit_plan[-1][0] != 0:
+        raise ValueError(f"digit plan {digit_plan} does not cover the {key_bits} key bits")
     prefixes = [0] * len(ranks)
     below = [0] * len(ranks)
     equal = [0] * len(ranks)
-    prefix_shift = MAGNITUDE_BITS
+    prefix_shift = key_bits
     for digit_shift, digit_bits in digit_plan:
         distinct = sorted(set(prefixes))
         counts = histogram(distinct, prefix_shift, digit_shift, digit_bits)
@@ -64,6 +67,37 @@ def radix_select(histogram: HistogramFn, digit_plan: Sequence[tuple[int, int]],
     return [RankSelection(p, b, e) for p, b, e in zip(prefixes, below, equal)]
 
 
+def chunked_histogram(tensors: Sequence[torch.Tensor], keys: Callable[[torch.Tensor], torch.Tensor], key_bits: int,
+                      on_first_pass: Callable[[torch.Tensor, int, int], None] | None = None) -> HistogramFn:
+    """A :data:`HistogramFn` over ``tensors`` with ``torch.bincount``, one chunk of keys at a time.
+
+    ``keys(chunk)`` gives the non-negative integer keys of a flat chunk; ``on_first_pass(counts,
+    digit_shift, tensor_index)`` sees each chunk's first-pass counts (e.g. to reject Inf/NaN).
+    """
+    from robustprune.sparse_ops.backend import CPU_CHUNK, flat_chunks
+
+    def histogram(prefixes: list[int], prefix_shift: int, digit_shift: int, digit_bits: int) -> torch.Tensor:
+        bins = 1 << digit_bits
+        counts = torch.zeros(len(prefixes), bins, dtype=torch.int64)
+        for index, tensor in enumerate(tensors):
+            for _, chunk in flat_chunks(tensor, CPU_CHUNK):
+                chunk_keys = keys(chunk)
+                if prefix_shift == key_bits:  # first pass: every element counts
+                    chunk_counts = torch.bincount(chunk_keys >> digit_shift, minlength=bins).cpu()
+                    if on_first_pass is not None:
+                        on_first_pass(chunk_counts, digit_shift, index)
+                    counts[0] += chunk_counts
+                    continue
+                high = chunk_keys >> prefix_shift
+                for row, prefix in enumerate(prefixes):
+                    selected = chunk_keys[high == prefix]
+                    if selected.numel():
+                        counts[row] += torch.bincount((selected >> digit_shift) & (bins - 1), minlength=bins).cpu()
+        return counts
+
+    return histogram
+
+
 def raise_if_nonfinite(tensor_counts: torch.Tensor, digit_shift: int, tensor_index: int) -> None:
     """Raise if a first-pass histogram (of all elements of one tensor or chunk) counts Inf/NaN values."""
     if int(tensor_counts[..., NONFINITE_BITS >> digit_shift:].sum()):
@@ -74,7 +108,8 @@ class NonFiniteError(ValueError):
     """A ranked tensor holds NaN/Inf; ``tensor_index`` says which, so callers can name it."""
 
     def __init__(self, tensor_index: int) -> None:
-        super().__init__(f"tensors[{tensor_index}] contains NaN/Inf value(s); magnitude pruning needs finite weights")
+        super().__init__(f"tensors[{tensor_index}] contains NaN/Inf value(s); selection needs finite scores "
+                         "(magnitude pruning needs finite weights)")
         self.tensor_index = tensor_index
 
 
@@ -91,7 +126,7 @@ def ceil_float_bits(value: float) -> int:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Per sparsity: prune ``|w| < threshold``, then the first ``tie_quota[t]`` ties in tensor ``t``."""
+    """Per sparsity: prune ``key < threshold``, then the first ``tie_quota[t]`` ties in tensor ``t``."""
 
     threshold_bits: list[int]
     tie_quota: list[list[int]]
@@ -109,7 +144,8 @@ def select_thresholds(
     order, then row-major index) until exactly k are pruned. When every tie is pruned, the threshold
     is moved one ulp up instead and no quota is needed, which is the common case for real weights.
     ``select_ranks`` locates 0-based ranks (e.g. :func:`radix_select` with a histogram backend);
-    ``count_equal(tensor_index, value_bits)`` counts one tensor's elements with that magnitude.
+    ``count_equal(tensor_index, value_bits)`` counts one tensor's elements with that key. Keys are
+    those of :func:`radix_select` (magnitude bits or signed-score keys); "one ulp up" is key + 1.
     """
     total = sum(numels)
     targets = [round(s * total) for s in sparsities]
