@@ -7,7 +7,7 @@ import torch.nn.utils.prune as torch_prune
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustprune.sparse_ops import magnitude_mask_, magnitude_thresholds, pack_mask, unpack_mask
+from robustprune.ops import magnitude_mask_, magnitude_thresholds, pack_mask, unpack_mask
 from tests.conftest import DTYPES
 from tests.reference import reference_global_masks
 

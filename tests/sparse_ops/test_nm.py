@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustprune.sparse_ops import NMPattern, nm_mask, parse_pattern
+from robustprune.ops import NMPattern, nm_mask, parse_pattern
 from robustprune.sparse_ops.nm import selection_network, sorting_network
 from tests.conftest import DTYPES
 from tests.reference import reference_nm_mask

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from robustprune.sparse_ops import nm_compress, nm_decompress, nm_mask
+from robustprune.ops import nm_compress, nm_decompress, nm_mask
 from robustprune.sparse_ops.nm_format import metadata_row_bytes, pack_indices, unpack_indices
 from tests.conftest import DTYPES
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustprune.sparse_ops import nm_compress, nm_linear, nm_mask
+from robustprune.ops import nm_compress, nm_linear, nm_mask
 from robustprune.sparse_ops.nm_format import unpack_indices
 from tests.conftest import DTYPES
 

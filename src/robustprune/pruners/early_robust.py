@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -38,9 +39,10 @@ from robustprune.eval.analysis import hamming_distance
 from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
 from robustprune.pruners.structured import bert_layers, count_parameters, prune_heads_, prune_neurons_
 from robustprune.sparse_ops.validation import check_sparsity
-from robustprune.train.adversarial import PGD, Attack, FreeLB, adversarial_backward, adversarial_finetune
-from robustprune.train.checkpoint import ResumableRun, TrainingHistory, run_resumable
+from robustprune.train.adversarial import Attack, FreeLB, adversarial_finetune
+from robustprune.train.checkpoint import TrainingHistory, run_resumable
 from robustprune.train.finetune import epoch_batch_fn, parameter_groups
+from robustprune.train.loop import StepHooks, check_training_arguments, step_counts, training_run
 
 DEFAULT_ATTACK = FreeLB()  # frozen dataclass: sharing one default instance is safe
 
@@ -286,63 +288,36 @@ def early_robust_search(
 
     head_ratio = check_sparsity(head_ratio, "head_ratio")
     neuron_ratio = check_sparsity(neuron_ratio, "neuron_ratio")
-    if attack is not None and not isinstance(attack, (FreeLB, PGD)):
-        raise TypeError(f"attack must be FreeLB(...), PGD(...) or None, got {type(attack).__name__}")
-    if len(train) == 0:
-        raise ValueError(f"training set {train.name!r} is empty")
+    check_training_arguments(model, train, epochs, batch_size, lr, warmup_ratio, attack)
     for name, value in (("lambda_heads", lambda_heads), ("lambda_neurons", lambda_neurons)):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    for name, value in (("epochs", epochs), ("lr", lr)) + ((("coef_lr", coef_lr),) if coef_lr is not None
-                                                          else ()):
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if coef_lr is not None and not coef_lr > 0:
+        raise ValueError(f"coef_lr must be > 0, got {coef_lr}")
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
     if check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
-    if not 0 <= warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
     coefficients = StructureCoefficients(model)
     select_heads(coefficients.heads.detach(), head_ratio)  # fail now, not after the first check
     tracker = EarlyBird(gamma, patience)
 
     torch.manual_seed(seed)
-    device = coefficients.heads.device
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total_steps = max(1, math.ceil(epochs * steps_per_epoch))
+    steps_per_epoch, total_steps = step_counts(train, batch_size, epochs)
     groups = parameter_groups(model, weight_decay)
     groups.append({"params": list(coefficients.parameters()), "weight_decay": 0.0, "lr": coef_lr or lr})
     optimizer = torch.optim.AdamW(groups, lr=lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
     model_params = [p for p in model.parameters() if p.requires_grad]
 
-    def train_step(step: int, batch: Mapping[str, torch.Tensor]) -> tuple[float, float]:
-        batch = {key: value.to(device) for key, value in batch.items()}
-        optimizer.zero_grad(set_to_none=True)
-        if attack is None:
-            loss = model(**batch).loss
-            loss.backward()
-            task_loss = float(loss.detach())
-        else:
-            task_loss = adversarial_backward(model, batch, attack).loss
-        penalty = coefficients.l1(lambda_heads, lambda_neurons)
-        penalty.backward()
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model_params, max_grad_norm)
-        used_lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
+    def after_step(step: int) -> None:
         if (step + 1) % check_every == 0:  # inside the step, so the checkpoint after it holds the update
             tracker.update(step + 1, *coefficients.masks(head_ratio, neuron_ratio))
-        loss = task_loss + float(penalty.detach())
         if bar is not None:  # one bar over all segments (run_resumable's own would restart per segment)
             bar.n = step + 1
-            bar.set_postfix(loss=f"{loss:.4f}", streak=tracker.streak, refresh=False)
+            last = f"{history.losses[-1]:.4f}" if history.losses else "-"  # the previous step's
+            bar.set_postfix(loss=last, streak=tracker.streak, refresh=False)
             bar.refresh()
-        return loss, used_lr
 
     fingerprint = {
         "attack": attack, "head_ratio": head_ratio, "neuron_ratio": neuron_ratio, "lambda_heads": lambda_heads,
@@ -365,18 +340,21 @@ def early_robust_search(
         # run_resumable runs to a step fixed in advance: one call per check_every steps, stopping after the
         # check that finds the early bird. Each epoch's batches are built once, not once per call.
         end = total_steps if stop_after is None else min(total_steps, stop_after)
-        epoch_batches = functools.lru_cache(maxsize=1)(
-            epoch_batch_fn(train, tokenizer, batch_size, max_length, seed))
+        run = training_run(
+            model, optimizer=optimizer, scheduler=scheduler, attack=attack, clip=model_params,
+            max_grad_norm=max_grad_norm,
+            hooks=StepHooks(extra_loss=lambda step: coefficients.l1(lambda_heads, lambda_neurons), after=after_step),
+            total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+            epoch_batches=functools.lru_cache(maxsize=1)(epoch_batch_fn(train, tokenizer, batch_size, max_length,
+                                                                        seed)),
+            stateful={"model": model, "coefficients": coefficients, "optimizer": optimizer,
+                      "scheduler": scheduler, "early_bird": tracker},
+            fingerprint=fingerprint, checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every or check_every, desc="EarlyRobust search", history=history,
+        )
         while not tracker.found and history.steps < end:
             segment_end = min(end, (history.steps // check_every + 1) * check_every)
-            run = ResumableRun(
-                total_steps, steps_per_epoch, epoch_batches, train_step,
-                {"model": model, "coefficients": coefficients, "optimizer": optimizer,
-                 "scheduler": scheduler, "early_bird": tracker},
-                fingerprint, checkpoint_dir, checkpoint_every or check_every, segment_end,
-                desc="EarlyRobust search", history=history,
-            )
-            run_resumable(run, progress=False)
+            run_resumable(dataclasses.replace(run, stop_after=segment_end), progress=False)
     finally:
         if bar is not None:
             bar.close()

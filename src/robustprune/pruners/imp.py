@@ -37,7 +37,8 @@ from robustprune.eval.analysis import hamming_distance, mask_cosine
 from robustprune.pruners.magnitude import masks_sparsity
 from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
 from robustprune.targets import select_targets
-from robustprune.train.adversarial import PGD, Attack, FreeLB, adversarial_finetune
+from robustprune.train.adversarial import Attack, adversarial_finetune
+from robustprune.train.loop import require_attack
 
 MASKS_FILE, MODEL_FILE, SUMMARY_FILE, SETTINGS_FILE = (
     "masks.safetensors", "model.safetensors", "summary.json", "settings.json")
@@ -176,8 +177,7 @@ def iterative_magnitude_prune(
         ValueError: bad arguments, a ``pretrained_state`` missing parameters, or an ``output_dir`` written
             for another starting model or other settings.
     """
-    if attack is not None and not isinstance(attack, (FreeLB, PGD)):
-        raise TypeError(f"attack must be FreeLB(...), PGD(...) or None, got {type(attack).__name__}")
+    require_attack(attack)
     modules = select_targets(model, targets)
     names = [f"{name}.weight" for name in modules]
     params = dict(model.named_parameters())

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from robustprune.sparse_ops import magnitude_mask_, magnitude_thresholds, nm_mask, pack_mask
-from robustprune.sparse_ops.nm import check_nm_scores
+from robustprune.sparse_ops.magnitude import magnitude_mask_, magnitude_thresholds
+from robustprune.sparse_ops.masks import pack_mask
+from robustprune.sparse_ops.nm import check_nm_scores, nm_mask
 from robustprune.sparse_ops.patterns import NMPattern, resolve_sparsity
 from robustprune.sparse_ops.radix_select import NonFiniteError
 from robustprune.sparse_ops.validation import check_finite
@@ -91,7 +92,7 @@ def _named_thresholds(names: Sequence[str], weights: Sequence[torch.Tensor], spa
 class MagnitudeSweep:
     """Unstructured magnitude cuts for a whole list of sparsities from ONE selection over the weights.
 
-    :func:`robustprune.sparse_ops.magnitude_thresholds` ranks the targeted weights once for every
+    :func:`robustprune.ops.magnitude_thresholds` ranks the targeted weights once for every
     sparsity; :meth:`prune` then applies one cut to a model that holds the same weights (a copy of the
     measured model), with exactly the masks :func:`magnitude_prune` would give. Masks are nested: a
     higher sparsity prunes a superset of a lower one's weights.

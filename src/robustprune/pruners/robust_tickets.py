@@ -37,9 +37,10 @@ from robustprune.sparse_ops.hard_concrete import (
 from robustprune.sparse_ops.scores import score_keep_mask, score_thresholds
 from robustprune.sparse_ops.validation import check_finite, check_float_tensor, check_sparsity
 from robustprune.targets import select_targets
-from robustprune.train.adversarial import PGD, Attack, FreeLB, adversarial_backward, adversarial_finetune
-from robustprune.train.checkpoint import ResumableRun, TrainingHistory, run_resumable
-from robustprune.train.finetune import check_training_arguments, epoch_batch_fn
+from robustprune.train.adversarial import Attack, FreeLB, adversarial_finetune
+from robustprune.train.checkpoint import TrainingHistory, run_resumable
+from robustprune.train.finetune import epoch_batch_fn
+from robustprune.train.loop import StepHooks, check_training_arguments, step_counts, training_run
 
 DEFAULT_ATTACK = FreeLB()  # frozen dataclass: sharing one default instance is safe
 
@@ -264,38 +265,21 @@ def train_hard_concrete_masks(
     Returns:
         The per-step losses, learning rates, L0 penalties and lambdas (including resumed steps).
     """
-    if attack is not None and not isinstance(attack, (FreeLB, PGD)):
-        raise TypeError(f"attack must be FreeLB(...), PGD(...) or None, got {type(attack).__name__}")
-    check_training_arguments(model, train, epochs, batch_size, lr, warmup_ratio=0.0)
+    check_training_arguments(model, train, epochs, batch_size, lr, 0.0, attack)
     if not 0 <= l0_warmup_ratio <= 1:
         raise ValueError(f"l0_warmup_ratio must be in [0, 1], got {l0_warmup_ratio}")
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total_steps = max(1, math.ceil(epochs * steps_per_epoch))
+    steps_per_epoch, total_steps = step_counts(train, batch_size, epochs)
     schedule = LambdaSchedule(float(l0_lambda), int(l0_warmup_ratio * total_steps))
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(masks.log_alphas.parameters(), lr=lr)
-    device = masks.log_alphas[0].device
     history = MaskTrainingHistory()
 
-    def train_step(step: int, batch: Mapping[str, torch.Tensor]) -> tuple[float, float]:
-        batch = {key: value.to(device) for key, value in batch.items()}
-        optimizer.zero_grad(set_to_none=True)
-        masks.resample()
-        if attack is None:
-            loss = model(**batch).loss
-            loss.backward()
-            task_loss = float(loss.detach())
-        else:
-            task_loss = adversarial_backward(model, batch, attack).loss
+    def l0_term(step: int) -> torch.Tensor:
         lam = schedule(step)
         penalty = masks.l0_penalty()
-        (lam * penalty).backward()
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(masks.log_alphas.parameters(), max_grad_norm)
-        optimizer.step()
         history.l0.append(float(penalty.detach()))
         history.lambdas.append(lam)
-        return task_loss + lam * history.l0[-1], lr
+        return lam * penalty
 
     fingerprint = {
         "attack": attack,
@@ -311,18 +295,14 @@ def train_hard_concrete_masks(
         "targets": masks.names,
         "constants": (masks.gamma, masks.zeta, masks.beta),
     }
-    run = ResumableRun(
-        total_steps,
-        steps_per_epoch,
-        epoch_batch_fn(train, tokenizer, batch_size, max_length, seed),
-        train_step,
-        {"masks": masks, "optimizer": optimizer},
-        fingerprint,
-        checkpoint_dir,
-        checkpoint_every,
-        stop_after,
-        desc="robust-ticket masks",
-        history=history,
+    run = training_run(
+        model, optimizer=optimizer, attack=attack, clip=masks.log_alphas.parameters(),
+        max_grad_norm=max_grad_norm, hooks=StepHooks(before=lambda step: masks.resample(), extra_loss=l0_term),
+        total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+        epoch_batches=epoch_batch_fn(train, tokenizer, batch_size, max_length, seed),
+        stateful={"masks": masks, "optimizer": optimizer}, fingerprint=fingerprint,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, stop_after=stop_after,
+        desc="robust-ticket masks", history=history,
     )
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for param, _ in frozen:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from robustprune.pruners.calibration import BlockInputs, run_blocks_sequentially
-from robustprune.sparse_ops import nm_mask
+from robustprune.sparse_ops.nm import nm_mask
 from robustprune.sparse_ops.patterns import NMPattern, resolve_sparsity
 from robustprune.sparse_ops.validation import check_finite
 from robustprune.targets import find_block_stack, input_dim_last, select_targets

@@ -11,7 +11,6 @@ steps and a later call resumes it exactly (:mod:`robustprune.train.checkpoint`).
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,7 +20,8 @@ import torch
 from torch import nn
 
 from robustprune.data.datasets import TextDataset
-from robustprune.train.checkpoint import Batch, ResumableRun, TrainingHistory, run_resumable
+from robustprune.train.checkpoint import TrainingHistory, run_resumable
+from robustprune.train.loop import apply_masks_, check_training_arguments, step_counts, training_run
 
 # A chunk of this many batches is sorted by length before batching: little padding, still random order.
 _BUCKET_BATCHES = 50
@@ -78,31 +78,6 @@ def resolve_masks(model: nn.Module,
     return pairs
 
 
-@torch.no_grad()
-def apply_masks_(pairs: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
-    """Zero every pruned weight in place (``mask`` True = kept)."""
-    for param, mask in pairs:
-        param.mul_(mask)
-
-
-def check_training_arguments(model: nn.Module, train: TextDataset, epochs: float, batch_size: int,
-                             lr: float, warmup_ratio: float) -> None:
-    if len(train) == 0:
-        raise ValueError(f"training set {train.name!r} is empty")
-    num_labels = getattr(getattr(model, "config", None), "num_labels", None)
-    if num_labels != train.num_labels:
-        raise ValueError(f"training set {train.name!r} has {train.num_labels} labels, the model predicts "
-                         f"{num_labels}")
-    if not epochs > 0:
-        raise ValueError(f"epochs must be > 0, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if not 0 <= warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-
-
 def finetune_classifier(
     model: nn.Module,
     tokenizer: Any,
@@ -153,49 +128,26 @@ def finetune_classifier(
     """
     from transformers import get_linear_schedule_with_warmup
 
-    from robustprune.train.adversarial import PGD, FreeLB, adversarial_backward
-
-    if attack is not None and not isinstance(attack, (FreeLB, PGD)):
-        raise TypeError(f"attack must be FreeLB(...), PGD(...) or None, got {type(attack).__name__}")
-    check_training_arguments(model, train, epochs, batch_size, lr, warmup_ratio)
+    check_training_arguments(model, train, epochs, batch_size, lr, warmup_ratio, attack)
     mask_pairs = resolve_masks(model, masks or {})
     apply_masks_(mask_pairs)
 
     torch.manual_seed(seed)
-    device = next(model.parameters()).device
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total_steps = max(1, math.ceil(epochs * steps_per_epoch))
+    steps_per_epoch, total_steps = step_counts(train, batch_size, epochs)
     optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-
-    def train_step(step: int, batch: Batch) -> tuple[float, float]:
-        batch = {key: value.to(device) for key, value in batch.items()}
-        optimizer.zero_grad(set_to_none=True)
-        if attack is None:
-            loss = model(**batch).loss
-            loss.backward()
-            loss_value = float(loss.detach())
-        else:
-            loss_value = adversarial_backward(model, batch, attack).loss
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        used_lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        apply_masks_(mask_pairs)
-        return loss_value, used_lr
-
     fingerprint = {
         "attack": attack, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay,
         "warmup_ratio": warmup_ratio, "max_grad_norm": max_grad_norm, "max_length": max_length, "seed": seed,
         "examples": len(train), "masks": sorted(masks or {}),
     }
-    run = ResumableRun(
-        total_steps, steps_per_epoch, epoch_batch_fn(train, tokenizer, batch_size, max_length, seed),
-        train_step,
-        {"model": model, "optimizer": optimizer, "scheduler": scheduler}, fingerprint, checkpoint_dir,
-        checkpoint_every, stop_after,
+    run = training_run(
+        model, optimizer=optimizer, scheduler=scheduler, attack=attack, max_grad_norm=max_grad_norm,
+        masks=mask_pairs, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+        epoch_batches=epoch_batch_fn(train, tokenizer, batch_size, max_length, seed),
+        stateful={"model": model, "optimizer": optimizer, "scheduler": scheduler}, fingerprint=fingerprint,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, stop_after=stop_after,
         desc=f"{'adversarial ' if attack is not None else ''}fine-tune {train.name or 'classifier'}",
     )
     was_training = model.training
@@ -206,5 +158,5 @@ def finetune_classifier(
         model.train(was_training)
 
 
-__all__ = ["TrainingHistory", "apply_masks_", "epoch_batch_fn", "finetune_classifier",
+__all__ = ["TrainingHistory", "epoch_batch_fn", "finetune_classifier",
            "length_bucketed_batches", "parameter_groups", "resolve_masks"]
