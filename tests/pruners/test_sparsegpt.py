@@ -11,7 +11,8 @@ from transformers import AutoModel, AutoTokenizer, GPT2Config, GPT2LMHeadModel, 
 import robustprune.pruners.sparsegpt as sparsegpt_module
 from robustprune import magnitude_prune
 from robustprune.pruners.calibration_data import calibration_batches
-from robustprune.pruners.sparsegpt import _HessianCollector, collect_hessians, sparsegpt_prune
+from robustprune.pruners.input_statistics import _Collector
+from robustprune.pruners.sparsegpt import RunningHessian, collect_hessians, sparsegpt_prune
 from robustprune.targets import input_dim_last, select_targets
 
 BLOCKSIZE = 128
@@ -148,20 +149,20 @@ def test_hessian_is_running_mean_over_real_tokens():
     linear = nn.Linear(6, 3)
     masks = [torch.tensor([[True, True, False], [True, False, False]]), None]
     inputs = [torch.randn(2, 3, 6, generator=g), torch.randn(1, 3, 6, generator=g)]
-    collector = _HessianCollector(token_masks=masks)
+    collector = _Collector(masks, RunningHessian)
     hook = collector.hook("layer")
     for x in inputs:
         collector.start_batch(linear, (x,))
         hook(linear, (x,), {}, None)
     real = torch.cat([inputs[0][masks[0]], inputs[1].reshape(-1, 6)])
-    group = collector.groups[0]
+    group = collector.groups[0].statistic
     assert group.tokens == real.shape[0] == 6
     torch.testing.assert_close(group.hessian, 2 * real.t() @ real / real.shape[0])
 
 
 def test_shared_input_means_shared_hessian():
     x = torch.randn(2, 4, 8)
-    collector = _HessianCollector(token_masks=[])
+    collector = _Collector([], RunningHessian)
     a, b, c = collector.hook("q"), collector.hook("k"), collector.hook("o")
     for _ in range(2):
         collector.start_batch(None, (x,))
@@ -169,8 +170,8 @@ def test_shared_input_means_shared_hessian():
         b(None, (x,), {}, None)
         c(None, (x.clone(),), {}, None)
     assert [group.members for group in collector.groups] == [["q", "k"], ["o"]]
-    assert collector.groups[0].tokens == 16
-    torch.testing.assert_close(collector.groups[0].hessian, collector.groups[1].hessian)
+    assert collector.groups[0].statistic.tokens == 16
+    torch.testing.assert_close(collector.groups[0].statistic.hessian, collector.groups[1].statistic.hessian)
 
 
 def test_errors():

@@ -111,7 +111,7 @@ def test_llama_from_config_prunes_end_to_end():
 
 
 def test_helpers_and_errors(minilm, tokenizer):
-    norms = InputNorms(3, torch.device("cpu"))
+    norms = InputNorms()
     data = torch.randn(10, 3)
     norms.add(data[:4])
     norms.add(data[4:])
@@ -151,7 +151,7 @@ def test_sweep_reuses_dense_statistics(minilm_path, tokenizer, sentences):
 def test_calibration_without_information_is_refused(minilm, tokenizer):
     padding_only = dict(tokenizer(["a test sentence"], return_tensors="pt"))
     padding_only["attention_mask"] = torch.zeros_like(padding_only["attention_mask"])
-    with pytest.raises(ValueError, match="target 'encoder.layer.0.attention.self.query' no real tokens"):
+    with pytest.raises(ValueError, match=r"'encoder.layer.0.attention.self.query'.* received no real calibration"):
         wanda_prune(minilm, [padding_only], 0.5, progress=False)
     norms = {name: torch.ones(m.in_features) for name, m in minilm.named_modules()
              if isinstance(m, torch.nn.Linear) and name.startswith("encoder.")}

@@ -27,7 +27,6 @@ import logging
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,10 +35,10 @@ from torch import nn
 from robustprune.pruners.calibration import (
     BlockInputs,
     hessian_bytes,
-    replay,
     resolve_block_stack,
     run_blocks_sequentially,
 )
+from robustprune.pruners.input_statistics import block_input_statistics
 from robustprune.sparse_ops.obs import DEFAULT_BLOCKSIZE, DEFAULT_DAMP, sparsegpt_hinv, sparsegpt_prune_
 from robustprune.sparse_ops.patterns import NMPattern, resolve_sparsity
 from robustprune.sparse_ops.validation import check_finite
@@ -48,81 +47,22 @@ from robustprune.targets import LINEAR_TYPES, input_dim_last, select_targets
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class _HessianGroup:
-    """One running-mean Hessian shared by the modules that see the same input."""
+class RunningHessian:
+    """``H = 2 X X^T`` in fp32 as a running mean over real tokens, the reference ``add_batch`` update
+    (``H *= n / (n + t); n += t; X = sqrt(2 / n) X; H += X X^T``)."""
 
-    members: list[str]
-    hessian: torch.Tensor | None = None
-    tokens: int = 0
+    def __init__(self) -> None:
+        self.hessian: torch.Tensor | None = None
+        self.tokens = 0
 
-
-@dataclass
-class _HessianCollector:
-    """Forward hooks of one block: group modules by identical input tensor, accumulate Hessians."""
-
-    token_masks: Sequence[torch.Tensor | None]
-    groups: list[_HessianGroup] = field(default_factory=list)
-    group_of: dict[str, int] = field(default_factory=dict)
-    batch: int = -1
-    # id(input) -> (input, group) for the current block call; holding the tensor keeps its id unique.
-    current: dict[int, tuple[torch.Tensor, int]] = field(default_factory=dict)
-
-    def start_batch(self, module: nn.Module, args: tuple) -> None:
-        self.batch += 1
-        self.current.clear()
-
-    def hook(self, name: str):
-        def on_forward(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-            x = args[0] if args else kwargs.get("input")
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"{name} was called without a tensor input; cannot accumulate its Hessian")
-            seen = self.current.get(id(x))
-            group = self.group_of.get(name)
-            if group is None:
-                if seen is not None:  # same tensor as an earlier module in this call: share its Hessian
-                    self.group_of[name] = seen[1]
-                    self.groups[seen[1]].members.append(name)
-                    return
-                group = self.group_of[name] = len(self.groups)
-                self.groups.append(_HessianGroup(members=[name]))
-            elif self.groups[group].members[0] != name:  # a member: its leader has accumulated this input
-                if seen is None or seen[1] != group:
-                    leader = self.groups[group].members[0]
-                    raise RuntimeError(f"{name} shared its input with {leader} in the first calibration batch "
-                                       f"but not in batch {self.batch}; their Hessians cannot be shared")
-                return
-            self.current[id(x)] = (x, group)
-            self._accumulate(self.groups[group], x)
-        return on_forward
-
-    def _accumulate(self, group: _HessianGroup, x: torch.Tensor) -> None:
-        rows = _real_tokens(x.detach(), self._mask())
-        tokens = rows.shape[0]
-        if tokens == 0:
-            return
-        if group.hessian is None:
-            group.hessian = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float32, device=rows.device)
-        group.hessian.mul_(group.tokens / (group.tokens + tokens))
-        group.tokens += tokens
-        rows = rows.float() * math.sqrt(2.0 / group.tokens)
-        group.hessian.addmm_(rows.t(), rows)
-
-    def _mask(self) -> torch.Tensor | None:
-        if not self.token_masks or self.batch < 0 or self.batch >= len(self.token_masks):
-            return None
-        return self.token_masks[self.batch]
-
-
-def _real_tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """``[tokens, in]`` rows of ``x`` for the real tokens (all of them when ``mask`` does not fit)."""
-    if mask is not None:
-        mask = mask.to(x.device)
-        if x.shape[:-1] == mask.shape:
-            return x[mask]
-        if x.dim() == 2 and x.shape[0] == mask.numel():
-            return x[mask.reshape(-1)]
-    return x.reshape(-1, x.shape[-1])
+    def add(self, rows: torch.Tensor) -> None:
+        if self.hessian is None:
+            self.hessian = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float32, device=rows.device)
+        count = rows.shape[0]
+        self.hessian.mul_(self.tokens / (self.tokens + count))
+        self.tokens += count
+        rows = rows.float() * math.sqrt(2.0 / self.tokens)
+        self.hessian.addmm_(rows.t(), rows)
 
 
 def _check_arguments(blocksize: int, damp: float, nm: NMPattern | None) -> None:
@@ -173,24 +113,10 @@ def _block_targets(modules: Mapping[str, nn.Module], stack_name: str, index: int
 
 
 def _block_hessians(index: int, block: nn.Module, inputs: BlockInputs,
-                    block_targets: Mapping[str, nn.Module]) -> list[_HessianGroup]:
-    """Replay ``block`` on ``inputs`` with hooks on its targets; the Hessian groups, in first-call order."""
-    collector = _HessianCollector(token_masks=inputs.token_masks)
-    handles = [block.register_forward_pre_hook(collector.start_batch)]
-    handles += [module.register_forward_hook(collector.hook(name), with_kwargs=True)
-                for name, module in block_targets.items()]
-    try:
-        replay(block, inputs, keep_outputs=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-    silent = [name for name in block_targets
-              if name not in collector.group_of or collector.groups[collector.group_of[name]].hessian is None]
-    if silent:
-        raise RuntimeError(f"targets {silent} received no calibration tokens while block {index} was "
-                           "replayed (never called, or every token was padding); exclude them with "
-                           "targets=[...]")
-    return collector.groups
+                    block_targets: Mapping[str, nn.Module]) -> list[tuple[list[str], torch.Tensor]]:
+    """``(members, Hessian)`` of every distinct input of the block's targets, in first-call order."""
+    groups = block_input_statistics(index, block, inputs, block_targets, RunningHessian)
+    return [(group.members, group.statistic.hessian) for group in groups]
 
 
 def _require_finite(hessian: torch.Tensor, members: Sequence[str]) -> None:
@@ -274,9 +200,9 @@ def collect_hessians(
         block_targets = _block_targets(modules, stack_name, index)
         if not block_targets:
             return
-        for group in _block_hessians(index, block, inputs, block_targets):
-            for name in group.members:
-                hessians[name] = group.hessian
+        for members, hessian in _block_hessians(index, block, inputs, block_targets):
+            for name in members:
+                hessians[name] = hessian
 
     run_blocks_sequentially(model, batches, visit, device=device, progress=progress)
     return {name: hessians[name] for name in modules}
@@ -350,8 +276,9 @@ def sparsegpt_prune(
             ``hessians`` or with a Hessian of the wrong shape, ``sparsity`` missing or conflicting
             with an N:M ``pattern``, an input dimension not divisible by M, targets outside the block
             stack or not Linear, NaN/Inf weights, an unsupported architecture.
-        RuntimeError: a target saw no calibration tokens;
-            :class:`~robustprune.sparse_ops.obs.HessianNotPositiveDefiniteError` when damping fails.
+            A target saw no real calibration tokens, or NaN/Inf activations gave it a non-finite Hessian.
+        RuntimeError: :class:`~robustprune.sparse_ops.obs.HessianNotPositiveDefiniteError` when damping
+            fails.
     """
     if hessians is None:
         _check_batches(batches)
@@ -377,11 +304,13 @@ def sparsegpt_prune(
         block_targets = _block_targets(modules, stack_name, index)
         if not block_targets:
             return
-        for group in _block_hessians(index, block, inputs, block_targets):
-            members = {name: block_targets[name] for name in group.members}
-            _require_finite(group.hessian, list(members))
-            hinv, dead = _group_hinv(group.hessian, group.hessian.device, damp, consume=True)
-            group.hessian = None  # freed as soon as its Hinv exists
+        groups = _block_hessians(index, block, inputs, block_targets)
+        while groups:
+            names, hessian = groups.pop(0)  # dropped from the list: freed as soon as its Hinv exists
+            members = {name: block_targets[name] for name in names}
+            _require_finite(hessian, names)
+            hinv, dead = _group_hinv(hessian, hessian.device, damp, consume=True)
+            del hessian
             masks.update(_prune_members(hinv, dead, members, sparsity, nm, blocksize))
             del hinv
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from robustprune.pruners.calibration import BlockInputs, run_blocks_sequentially
+from robustprune.pruners.input_statistics import block_input_statistics
 from robustprune.sparse_ops.nm import nm_mask
 from robustprune.sparse_ops.patterns import NMPattern, resolve_sparsity
 from robustprune.sparse_ops.validation import check_finite
@@ -28,20 +29,25 @@ _ROWS_PER_SORT = 1024  # rows sorted at a time: bounds the int64 sort indices
 class InputNorms:
     """Running mean over tokens of each input channel's squared value, fp32 (the reference's scaler_row)."""
 
-    def __init__(self, in_features: int, device: torch.device) -> None:
-        self.squared = torch.zeros(in_features, dtype=torch.float32, device=device)
+    def __init__(self) -> None:
+        self.squared: torch.Tensor | None = None
         self.tokens = 0
 
-    def add(self, x: torch.Tensor) -> None:
-        x = x.reshape(-1, x.shape[-1]).float()
-        count = x.shape[0]
+    def add(self, rows: torch.Tensor) -> None:
+        """Accumulate ``[tokens, in_features]`` rows (any leading shape is flattened)."""
+        rows = rows.reshape(-1, rows.shape[-1]).float()
+        count = rows.shape[0]
         if count == 0:
             return
+        if self.squared is None:
+            self.squared = torch.zeros(rows.shape[1], dtype=torch.float32, device=rows.device)
         self.squared *= self.tokens / (self.tokens + count)
         self.tokens += count
-        self.squared += x.pow(2).sum(dim=0) / self.tokens
+        self.squared += rows.pow(2).sum(dim=0) / self.tokens
 
     def norms(self) -> torch.Tensor:
+        if self.squared is None:
+            raise ValueError("no calibration rows were added: the input norms are undefined")
         return self.squared.sqrt()
 
 
@@ -77,32 +83,13 @@ def _in_block(modules: dict[str, nn.Module], block: nn.Module) -> dict[str, nn.M
     return {name: module for name, module in modules.items() if id(module) in inside}
 
 
-def _block_input_norms(block: nn.Module, inputs: BlockInputs, targets: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+def _block_input_norms(index: int, block: nn.Module, inputs: BlockInputs,
+                       targets: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
     """||X_j||_2 of every target's inputs over the real tokens of all calibration batches."""
-    norms = {name: InputNorms(input_dim_last(m, m.weight).shape[1], m.weight.device) for name, m in targets.items()}
-    token_mask: list[torch.Tensor | None] = [None]
-
-    def hook(name: str):
-        def record(module: nn.Module, args: tuple, output: Any) -> None:
-            x = args[0]
-            norms[name].add(x[token_mask[0]] if token_mask[0] is not None else x)
-        return record
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in targets.items()]
-    try:
-        with torch.no_grad():
-            for i in range(len(inputs)):
-                token_mask[0] = inputs.token_masks[i] if inputs.token_masks else None
-                inputs.call(block, i)
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name, n in norms.items():
-        if n.tokens == 0:
-            raise ValueError(f"Wanda: the calibration batches gave target {name!r} no real tokens (every token is "
-                             "padding?): its input norms carry no information; pass calibration text with real "
-                             "tokens")
-    return {name: n.norms() for name, n in norms.items()}
+    if not targets:
+        return {}
+    groups = block_input_statistics(index, block, inputs, targets, InputNorms)
+    return {name: group.statistic.norms() for group in groups for name in group.members}
 
 
 def _check_norms(name: str, module: nn.Module, norms: torch.Tensor) -> None:
@@ -145,7 +132,7 @@ def collect_input_norms(
     norms: dict[str, torch.Tensor] = {}
 
     def visit(index: int, block: nn.Module, inputs: BlockInputs) -> None:
-        norms.update(_block_input_norms(block, inputs, _in_block(modules, block)))
+        norms.update(_block_input_norms(index, block, inputs, _in_block(modules, block)))
 
     run_blocks_sequentially(model, batches, visit, device=device, progress=progress)
     return norms
@@ -194,7 +181,7 @@ def wanda_prune(
 
     def visit(index: int, block: nn.Module, inputs: BlockInputs) -> None:
         block_targets = _in_block(modules, block)
-        for name, norms in _block_input_norms(block, inputs, block_targets).items():
+        for name, norms in _block_input_norms(index, block, inputs, block_targets).items():
             masks[f"{name}.weight"] = _prune_module(name, block_targets[name], norms, sparsity, nm)
 
     run_blocks_sequentially(model, batches, visit, device=device, progress=progress)
