@@ -59,6 +59,8 @@ def test_defaults_and_points():
     ({"finetune": {"epochs": float("inf")}}, r"'finetune.epochs': expected a finite number"),
     ({"finetune": {"lr": float("nan")}}, r"'finetune.lr': expected a finite number"),
     ({"finetune": {"lr": "1e-4"}}, r"'finetune.lr': expected a number, got '1e-4'; write the number without quotes"),
+    ({"data": {"max_robust_examples": 0}}, r"'data.max_robust_examples'"),
+    ({"evaluation": {"subset_seed": -1}}, r"'evaluation.subset_seed'"),
 ])
 def test_errors_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message):

@@ -92,8 +92,16 @@ def test_records_hold_real_measurements(interrupted_then_resumed):
         assert metrics["succeeded"] + metrics["failed"] + metrics["skipped"] == 3
         assert 0.0 <= record["shifts"]["char_swap"]["accuracy"] <= 100.0
         assert record["attacks"]["deepwordbug"]["deviations"]
+    # the attack subset is drawn once per run (evaluation.subset_seed) and is the same at every point
+    from robustprune.experiments.runner import seeded_order
+
+    drawn = sorted(seeded_order(24, config.evaluation.subset_seed)[:3])
+    assert all(r["attacks"]["deepwordbug"]["example_indices"] == drawn for r in records.values())
     examples = list((out / "examples").glob("*.json"))
     assert len(examples) == len(records)
+    for path in examples:  # the attacked texts are exactly the recorded examples
+        attacked = [e["original"] for e in json.loads(path.read_text())["deepwordbug"]]
+        assert attacked == [data.evaluation.texts[i] for i in drawn]
     first = json.loads(examples[0].read_text())["deepwordbug"]
     assert len(first) == 3 and {"original", "perturbed", "status", "queries"} <= set(first[0])
 
@@ -277,3 +285,23 @@ def test_cli_names_a_truncated_checkpoint_and_the_fix(interrupted_then_resumed, 
 def _error_line(err: str) -> str:
     """The last line on stderr (transformers may have drawn its own progress bars before it)."""
     return err.strip().splitlines()[-1]
+
+
+def test_robust_subset_is_seeded_and_attack_subsets_are_nested(tmp_path):
+    from robustprune.experiments.runner import load_sweep_data
+
+    adv = tmp_path / "adv.json"
+    adv.write_text(json.dumps({"sst2": [{"idx": i, "label": i % 2, "sentence": f"sentence number {i}"}
+                                        for i in range(30)]}), encoding="utf-8")
+    raw = reduced_config().to_dict()
+    raw["data"].update(robust_set=str(adv), max_robust_examples=7)
+    data = load_sweep_data(parse_config(raw))
+    again = load_sweep_data(parse_config(raw))
+    assert len(data.robust) == 7 and data.robust_indices == again.robust_indices
+    assert data.robust.texts == [f"sentence number {i}" for i in data.robust_indices]
+    assert data.robust_indices == sorted(data.robust_indices) and data.robust_indices != list(range(7))
+    small, large = data.attack_indices(5), data.attack_indices(12)
+    assert set(small) <= set(large) and len(large) == 12
+    raw["evaluation"]["subset_seed"] = 1
+    other = load_sweep_data(parse_config(raw))
+    assert other.robust_indices != data.robust_indices and other.attack_indices(12) != large

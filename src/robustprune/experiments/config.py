@@ -44,7 +44,8 @@ class ModelConfig:
 class DataConfig:
     """``data_dir``: ``"embedded"`` (the package's small sentiment set) or a GLUE-format directory
     (``train.tsv``, ``dev.tsv``); ``task``: a GLUE task name; ``robust_set``: optional AdvGLUE-style
-    JSON evaluated as an extra clean set (its accuracy is a robust metric)."""
+    JSON evaluated as an extra clean set (its accuracy is a robust metric), at most
+    ``max_robust_examples`` of it (a seeded random subset, see ``evaluation.subset_seed``)."""
 
     data_dir: str = EMBEDDED_DATA
     task: str = "sst2"
@@ -53,6 +54,7 @@ class DataConfig:
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     robust_set: str | None = None
+    max_robust_examples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,16 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
+    """What every point is evaluated on. Attacks and a capped robust set use seeded random subsets drawn
+    once per run (``subset_seed``) and shared by every point, so points are compared on the same
+    examples; an attack with a smaller ``max_examples`` takes a prefix of the same draw."""
+
     clean: bool = True
     attacks: tuple[AttackConfig, ...] = ()
     shifts: tuple[str, ...] = ()
     max_shift_examples: int | None = None
     epsilon: float = 1.0
+    subset_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,7 @@ def _parse_data(raw: Any) -> DataConfig:
         max_train_examples=_optional_int(raw, "max_train_examples", "data", None),
         max_eval_examples=_optional_int(raw, "max_eval_examples", "data", None),
         robust_set=None if robust is None else _string(robust, "data.robust_set"),
+        max_robust_examples=_optional_int(raw, "max_robust_examples", "data", None),
     )
 
 
@@ -309,6 +317,7 @@ def _parse_evaluation(raw: Any) -> EvaluationConfig:
         shifts=tuple(_string(s, f"evaluation.shifts[{i}]", SHIFTS) for i, s in enumerate(shifts)),
         max_shift_examples=_optional_int(raw, "max_shift_examples", "evaluation", None),
         epsilon=float(_number(raw.get("epsilon", 1.0), "evaluation.epsilon", low=0, low_open=True)),
+        subset_seed=_number(raw.get("subset_seed", 0), "evaluation.subset_seed", integer=True, low=0),
     )
 
 

@@ -20,9 +20,10 @@ import copy
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,27 @@ def sweep_points(config: ExperimentConfig) -> list[Point]:
 
 @dataclass
 class SweepData:
+    """The run's data. ``attack_order`` is the seeded permutation of the evaluation set's indices whose
+    prefixes are the attack subsets; ``robust_indices`` are the robust set's examples used (indices into
+    its file order)."""
+
     train: TextDataset
     evaluation: TextDataset
     robust: TextDataset | None
+    attack_order: list[int] = field(default_factory=list)
+    robust_indices: list[int] | None = None
+
+    def attack_indices(self, max_examples: int) -> list[int]:
+        """The evaluation examples an attack with ``max_examples`` uses, ascending."""
+        return sorted(self.attack_order[:max_examples])
+
+
+def seeded_order(size: int, seed: int) -> list[int]:
+    """A uniformly random permutation of ``range(size)`` from ``random.Random(seed)``: its prefixes are the
+    run's subsets (a smaller subset is a prefix, so it is contained in every larger one)."""
+    order = list(range(size))
+    random.Random(seed).shuffle(order)
+    return order
 
 
 def load_sweep_data(config: ExperimentConfig) -> SweepData:
@@ -95,7 +114,12 @@ def load_sweep_data(config: ExperimentConfig) -> SweepData:
     if data.max_eval_examples is not None:
         evaluation = evaluation.subset(range(min(len(evaluation), data.max_eval_examples)))
     robust = load_advglue_json(data.robust_set, data.task) if data.robust_set else None
-    return SweepData(train, evaluation, robust)
+    seed = config.evaluation.subset_seed
+    robust_indices = None
+    if robust is not None:
+        robust_indices = sorted(seeded_order(len(robust), seed + 1)[:data.max_robust_examples])
+        robust = robust.subset(robust_indices)
+    return SweepData(train, evaluation, robust, seeded_order(len(evaluation), seed), robust_indices)
 
 
 def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tuple[nn.Module, Any]:
@@ -260,13 +284,16 @@ class _Evaluator:
                 for method, prediction, label in zip(methods, result.predictions, self.data.robust.labels):
                     per_method.setdefault(str(method), []).append(prediction == label)
                 robust["accuracy_by_method"] = {m: 100.0 * sum(v) / len(v) for m, v in per_method.items()}
+            robust["example_indices"] = self.data.robust_indices
             record["robust_set"] = robust
             timings["robust_set"] = time.perf_counter() - start
         for spec in self.config.evaluation.attacks:
             start = time.perf_counter()
-            report = attack(classifier, self.data.evaluation, spec.recipe, max_examples=spec.max_examples,
+            indices = self.data.attack_indices(spec.max_examples)
+            report = attack(classifier, self.data.evaluation.subset(indices), spec.recipe,
                             query_budget=spec.query_budget, progress=self.progress)
             summary = report.to_dict()
+            summary["example_indices"] = indices  # into the evaluation set: the same at every point
             # per-example texts go to their own file (see _write_examples), the aggregates to the record
             record.setdefault("_examples", {})[spec.recipe] = summary.pop("results")
             record.setdefault("attacks", {})[spec.recipe] = summary
