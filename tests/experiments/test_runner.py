@@ -305,3 +305,63 @@ def test_robust_subset_is_seeded_and_attack_subsets_are_nested(tmp_path):
     raw["evaluation"]["subset_seed"] = 1
     other = load_sweep_data(parse_config(raw))
     assert other.robust_indices != data.robust_indices and other.attack_indices(12) != large
+
+
+def test_every_accuracy_can_be_redone_from_the_per_example_files(interrupted_then_resumed):
+    _, out, _, _, _, _ = interrupted_then_resumed
+    for record in ResultsFile(out / "results.jsonl").records():
+        files = record["files"]
+        assert set(files) == {"predictions", "examples"}
+        per_example = json.loads((out / files["predictions"]).read_text())
+        for name, result in [("clean", record["clean"]), ("char_swap", record["shifts"]["char_swap"])]:
+            entry = per_example["clean"] if name == "clean" else per_example["shifts"][name]
+            assert len(entry["predictions"]) == len(entry["labels"]) == result["n"] == 24
+            correct = sum(p == y for p, y in zip(entry["predictions"], entry["labels"]))
+            assert 100.0 * correct / result["n"] == pytest.approx(result["accuracy"])
+        attacked = per_example["attacks"]["deepwordbug"]
+        metrics = record["attacks"]["deepwordbug"]["metrics"]
+        assert attacked["indices"] == record["attacks"]["deepwordbug"]["example_indices"]
+        assert attacked["status"].count("failed") == metrics["failed"] and len(attacked["queries"]) == 3
+        assert sum(attacked["queries"][i] for i, s in enumerate(attacked["status"]) if s != "skipped") == \
+            pytest.approx(metrics["avg_queries"] * (3 - metrics["skipped"]))
+
+
+def test_report_gives_wilson_intervals(interrupted_then_resumed, tmp_path):
+    import csv
+
+    from robustprune.eval.analysis import wilson_interval
+
+    _, out, _, _, _, _ = interrupted_then_resumed
+    report = build_report(out / "results.jsonl", tmp_path / "r")
+    rows = list(csv.DictReader(report.results_csv.read_text().splitlines()))
+    dense = next(r for r in rows if r["method"] == "dense")
+    record = next(r for r in ResultsFile(out / "results.jsonl").records() if r["method"] == "dense")
+    low, high = wilson_interval(round(record["clean"]["accuracy"] * 24 / 100), 24)
+    assert float(dense["clean acc 95% low"]) == pytest.approx(low, abs=0.006)
+    assert float(dense["clean acc 95% high"]) == pytest.approx(high, abs=0.006)
+    assert dense["clean acc sd over seeds"] == ""  # one seed
+    failed = record["attacks"]["deepwordbug"]["metrics"]["failed"]
+    assert float(dense["deepwordbug Aua% 95% high"]) == pytest.approx(wilson_interval(failed, 3)[1], abs=0.006)
+    assert f"[{low:.1f}, {high:.1f}]" in report.results_md.read_text()
+    assert "Wilson" in report.analysis_md.read_text()
+
+
+def test_seeds_pool_their_examples_and_report_their_spread():
+    import statistics
+
+    from robustprune.eval.analysis import wilson_interval
+    from robustprune.experiments.report import aggregate
+
+    def record(seed, accuracy, n):
+        return {"key": f"seed={seed}|dense", "method": "dense", "pattern": "dense", "sparsity": 0.0,
+                "clean": {"accuracy": accuracy, "f1": accuracy, "n": n, "majority_rate": 50.0,
+                          "prediction_balance": {"0": 0.5, "1": 0.5}}}
+
+    (row,), _ = aggregate([record(0, 80.0, 200), record(1, 85.0, 200), record(2, 90.0, 200)])
+    assert row.seeds == 3 and row.metrics["clean_accuracy"] == pytest.approx(85.0)
+    assert row.spread["clean_accuracy"] == pytest.approx(statistics.stdev([80.0, 85.0, 90.0]))
+    assert row.intervals["clean_accuracy"] == pytest.approx(wilson_interval(160 + 170 + 180, 600))
+    legacy = record(0, 80.0, 200)
+    del legacy["clean"]["n"]  # written before records carried n: no interval, nothing invented
+    (old,), _ = aggregate([legacy])
+    assert "clean_accuracy" not in old.intervals and old.metrics["clean_accuracy"] == 80.0

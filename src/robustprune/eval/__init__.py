@@ -12,7 +12,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submodules=["attacks", "shifts"],
     submod_attrs={
         "analysis": ["es_robust", "essential_sparsity", "flag_collapsed", "hamming_distance", "mask_cosine",
-                     "spearman"],
+                     "spearman", "wilson_interval"],
         "attacks": ["AttackReport", "attack", "build_recipe"],
         "classifier": ["ClassificationResult", "TextClassifier", "evaluate_classifier"],
         "perplexity": ["file_perplexity", "perplexity"],

@@ -189,6 +189,26 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of an accuracy measured as ``correct`` of ``n`` examples, in percent
+    (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``). Unlike the normal approximation it
+    stays inside [0, 100] and is sensible at 0 or ``n`` correct.
+
+    Raises:
+        ValueError: ``n < 1``, ``correct`` outside ``[0, n]``, or ``confidence`` outside (0, 1).
+    """
+    from scipy.stats import binomtest
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if isinstance(correct, bool) or not isinstance(correct, int) or not 0 <= correct <= n:
+        raise ValueError(f"correct must be an int in [0, {n}], got {correct!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    interval = binomtest(correct, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return 100.0 * float(interval.low), 100.0 * float(interval.high)
+
+
 def _mask_pairs(masks_a: Mapping[str, torch.Tensor], masks_b: Mapping[str, torch.Tensor]):
     if not isinstance(masks_a, Mapping) or not isinstance(masks_b, Mapping):
         raise TypeError("masks_a and masks_b must be mappings of name -> mask tensor")
@@ -250,4 +270,4 @@ def hamming_distance(masks_a: Mapping[str, torch.Tensor], masks_b: Mapping[str, 
 
 
 __all__ = ["CurvePoint", "es_robust", "essential_sparsity", "flag_collapsed", "hamming_distance",
-           "mask_cosine", "spearman"]
+           "mask_cosine", "spearman", "wilson_interval"]

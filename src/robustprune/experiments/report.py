@@ -17,24 +17,38 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustprune.eval.analysis import CurvePoint, es_robust, essential_sparsity, flag_collapsed, spearman
+from robustprune.eval.analysis import (
+    CurvePoint,
+    es_robust,
+    essential_sparsity,
+    flag_collapsed,
+    spearman,
+    wilson_interval,
+)
 from robustprune.experiments.results import ResultsFile, ResultsMismatchError
 
 
 @dataclass(frozen=True)
 class Row:
+    """One point of the sweep, over its seeds: mean metrics, and for accuracies the 95 % Wilson interval
+    over the examples of every seed pooled (``intervals``) and the standard deviation over seeds
+    (``spread``, with two or more seeds)."""
+
     method: str
     pattern: str
     sparsity: float
     seeds: int
     metrics: dict[str, float]
     balance: dict[int, float]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    spread: dict[str, float] = field(default_factory=dict)
 
 
 def _robust_metrics(record: dict[str, Any]) -> dict[str, float]:
@@ -52,6 +66,25 @@ def _robust_metrics(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _accuracy_counts(record: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """``(correct, n)`` of each accuracy of a record (Aua%: failed attacks of the attacked examples);
+    records written before evaluations carried ``n`` give none."""
+    out: dict[str, tuple[int, int]] = {}
+    if "n" in record.get("clean", {}):
+        out["clean_accuracy"] = (round(record["clean"]["accuracy"] * record["clean"]["n"] / 100),
+                                 record["clean"]["n"])
+    for recipe, summary in record.get("attacks", {}).items():
+        metrics = summary["metrics"]
+        out[f"attack:{recipe}"] = (int(metrics["failed"]), int(metrics["examples"]))
+    for name, result in record.get("shifts", {}).items():
+        if "n" in result:
+            out[f"shift:{name}"] = (round(result["accuracy"] * result["n"] / 100), result["n"])
+    if "n" in record.get("robust_set", {}):
+        robust = record["robust_set"]
+        out["robust_set"] = (round(robust["accuracy"] * robust["n"] / 100), robust["n"])
+    return out
+
+
 def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], float | None]:
     """Rows averaged over seeds (sorted: dense first, then method, pattern, sparsity) and the majority rate."""
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
@@ -64,7 +97,10 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], float | Non
     for (method, pattern, sparsity), members in groups.items():
         values: dict[str, list[float]] = defaultdict(list)
         balance: dict[int, list[float]] = defaultdict(list)
+        counts: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for record in members:
+            for key, count in _accuracy_counts(record).items():
+                counts[key].append(count)
             if "clean" in record:
                 values["clean_accuracy"].append(record["clean"]["accuracy"])
                 values["clean_f1"].append(record["clean"]["f1"])
@@ -73,9 +109,12 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], float | Non
             for key, value in _robust_metrics(record).items():
                 values[key].append(value)
             values["measured_sparsity"].append(record.get("measured_sparsity", 0.0))
+        intervals = {key: wilson_interval(sum(c for c, _ in pairs), sum(n for _, n in pairs))
+                     for key, pairs in counts.items() if len(pairs) == len(members)}
+        spread = {key: statistics.stdev(v) for key, v in values.items() if key in intervals and len(v) > 1}
         rows.append(Row(method, pattern, sparsity, len(members),
                         {k: sum(v) / len(v) for k, v in values.items()},
-                        {c: sum(v) / len(v) for c, v in sorted(balance.items())}))
+                        {c: sum(v) / len(v) for c, v in sorted(balance.items())}, intervals, spread))
     rows.sort(key=lambda r: (r.method != "dense", r.method, r.pattern != "unstructured", r.pattern, r.sparsity))
     return rows, majority
 
@@ -104,6 +143,17 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def _fmt_accuracy(row: Row, key: str) -> str:
+    """``mean [low, high]`` (95 % Wilson), ``mean ± sd [low, high]`` over several seeds, else the mean."""
+    text = _fmt(row.metrics.get(key))
+    if key in row.spread:
+        text += f" ± {row.spread[key]:.1f}"
+    if key in row.intervals:
+        low, high = row.intervals[key]
+        text += f" [{low:.1f}, {high:.1f}]"
+    return text
+
+
 def _column_name(key: str) -> str:
     """Table header of a metric key: attacks in TextAttack's terms (Aua%, Suc%, #Query)."""
     if key.startswith("attack:"):
@@ -115,17 +165,36 @@ def _column_name(key: str) -> str:
     return "robust set acc" if key == "robust_set" else key
 
 
-def results_table(rows: Sequence[Row], collapsed: Sequence[bool]) -> tuple[list[str], list[list[str]]]:
+def results_table(rows: Sequence[Row], collapsed: Sequence[bool], *, split_intervals: bool = False
+                  ) -> tuple[list[str], list[list[str]]]:
+    """The results table: one row per point. Accuracies read ``mean [low, high]`` (``± sd`` with several
+    seeds); with ``split_intervals`` (the CSV) the interval and the spread get columns of their own."""
     metric_keys = sorted({k for r in rows for k in r.metrics} - {"clean_accuracy", "clean_f1", "measured_sparsity"})
-    header = ["method", "pattern", "sparsity", "measured sparsity", "seeds", "clean acc", "clean F1",
-              "top class share", "collapsed", *[_column_name(k) for k in metric_keys]]
+    accuracy_keys = {k for r in rows for k in r.intervals}
+
+    def columns(key: str, name: str) -> list[str]:
+        if not split_intervals or key not in accuracy_keys:
+            return [name]
+        return [name, f"{name} 95% low", f"{name} 95% high", f"{name} sd over seeds"]
+
+    def cells(row: Row, key: str) -> list[str]:
+        if not split_intervals:
+            return [_fmt_accuracy(row, key) if key in accuracy_keys else _fmt(row.metrics.get(key))]
+        if key not in accuracy_keys:
+            return [_fmt(row.metrics.get(key))]
+        low, high = row.intervals.get(key, (None, None))
+        return [_fmt(row.metrics.get(key)), _fmt(low, 2), _fmt(high, 2), _fmt(row.spread.get(key), 2)]
+
+    header = ["method", "pattern", "sparsity", "measured sparsity", "seeds", *columns("clean_accuracy", "clean acc"),
+              "clean F1", "top class share", "collapsed",
+              *[name for k in metric_keys for name in columns(k, _column_name(k))]]
     body = []
     for row, flag in zip(rows, collapsed):
         top = max(row.balance.values()) if row.balance else None
         body.append([row.method, row.pattern, f"{row.sparsity:.2f}", f"{row.metrics.get('measured_sparsity', 0):.4f}",
-                     str(row.seeds), _fmt(row.metrics.get("clean_accuracy")), _fmt(row.metrics.get("clean_f1")),
+                     str(row.seeds), *cells(row, "clean_accuracy"), _fmt(row.metrics.get("clean_f1")),
                      _fmt(None if top is None else 100 * top), "yes" if flag else "no",
-                     *[_fmt(row.metrics.get(k)) for k in metric_keys]])
+                     *[cell for k in metric_keys for cell in cells(row, k)]])
     return header, body
 
 
@@ -200,6 +269,10 @@ def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, 
             xs = [0.0] + [r.sparsity for r, _ in curve] if dense else [r.sparsity for r, _ in curve]
             ys = ([dense.metrics[key]] if dense else []) + [r.metrics[key] for r, _ in curve]
             ax.plot(xs, ys, marker="o", color=color, label=method)
+            points = ([dense] if dense else []) + [r for r, _ in curve]
+            if all(key in r.intervals for r in points):  # the 95 % Wilson band around the curve
+                ax.fill_between(xs, [r.intervals[key][0] for r in points], [r.intervals[key][1] for r in points],
+                                color=color, alpha=0.12, linewidth=0)
             for r, flag in curve:
                 if flag:
                     ax.plot(r.sparsity, r.metrics[key], marker="x", color="black", markersize=10)
@@ -276,16 +349,17 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
     out.mkdir(parents=True, exist_ok=True)
     rows, majority = aggregate(records)
     collapsed = _collapsed_flags(rows, majority)
-    header, body = results_table(rows, collapsed)
     paths = {name: out / name for name in ("results.csv", "results.md", "analysis.csv", "analysis.md")}
-    paths["results.csv"].write_text(_csv(header, body), encoding="utf-8")
-    paths["results.md"].write_text(_markdown(header, body), encoding="utf-8")
+    paths["results.csv"].write_text(_csv(*results_table(rows, collapsed, split_intervals=True)), encoding="utf-8")
+    paths["results.md"].write_text(_markdown(*results_table(rows, collapsed)), encoding="utf-8")
     a_header, a_body = analysis_table(rows, collapsed, epsilon)
     paths["analysis.csv"].write_text(_csv(a_header, a_body), encoding="utf-8")
     note = (f"\nES: largest sparsity within {epsilon:g} point(s) of the dense model at it and every lower "
             "sparsity (unstructured curve). ES_robust: the same on a robust metric over the points that have "
             f"not collapsed (clean accuracy within 2 points of the majority-class rate {_fmt(majority)}%, or "
-            ">= 90% of predictions in one class).\n")
+            ">= 90% of predictions in one class). In results.md, accuracies read mean [low, high]: the 95% "
+            "Wilson interval over the evaluated examples (pooled over seeds), with ± the standard deviation "
+            "over seeds when there are several; plots draw the interval as a band.\n")
     paths["analysis.md"].write_text(_markdown(a_header, a_body) + note, encoding="utf-8")
     drawn: list[Path] = []
     if plots:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from robustprune.data.datasets import TextDataset
-from robustprune.eval.classifier import TextClassifier, evaluate_classifier
+from robustprune.eval.classifier import ClassificationResult, TextClassifier, evaluate_classifier
 from robustprune.experiments.config import EMBEDDED_DATA, ConfigError, ExperimentConfig
 from robustprune.experiments.results import ResultsFile, lock_output, point_key
 from robustprune.targets import weight_sparsity
@@ -264,20 +264,34 @@ class _Evaluator:
             self._shifted[name] = shifts.apply_shift(base, augmenter, seed=0, progress=False)
         return self._shifted[name]
 
-    def evaluate(self, model: nn.Module, tokenizer: Any) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module, tokenizer: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """``(record fields, per-example predictions, per-example attack texts)`` of one model. Every
+        accuracy comes with ``n``, its number of examples; the predictions hold, per evaluated set, the
+        predicted and true labels (and which examples), per attack each example's status and queries."""
         from robustprune.eval.attacks import attack
 
         classifier = TextClassifier(model, tokenizer, max_length=128)
         record: dict[str, Any] = {}
+        predictions: dict[str, Any] = {}
+        examples: dict[str, Any] = {}
         timings: dict[str, float] = {}
+
+        def evaluated(dataset: TextDataset, indices: list[int] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any], ClassificationResult]:
+            """(record entry with ``n``, per-example predictions and labels, the full result)."""
+            result = evaluate_classifier(classifier, dataset)
+            per_example = {"predictions": result.predictions, "labels": list(dataset.labels)}
+            if indices is not None:
+                per_example = {"indices": indices, **per_example}
+            return {**result.to_dict(), "n": len(dataset)}, per_example, result
+
         if self.config.evaluation.clean:
             start = time.perf_counter()
-            record["clean"] = evaluate_classifier(classifier, self.data.evaluation).to_dict()
+            record["clean"], predictions["clean"], _ = evaluated(self.data.evaluation)
             timings["clean"] = time.perf_counter() - start
         if self.data.robust is not None:
             start = time.perf_counter()
-            result = evaluate_classifier(classifier, self.data.robust)
-            robust = result.to_dict()
+            robust, predictions["robust_set"], result = evaluated(self.data.robust, self.data.robust_indices)
             methods = self.data.robust.meta.get("method")
             if methods is not None:  # accuracy per attack method that made the adversarial examples
                 per_method: dict[str, list[bool]] = {}
@@ -294,26 +308,34 @@ class _Evaluator:
                             query_budget=spec.query_budget, progress=self.progress)
             summary = report.to_dict()
             summary["example_indices"] = indices  # into the evaluation set: the same at every point
-            # per-example texts go to their own file (see _write_examples), the aggregates to the record
-            record.setdefault("_examples", {})[spec.recipe] = summary.pop("results")
+            # per-example texts and outcomes go to the point's own files, the aggregates to the record
+            examples[spec.recipe] = summary.pop("results")
+            predictions.setdefault("attacks", {})[spec.recipe] = {
+                "indices": indices, "status": [e["status"] for e in examples[spec.recipe]],
+                "queries": [e["queries"] for e in examples[spec.recipe]]}
             record.setdefault("attacks", {})[spec.recipe] = summary
             timings[f"attack:{spec.recipe}"] = time.perf_counter() - start
         for name in self.config.evaluation.shifts:
             start = time.perf_counter()
-            record.setdefault("shifts", {})[name] = evaluate_classifier(classifier, self.shifted(name)).to_dict()
+            shifted, per_example, _ = evaluated(self.shifted(name))
+            record.setdefault("shifts", {})[name] = shifted
+            predictions.setdefault("shifts", {})[name] = per_example
             timings[f"shift:{name}"] = time.perf_counter() - start
         record["timings"] = timings
-        return record
+        return record, predictions, examples
 
 
-def _write_examples(out: Path, point: Point, examples: dict[str, list[dict[str, Any]]]) -> None:
-    """Per-example attack results of one point, as ``<out>/examples/<key>.json`` (atomic replace)."""
+def _write_point_file(out: Path, folder: str, point: Point, payload: dict[str, Any], indent: int | None) -> str:
+    """``payload`` as ``<out>/<folder>/<point key>.json`` (atomic replace); returns the path relative to
+    ``out``, as records reference it."""
     safe = point.key.replace("|", "__").replace("=", "-")
-    path = out / "examples" / f"{safe}.json"
+    path = out / folder / f"{safe}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(examples, indent=1), encoding="utf-8")
+    partial.write_text(json.dumps(payload, indent=indent, separators=None if indent else (",", ":")),
+                       encoding="utf-8")
     os.replace(partial, path)
+    return f"{folder}/{path.name}"
 
 
 @dataclass(frozen=True)
@@ -330,7 +352,10 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
     Args:
         config: a validated config (:func:`robustprune.experiments.config.load_config`).
         out_dir: results directory: ``results.jsonl`` (one record per point), ``config.json``,
-            ``checkpoints/`` (fine-tuned dense models), ``examples/`` (per-example attack results).
+            ``checkpoints/`` (fine-tuned dense models), ``predictions/`` (per point, every evaluated
+            example's predicted and true label, and each attacked example's status and queries) and
+            ``examples/`` (per point, every attacked text and its perturbation); each record names its
+            two files under ``files``.
         progress: progress bars for the sweep and its long steps.
         on_point: called with each record right after it is written (e.g. to print it).
 
@@ -397,16 +422,16 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
                 prune_seconds = time.perf_counter() - start - finetune_seconds
                 if point.method == "dense" and config.protocol == "finetune_then_prune":
                     finetune_seconds = dense_finetune_seconds  # fine-tuned before the points; recorded here
-                evaluation = evaluator.evaluate(model, tokenizer)
-                examples = evaluation.pop("_examples", None)
+                evaluation, predictions, examples = evaluator.evaluate(model, tokenizer)
+                files = {"predictions": _write_point_file(out, "predictions", point, predictions, None)}
                 if examples:
-                    _write_examples(out, point, examples)
+                    files["examples"] = _write_point_file(out, "examples", point, examples, 1)
                 record = {
                     "key": point.key, "fingerprint": fingerprint, "experiment": config.name,
                     "seed": point.seed, "method": point.method, "pattern": point.pattern,
                     "sparsity": point.sparsity, "measured_sparsity": weight_sparsity(model),
                     "protocol": config.protocol, "prune_seconds": prune_seconds,
-                    "finetune_seconds": finetune_seconds, **evaluation,
+                    "finetune_seconds": finetune_seconds, **evaluation, "files": files,
                 }
                 results.append(record)
                 computed.append(point.key)
