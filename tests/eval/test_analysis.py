@@ -148,3 +148,11 @@ def test_mask_errors():
         mask_cosine(a, {k: torch.zeros_like(v) for k, v in a.items()})
     with pytest.raises(ValueError, match="empty"):
         hamming_distance({}, {})
+
+
+def test_collapse_without_a_majority_rate_uses_the_prediction_share_alone():
+    from robustprune.eval.analysis import CurvePoint, flag_collapsed
+
+    points = [CurvePoint(0.0, 20.0, {0: 0.5, 1: 0.5}), CurvePoint(0.5, 55.0, {0: 0.95, 1: 0.05})]
+    assert flag_collapsed(points, None) == [False, True]  # 20 % accuracy alone is no collapse here
+    assert flag_collapsed(points, 50.0) == [True, True]

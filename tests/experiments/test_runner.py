@@ -365,3 +365,32 @@ def test_seeds_pool_their_examples_and_report_their_spread():
     del legacy["clean"]["n"]  # written before records carried n: no interval, nothing invented
     (old,), _ = aggregate([legacy])
     assert "clean_accuracy" not in old.intervals and old.metrics["clean_accuracy"] == 80.0
+
+
+def test_collapse_is_judged_per_evaluated_set(tmp_path):
+    """A point that puts 95 % of the robust set's predictions in one class is collapsed there (its robust
+    accuracy rises toward chance, the AdvGLUE trap) though not on the clean set: ES_robust and Spearman on
+    the robust set leave it out and say so."""
+    def record(sparsity, clean, robust, robust_top):
+        method = "dense" if sparsity == 0 else "magnitude"
+        return {"key": f"{method}|{sparsity}", "fingerprint": "f", "method": method,
+                "pattern": "dense" if sparsity == 0 else "unstructured", "sparsity": sparsity,
+                "clean": {"accuracy": clean, "f1": clean, "n": 200, "majority_rate": 50.0,
+                          "prediction_balance": {"0": 0.5, "1": 0.5}},
+                "robust_set": {"accuracy": robust, "f1": robust, "n": 100, "majority_rate": 60.0,
+                               "prediction_balance": {"0": robust_top, "1": 1 - robust_top}}}
+
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join(json.dumps(r) for r in [
+        record(0.0, 90.0, 30.0, 0.5), record(0.3, 89.5, 29.5, 0.55), record(0.5, 88.0, 30.0, 0.6),
+        record(0.7, 80.0, 58.0, 0.95)]) + "\n")
+    report = build_report(results, tmp_path / "r", plots=False)
+    table = report.results_md.read_text()
+    assert "| magnitude | unstructured | 0.70 |" in table and "| robust set |" in table.split("0.70")[1]
+    assert table.count("| no |") == 3
+    import csv
+
+    (line,) = list(csv.DictReader(report.analysis_csv.read_text().splitlines()))
+    assert line["collapsed on clean"] == "0"
+    assert line["excluded as collapsed (robust set acc)"] == "1"
+    assert line["ES_robust (robust set acc)"] == "0.50"  # 0.7 left out, not read as a robustness gain

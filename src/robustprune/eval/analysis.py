@@ -109,27 +109,30 @@ def essential_sparsity(sparsities: Sequence[float], metric: Sequence[float], den
     return best
 
 
-def flag_collapsed(points: Sequence[CurvePoint], majority_rate: float, tolerance: float = 2.0,
+def flag_collapsed(points: Sequence[CurvePoint], majority_rate: float | None, tolerance: float = 2.0,
                    max_class_share: float = 0.9) -> list[bool]:
     """Which curve points have collapsed toward predicting one class.
 
-    A point is collapsed when its clean ``metric`` is at most ``majority_rate + tolerance`` (no better
-    than always answering the majority class, in percent), when one class takes at least
-    ``max_class_share`` of its predictions (``prediction_balance``), or when it is already marked
-    ``collapsed``.
+    A point is collapsed when its ``metric`` is at most ``majority_rate + tolerance`` (no better than
+    always answering the majority class, in percent), when one class takes at least ``max_class_share``
+    of its predictions (``prediction_balance``), or when it is already marked ``collapsed``.
 
     Args:
-        points: the clean-accuracy curve, with prediction balances where measured.
-        majority_rate: accuracy of always predicting the evaluation set's majority class, in percent.
+        points: an accuracy curve on one evaluated set, with prediction balances where measured.
+        majority_rate: accuracy of always predicting that set's majority class, in percent; None for a
+            set whose accuracy says nothing about collapse (an adversarial set, where even the dense
+            model scores below chance): then only the prediction balance counts.
         tolerance: margin in points above the majority rate still counted as collapsed.
         max_class_share: prediction share (fraction) of one class that counts as collapse.
 
     Returns:
         One flag per point, in the order given.
     """
-    (majority,) = _floats([majority_rate], "majority_rate")
-    if not 0.0 <= majority <= 100.0:
-        raise ValueError(f"majority_rate must be a percentage in [0, 100], got {majority_rate}")
+    majority = None
+    if majority_rate is not None:
+        (majority,) = _floats([majority_rate], "majority_rate")
+        if not 0.0 <= majority <= 100.0:
+            raise ValueError(f"majority_rate must be a percentage in [0, 100], got {majority_rate}")
     if not 0.0 <= tolerance <= 100.0:
         raise ValueError(f"tolerance must be in [0, 100] points, got {tolerance}")
     if not 0.0 < max_class_share <= 1.0:
@@ -138,7 +141,7 @@ def flag_collapsed(points: Sequence[CurvePoint], majority_rate: float, tolerance
     for i, point in enumerate(points):
         if not isinstance(point, CurvePoint):
             raise TypeError(f"points[{i}] must be a CurvePoint, got {type(point).__name__}")
-        collapsed = point.collapsed or point.metric <= majority + tolerance
+        collapsed = point.collapsed or (majority is not None and point.metric <= majority + tolerance)
         if point.prediction_balance:
             shares = _floats(list(point.prediction_balance.values()), f"points[{i}].prediction_balance")
             if any(v < 0 for v in shares) or abs(sum(shares) - 1.0) > 1e-3:

@@ -49,6 +49,19 @@ class Row:
     balance: dict[int, float]
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     spread: dict[str, float] = field(default_factory=dict)
+    set_balances: dict[str, dict[int, float]] = field(default_factory=dict)  # robust set, shifts
+
+
+# Evaluated sets: "clean", "robust_set", "shift:<name>". Attacks run on clean examples.
+def _set_of(metric_key: str) -> str:
+    """The evaluated set a metric is measured on (collapse is judged per set)."""
+    if metric_key.startswith("shift:") or metric_key == "robust_set":
+        return metric_key
+    return "clean"
+
+
+def _set_name(set_key: str) -> str:
+    return {"clean": "clean", "robust_set": "robust set"}.get(set_key, set_key[6:])
 
 
 def _robust_metrics(record: dict[str, Any]) -> dict[str, float]:
@@ -85,20 +98,35 @@ def _accuracy_counts(record: dict[str, Any]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], float | None]:
-    """Rows averaged over seeds (sorted: dense first, then method, pattern, sparsity) and the majority rate."""
+def _set_results(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A record's evaluations of whole sets (with prediction balance and majority rate), by set key."""
+    out = {f"shift:{name}": result for name, result in record.get("shifts", {}).items()}
+    if "robust_set" in record:
+        out["robust_set"] = record["robust_set"]
+    return out
+
+
+def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], dict[str, float]]:
+    """Rows averaged over seeds (sorted: dense first, then method, pattern, sparsity) and the majority-class
+    rate of each evaluated set (``clean``, ``robust_set``, ``shift:<name>``)."""
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
-    majority = None
+    majorities: dict[str, float] = {}
     for record in records:
         groups[(record["method"], record["pattern"], round(float(record["sparsity"]), 6))].append(record)
         if "clean" in record:
-            majority = record["clean"]["majority_rate"]
+            majorities["clean"] = record["clean"]["majority_rate"]
+        for set_key, result in _set_results(record).items():
+            majorities[set_key] = result["majority_rate"]
     rows = []
     for (method, pattern, sparsity), members in groups.items():
         values: dict[str, list[float]] = defaultdict(list)
         balance: dict[int, list[float]] = defaultdict(list)
         counts: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        set_balance: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for record in members:
+            for set_key, result in _set_results(record).items():
+                for cls, share in result["prediction_balance"].items():
+                    set_balance[set_key][int(cls)].append(share)
             for key, count in _accuracy_counts(record).items():
                 counts[key].append(count)
             if "clean" in record:
@@ -114,21 +142,29 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], float | Non
         spread = {key: statistics.stdev(v) for key, v in values.items() if key in intervals and len(v) > 1}
         rows.append(Row(method, pattern, sparsity, len(members),
                         {k: sum(v) / len(v) for k, v in values.items()},
-                        {c: sum(v) / len(v) for c, v in sorted(balance.items())}, intervals, spread))
+                        {c: sum(v) / len(v) for c, v in sorted(balance.items())}, intervals, spread,
+                        {k: {c: sum(v) / len(v) for c, v in sorted(b.items())} for k, b in set_balance.items()}))
     rows.sort(key=lambda r: (r.method != "dense", r.method, r.pattern != "unstructured", r.pattern, r.sparsity))
-    return rows, majority
+    return rows, majorities
 
 
-def _collapsed_flags(rows: Sequence[Row], majority: float | None) -> list[bool]:
-    """Collapse flag per row (False where clean accuracy was not measured)."""
-    measured = [i for i, r in enumerate(rows) if "clean_accuracy" in r.metrics]
-    flags = [False] * len(rows)
-    if majority is None or not measured:
-        return flags
-    points = [CurvePoint(rows[i].sparsity, rows[i].metrics["clean_accuracy"], rows[i].balance or None)
-              for i in measured]
-    for i, flag in zip(measured, flag_collapsed(points, majority)):
-        flags[i] = flag
+def _collapsed_flags(rows: Sequence[Row], majorities: dict[str, float]) -> list[dict[str, bool]]:
+    """Per row, per evaluated set: has the point collapsed onto one class on that set? Clean and shifted
+    sets: accuracy within 2 points of the set's majority rate, or >= 90 % of predictions in one class; the
+    robust set: the prediction share alone (adversarial sets put even the dense model below chance)."""
+    flags: list[dict[str, bool]] = [{} for _ in rows]
+    set_keys = ["clean"] + sorted({k for r in rows for k in r.set_balances})
+    for set_key in set_keys:
+        metric = "clean_accuracy" if set_key == "clean" else set_key
+        measured = [i for i, r in enumerate(rows) if metric in r.metrics]
+        if not measured:
+            continue
+        balance = [(rows[i].balance if set_key == "clean" else rows[i].set_balances.get(set_key)) or None
+                   for i in measured]
+        points = [CurvePoint(rows[i].sparsity, rows[i].metrics[metric], b) for i, b in zip(measured, balance)]
+        majority = None if set_key == "robust_set" else majorities.get(set_key)
+        for i, flag in zip(measured, flag_collapsed(points, majority)):
+            flags[i][set_key] = flag
     return flags
 
 
@@ -165,7 +201,7 @@ def _column_name(key: str) -> str:
     return "robust set acc" if key == "robust_set" else key
 
 
-def results_table(rows: Sequence[Row], collapsed: Sequence[bool], *, split_intervals: bool = False
+def results_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], *, split_intervals: bool = False
                   ) -> tuple[list[str], list[list[str]]]:
     """The results table: one row per point. Accuracies read ``mean [low, high]`` (``± sd`` with several
     seeds); with ``split_intervals`` (the CSV) the interval and the spread get columns of their own."""
@@ -185,28 +221,35 @@ def results_table(rows: Sequence[Row], collapsed: Sequence[bool], *, split_inter
         low, high = row.intervals.get(key, (None, None))
         return [_fmt(row.metrics.get(key)), _fmt(low, 2), _fmt(high, 2), _fmt(row.spread.get(key), 2)]
 
+    other_sets = sorted({k for r in rows for k in r.set_balances})
     header = ["method", "pattern", "sparsity", "measured sparsity", "seeds", *columns("clean_accuracy", "clean acc"),
-              "clean F1", "top class share", "collapsed",
-              *[name for k in metric_keys for name in columns(k, _column_name(k))]]
+              "clean F1", "top class share", *[f"{_set_name(k)} top class share" for k in other_sets],
+              "collapsed on", *[name for k in metric_keys for name in columns(k, _column_name(k))]]
     body = []
-    for row, flag in zip(rows, collapsed):
-        top = max(row.balance.values()) if row.balance else None
+    for row, flags in zip(rows, collapsed):
+        tops = [max(b.values()) if b else None for b in [row.balance, *[row.set_balances.get(k) for k in other_sets]]]
+        where = ", ".join(_set_name(k) for k, flag in flags.items() if flag) or "no"
         body.append([row.method, row.pattern, f"{row.sparsity:.2f}", f"{row.metrics.get('measured_sparsity', 0):.4f}",
                      str(row.seeds), *cells(row, "clean_accuracy"), _fmt(row.metrics.get("clean_f1")),
-                     _fmt(None if top is None else 100 * top), "yes" if flag else "no",
+                     *[_fmt(None if top is None else 100 * top) for top in tops], where,
                      *[cell for k in metric_keys for cell in cells(row, k)]])
     return header, body
 
 
-def analysis_table(rows: Sequence[Row], collapsed: Sequence[bool], epsilon: float
+ANALYSIS_COLUMNS_PER_METRIC = 3  # ES_robust, Spearman, points excluded as collapsed
+
+
+def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], epsilon: float
                    ) -> tuple[list[str], list[list[str]]]:
     """Per method (unstructured curve, dense model at sparsity 0): ES, and per robust metric ES_robust and
-    the Spearman correlation of the clean and robust curves."""
+    the Spearman correlation of the clean and robust curves, both over the points not collapsed on the
+    set that metric is measured on (Spearman: nor on the clean set), with how many were excluded."""
     dense = next((r for r in rows if r.method == "dense"), None)
     robust_keys = _robust_keys(rows)
-    header = ["method", "points", "collapsed points", "ES (clean)"]
+    header = ["method", "points", "collapsed on clean", "ES (clean)"]
     for key in robust_keys:
-        header += [f"ES_robust ({_column_name(key)})", f"Spearman clean vs {_column_name(key)}"]
+        name = _column_name(key)
+        header += [f"ES_robust ({name})", f"Spearman clean vs {name}", f"excluded as collapsed ({name})"]
     body = []
     if dense is None or "clean_accuracy" not in dense.metrics:
         return header, body
@@ -215,17 +258,20 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[bool], epsilon: floa
         curve = [(r, f) for r, f in zip(rows, collapsed) if r.method == method and r.pattern == "unstructured"]
         sparsities = [r.sparsity for r, _ in curve]
         clean = [r.metrics["clean_accuracy"] for r, _ in curve]
-        flags = [f for _, f in curve]
-        line = [method, str(len(curve)), str(sum(flags)),
+        clean_flags = [f.get("clean", False) for _, f in curve]
+        line = [method, str(len(curve)), str(sum(clean_flags)),
                 _fmt(essential_sparsity(sparsities, clean, dense.metrics["clean_accuracy"], epsilon), 2)]
         for key in robust_keys:
             if key not in dense.metrics or any(key not in r.metrics for r, _ in curve):
-                line += ["", ""]
+                line += [""] * ANALYSIS_COLUMNS_PER_METRIC
                 continue
             robust = [r.metrics[key] for r, _ in curve]
+            flags = [f.get(_set_of(key), False) for _, f in curve]
             es = es_robust(sparsities, robust, dense.metrics[key], flags, epsilon)
-            rho = spearman([dense.metrics["clean_accuracy"], *clean], [dense.metrics[key], *robust])
-            line += [_fmt(es, 2), _fmt(rho, 3)]
+            kept = [i for i, (f, c) in enumerate(zip(flags, clean_flags)) if not (f or c)]
+            rho = spearman([dense.metrics["clean_accuracy"], *[clean[i] for i in kept]],
+                           [dense.metrics[key], *[robust[i] for i in kept]]) if kept else math.nan
+            line += [_fmt(es, 2), _fmt(rho, 3), str(len(curve) - len(kept))]
         body.append(line)
     return header, body
 
@@ -347,8 +393,8 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
     _require_one_sweep(records, results_path)
     out = Path(out_dir) if out_dir is not None else results_path.parent / "report"
     out.mkdir(parents=True, exist_ok=True)
-    rows, majority = aggregate(records)
-    collapsed = _collapsed_flags(rows, majority)
+    rows, majorities = aggregate(records)
+    collapsed = _collapsed_flags(rows, majorities)
     paths = {name: out / name for name in ("results.csv", "results.md", "analysis.csv", "analysis.md")}
     paths["results.csv"].write_text(_csv(*results_table(rows, collapsed, split_intervals=True)), encoding="utf-8")
     paths["results.md"].write_text(_markdown(*results_table(rows, collapsed)), encoding="utf-8")
@@ -356,24 +402,28 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
     paths["analysis.csv"].write_text(_csv(a_header, a_body), encoding="utf-8")
     note = (f"\nES: largest sparsity within {epsilon:g} point(s) of the dense model at it and every lower "
             "sparsity (unstructured curve). ES_robust: the same on a robust metric over the points that have "
-            f"not collapsed (clean accuracy within 2 points of the majority-class rate {_fmt(majority)}%, or "
-            ">= 90% of predictions in one class). In results.md, accuracies read mean [low, high]: the 95% "
+            "not collapsed on the set that metric is measured on (attacks: the clean set). Collapse is judged per "
+            "evaluated set: accuracy within 2 points of the set's majority-class rate (clean: "
+            f"{_fmt(majorities.get('clean'))}%), or >= 90% of predictions in one class; on the robust set the "
+            "prediction share alone, since adversarial sets put even the dense model below chance. Spearman "
+            "also leaves out points collapsed on the clean set; the excluded columns count what was left out. In results.md, accuracies read mean [low, high]: the 95% "
             "Wilson interval over the evaluated examples (pooled over seeds), with ± the standard deviation "
             "over seeds when there are several; plots draw the interval as a band.\n")
     paths["analysis.md"].write_text(_markdown(a_header, a_body) + note, encoding="utf-8")
     drawn: list[Path] = []
     if plots:
         es_clean = {line[0]: float(line[3]) if line[3] else math.nan for line in a_body}
-        _plot(rows, collapsed, "clean_accuracy", "clean accuracy (%)", out / "plots" / "clean_accuracy.png",
-              es_clean)
+        _plot(rows, [f.get("clean", False) for f in collapsed], "clean_accuracy", "clean accuracy (%)",
+              out / "plots" / "clean_accuracy.png", es_clean)
         drawn.append(out / "plots" / "clean_accuracy.png")
         for i, key in enumerate(_robust_keys(rows)):
-            column = 4 + 2 * i
+            column = 4 + ANALYSIS_COLUMNS_PER_METRIC * i
             es = {line[0]: float(line[column]) if line[column] else math.nan for line in a_body}
             name = key.replace(":", "_")
             label = f"accuracy under {key.split(':', 1)[1]} (%)" if key.startswith("attack:") else \
                 f"accuracy on {key.replace(':', ' ')} (%)"
-            _plot(rows, collapsed, key, label, out / "plots" / f"{name}.png", es)
+            _plot(rows, [f.get(_set_of(key), False) for f in collapsed], key, label, out / "plots" / f"{name}.png",
+                  es)
             drawn.append(out / "plots" / f"{name}.png")
     return Report(paths["results.csv"], paths["results.md"], paths["analysis.csv"], paths["analysis.md"], drawn)
 
