@@ -41,7 +41,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "eval.shifts": ["apply_shift"],
         "eval.perplexity": ["perplexity"],
         "eval.zero_shot": ["evaluate_zero_shot"],
-        "eval.analysis": ["es_robust", "essential_sparsity", "flag_collapsed", "wilson_interval"],
+        "eval.analysis": ["es_robust", "essential_sparsity", "essential_sparsity_paired", "flag_collapsed",
+                          "wilson_interval"],
         # data and models
         "data.datasets": ["TextDataset", "load_advglue_json", "load_csv", "load_glue_task", "load_glue_tsv",
                           "load_hf_dataset", "load_jsonl"],

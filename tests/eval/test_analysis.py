@@ -156,3 +156,30 @@ def test_collapse_without_a_majority_rate_uses_the_prediction_share_alone():
     points = [CurvePoint(0.0, 20.0, {0: 0.5, 1: 0.5}), CurvePoint(0.5, 55.0, {0: 0.95, 1: 0.05})]
     assert flag_collapsed(points, None) == [False, True]  # 20 % accuracy alone is no collapse here
     assert flag_collapsed(points, 50.0) == [True, True]
+
+
+def test_paired_essential_sparsity_separates_noise_from_drops():
+    import numpy as np
+
+    from robustprune.eval.analysis import essential_sparsity, essential_sparsity_paired
+
+    n = 872
+    dense = np.arange(n) % 5 != 0  # 80 % correct
+    def flipped(lost, gained=0):  # `lost` correct answers become wrong, `gained` wrong ones right
+        pruned = dense.copy()
+        pruned[np.flatnonzero(dense)[:lost]] = False
+        pruned[np.flatnonzero(~dense)[:gained]] = True
+        return pruned
+
+    sparsities = [0.1, 0.3, 0.5, 0.7]
+    # net drops 0, 1.8 (40 lost, 24 gained: 64 discordant pairs), 6.9 and 22.9 points
+    points = [flipped(0), flipped(40, 24), flipped(60), flipped(200)]
+    fixed = essential_sparsity(sparsities, [100 * p.mean() for p in points], 100 * dense.mean(), 1.0)
+    result = essential_sparsity_paired(sparsities, points, dense, epsilon=1.0, resamples=2000, seed=0)
+    assert fixed == 0.1  # 1.8 points > 1: the fixed rule stops, though 16 of 872 examples is within noise
+    assert result.es == 0.3  # 1.8 is not significantly above 1; 6.9 is
+    assert result.drops[1] == pytest.approx(100 * 16 / n)
+    assert result.drop_lower[1] < 1.0 < result.drop_lower[2]
+    assert result.es_interval[0] <= fixed <= result.es_interval[1]
+    with pytest.raises(ValueError, match="one correctness value per dense example"):
+        essential_sparsity_paired(sparsities, [p[:10] for p in points], dense)

@@ -344,6 +344,11 @@ def test_report_gives_wilson_intervals(interrupted_then_resumed, tmp_path):
     assert float(dense["deepwordbug Aua% 95% high"]) == pytest.approx(wilson_interval(failed, 3)[1], abs=0.006)
     assert f"[{low:.1f}, {high:.1f}]" in report.results_md.read_text()
     assert "Wilson" in report.analysis_md.read_text()
+    lines = list(csv.DictReader(report.analysis_csv.read_text().splitlines()))
+    assert [line["method"] for line in lines] == ["magnitude", "sparsegpt", "wanda"]
+    for line in lines:  # the paired tests read the per-example files
+        assert line["ES (clean, paired test)"] != "" and line["ES (clean) 95% interval"].startswith("[")
+        assert line["ES_robust (deepwordbug Aua%, paired test)"] != ""
 
 
 def test_seeds_pool_their_examples_and_report_their_spread():

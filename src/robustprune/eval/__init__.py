@@ -11,8 +11,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submodules=["attacks", "shifts"],
     submod_attrs={
-        "analysis": ["es_robust", "essential_sparsity", "flag_collapsed", "hamming_distance", "mask_cosine",
-                     "spearman", "wilson_interval"],
+        "analysis": ["PairedEssentialSparsity", "es_robust", "essential_sparsity", "essential_sparsity_paired",
+                     "flag_collapsed", "hamming_distance", "mask_cosine", "spearman", "wilson_interval"],
         "attacks": ["AttackReport", "attack", "build_recipe"],
         "classifier": ["ClassificationResult", "TextClassifier", "evaluate_classifier"],
         "perplexity": ["file_perplexity", "perplexity"],

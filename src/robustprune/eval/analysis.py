@@ -172,6 +172,84 @@ def es_robust(sparsities: Sequence[float], robust_metric: Sequence[float], dense
                               epsilon)
 
 
+@dataclass(frozen=True)
+class PairedEssentialSparsity:
+    """Essential sparsity decided by paired tests against the dense model (see
+    :func:`essential_sparsity_paired`).
+
+    Attributes:
+        es: the largest sparsity at which, and below which, the drop is not significantly larger than
+            ``epsilon`` at level ``alpha``.
+        es_interval: the (2.5 %, 97.5 %) percentiles of the fixed-``epsilon`` ES over bootstrap resamples of
+            the examples: how much ES itself moves with the evaluation set.
+        drops: per point (in the order given), the observed drop ``dense - pruned`` in points.
+        drop_lower: per point, the one-sided lower ``1 - alpha`` bootstrap bound of the drop: the drop is
+            significantly larger than ``epsilon`` where this bound exceeds ``epsilon``.
+    """
+
+    es: float
+    es_interval: tuple[float, float]
+    drops: list[float]
+    drop_lower: list[float]
+
+
+def essential_sparsity_paired(sparsities: Sequence[float], correct: Sequence[Sequence[bool]],
+                              dense_correct: Sequence[bool], epsilon: float = 1.0, alpha: float = 0.05,
+                              resamples: int = 2000, seed: int = 0) -> PairedEssentialSparsity:
+    """Essential sparsity with the noise of a finite evaluation set taken into account.
+
+    Every point is evaluated on the same examples as the dense model, so the drop ``dense - pruned``
+    (in points) is tested pairwise: a paired bootstrap resamples the examples (the same indices for the
+    dense model and every point) ``resamples`` times, and a point's drop is *significantly larger than
+    epsilon* when the one-sided ``alpha`` quantile of its resampled drops exceeds ``epsilon``. ES is the
+    largest sparsity at which, and below which, no drop is. The same resamples give the interval of the
+    fixed-rule ES (:func:`essential_sparsity`) itself.
+
+    Args:
+        sparsities: the curve's sparsities (no repeats).
+        correct: per point, whether each example was answered correctly (same examples, same order as
+            ``dense_correct``; for several seeds, the seeds' vectors concatenated in the same order).
+        dense_correct: the dense model's per-example correctness.
+        epsilon: tolerated drop in points; alpha: the test's level; resamples, seed: the bootstrap.
+    """
+    import numpy as np
+
+    epsilon = _check_epsilon(epsilon)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
+        raise ValueError(f"resamples must be an int >= 100, got {resamples!r}")
+    dense = np.asarray(dense_correct, dtype=bool)
+    points = np.asarray([np.asarray(c, dtype=bool) for c in correct])
+    if dense.ndim != 1 or dense.size == 0 or points.ndim != 2 or points.shape[1] != dense.size:
+        raise ValueError(f"every point needs one correctness value per dense example ({dense.size}), got "
+                         f"shape {points.shape}")
+    order = [i for _, _, i in _curve(sparsities, [0.0] * len(sparsities), "correct")]
+    rng = np.random.default_rng(seed)
+    n = dense.size
+    index = rng.integers(0, n, size=(resamples, n))
+    dense_acc = 100.0 * dense[index].mean(axis=1)  # [resamples]
+    drops = 100.0 * (dense.mean() - points.mean(axis=1))
+    resampled = dense_acc[:, None] - 100.0 * points[:, index].mean(axis=2).T  # [resamples, points]
+    lower = np.quantile(resampled, alpha, axis=0)
+    es = 0.0
+    for i in order:
+        if lower[i] > epsilon:
+            break
+        es = float(sparsities[i])
+    fixed = []
+    for b in range(resamples):
+        value = 0.0
+        for i in order:
+            if resampled[b, i] > epsilon:
+                break
+            value = float(sparsities[i])
+        fixed.append(value)
+    low, high = np.quantile(np.asarray(fixed), [0.025, 0.975])
+    return PairedEssentialSparsity(es, (float(low), float(high)), [float(d) for d in drops],
+                                   [float(v) for v in lower])
+
+
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman rank correlation of two equally long series (``scipy.stats.spearmanr``).
 
@@ -272,5 +350,5 @@ def hamming_distance(masks_a: Mapping[str, torch.Tensor], masks_b: Mapping[str, 
     return differ / total
 
 
-__all__ = ["CurvePoint", "es_robust", "essential_sparsity", "flag_collapsed", "hamming_distance",
-           "mask_cosine", "spearman", "wilson_interval"]
+__all__ = ["CurvePoint", "PairedEssentialSparsity", "es_robust", "essential_sparsity", "essential_sparsity_paired",
+           "flag_collapsed", "hamming_distance", "mask_cosine", "spearman", "wilson_interval"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -26,8 +27,10 @@ from typing import Any
 
 from robustprune.eval.analysis import (
     CurvePoint,
+    PairedEssentialSparsity,
     es_robust,
     essential_sparsity,
+    essential_sparsity_paired,
     flag_collapsed,
     spearman,
     wilson_interval,
@@ -236,20 +239,71 @@ def results_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], *, 
     return header, body
 
 
-ANALYSIS_COLUMNS_PER_METRIC = 3  # ES_robust, Spearman, points excluded as collapsed
+ANALYSIS_CLEAN_COLUMNS = 6  # method, points, collapsed, ES, ES paired, ES interval
+ANALYSIS_COLUMNS_PER_METRIC = 4  # ES_robust, ES_robust paired, Spearman, points excluded as collapsed
+ALPHA = 0.05
 
 
-def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], epsilon: float
+def _correct_vectors(records: Sequence[dict[str, Any]], folder: Path) -> dict[tuple[str, str, float], dict[str, Any]]:
+    """Per point, per accuracy metric, whether each example was answered correctly, read from the
+    records' per-example files, the seeds' vectors concatenated in seed order (so they pair with the
+    dense model's). Points whose files are missing get none."""
+    import numpy as np
+
+    by_point: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_point[(record["method"], record["pattern"], round(float(record["sparsity"]), 6))].append(record)
+    out: dict[tuple[str, str, float], dict[str, Any]] = {}
+    for point, members in by_point.items():
+        vectors: dict[str, list[Any]] = defaultdict(list)
+        for record in sorted(members, key=lambda r: r.get("seed", 0)):
+            path = record.get("files", {}).get("predictions")
+            if path is None or not (folder / path).is_file():
+                vectors.clear()
+                break
+            data = json.loads((folder / path).read_text(encoding="utf-8"))
+            for key, entry in [("clean_accuracy", data.get("clean")), ("robust_set", data.get("robust_set")),
+                               *[(f"shift:{k}", v) for k, v in data.get("shifts", {}).items()]]:
+                if entry is not None:
+                    vectors[key].append(np.asarray(entry["predictions"]) == np.asarray(entry["labels"]))
+            for recipe, entry in data.get("attacks", {}).items():
+                vectors[f"attack:{recipe}"].append(np.asarray(entry["status"]) == "failed")
+        out[point] = {key: np.concatenate(parts) for key, parts in vectors.items() if len(parts) == len(members)}
+    return out
+
+
+def _paired(curve: Sequence[Row], dense: Row, key: str, vectors: dict[tuple[str, str, float], dict[str, Any]],
+            epsilon: float) -> PairedEssentialSparsity | None:
+    dense_vector = vectors.get(_point_of(dense), {}).get(key)
+    point_vectors = [vectors.get(_point_of(r), {}).get(key) for r in curve]
+    if dense_vector is None or any(v is None or v.shape != dense_vector.shape for v in point_vectors) or not curve:
+        return None
+    return essential_sparsity_paired([r.sparsity for r in curve], point_vectors, dense_vector, epsilon, ALPHA)
+
+
+def _point_of(row: Row) -> tuple[str, str, float]:
+    return row.method, row.pattern, round(float(row.sparsity), 6)
+
+
+def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], epsilon: float,
+                   vectors: dict[tuple[str, str, float], dict[str, Any]] | None = None
                    ) -> tuple[list[str], list[list[str]]]:
     """Per method (unstructured curve, dense model at sparsity 0): ES, and per robust metric ES_robust and
     the Spearman correlation of the clean and robust curves, both over the points not collapsed on the
-    set that metric is measured on (Spearman: nor on the clean set), with how many were excluded."""
+    set that metric is measured on (Spearman: nor on the clean set), with how many were excluded.
+
+    With the per-example ``vectors`` (:func:`_correct_vectors`), ES and ES_robust are also decided by
+    paired bootstrap tests against the dense model (:func:`essential_sparsity_paired`, level
+    :data:`ALPHA`), and ES's own 95 % bootstrap interval is given."""
+    vectors = vectors or {}
     dense = next((r for r in rows if r.method == "dense"), None)
     robust_keys = _robust_keys(rows)
-    header = ["method", "points", "collapsed on clean", "ES (clean)"]
+    header = ["method", "points", "collapsed on clean", "ES (clean)", "ES (clean, paired test)",
+              "ES (clean) 95% interval"]
     for key in robust_keys:
         name = _column_name(key)
-        header += [f"ES_robust ({name})", f"Spearman clean vs {name}", f"excluded as collapsed ({name})"]
+        header += [f"ES_robust ({name})", f"ES_robust ({name}, paired test)", f"Spearman clean vs {name}",
+                   f"excluded as collapsed ({name})"]
     body = []
     if dense is None or "clean_accuracy" not in dense.metrics:
         return header, body
@@ -259,8 +313,11 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], ep
         sparsities = [r.sparsity for r, _ in curve]
         clean = [r.metrics["clean_accuracy"] for r, _ in curve]
         clean_flags = [f.get("clean", False) for _, f in curve]
+        paired = _paired([r for r, _ in curve], dense, "clean_accuracy", vectors, epsilon)
         line = [method, str(len(curve)), str(sum(clean_flags)),
-                _fmt(essential_sparsity(sparsities, clean, dense.metrics["clean_accuracy"], epsilon), 2)]
+                _fmt(essential_sparsity(sparsities, clean, dense.metrics["clean_accuracy"], epsilon), 2),
+                "" if paired is None else _fmt(paired.es, 2),
+                "" if paired is None else f"[{paired.es_interval[0]:.2f}, {paired.es_interval[1]:.2f}]"]
         for key in robust_keys:
             if key not in dense.metrics or any(key not in r.metrics for r, _ in curve):
                 line += [""] * ANALYSIS_COLUMNS_PER_METRIC
@@ -268,10 +325,13 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], ep
             robust = [r.metrics[key] for r, _ in curve]
             flags = [f.get(_set_of(key), False) for _, f in curve]
             es = es_robust(sparsities, robust, dense.metrics[key], flags, epsilon)
+            kept_curve = [r for (r, _), f in zip(curve, flags) if not f]
+            robust_paired = _paired(kept_curve, dense, key, vectors, epsilon) if kept_curve else None
+            paired_cell = "0.00" if not kept_curve else "" if robust_paired is None else _fmt(robust_paired.es, 2)
             kept = [i for i, (f, c) in enumerate(zip(flags, clean_flags)) if not (f or c)]
             rho = spearman([dense.metrics["clean_accuracy"], *[clean[i] for i in kept]],
                            [dense.metrics[key], *[robust[i] for i in kept]]) if kept else math.nan
-            line += [_fmt(es, 2), _fmt(rho, 3), str(len(curve) - len(kept))]
+            line += [_fmt(es, 2), paired_cell, _fmt(rho, 3), str(len(curve) - len(kept))]
         body.append(line)
     return header, body
 
@@ -398,10 +458,14 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
     paths = {name: out / name for name in ("results.csv", "results.md", "analysis.csv", "analysis.md")}
     paths["results.csv"].write_text(_csv(*results_table(rows, collapsed, split_intervals=True)), encoding="utf-8")
     paths["results.md"].write_text(_markdown(*results_table(rows, collapsed)), encoding="utf-8")
-    a_header, a_body = analysis_table(rows, collapsed, epsilon)
+    a_header, a_body = analysis_table(rows, collapsed, epsilon, _correct_vectors(records, results_path.parent))
     paths["analysis.csv"].write_text(_csv(a_header, a_body), encoding="utf-8")
     note = (f"\nES: largest sparsity within {epsilon:g} point(s) of the dense model at it and every lower "
-            "sparsity (unstructured curve). ES_robust: the same on a robust metric over the points that have "
+            "sparsity (unstructured curve): the fixed-epsilon rule, blind to how few examples back each point. "
+            "ES (paired test): the largest sparsity at which, and below which, the drop from the dense model "
+            f"is not significantly larger than {epsilon:g} point(s) at level {ALPHA:g} (one-sided paired "
+            "bootstrap over the same examples, 2000 resamples); the interval is the 2.5-97.5 % range of the "
+            "fixed-rule ES over the same resamples. ES_robust: the same on a robust metric over the points that have "
             "not collapsed on the set that metric is measured on (attacks: the clean set). Collapse is judged per "
             "evaluated set: accuracy within 2 points of the set's majority-class rate (clean: "
             f"{_fmt(majorities.get('clean'))}%), or >= 90% of predictions in one class; on the robust set the "
@@ -417,7 +481,7 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
               out / "plots" / "clean_accuracy.png", es_clean)
         drawn.append(out / "plots" / "clean_accuracy.png")
         for i, key in enumerate(_robust_keys(rows)):
-            column = 4 + ANALYSIS_COLUMNS_PER_METRIC * i
+            column = ANALYSIS_CLEAN_COLUMNS + ANALYSIS_COLUMNS_PER_METRIC * i
             es = {line[0]: float(line[column]) if line[column] else math.nan for line in a_body}
             name = key.replace(":", "_")
             label = f"accuracy under {key.split(':', 1)[1]} (%)" if key.startswith("attack:") else \
