@@ -399,3 +399,43 @@ def test_collapse_is_judged_per_evaluated_set(tmp_path):
     assert line["collapsed on clean"] == "0"
     assert line["excluded as collapsed (robust set acc)"] == "1"
     assert line["ES_robust (robust set acc)"] == "0.50"  # 0.7 left out, not read as a robustness gain
+
+
+def test_analysis_says_in_words_what_the_paired_tests_support(tmp_path):
+    import numpy as np
+
+    n = 400
+    labels = [i % 2 for i in range(n)]
+    dense_right = np.arange(n) % 5 != 0  # 80 %
+
+    def write(method, pattern, sparsity, right, robust_right):
+        key = f"{method}|{sparsity}"
+        predictions = {name: {"predictions": [y if ok else 1 - y for y, ok in zip(labels, vector)], "labels": labels}
+                       for name, vector in (("clean", right), ("robust_set", robust_right))}
+        path = tmp_path / "predictions" / f"{key.replace('|', '_')}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(predictions))
+        entry = {"accuracy": 100.0 * right.mean(), "f1": 0.0, "n": n, "majority_rate": 50.0,
+                 "prediction_balance": {"0": 0.5, "1": 0.5}}
+        robust = {**entry, "accuracy": 100.0 * robust_right.mean()}
+        return {"key": key, "fingerprint": "f", "seed": 0, "method": method, "pattern": pattern,
+                "sparsity": sparsity, "clean": entry, "robust_set": robust,
+                "files": {"predictions": f"predictions/{path.name}"}}
+
+    def worse(count):
+        right = dense_right.copy()
+        right[np.flatnonzero(right)[:count]] = False
+        return right
+
+    robust_dense = np.arange(n) % 4 == 0  # 25 %: below chance, as adversarial sets are
+    robust_better = robust_dense.copy()
+    robust_better[np.flatnonzero(~robust_dense)[:60]] = True  # +15 points, predictions still balanced
+    records = [write("dense", "dense", 0.0, dense_right, robust_dense)]
+    for sparsity in (0.3, 0.5, 0.7):
+        records.append(write("steady", "unstructured", sparsity, dense_right, robust_dense))
+        records.append(write("fragile", "unstructured", sparsity, worse(80), robust_better))
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    text = build_report(tmp_path / "results.jsonl", plots=False).analysis_md.read_text()
+    assert "steady keeps clean accuracy to a significantly higher sparsity than fragile" in text
+    assert "fragile: robust set acc rises significantly above the dense model's 25.0 at sparsity 0.30 (40.0)" in text
+    assert "steady: robust set acc never rises significantly" in text

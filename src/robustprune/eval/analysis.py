@@ -185,12 +185,18 @@ class PairedEssentialSparsity:
         drops: per point (in the order given), the observed drop ``dense - pruned`` in points.
         drop_lower: per point, the one-sided lower ``1 - alpha`` bootstrap bound of the drop: the drop is
             significantly larger than ``epsilon`` where this bound exceeds ``epsilon``.
+        drop_upper: per point, the one-sided upper bound: where it is below 0 the point scores
+            significantly *higher* than the dense model.
+        es_resampled: the fixed-rule ES on each bootstrap resample. Calls with the same ``seed``,
+            ``resamples`` and number of examples draw the same resamples, so two methods' lists pair up.
     """
 
     es: float
     es_interval: tuple[float, float]
     drops: list[float]
     drop_lower: list[float]
+    drop_upper: list[float]
+    es_resampled: list[float]
 
 
 def essential_sparsity_paired(sparsities: Sequence[float], correct: Sequence[Sequence[bool]],
@@ -232,6 +238,7 @@ def essential_sparsity_paired(sparsities: Sequence[float], correct: Sequence[Seq
     drops = 100.0 * (dense.mean() - points.mean(axis=1))
     resampled = dense_acc[:, None] - 100.0 * points[:, index].mean(axis=2).T  # [resamples, points]
     lower = np.quantile(resampled, alpha, axis=0)
+    upper = np.quantile(resampled, 1 - alpha, axis=0)
     es = 0.0
     for i in order:
         if lower[i] > epsilon:
@@ -247,7 +254,7 @@ def essential_sparsity_paired(sparsities: Sequence[float], correct: Sequence[Seq
         fixed.append(value)
     low, high = np.quantile(np.asarray(fixed), [0.025, 0.975])
     return PairedEssentialSparsity(es, (float(low), float(high)), [float(d) for d in drops],
-                                   [float(v) for v in lower])
+                                   [float(v) for v in lower], [float(v) for v in upper], fixed)
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:

@@ -285,17 +285,50 @@ def _point_of(row: Row) -> tuple[str, str, float]:
     return row.method, row.pattern, round(float(row.sparsity), 6)
 
 
+@dataclass(frozen=True)
+class PairedCurve:
+    """The paired test of one method's curve on one metric: the points tested (not collapsed on the
+    metric's set) and the result (None without per-example files)."""
+
+    points: list[Row]
+    result: PairedEssentialSparsity | None
+
+
+def paired_curves(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], epsilon: float,
+                  vectors: dict[tuple[str, str, float], dict[str, Any]]) -> dict[tuple[str, str], PairedCurve]:
+    """``(method, metric key) -> PairedCurve`` for the clean accuracy and every robust metric."""
+    dense = next((r for r in rows if r.method == "dense"), None)
+    out: dict[tuple[str, str], PairedCurve] = {}
+    if dense is None:
+        return out
+    for method in sorted({r.method for r in rows if r.method != "dense" and r.pattern == "unstructured"}):
+        curve = [(r, f) for r, f in zip(rows, collapsed) if r.method == method and r.pattern == "unstructured"]
+        for key in ["clean_accuracy", *_robust_keys(rows)]:
+            if key == "clean_accuracy":
+                points = [r for r, _ in curve]
+            else:
+                points = [r for r, f in curve if not f.get(_set_of(key), False)]
+            if points and key in dense.metrics and all(key in r.metrics for r in points):
+                out[(method, key)] = PairedCurve(points, _paired(points, dense, key, vectors, epsilon))
+    return out
+
+
 def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], epsilon: float,
-                   vectors: dict[tuple[str, str, float], dict[str, Any]] | None = None
+                   paired: dict[tuple[str, str], PairedCurve] | None = None
                    ) -> tuple[list[str], list[list[str]]]:
     """Per method (unstructured curve, dense model at sparsity 0): ES, and per robust metric ES_robust and
     the Spearman correlation of the clean and robust curves, both over the points not collapsed on the
     set that metric is measured on (Spearman: nor on the clean set), with how many were excluded.
 
-    With the per-example ``vectors`` (:func:`_correct_vectors`), ES and ES_robust are also decided by
-    paired bootstrap tests against the dense model (:func:`essential_sparsity_paired`, level
-    :data:`ALPHA`), and ES's own 95 % bootstrap interval is given."""
-    vectors = vectors or {}
+    With ``paired`` (:func:`paired_curves`), ES and ES_robust are also decided by paired bootstrap tests
+    against the dense model (:func:`essential_sparsity_paired`, level :data:`ALPHA`), and ES's own 95 %
+    bootstrap interval is given."""
+    paired = paired or {}
+
+    def tested(method: str, key: str) -> PairedEssentialSparsity | None:
+        entry = paired.get((method, key))
+        return None if entry is None else entry.result
+
     dense = next((r for r in rows if r.method == "dense"), None)
     robust_keys = _robust_keys(rows)
     header = ["method", "points", "collapsed on clean", "ES (clean)", "ES (clean, paired test)",
@@ -313,11 +346,11 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], ep
         sparsities = [r.sparsity for r, _ in curve]
         clean = [r.metrics["clean_accuracy"] for r, _ in curve]
         clean_flags = [f.get("clean", False) for _, f in curve]
-        paired = _paired([r for r, _ in curve], dense, "clean_accuracy", vectors, epsilon)
+        clean_test = tested(method, "clean_accuracy")
         line = [method, str(len(curve)), str(sum(clean_flags)),
                 _fmt(essential_sparsity(sparsities, clean, dense.metrics["clean_accuracy"], epsilon), 2),
-                "" if paired is None else _fmt(paired.es, 2),
-                "" if paired is None else f"[{paired.es_interval[0]:.2f}, {paired.es_interval[1]:.2f}]"]
+                "" if clean_test is None else _fmt(clean_test.es, 2),
+                "" if clean_test is None else f"[{clean_test.es_interval[0]:.2f}, {clean_test.es_interval[1]:.2f}]"]
         for key in robust_keys:
             if key not in dense.metrics or any(key not in r.metrics for r, _ in curve):
                 line += [""] * ANALYSIS_COLUMNS_PER_METRIC
@@ -325,15 +358,57 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], ep
             robust = [r.metrics[key] for r, _ in curve]
             flags = [f.get(_set_of(key), False) for _, f in curve]
             es = es_robust(sparsities, robust, dense.metrics[key], flags, epsilon)
-            kept_curve = [r for (r, _), f in zip(curve, flags) if not f]
-            robust_paired = _paired(kept_curve, dense, key, vectors, epsilon) if kept_curve else None
-            paired_cell = "0.00" if not kept_curve else "" if robust_paired is None else _fmt(robust_paired.es, 2)
+            robust_test = tested(method, key)
+            paired_cell = ("0.00" if all(flags) else "" if robust_test is None else _fmt(robust_test.es, 2))
             kept = [i for i, (f, c) in enumerate(zip(flags, clean_flags)) if not (f or c)]
             rho = spearman([dense.metrics["clean_accuracy"], *[clean[i] for i in kept]],
                            [dense.metrics[key], *[robust[i] for i in kept]]) if kept else math.nan
             line += [_fmt(es, 2), paired_cell, _fmt(rho, 3), str(len(curve) - len(kept))]
         body.append(line)
     return header, body
+
+
+def findings(rows: Sequence[Row], paired: dict[tuple[str, str], PairedCurve], majorities: dict[str, float]
+             ) -> list[str]:
+    """What the numbers support, in plain words: for each pair of methods whether one keeps clean accuracy
+    to a significantly higher sparsity (paired bootstrap over the same resamples of the examples), and for
+    each method and robust metric whether a non-collapsed point scores significantly above the dense
+    model, next to what always answering the majority class would score."""
+    dense = next((r for r in rows if r.method == "dense"), None)
+    lines: list[str] = []
+    clean = {method: entry.result for (method, key), entry in paired.items()
+             if key == "clean_accuracy" and entry.result is not None}
+    methods = sorted(clean)
+    for i, a in enumerate(methods):
+        for b in methods[i + 1:]:
+            ra, rb = clean[a], clean[b]
+            higher = sum(x > y for x, y in zip(ra.es_resampled, rb.es_resampled)) / len(ra.es_resampled)
+            lower = sum(x < y for x, y in zip(ra.es_resampled, rb.es_resampled)) / len(ra.es_resampled)
+            if higher >= 1 - ALPHA / 2:
+                verdict = f"{a} keeps clean accuracy to a significantly higher sparsity than {b}"
+            elif lower >= 1 - ALPHA / 2:
+                verdict = f"{b} keeps clean accuracy to a significantly higher sparsity than {a}"
+            else:
+                verdict = f"{a} and {b} are not distinguishable by how far they keep clean accuracy"
+            lines.append(f"{verdict} (fixed-rule ES {_fmt(ra.es_interval[0], 2)}-{_fmt(ra.es_interval[1], 2)} vs "
+                         f"{_fmt(rb.es_interval[0], 2)}-{_fmt(rb.es_interval[1], 2)} over the resamples; {a} higher "
+                         f"in {100 * higher:.0f}%, lower in {100 * lower:.0f}% of them).")
+    for (method, key), entry in sorted(paired.items()):
+        if key == "clean_accuracy" or entry.result is None or dense is None:
+            continue
+        name = _column_name(key)
+        baseline = majorities.get(_set_of(key))
+        chance = "" if baseline is None else f"; always answering the majority class would score {baseline:.1f}"
+        rises = [(r, -drop) for r, drop, upper in zip(entry.points, entry.result.drops, entry.result.drop_upper)
+                 if upper < 0]
+        if rises:
+            where = ", ".join(f"{r.sparsity:.2f} ({r.metrics[key]:.1f})" for r, _ in rises)
+            lines.append(f"{method}: {name} rises significantly above the dense model's {dense.metrics[key]:.1f} at "
+                         f"sparsity {where}, at points not collapsed on that set{chance}.")
+        else:
+            lines.append(f"{method}: {name} never rises significantly above the dense model's "
+                         f"{dense.metrics[key]:.1f} at a non-collapsed point{chance}.")
+    return lines
 
 
 def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -458,7 +533,8 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
     paths = {name: out / name for name in ("results.csv", "results.md", "analysis.csv", "analysis.md")}
     paths["results.csv"].write_text(_csv(*results_table(rows, collapsed, split_intervals=True)), encoding="utf-8")
     paths["results.md"].write_text(_markdown(*results_table(rows, collapsed)), encoding="utf-8")
-    a_header, a_body = analysis_table(rows, collapsed, epsilon, _correct_vectors(records, results_path.parent))
+    paired = paired_curves(rows, collapsed, epsilon, _correct_vectors(records, results_path.parent))
+    a_header, a_body = analysis_table(rows, collapsed, epsilon, paired)
     paths["analysis.csv"].write_text(_csv(a_header, a_body), encoding="utf-8")
     note = (f"\nES: largest sparsity within {epsilon:g} point(s) of the dense model at it and every lower "
             "sparsity (unstructured curve): the fixed-epsilon rule, blind to how few examples back each point. "
@@ -473,7 +549,9 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
             "also leaves out points collapsed on the clean set; the excluded columns count what was left out. In results.md, accuracies read mean [low, high]: the 95% "
             "Wilson interval over the evaluated examples (pooled over seeds), with ± the standard deviation "
             "over seeds when there are several; plots draw the interval as a band.\n")
-    paths["analysis.md"].write_text(_markdown(a_header, a_body) + note, encoding="utf-8")
+    supported = findings(rows, paired, majorities)
+    words = "\nWhat the numbers support:\n\n" + "".join(f"- {line}\n" for line in supported) if supported else ""
+    paths["analysis.md"].write_text(_markdown(a_header, a_body) + note + words, encoding="utf-8")
     drawn: list[Path] = []
     if plots:
         es_clean = {line[0]: float(line[3]) if line[3] else math.nan for line in a_body}
