@@ -95,3 +95,14 @@ def test_yaml_config_validates_as_written_and_runs_shrunk(in_checkout_copy):
     raw["seeds"] = [0]
     summary = run_experiment(parse_config(raw), in_checkout_copy / "results", progress=False)
     assert len(summary.computed) == 3  # dense, magnitude 0.5, wanda 0.5
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "docs" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_documented_configs_validate_from_the_repository_root(path, monkeypatch):
+    from robustprune.experiments.config import load_config
+    from robustprune.experiments.runner import load_sweep_data
+
+    monkeypatch.chdir(REPO)
+    config = load_config(path)
+    data = load_sweep_data(config)  # its data paths resolve inside the repository
+    assert len(data.train) > 0 and len(data.evaluation) > 0
