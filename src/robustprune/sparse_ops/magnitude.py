@@ -24,6 +24,7 @@ from robustprune.sparse_ops.radix_select import (
     RankSelection,
     ceil_float_bits,
     chunked_histogram,
+    empty_thresholds,
     nonfinite_error,
     radix_select,
     raise_if_nonfinite,
@@ -122,9 +123,7 @@ def _magnitude_thresholds_triton(tensors: list[torch.Tensor], sparsities: list[f
 @_magnitude_thresholds_op.register_fake
 def _magnitude_thresholds_fake(tensors: list[torch.Tensor], sparsities: list[float]):
     _check_threshold_inputs(tensors, sparsities)
-    device = tensors[0].device
-    return (torch.empty(len(sparsities), dtype=torch.float32, device=device),
-            torch.empty(len(sparsities), len(tensors), dtype=torch.int64, device=device))
+    return empty_thresholds(tensors, sparsities)
 
 
 # ----------------------------------------------------------------------------------------- mask-and-apply

@@ -98,6 +98,13 @@ def chunked_histogram(tensors: Sequence[torch.Tensor], keys: Callable[[torch.Ten
     return histogram
 
 
+def empty_thresholds(tensors: Sequence[torch.Tensor], sparsities: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised ``(thresholds, tie_quota)`` of the threshold ops' shapes: their fake implementation."""
+    device = tensors[0].device
+    return (torch.empty(len(sparsities), dtype=torch.float32, device=device),
+            torch.empty(len(sparsities), len(tensors), dtype=torch.int64, device=device))
+
+
 def raise_if_nonfinite(tensor_counts: torch.Tensor, digit_shift: int, tensor_index: int) -> None:
     """Raise if a first-pass histogram (of all elements of one tensor or chunk) counts Inf/NaN values."""
     if int(tensor_counts[..., NONFINITE_BITS >> digit_shift:].sum()):

@@ -21,7 +21,12 @@ from collections.abc import Sequence
 import torch
 
 from robustprune.sparse_ops.backend import flat_chunks
-from robustprune.sparse_ops.radix_select import chunked_histogram, radix_select, select_thresholds
+from robustprune.sparse_ops.radix_select import (
+    chunked_histogram,
+    empty_thresholds,
+    radix_select,
+    select_thresholds,
+)
 from robustprune.sparse_ops.validation import check_finite, check_sparsities, check_tensor_list
 
 SIGNED_KEY_BITS = 32
@@ -86,9 +91,7 @@ def _score_thresholds_op(tensors: list[torch.Tensor], sparsities: list[float]) -
 @_score_thresholds_op.register_fake
 def _score_thresholds_fake(tensors: list[torch.Tensor], sparsities: list[float]):
     _check_inputs(tensors, sparsities)
-    device = tensors[0].device
-    return (torch.empty(len(sparsities), dtype=torch.float32, device=device),
-            torch.empty(len(sparsities), len(tensors), dtype=torch.int64, device=device))
+    return empty_thresholds(tensors, sparsities)
 
 
 @torch.no_grad()
