@@ -63,4 +63,10 @@ def test_errors_and_opcheck():
         score_thresholds([torch.randn(4)], [1.0])
     with pytest.raises(TypeError, match="dtype torch.int64"):
         score_thresholds([torch.arange(4)], [0.5])
+    with pytest.raises(ValueError, match="threshold is NaN"):
+        score_keep_mask(torch.randn(4), float("nan"))
+    with pytest.raises(TypeError, match="scores has dtype torch.int64"):
+        score_keep_mask(torch.arange(4), 1.0)
+    with pytest.raises(ValueError, match="ties_to_prune must be >= 0"):
+        score_keep_mask(torch.randn(4), 0.0, -1)
     torch.library.opcheck(torch.ops.robustprune.score_thresholds.default, ([torch.randn(8), torch.randn(2, 3)], [0.25]))

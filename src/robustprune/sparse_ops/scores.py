@@ -16,6 +16,7 @@ scores, ties at the cut going to the earliest tensor and index; :func:`score_kee
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,7 +28,12 @@ from robustprune.sparse_ops.radix_select import (
     radix_select,
     select_thresholds,
 )
-from robustprune.sparse_ops.validation import check_finite, check_sparsities, check_tensor_list
+from robustprune.sparse_ops.validation import (
+    check_finite,
+    check_float_tensor,
+    check_sparsities,
+    check_tensor_list,
+)
 
 SIGNED_KEY_BITS = 32
 DIGIT_PLAN = ((16, 16), (0, 16))
@@ -98,6 +104,9 @@ def _score_thresholds_fake(tensors: list[torch.Tensor], sparsities: list[float])
 def score_keep_mask(scores: torch.Tensor, threshold: float, ties_to_prune: int = 0) -> torch.Tensor:
     """Keep-mask (bool, ``scores``' shape) of the rule above: prune ``score < threshold`` and the first
     ``ties_to_prune`` scores equal to it (row-major); compared in fp32, a chunk at a time."""
+    check_float_tensor(scores, "scores")
+    if math.isnan(threshold):  # every comparison with NaN is False: the mask would prune everything
+        raise ValueError("threshold is NaN; pass a threshold from score_thresholds")
     if ties_to_prune < 0:
         raise ValueError(f"ties_to_prune must be >= 0, got {ties_to_prune}")
     keep = torch.empty(scores.shape, dtype=torch.bool, device=scores.device)
