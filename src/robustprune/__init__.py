@@ -22,6 +22,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         # pruning
         "pruners.magnitude": ["MagnitudeSweep", "magnitude_prune"],
         "pruners.wanda": ["collect_input_norms", "wanda_prune"],
+        "pruners.random_masks": ["random_prune"],
         "pruners.sparsegpt": ["collect_hessians", "sparsegpt_prune"],
         "pruners.imp": ["iterative_magnitude_prune"],
         "pruners.robust_tickets": ["robust_ticket"],

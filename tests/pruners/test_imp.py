@@ -127,6 +127,13 @@ def test_two_real_rounds_with_resume(sst2_finetuned, minilm_tokenizer, pretraine
     assert stamps == [(tmp_path / f"round_{r:02d}" / "masks.safetensors").stat().st_mtime_ns for r in (1, 2)]
     assert longer[2].sparsity == pytest.approx(imp_schedule(total, 0.2, 3)[2] / total)
     assert longer[2].cosine_vs_one_shot < report[1].cosine_vs_one_shot + 0.05
+    # a schedule to 30 % shares round 1 (20 %) but not round 2 (30 %, not 36 %): refused, not mixed
+    with pytest.raises(ValueError, match="another schedule"):
+        iterative_magnitude_prune(copy.deepcopy(start), minilm_tokenizer, tiny_train, pretrained_state, tmp_path,
+                                  sparsity=0.3, **settings)
+    with pytest.raises(ValueError, match="not both"):
+        iterative_magnitude_prune(copy.deepcopy(start), minilm_tokenizer, tiny_train, pretrained_state, tmp_path,
+                                  sparsity=0.3, rounds=2, **settings)
 
     other_start = copy.deepcopy(start)
     with torch.no_grad():
@@ -134,3 +141,16 @@ def test_two_real_rounds_with_resume(sst2_finetuned, minilm_tokenizer, pretraine
     with pytest.raises(ValueError, match="start_checksum"):
         iterative_magnitude_prune(other_start, minilm_tokenizer, tiny_train, pretrained_state, tmp_path,
                                   rounds=2, **settings)
+
+
+def test_schedule_to_a_sparsity_stops_exactly_there():
+    from robustprune.pruners.imp import imp_schedule_to
+
+    assert imp_schedule_to(1000, 0.2, 0.5) == [200, 360, 488, 500]  # the last round prunes only 12
+    assert imp_schedule_to(1000, 0.2, 0.2) == [200]
+    assert imp_schedule_to(1000, 0.5, 0.75) == [500, 750]
+    assert imp_schedule_to(10, 0.01, 0.3) == [1, 2, 3]  # at least one weight per round
+    with pytest.raises(ValueError, match="prunes no weight"):
+        imp_schedule_to(10, 0.2, 0.01)
+    with pytest.raises(ValueError, match="prune_rate"):
+        imp_schedule_to(10, 1.0, 0.5)

@@ -20,7 +20,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-METHODS = ("magnitude", "wanda", "sparsegpt")
+METHODS = ("magnitude", "wanda", "sparsegpt", "random", "imp", "robust_ticket", "early_robust")
+ONE_SHOT_METHODS = ("magnitude", "wanda", "sparsegpt", "random")
+TRAINED_METHODS = ("imp", "robust_ticket", "early_robust")  # each trains its ticket; own config block
+DEFAULT_METHODS = ("magnitude", "wanda", "sparsegpt")
+STRUCTURED_PATTERN = "heads+neurons"  # EarlyRobust's points: attention heads and FFN neurons removed
+ADVERSARIES = ("freelb", "pgd")
 PROTOCOLS = ("finetune_then_prune", "prune_then_finetune")
 ATTACK_RECIPES = ("textfooler", "textbugger", "pwws", "bert-attack", "deepwordbug")
 SHIFTS = ("char_swap", "eda", "wordnet", "embedding_swap")
@@ -59,10 +64,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
+    """The fine-tuning recipe (AdamW, linear schedule): of the dense model, and of every ticket the
+    trained methods fine-tune (IMP's retraining rounds, the robust ticket, EarlyRobust's pruned model).
+    ``checkpoint_every``: optimizer steps between checkpoints of the methods' training, which a killed
+    run resumes from (it does not change results)."""
+
     epochs: float = 1.0
     lr: float = 1e-4
     batch_size: int = 32
     max_length: int = 64
+    checkpoint_every: int = 50
 
 
 @dataclass(frozen=True)
@@ -78,12 +89,96 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class AdversarialConfig:
+    """Embedding-space adversarial training (:mod:`robustprune.train.adversarial`): ``method`` ``freelb``
+    or ``pgd``, ``steps`` ascent steps of size ``adv_lr`` from an initial perturbation of magnitude
+    ``adv_init_mag``, projected onto an L2 ball of ``adv_max_norm`` per example (0: unbounded; PGD needs
+    a ball). The defaults are FreeLB's GLUE recipe."""
+
+    method: str = "freelb"
+    steps: int = 3
+    adv_lr: float = 0.1
+    adv_init_mag: float = 0.6
+    adv_max_norm: float = 0.0
+
+    def attack(self) -> Any:
+        """The :class:`~robustprune.train.adversarial.FreeLB` / ``PGD`` this block describes."""
+        from robustprune.train.adversarial import PGD, FreeLB
+
+        cls = FreeLB if self.method == "freelb" else PGD
+        return cls(steps=self.steps, adv_lr=self.adv_lr, adv_init_mag=self.adv_init_mag,
+                   adv_max_norm=self.adv_max_norm)
+
+
+@dataclass(frozen=True)
+class IMPConfig:
+    """Iterative magnitude pruning with rewinding (``pruning.imp``). Each sparsity is its own IMP run:
+    rounds pruning ``prune_rate`` of the surviving weights until exactly that sparsity (the last round
+    prunes only what is left), each round rewinding to the weights after ``rewind_step`` steps of the
+    dense fine-tuning (0: the pre-trained weights) and retraining with the ``finetune`` recipe, plainly
+    or under ``adversarial``."""
+
+    prune_rate: float = 0.2
+    rewind_step: int = 0
+    adversarial: AdversarialConfig | None = None
+
+
+@dataclass(frozen=True)
+class RobustTicketConfig:
+    """Robust Tickets (``pruning.robust_ticket``): hard-concrete masks over the fine-tuned weights (frozen)
+    are learned once per seed for ``mask_epochs`` at learning rate ``mask_lr`` under ``adversarial``
+    (null: the clean loss), with the L0 penalty's weight rising linearly from 0 to ``l0_lambda`` over the
+    first ``l0_warmup_ratio`` of the steps; each sparsity's ticket is drawn from them, reset to the
+    pre-trained weights and fine-tuned with the ``finetune`` recipe (under ``finetune_adversarial`` when
+    set)."""
+
+    mask_epochs: float = 1.0
+    mask_lr: float = 0.1
+    l0_lambda: float = 1.0
+    l0_warmup_ratio: float = 0.1
+    adversarial: AdversarialConfig | None = field(default_factory=AdversarialConfig)
+    finetune_adversarial: AdversarialConfig | None = None
+
+
+@dataclass(frozen=True)
+class EarlyRobustConfig:
+    """EarlyRobust (``pruning.early_robust``), from the pre-trained model: weights and head / neuron
+    coefficients train jointly under ``adversarial`` (``search_epochs`` at most, learning rates
+    ``search_lr`` and ``coef_lr`` (null: ``search_lr``), L1 weights ``lambda_heads`` and
+    ``lambda_neurons``) until the masks drawn every ``check_every`` steps move less than ``gamma``
+    (normalised Hamming distance) ``patience`` checks in a row (the early-bird ticket). At sparsity ``s``
+    the ticket drops a share ``s`` of the heads and ``s`` of the FFN neurons (so about ``s`` of the
+    targeted weights); the smaller model is fine-tuned plainly with the ``finetune`` recipe."""
+
+    search_epochs: float = 1.0
+    search_lr: float = 2e-5
+    coef_lr: float | None = None
+    lambda_heads: float = 1e-4
+    lambda_neurons: float = 1e-4
+    check_every: int = 50
+    gamma: float = 0.1
+    patience: int = 5
+    adversarial: AdversarialConfig | None = field(default_factory=AdversarialConfig)
+
+
+METHOD_BLOCKS = {"imp": IMPConfig, "robust_ticket": RobustTicketConfig, "early_robust": EarlyRobustConfig}
+
+
+@dataclass(frozen=True)
 class PruningConfig:
-    methods: tuple[str, ...] = METHODS
+    """Which methods prune at which patterns and sparsities. ``scope`` (``global`` or ``layer``) applies to
+    ``magnitude`` and ``random``; the trained methods have a config block each and prune unstructured
+    (``imp``, ``robust_ticket``) or whole heads and neurons (``early_robust``, pattern
+    ``heads+neurons``) at every configured sparsity."""
+
+    methods: tuple[str, ...] = DEFAULT_METHODS
     patterns: tuple[str, ...] = ("unstructured",)
     sparsities: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
     scope: str = "global"
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    imp: IMPConfig = field(default_factory=IMPConfig)
+    robust_ticket: RobustTicketConfig = field(default_factory=RobustTicketConfig)
+    early_robust: EarlyRobustConfig = field(default_factory=EarlyRobustConfig)
 
 
 @dataclass(frozen=True)
@@ -124,15 +219,28 @@ class ExperimentConfig:
     def fingerprint(self) -> str:
         """Hash of everything that changes a point's result: model, data, protocol, fine-tuning,
         calibration, pruning scope and evaluations. Not the grid (methods, patterns, sparsities, seeds:
-        each point's key names its own), the name or the report's epsilon, so a sweep can grow in place
-        (more sparsities or seeds reuse every finished point) while a changed setting is a new sweep."""
+        each point's key names its own), the name, the report's epsilon, the checkpoint interval or the
+        trained methods' blocks (see :meth:`method_fingerprint`), so a sweep can grow in place (more
+        sparsities, seeds or methods reuse every finished point) while a changed setting is a new sweep."""
         content = self.to_dict()
         for key in ("name", "seeds"):
             content.pop(key)
-        for key in ("methods", "patterns", "sparsities"):
+        for key in ("methods", "patterns", "sparsities", *METHOD_BLOCKS):
             content["pruning"].pop(key)
+        content["finetune"].pop("checkpoint_every")
         content["evaluation"].pop("epsilon")
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(content)
+
+    def method_fingerprint(self, method: str) -> str | None:
+        """Hash of a trained method's own block (``pruning.imp`` etc.); None for the one-shot methods.
+        Records keep it, so points of one method under changed settings are never mixed."""
+        if method not in METHOD_BLOCKS:
+            return None
+        return _digest(asdict(getattr(self.pruning, method)))
+
+
+def _digest(content: Any) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -168,9 +276,11 @@ def _number(value: Any, where: str, *, integer: bool = False, low: float | None 
     bad = (low is not None and (value <= low if low_open else value < low)) or \
           (high is not None and (value >= high if high_open else value > high))
     if bad:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ConfigError(f"config key {where!r}: expected a value in {lo}{low}, {high}{hi}, got {value!r}")
+        if high is None:
+            expected = f"{'>' if low_open else '>='} {low}"
+        else:
+            expected = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ConfigError(f"config key {where!r}: expected a value {expected}, got {value!r}")
     return value
 
 
@@ -243,7 +353,66 @@ def _parse_finetune(raw: Any) -> FinetuneConfig:
         lr=_number(raw.get("lr", d.lr), "finetune.lr", low=0, low_open=True),
         batch_size=_number(raw.get("batch_size", d.batch_size), "finetune.batch_size", integer=True, low=1),
         max_length=_number(raw.get("max_length", d.max_length), "finetune.max_length", integer=True, low=8),
+        checkpoint_every=_number(raw.get("checkpoint_every", d.checkpoint_every), "finetune.checkpoint_every",
+                                 integer=True, low=1),
     )
+
+
+def _parse_adversarial(raw: Any, where: str) -> AdversarialConfig | None:
+    if raw is None:
+        return None
+    raw = _check_keys(raw, AdversarialConfig, where)
+    d = AdversarialConfig()
+    method = _string(raw.get("method", d.method), f"{where}.method", ADVERSARIES)
+    init_default, norm_default = (d.adv_init_mag, d.adv_max_norm) if method == "freelb" else (0.0, 1.0)
+    config = AdversarialConfig(
+        method=method,
+        steps=_number(raw.get("steps", d.steps), f"{where}.steps", integer=True, low=1),
+        adv_lr=float(_number(raw.get("adv_lr", d.adv_lr), f"{where}.adv_lr", low=0, low_open=True)),
+        adv_init_mag=float(_number(raw.get("adv_init_mag", init_default), f"{where}.adv_init_mag", low=0)),
+        adv_max_norm=float(_number(raw.get("adv_max_norm", norm_default), f"{where}.adv_max_norm", low=0)),
+    )
+    try:
+        config.attack()
+    except ValueError as error:
+        raise ConfigError(f"config key {where!r}: {error}") from None
+    return config
+
+
+# The numbers of the trained methods' blocks: keyword arguments of _number; any other number (epochs,
+# learning rates) must be > 0.
+_BLOCK_NUMBERS: dict[str, dict[str, Any]] = {
+    "prune_rate": {"low": 0, "high": 1, "low_open": True, "high_open": True},
+    "rewind_step": {"integer": True, "low": 0},
+    "l0_warmup_ratio": {"low": 0, "high": 1},
+    "gamma": {"low": 0, "high": 1},
+    "l0_lambda": {"low": 0},
+    "lambda_heads": {"low": 0},
+    "lambda_neurons": {"low": 0},
+    "check_every": {"integer": True, "low": 1},
+    "patience": {"integer": True, "low": 1},
+}
+
+
+def _parse_method_block(raw: Any, cls: type, where: str) -> Any:
+    """A trained method's block (``pruning.imp`` etc.): numbers in range, ``*adversarial`` sub-blocks
+    (null: plain training; a mapping: its keys over the defaults)."""
+    raw = _check_keys(raw, cls, where)
+    default = cls()
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        key = f"{where}.{f.name}"
+        if f.name not in raw:
+            values[f.name] = getattr(default, f.name)
+        elif f.name.endswith("adversarial"):
+            values[f.name] = _parse_adversarial(raw[f.name], key)
+        elif raw[f.name] is None and f.default is None:
+            values[f.name] = None
+        else:
+            rule = _BLOCK_NUMBERS.get(f.name, {"low": 0, "low_open": True})
+            number = _number(raw[f.name], key, **rule)
+            values[f.name] = number if rule.get("integer") else float(number)
+    return cls(**values)
 
 
 def _parse_calibration(raw: Any) -> CalibrationConfig:
@@ -279,6 +448,7 @@ def _parse_pruning(raw: Any) -> PruningConfig:
         methods=methods, patterns=patterns, sparsities=tuple(sorted(sparsities)),
         scope=_string(raw.get("scope", d.scope), "pruning.scope", ("global", "layer")),
         calibration=_parse_calibration(raw.get("calibration")),
+        **{name: _parse_method_block(raw.get(name), cls, f"pruning.{name}") for name, cls in METHOD_BLOCKS.items()},
     )
 
 
@@ -342,6 +512,14 @@ def parse_config(raw: Any) -> ExperimentConfig:
         evaluation=_parse_evaluation(raw.get("evaluation")),
         seeds=seeds,
     )
+    trained = [m for m in config.pruning.methods if m in TRAINED_METHODS]
+    if trained and config.protocol != "finetune_then_prune":
+        raise ConfigError(f"config key 'protocol': methods {trained} train their own tickets from the fine-tuned "
+                          "dense model (IMP, Robust Tickets) or the pre-trained one (EarlyRobust); use protocol "
+                          "'finetune_then_prune'")
+    if trained and "unstructured" not in config.pruning.patterns:
+        raise ConfigError(f"config key 'pruning.patterns': methods {trained} prune at pruning.sparsities, which "
+                          "need 'unstructured' among the patterns")
     if not config.evaluation.clean and not config.evaluation.attacks and not config.evaluation.shifts \
             and config.data.robust_set is None:
         raise ConfigError("config key 'evaluation': nothing to evaluate (clean is false and no attacks, shifts "
@@ -441,5 +619,6 @@ def _config_yaml_loader() -> type:
     return ConfigLoader
 
 
-__all__ = ["AttackConfig", "CalibrationConfig", "ConfigError", "DataConfig", "EvaluationConfig",
-           "ExperimentConfig", "FinetuneConfig", "ModelConfig", "PruningConfig", "load_config", "parse_config"]
+__all__ = ["AdversarialConfig", "AttackConfig", "CalibrationConfig", "ConfigError", "DataConfig",
+           "EarlyRobustConfig", "EvaluationConfig", "ExperimentConfig", "FinetuneConfig", "IMPConfig", "ModelConfig",
+           "PruningConfig", "RobustTicketConfig", "load_config", "parse_config"]

