@@ -328,12 +328,12 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
     results.check_writable()
     fingerprint = config.fingerprint()
     results.require_fingerprint(fingerprint)
+    _require_method_settings(config, results, fingerprint)
     config_json = out / "config.json"
     partial = config_json.with_suffix(".partial")
     partial.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
     os.replace(partial, config_json)
     done = results.done(fingerprint)
-    _require_method_settings(config, results, fingerprint)
     points = sweep_points(config)
     todo = [p for p in points if p.key not in done]
     skipped = [p.key for p in points if p.key in done]

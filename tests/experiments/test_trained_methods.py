@@ -1,0 +1,134 @@
+"""Sweeps with the trained methods (IMP, Robust Tickets, EarlyRobust) and the random control: each point is
+recorded like a one-shot point, and a run killed inside a method's training resumes from that method's own
+checkpoint to the same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from robustprune.experiments.config import parse_config
+from robustprune.experiments.demo import demo_config_dict
+from robustprune.experiments.report import build_report
+from robustprune.experiments.results import ResultsFile, ResultsMismatchError
+from robustprune.experiments.runner import run_experiment, sweep_points
+
+
+def trained_raw(methods, **imp):
+    raw = demo_config_dict()
+    raw["name"] = "trained"
+    raw["data"].update({"max_train_examples": 48, "max_eval_examples": 24})
+    raw["finetune"].update({"epochs": 1.0, "max_length": 32, "batch_size": 8, "checkpoint_every": 1})
+    raw["pruning"] = {
+        "methods": methods, "sparsities": [0.5], "patterns": ["unstructured", "2:4"],
+        "imp": {"prune_rate": 0.3, "rewind_step": 2, **imp},
+        "robust_ticket": {"adversarial": {"steps": 2}},
+        "early_robust": {"check_every": 2, "patience": 1, "adversarial": {"steps": 2}},
+    }
+    raw["evaluation"] = {"clean": True}
+    return raw
+
+
+def predictions(out, record):
+    return json.loads((out / record["files"]["predictions"]).read_text())["clean"]["predictions"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    config = parse_config(trained_raw(["random", "imp", "robust_ticket", "early_robust"]))
+    run_experiment(config, out, progress=False)
+    return config, out, {r["method"] + "|" + r["pattern"]: r for r in ResultsFile(out / "results.jsonl").records()}
+
+
+def test_every_method_is_a_recorded_point(reference):
+    config, out, records = reference
+    assert [p.key for p in sweep_points(config)] == [r["key"] for r in ResultsFile(out / "results.jsonl").records()]
+    assert set(records) == {"dense|dense", "random|unstructured", "random|2:4", "imp|unstructured",
+                            "robust_ticket|unstructured", "early_robust|heads+neurons"}
+    for key in ("imp|unstructured", "robust_ticket|unstructured", "early_robust|heads+neurons"):
+        record = records[key]
+        method = record["method"]
+        assert record["method_settings"] == config.method_fingerprint(method)
+        assert record["resumed"] is False and record["finetune_seconds"] > 0
+        assert 0 <= record["clean"]["accuracy"] <= 100 and record["clean"]["n"] == 24
+    # unstructured tickets hit the sparsity exactly (counted on the weights); EarlyRobust's removed share
+    # of the targeted weights is close to it (whole heads and neurons)
+    for key in ("random|unstructured", "imp|unstructured", "robust_ticket|unstructured"):
+        assert records[key]["measured_sparsity"] == pytest.approx(0.5, abs=1e-6)
+    assert records["random|2:4"]["measured_sparsity"] == pytest.approx(0.5, abs=1e-6)
+    early = records["early_robust|heads+neurons"]
+    assert early["measured_sparsity"] == pytest.approx(0.5, abs=0.03)
+    assert early["details"]["params_after"] < early["details"]["params_before"]
+    imp = records["imp|unstructured"]["details"]
+    assert imp["rounds"] == 2 and imp["round_sparsities"] == pytest.approx([0.3, 0.5], abs=1e-6)
+    assert records["robust_ticket|unstructured"]["details"]["mask_learning_seconds"] > 0
+
+
+def test_finished_points_leave_only_shared_checkpoints(reference):
+    config, out, _ = reference
+    root = out / "checkpoints" / config.fingerprint()
+    assert not any(root.glob("*/unstructured-*")) and not any(root.glob("*/heads+neurons-*"))
+    assert (root / f"robust_ticket-{config.method_fingerprint('robust_ticket')}" / "masks-seed0").is_dir()
+    assert (root / "rewind-step2-seed0.safetensors").is_file()  # IMP's rewind point, made once per seed
+
+
+def test_report_tables_the_trained_methods(reference, tmp_path):
+    _, out, _ = reference
+    build_report(out / "results.jsonl", tmp_path)
+    table = (tmp_path / "results.md").read_text()
+    for method in ("random", "imp", "robust_ticket", "early_robust"):
+        assert f"| {method} |" in table
+    assert "heads+neurons" in table
+
+
+def test_changed_method_settings_are_refused_before_anything_is_written(reference):
+    _, out, _ = reference
+    before = (out / "config.json").read_text()
+    changed = parse_config(trained_raw(["imp"], prune_rate=0.25))
+    with pytest.raises(ResultsMismatchError, match="pruning.imp"):
+        run_experiment(changed, out, progress=False)
+    assert (out / "config.json").read_text() == before
+
+
+def test_a_run_killed_inside_imp_training_resumes_from_its_checkpoint(reference, tmp_path):
+    config, reference_out, records = reference
+    raw = trained_raw(["imp"])
+    out = tmp_path / "killed"
+    (out / "checkpoints").mkdir(parents=True)
+    dense = next((reference_out / "checkpoints").glob("dense-*.safetensors"))
+    shutil.copy(dense, out / "checkpoints" / dense.name)  # skip re-fine-tuning the same dense model
+    config_file = tmp_path / "imp.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    imp_dir = out / "checkpoints" / config.fingerprint() / f"imp-{config.method_fingerprint('imp')}"
+    second_round = imp_dir / "unstructured-0.5-seed0" / "round_02" / "train" / "checkpoint.pt"
+    process = subprocess.Popen([sys.executable, "-m", "robustprune.cli", "run", str(config_file), "--out", str(out),
+                                "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    try:
+        deadline = time.monotonic() + 300
+        while not second_round.is_file():
+            assert process.poll() is None, f"the run ended before round 2 trained: {process.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "round 2 never started training"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)  # mid-way through IMP's second round
+    finally:
+        process.wait()
+    killed = ResultsFile(out / "results.jsonl").records()
+    assert [r["method"] for r in killed] == ["dense"]  # the IMP point was not finished
+    assert (imp_dir / "unstructured-0.5-seed0" / "round_01" / "summary.json").is_file()
+
+    run_experiment(parse_config(raw), out, progress=False)
+    imp = next(r for r in ResultsFile(out / "results.jsonl").records() if r["method"] == "imp")
+    assert imp["resumed"] is True
+    expected = records["imp|unstructured"]
+    assert imp["clean"] == expected["clean"] and imp["details"] == expected["details"]
+    assert predictions(out, imp) == predictions(reference_out, expected)
