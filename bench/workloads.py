@@ -9,16 +9,16 @@ the peak-memory probe in :mod:`bench.compare` relies on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
 import robustprune.ops
+from robustprune.data.bundled import SST2_SAMPLE_DIR
 
-# The repository's GLUE SST-2 sample (first 3,000 training rows, full dev split; see its PROVENANCE.md).
-SST2_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "sst2"
+# The package's GLUE SST-2 sample (first 3,000 training rows, full dev split; see its PROVENANCE.md).
+SST2_DIR = SST2_SAMPLE_DIR
 BERT_BASE_LAYERS = 12
 BERT_BASE_HIDDEN = 768
 BERT_BASE_FFN = 3072

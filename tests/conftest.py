@@ -10,16 +10,16 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pathlib import Path
 
 import pytest
 import torch
 
+from robustprune.data.bundled import SST2_SAMPLE_DIR
+
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# The repository's GLUE SST-2 sample (tests/data/sst2/PROVENANCE.md): the first 3,000 training rows and
-# the whole dev split.
-DATA_DIR = Path(__file__).resolve().parent / "data"
-SST2_DIR = DATA_DIR / "sst2"
+# The package's GLUE SST-2 sample (src/robustprune/data/sst2/PROVENANCE.md): the first 3,000 training rows
+# and the whole dev split.
+SST2_DIR = SST2_SAMPLE_DIR
 SST2_TRAIN = SST2_DIR / "train.tsv"
 SST2_DEV = SST2_DIR / "dev.tsv"
 

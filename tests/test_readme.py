@@ -22,12 +22,12 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 SHRINK = [
     ("num_samples=128, seq_len=128", "num_samples=8, seq_len=32", 2),
     ("for sparsity in (0.1, 0.3, 0.5, 0.7, 0.9):", "for sparsity in (0.5,):", 1),
-    ('train = load_glue_tsv("tests/data/sst2/train.tsv")',
-     'train = load_glue_tsv("tests/data/sst2/train.tsv").subset(range(64))', 1),
+    ('train = load_glue_tsv(SST2_SAMPLE_DIR / "train.tsv")',
+     'train = load_glue_tsv(SST2_SAMPLE_DIR / "train.tsv").subset(range(64))', 1),
     ("max_examples=100", "max_examples=3", 1),
     ("dev.subset(range(40))", "dev.subset(range(4))", 1),
-    ('load_glue_tsv("tests/data/sst2/train.tsv"), 128, seed=0)',
-     'load_glue_tsv("tests/data/sst2/train.tsv"), 16, seed=0)', 1),
+    ('load_glue_tsv(SST2_SAMPLE_DIR / "train.tsv"), 128, seed=0)',
+     'load_glue_tsv(SST2_SAMPLE_DIR / "train.tsv"), 16, seed=0)', 1),
     ("texts[:200], seq_len=128)", "texts[:16], seq_len=32)", 1),
 ]
 
@@ -50,7 +50,7 @@ def in_checkout_copy(tmp_path, monkeypatch):
 
 
 def test_readme_paths_exist_in_the_repository():
-    for path in sorted(set(re.findall(r"tests/data/[\w./-]+", README))):
+    for path in sorted(set(re.findall(r"(?:tests|src/robustprune)/[\w./-]+", README))):
         assert (REPO / path.rstrip(".")).exists(), path
     assert "../shared" not in README and "DESIGN.md" not in README
 

@@ -19,7 +19,7 @@ from robustprune.data.datasets import (
     task_spec,
 )
 from robustprune.data.texts import read_text_lines
-from tests.conftest import DATA_DIR, SST2_DIR
+from tests.conftest import SST2_DIR
 
 
 def _write(path: Path, text: str) -> Path:
@@ -33,7 +33,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_real_sst2_dev_and_train():
-    dev = load_glue_task(DATA_DIR, "sst2", "dev")
+    dev = load_glue_task(SST2_DIR.parent, "sst2", "dev")  # a GLUE root holding sst2/
     assert len(dev) == 872 and not dev.is_pair and dev.num_labels == 2
     assert dev.label_names == ["negative", "positive"]
     assert dev.texts[0] == "it 's a charming and often affecting journey ."

@@ -49,7 +49,7 @@ def test_defaults_and_points():
     ({"evaluation": {"clean": False}}, r"'evaluation': nothing to evaluate"),
     ({"protocol": "prune_during_training"}, r"'protocol': expected one of"),
     ({"data": {"task": "stsb"}}, r"'data.task'"),
-    ({"data": {"data_dir": "embedded", "task": "mnli"}}, r"'data.task': the embedded data"),
+    ({"data": {"data_dir": "embedded", "task": "mnli"}}, r"'data.task': the bundled data 'embedded'"),
     ({"seeds": []}, r"'seeds': expected a non-empty list"),
     ({"seeds": [0, 0]}, r"'seeds': repeated"),
     ({"finetune": {"lr": 0}}, r"'finetune.lr'"),

@@ -4,6 +4,7 @@ It imports nothing else from robustprune; training, evaluation, pruning and expe
 data through it.
 """
 
+from robustprune.data.bundled import SST2_SAMPLE_DIR
 from robustprune.data.datasets import (
     GLUE_TASKS,
     TaskSpec,
@@ -20,6 +21,7 @@ from robustprune.data.texts import read_text_lines, read_utf8, texts_from_hf_dat
 
 __all__ = [
     "GLUE_TASKS",
+    "SST2_SAMPLE_DIR",
     "TaskSpec",
     "TextDataset",
     "load_advglue_json",

@@ -47,8 +47,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """``data_dir``: ``"embedded"`` (the package's small sentiment set) or a GLUE-format directory
-    (``train.tsv``, ``dev.tsv``); ``task``: a GLUE task name; ``robust_set``: optional AdvGLUE-style
+    """``data_dir``: ``"embedded"`` (the package's small sentiment set), ``"sst2-sample"`` (the package's
+    GLUE SST-2 sample: 3,000 training rows, the full dev split) or a GLUE-format directory (``train.tsv``,
+    ``dev.tsv``); ``task``: a GLUE task name; ``robust_set``: optional AdvGLUE-style
     JSON evaluated as an extra clean set (its accuracy is a robust metric), at most
     ``max_robust_examples`` of it (a seeded random subset, see ``evaluation.subset_seed``)."""
 
@@ -324,15 +325,16 @@ def _parse_model(raw: Any) -> ModelConfig:
 
 
 def _parse_data(raw: Any) -> DataConfig:
+    from robustprune.data.bundled import BUNDLED_DATA
     from robustprune.data.datasets import GLUE_TASKS
 
     raw = _check_keys(raw, DataConfig, "data")
     default = DataConfig()
     data_dir = _string(raw.get("data_dir", default.data_dir), "data.data_dir")
     task = _string(raw.get("task", default.task), "data.task", tuple(GLUE_TASKS))
-    if data_dir == EMBEDDED_DATA and task != "sst2":
-        raise ConfigError("config key 'data.task': the embedded data is a binary sentiment set (task 'sst2'), "
-                          f"got {task!r}")
+    if data_dir in BUNDLED_DATA and task != BUNDLED_DATA[data_dir][1]:
+        raise ConfigError(f"config key 'data.task': the bundled data {data_dir!r} is a binary sentiment set "
+                          f"(task 'sst2'), got {task!r}")
     robust = raw.get("robust_set")
     return DataConfig(
         data_dir=data_dir, task=task,

@@ -33,7 +33,6 @@ from torch import nn
 from robustprune.data.datasets import TextDataset
 from robustprune.eval.classifier import ClassificationResult, TextClassifier, evaluate_classifier
 from robustprune.experiments.config import (
-    EMBEDDED_DATA,
     ONE_SHOT_METHODS,
     STRUCTURED_PATTERN,
     ExperimentConfig,
@@ -44,7 +43,6 @@ from robustprune.targets import weight_sparsity
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_DATA_DIR = Path(__file__).resolve().parent / "data" / "sentiment"
 
 
 @dataclass(frozen=True)
@@ -114,10 +112,11 @@ def load_sweep_data(config: ExperimentConfig) -> SweepData:
     Raises:
         FileNotFoundError / ValueError: a missing or malformed data file (raised before any training).
     """
+    from robustprune.data.bundled import bundled_data_dir
     from robustprune.data.datasets import load_advglue_json, load_glue_task
 
     data = config.data
-    directory = EMBEDDED_DATA_DIR if data.data_dir == EMBEDDED_DATA else Path(data.data_dir)
+    directory = bundled_data_dir(data.data_dir)
     train = load_glue_task(directory, data.task, data.train_split)
     evaluation = load_glue_task(directory, data.task, data.eval_split)
     if data.max_train_examples is not None:
