@@ -44,7 +44,7 @@ def predictions(out, record):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
-    config = parse_config(trained_raw(["random", "imp", "robust_ticket", "early_robust"]))
+    config = parse_config(trained_raw(["random", "imp", "robust_ticket", "early_robust", "adversarial"]))
     run_experiment(config, out, progress=False)
     return config, out, {r["method"] + "|" + r["pattern"]: r for r in ResultsFile(out / "results.jsonl").records()}
 
@@ -53,8 +53,8 @@ def test_every_method_is_a_recorded_point(reference):
     config, out, records = reference
     assert [p.key for p in sweep_points(config)] == [r["key"] for r in ResultsFile(out / "results.jsonl").records()]
     assert set(records) == {"dense|dense", "random|unstructured", "random|2:4", "imp|unstructured",
-                            "robust_ticket|unstructured", "early_robust|heads+neurons"}
-    for key in ("imp|unstructured", "robust_ticket|unstructured", "early_robust|heads+neurons"):
+                            "robust_ticket|unstructured", "early_robust|heads+neurons", "adversarial|dense"}
+    for key in ("imp|unstructured", "robust_ticket|unstructured", "early_robust|heads+neurons", "adversarial|dense"):
         record = records[key]
         method = record["method"]
         assert record["method_settings"] == config.method_fingerprint(method)
@@ -71,12 +71,15 @@ def test_every_method_is_a_recorded_point(reference):
     imp = records["imp|unstructured"]["details"]
     assert imp["rounds"] == 2 and imp["round_sparsities"] == pytest.approx([0.3, 0.5], abs=1e-6)
     assert records["robust_ticket|unstructured"]["details"]["mask_learning_seconds"] > 0
+    adversarial = records["adversarial|dense"]  # FreeLB from the pre-trained model: another dense model
+    assert adversarial["measured_sparsity"] < 1e-4 and adversarial["sparsity"] == 0.0
 
 
 def test_finished_points_leave_only_shared_checkpoints(reference):
     config, out, _ = reference
     root = out / "checkpoints" / config.fingerprint()
     assert not any(root.glob("*/unstructured-*")) and not any(root.glob("*/heads+neurons-*"))
+    assert not any(root.glob("*/dense-*"))
     assert (root / f"robust_ticket-{config.method_fingerprint('robust_ticket')}" / "masks-seed0").is_dir()
     assert (root / "rewind-step2-seed0.safetensors").is_file()  # IMP's rewind point, made once per seed
 
@@ -85,7 +88,7 @@ def test_report_tables_the_trained_methods(reference, tmp_path):
     _, out, _ = reference
     build_report(out / "results.jsonl", tmp_path)
     table = (tmp_path / "results.md").read_text()
-    for method in ("random", "imp", "robust_ticket", "early_robust"):
+    for method in ("random", "imp", "robust_ticket", "early_robust", "adversarial"):
         assert f"| {method} |" in table
     assert "heads+neurons" in table
 

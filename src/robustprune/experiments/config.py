@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-METHODS = ("magnitude", "wanda", "sparsegpt", "random", "imp", "robust_ticket", "early_robust")
+METHODS = ("magnitude", "wanda", "sparsegpt", "random", "imp", "robust_ticket", "early_robust", "adversarial")
 ONE_SHOT_METHODS = ("magnitude", "wanda", "sparsegpt", "random")
-TRAINED_METHODS = ("imp", "robust_ticket", "early_robust")  # each trains its ticket; own config block
+TRAINED_METHODS = ("imp", "robust_ticket", "early_robust", "adversarial")  # they train; own config block
 DEFAULT_METHODS = ("magnitude", "wanda", "sparsegpt")
 STRUCTURED_PATTERN = "heads+neurons"  # EarlyRobust's points: attention heads and FFN neurons removed
 ADVERSARIES = ("freelb", "pgd")
@@ -162,7 +162,8 @@ class EarlyRobustConfig:
     adversarial: AdversarialConfig | None = field(default_factory=AdversarialConfig)
 
 
-METHOD_BLOCKS = {"imp": IMPConfig, "robust_ticket": RobustTicketConfig, "early_robust": EarlyRobustConfig}
+METHOD_BLOCKS = {"imp": IMPConfig, "robust_ticket": RobustTicketConfig, "early_robust": EarlyRobustConfig,
+                 "adversarial": AdversarialConfig}
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,9 @@ class PruningConfig:
     """Which methods prune at which patterns and sparsities. ``scope`` (``global`` or ``layer``) applies to
     ``magnitude`` and ``random``; the trained methods have a config block each and prune unstructured
     (``imp``, ``robust_ticket``) or whole heads and neurons (``early_robust``, pattern
-    ``heads+neurons``) at every configured sparsity."""
+    ``heads+neurons``) at every configured sparsity. ``adversarial`` is the dense baseline of adversarial
+    training: the pre-trained model fine-tuned with the ``finetune`` recipe under ``pruning.adversarial``
+    (FreeLB by default), one point per seed (pattern ``dense``, sparsity 0)."""
 
     methods: tuple[str, ...] = DEFAULT_METHODS
     patterns: tuple[str, ...] = ("unstructured",)
@@ -180,6 +183,7 @@ class PruningConfig:
     imp: IMPConfig = field(default_factory=IMPConfig)
     robust_ticket: RobustTicketConfig = field(default_factory=RobustTicketConfig)
     early_robust: EarlyRobustConfig = field(default_factory=EarlyRobustConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
 
 @dataclass(frozen=True)
@@ -360,6 +364,12 @@ def _parse_finetune(raw: Any) -> FinetuneConfig:
     )
 
 
+def _mapping(raw: Any, where: str) -> Any:
+    if raw is None:
+        raise ConfigError(f"config key {where!r}: expected a mapping, got null")
+    return raw
+
+
 def _parse_adversarial(raw: Any, where: str) -> AdversarialConfig | None:
     if raw is None:
         return None
@@ -450,7 +460,10 @@ def _parse_pruning(raw: Any) -> PruningConfig:
         methods=methods, patterns=patterns, sparsities=tuple(sorted(sparsities)),
         scope=_string(raw.get("scope", d.scope), "pruning.scope", ("global", "layer")),
         calibration=_parse_calibration(raw.get("calibration")),
-        **{name: _parse_method_block(raw.get(name), cls, f"pruning.{name}") for name, cls in METHOD_BLOCKS.items()},
+        **{name: _parse_method_block(raw.get(name), cls, f"pruning.{name}")
+           for name, cls in METHOD_BLOCKS.items() if name != "adversarial"},
+        adversarial=_parse_adversarial(_mapping(raw.get("adversarial", {}), "pruning.adversarial"),
+                                       "pruning.adversarial"),
     )
 
 
@@ -519,6 +532,7 @@ def parse_config(raw: Any) -> ExperimentConfig:
         raise ConfigError(f"config key 'protocol': methods {trained} train their own tickets from the fine-tuned "
                           "dense model (IMP, Robust Tickets) or the pre-trained one (EarlyRobust); use protocol "
                           "'finetune_then_prune'")
+    trained = [m for m in trained if m != "adversarial"]  # a dense point
     if trained and "unstructured" not in config.pruning.patterns:
         raise ConfigError(f"config key 'pruning.patterns': methods {trained} prune at pruning.sparsities, which "
                           "need 'unstructured' among the patterns")

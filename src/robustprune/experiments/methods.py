@@ -14,6 +14,9 @@ resumes from that method's own checkpoint:
 - ``early_robust``: from the pre-trained model, search the early-bird ticket and fine-tune the
   physically smaller model (heads and FFN neurons removed at the point's sparsity).
 
+- ``adversarial``: the dense baseline of adversarial training: the pre-trained model fine-tuned under
+  FreeLB / PGD.
+
 The pre-trained state these rewind to is rebuilt exactly: the pre-trained encoder and the head
 initialised from the seed, as the dense fine-tuning started.
 """
@@ -288,6 +291,14 @@ class PointPruner:
                             checkpoint_dir=directory, **self._finetune_options())
         # the masks are learned once per seed: the point that learned them records that time apart too
         return PrunedPoint(model, weight_sparsity(model), details={"mask_learning_seconds": mask_seconds})
+
+    def _adversarial(self, point: Any, directory: Path) -> PrunedPoint:
+        from robustprune.train.finetune import finetune_classifier
+
+        model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
+        finetune_classifier(model, self.tokenizer, self.train, attack=self.config.pruning.adversarial.attack(),
+                            checkpoint_dir=directory, **self._finetune_options())
+        return PrunedPoint(model.eval(), weight_sparsity(model))
 
     def _early_robust(self, point: Any, directory: Path) -> PrunedPoint:
         from robustprune.pruners.early_robust import early_robust

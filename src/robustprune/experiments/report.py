@@ -35,6 +35,7 @@ from robustprune.eval.analysis import (
     spearman,
     wilson_interval,
 )
+from robustprune.experiments.config import STRUCTURED_PATTERN
 from robustprune.experiments.results import ResultsFile, ResultsMismatchError
 
 
@@ -426,6 +427,7 @@ def _csv(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 
 _NM_MARKERS = ("s", "D", "^", "v", "P")  # one marker per N:M pattern
+_CURVE_PATTERNS = {"unstructured": "-", STRUCTURED_PATTERN: "--"}  # patterns drawn as curves over sparsity
 
 
 def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, path: Path,
@@ -441,15 +443,18 @@ def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, 
     if dense is not None:
         ax.axhline(dense.metrics[key], color="gray", linestyle="--", linewidth=1, label="dense")
     methods = sorted({r.method for r in rows if r.method != "dense"})
-    nm_patterns = {r.pattern for r in rows if r.pattern not in ("unstructured", "dense")}
+    nm_patterns = {r.pattern for r in rows if r.pattern not in (*_CURVE_PATTERNS, "dense")}
     for index, method in enumerate(methods):
         color = colors[index % len(colors)]
-        curve = [(r, f) for r, f in zip(rows, collapsed)
-                 if r.method == method and r.pattern == "unstructured" and key in r.metrics]
-        if curve:
+        for pattern, style in _CURVE_PATTERNS.items():
+            curve = [(r, f) for r, f in zip(rows, collapsed)
+                     if r.method == method and r.pattern == pattern and key in r.metrics]
+            if not curve:
+                continue
             xs = [0.0] + [r.sparsity for r, _ in curve] if dense else [r.sparsity for r, _ in curve]
             ys = ([dense.metrics[key]] if dense else []) + [r.metrics[key] for r, _ in curve]
-            ax.plot(xs, ys, marker="o", color=color, label=method)
+            ax.plot(xs, ys, marker="o", color=color, linestyle=style,
+                    label=method if pattern == "unstructured" else f"{method} {pattern}")
             points = ([dense] if dense else []) + [r for r, _ in curve]
             if all(key in r.intervals for r in points):  # the 95 % Wilson band around the curve
                 ax.fill_between(xs, [r.intervals[key][0] for r in points], [r.intervals[key][1] for r in points],
@@ -457,8 +462,11 @@ def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, 
             for r, flag in curve:
                 if flag:
                     ax.plot(r.sparsity, r.metrics[key], marker="x", color="black", markersize=10)
+        for r in rows:  # a dense baseline of another method (adversarial training): a star at sparsity 0
+            if r.method == method and r.pattern == "dense" and key in r.metrics:
+                ax.plot(0.0, r.metrics[key], marker="*", color=color, linestyle="none", markersize=12, label=method)
         for r, flag in zip(rows, collapsed):
-            if r.method == method and r.pattern not in ("unstructured", "dense") and key in r.metrics:
+            if r.method == method and r.pattern not in (*_CURVE_PATTERNS, "dense") and key in r.metrics:
                 marker = _NM_MARKERS[sorted(nm_patterns).index(r.pattern) % len(_NM_MARKERS)]
                 ax.plot(r.sparsity, r.metrics[key], marker=marker, color=color, linestyle="none",
                         markerfacecolor="none", markersize=9, label=f"{method} {r.pattern}")

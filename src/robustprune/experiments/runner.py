@@ -62,7 +62,7 @@ class Point:
 def sweep_points(config: ExperimentConfig) -> list[Point]:
     """Every point of ``config`` in run order: per seed the dense point, then method x pattern x sparsity
     (``imp`` and ``robust_ticket``: unstructured only; ``early_robust``: pattern ``heads+neurons`` at every
-    sparsity)."""
+    sparsity; ``adversarial``: one dense point)."""
     from robustprune.sparse_ops.patterns import parse_pattern
 
     points = []
@@ -71,6 +71,9 @@ def sweep_points(config: ExperimentConfig) -> list[Point]:
         for method in config.pruning.methods:
             if method == "early_robust":
                 points += [Point(seed, method, STRUCTURED_PATTERN, s) for s in config.pruning.sparsities]
+                continue
+            if method == "adversarial":
+                points.append(Point(seed, method, "dense", 0.0))
                 continue
             for pattern in config.pruning.patterns:
                 if pattern == "unstructured":
