@@ -20,7 +20,10 @@ def _print_report(results: Path, out: Path | None, epsilon: float) -> None:
     report = build_report(results, out, epsilon=epsilon)
     print(report.results_md.read_text(encoding="utf-8"))
     print(report.analysis_md.read_text(encoding="utf-8"))
-    print(f"tables: {report.results_csv}, {report.results_md}, {report.analysis_md}")
+    if report.paper is not None:
+        print(report.paper.read_text(encoding="utf-8"))
+    tables = [report.results_csv, report.results_md, report.analysis_md, *([report.paper] if report.paper else [])]
+    print(f"tables: {', '.join(map(str, tables))}")
     for plot in report.plots:
         print(f"plot:   {plot}")
 
@@ -36,9 +39,15 @@ def _run(config, out: Path, progress: bool, epsilon: float | None = None) -> int
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from robustprune.experiments.config import load_config
+    from robustprune.experiments.catalog import load_named_config, shipped_configs
 
-    config = load_config(args.config)  # every config error is raised here, before any work
+    if args.list:
+        for shipped in shipped_configs().values():
+            print(f"{shipped.name:20} {shipped.summary} (full run: {shipped.runtime})")
+        return 0
+    if args.config is None:
+        raise ValueError("give a config file or the name of a shipped config (robustprune run --list shows them)")
+    config = load_named_config(args.config, quick=args.quick)  # every config error is raised here, before any work
     out = Path(args.out) if args.out else Path("results") / config.name
     return _run(config, out, not args.no_progress)
 
@@ -83,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", parents=[common], help="run (or resume) a sweep from a YAML or JSON config")
-    run.add_argument("config", help="the config file (.yaml, .yml or .json)")
+    run.add_argument("config", nargs="?",
+                     help="a config file (.yaml, .yml or .json) or the name of a shipped config (see --list)")
+    run.add_argument("--list", action="store_true", help="list the shipped configs, one line each, and exit")
+    run.add_argument("--quick", action="store_true",
+                     help="a much smaller smoke run of the same experiment (few examples, one sparsity and seed)")
     run.add_argument("--out", help="results directory (default: results/<config name>)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)

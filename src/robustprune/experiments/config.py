@@ -29,6 +29,7 @@ ADVERSARIES = ("freelb", "pgd")
 PROTOCOLS = ("finetune_then_prune", "prune_then_finetune")
 ATTACK_RECIPES = ("textfooler", "textbugger", "pwws", "bert-attack", "deepwordbug")
 SHIFTS = ("char_swap", "eda", "wordnet", "embedding_swap")
+PAPER_TABLES = ("essential_sparsity", "es_robust", "robust_tickets", "early_robust")
 BUNDLED_MODEL = "minilm"
 EMBEDDED_DATA = "embedded"
 
@@ -188,9 +189,15 @@ class PruningConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
+    """One attack of every point: ``recipe`` on ``max_examples`` evaluation examples (a seeded subset),
+    at most ``query_budget`` queries each. ``masked_lm`` (required by ``bert-attack``, refused by the
+    others): the Hugging Face masked LM that proposes the substitutes, an id or a local folder
+    (``bert-base-uncased`` is the original; no masked LM ships offline)."""
+
     recipe: str
     max_examples: int = 50
     query_budget: int | None = None
+    masked_lm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,10 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
+    """A whole sweep. ``paper_table``: also write the report table shaped like one paper's main table
+    (``essential_sparsity``, ``es_robust``, ``robust_tickets``, ``early_robust``; presentation only, not part
+    of the fingerprint)."""
+
     name: str = "experiment"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -217,6 +228,7 @@ class ExperimentConfig:
     pruning: PruningConfig = field(default_factory=PruningConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     seeds: tuple[int, ...] = (0,)
+    paper_table: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,12 +240,15 @@ class ExperimentConfig:
         trained methods' blocks (see :meth:`method_fingerprint`), so a sweep can grow in place (more
         sparsities, seeds or methods reuse every finished point) while a changed setting is a new sweep."""
         content = self.to_dict()
-        for key in ("name", "seeds"):
+        for key in ("name", "seeds", "paper_table"):
             content.pop(key)
         for key in ("methods", "patterns", "sparsities", *METHOD_BLOCKS):
             content["pruning"].pop(key)
         content["finetune"].pop("checkpoint_every")
         content["evaluation"].pop("epsilon")
+        for attack in content["evaluation"]["attacks"]:
+            if attack["masked_lm"] is None:  # keys added later leave earlier runs' fingerprints as they were
+                attack.pop("masked_lm")
         return _digest(content)
 
     def method_fingerprint(self, method: str) -> str | None:
@@ -474,10 +489,18 @@ def _parse_attack(raw: Any, where: str) -> AttackConfig:
     if "recipe" not in raw:
         raise ConfigError(f"config key '{where}.recipe' is missing; expected one of {list(ATTACK_RECIPES)}")
     budget = raw.get("query_budget")
+    recipe = _string(raw["recipe"], f"{where}.recipe", ATTACK_RECIPES)
+    masked_lm = raw.get("masked_lm")
+    if recipe == "bert-attack" and masked_lm is None:
+        raise ConfigError(f"config key '{where}.masked_lm' is missing: bert-attack needs a Hugging Face masked LM "
+                          "(an id such as bert-base-uncased, the original, or a local folder)")
+    if recipe != "bert-attack" and masked_lm is not None:
+        raise ConfigError(f"config key '{where}.masked_lm': only bert-attack uses a masked LM, not {recipe}")
     return AttackConfig(
-        recipe=_string(raw["recipe"], f"{where}.recipe", ATTACK_RECIPES),
+        recipe=recipe,
         max_examples=_number(raw.get("max_examples", 50), f"{where}.max_examples", integer=True, low=1),
         query_budget=None if budget is None else _number(budget, f"{where}.query_budget", integer=True, low=1),
+        masked_lm=None if masked_lm is None else _string(masked_lm, f"{where}.masked_lm"),
     )
 
 
@@ -526,6 +549,8 @@ def parse_config(raw: Any) -> ExperimentConfig:
         pruning=_parse_pruning(raw.get("pruning")),
         evaluation=_parse_evaluation(raw.get("evaluation")),
         seeds=seeds,
+        paper_table=None if raw.get("paper_table") is None else _string(raw["paper_table"], "paper_table",
+                                                                          PAPER_TABLES),
     )
     trained = [m for m in config.pruning.methods if m in TRAINED_METHODS]
     if trained and config.protocol != "finetune_then_prune":
@@ -549,6 +574,16 @@ def load_config(path: str | Path) -> ExperimentConfig:
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ConfigError: the file does not parse, or a key is invalid (named in the message).
+    """
+    return parse_config(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> Any:
+    """The mapping a YAML or JSON config file holds, before validation (:func:`parse_config`).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ConfigError: the file is empty, not UTF-8 or does not parse (duplicate keys, non-finite numbers).
     """
     path = Path(path)
     if not path.is_file():
@@ -574,7 +609,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if raw is None:
         raise ConfigError(f"{str(path)!r} holds no keys (only comments?); an empty mapping '{{}}' runs the default "
                           "sweep")
-    return parse_config(raw)
+    return raw
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -637,4 +672,4 @@ def _config_yaml_loader() -> type:
 
 __all__ = ["AdversarialConfig", "AttackConfig", "CalibrationConfig", "ConfigError", "DataConfig",
            "EarlyRobustConfig", "EvaluationConfig", "ExperimentConfig", "FinetuneConfig", "IMPConfig", "ModelConfig",
-           "PruningConfig", "RobustTicketConfig", "load_config", "parse_config"]
+           "PruningConfig", "RobustTicketConfig", "load_config", "parse_config", "read_config_file"]

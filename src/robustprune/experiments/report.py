@@ -9,7 +9,9 @@
   ES_robust of every robust metric over the non-collapsed points, with the Spearman correlation of the
   clean and robust curves (:mod:`robustprune.eval.analysis` defines both);
 - ``plots/<metric>.png``: the metric against sparsity per method (unstructured curves, N:M points as
-  markers, the dense model dashed), ES marked by dotted lines, collapsed points crossed out.
+  markers, the dense model dashed), ES marked by dotted lines, collapsed points crossed out;
+- ``paper.md``, when the run's config names a ``paper_table``: the table shaped like that paper's main
+  table (:mod:`robustprune.experiments.paper_tables`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Row:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     spread: dict[str, float] = field(default_factory=dict)
     set_balances: dict[str, dict[int, float]] = field(default_factory=dict)  # robust set, shifts
+    resumed: bool = False  # some seed's training continued from an earlier run: its time is partial
 
 
 # Evaluated sets: "clean", "robust_set", "shift:<name>". Attacks run on clean examples.
@@ -141,13 +144,17 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], dict[str, f
             for key, value in _robust_metrics(record).items():
                 values[key].append(value)
             values["measured_sparsity"].append(record.get("measured_sparsity", 0.0))
+            for key in ("parameters", "prune_seconds", "finetune_seconds"):
+                if key in record:
+                    values[key].append(float(record[key]))
         intervals = {key: wilson_interval(sum(c for c, _ in pairs), sum(n for _, n in pairs))
                      for key, pairs in counts.items() if len(pairs) == len(members)}
         spread = {key: statistics.stdev(v) for key, v in values.items() if key in intervals and len(v) > 1}
         rows.append(Row(method, pattern, sparsity, len(members),
                         {k: sum(v) / len(v) for k, v in values.items()},
                         {c: sum(v) / len(v) for c, v in sorted(balance.items())}, intervals, spread,
-                        {k: {c: sum(v) / len(v) for c, v in sorted(b.items())} for k, b in set_balance.items()}))
+                        {k: {c: sum(v) / len(v) for c, v in sorted(b.items())} for k, b in set_balance.items()},
+                        any(record.get("resumed", False) for record in members)))
     rows.sort(key=lambda r: (r.method != "dense", r.method, r.pattern != "unstructured", r.pattern, r.sparsity))
     return rows, majorities
 
@@ -175,6 +182,9 @@ def _collapsed_flags(rows: Sequence[Row], majorities: dict[str, float]) -> list[
 def _robust_keys(rows: Sequence[Row]) -> list[str]:
     keys = sorted({k for r in rows for k in r.metrics if k.startswith(("attack:", "shift:", "robust_set"))})
     return [k for k in keys if not k.endswith((":success_rate", ":queries"))]
+
+
+_NOT_METRICS = ("measured_sparsity", "parameters", "prune_seconds", "finetune_seconds")  # facts of a point
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -209,7 +219,7 @@ def results_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], *, 
                   ) -> tuple[list[str], list[list[str]]]:
     """The results table: one row per point. Accuracies read ``mean [low, high]`` (``± sd`` with several
     seeds); with ``split_intervals`` (the CSV) the interval and the spread get columns of their own."""
-    metric_keys = sorted({k for r in rows for k in r.metrics} - {"clean_accuracy", "clean_f1", "measured_sparsity"})
+    metric_keys = sorted({k for r in rows for k in r.metrics} - {"clean_accuracy", "clean_f1", *_NOT_METRICS})
     accuracy_keys = {k for r in rows for k in r.intervals}
 
     def columns(key: str, name: str) -> list[str]:
@@ -487,11 +497,14 @@ def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, 
 
 @dataclass(frozen=True)
 class Report:
+    """The files :func:`build_report` wrote (``paper``: the paper-shaped table, when the config asks)."""
+
     results_csv: Path
     results_md: Path
     analysis_csv: Path
     analysis_md: Path
     plots: list[Path]
+    paper: Path | None = None
 
 
 def _require_one_sweep(records: Sequence[dict[str, Any]], path: Path) -> None:
@@ -575,7 +588,25 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
             _plot(rows, [f.get(_set_of(key), False) for f in collapsed], key, label, out / "plots" / f"{name}.png",
                   es)
             drawn.append(out / "plots" / f"{name}.png")
-    return Report(paths["results.csv"], paths["results.md"], paths["analysis.csv"], paths["analysis.md"], drawn)
+    paper = None
+    kind = _paper_table_kind(results_path.parent / "config.json")
+    if kind is not None:
+        from robustprune.experiments.paper_tables import paper_table
+
+        paper = out / "paper.md"
+        paper.write_text(paper_table(kind, rows, collapsed, (a_header, a_body)), encoding="utf-8")
+    return Report(paths["results.csv"], paths["results.md"], paths["analysis.csv"], paths["analysis.md"], drawn,
+                  paper)
+
+
+def _paper_table_kind(config_json: Path) -> str | None:
+    """The ``paper_table`` of the run's ``config.json`` (beside its results), if it names one."""
+    if not config_json.is_file():
+        return None
+    try:
+        return json.loads(config_json.read_text(encoding="utf-8")).get("paper_table")
+    except (ValueError, AttributeError):
+        return None
 
 
 __all__ = ["Report", "aggregate", "build_report"]

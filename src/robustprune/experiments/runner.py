@@ -35,6 +35,7 @@ from robustprune.eval.classifier import ClassificationResult, TextClassifier, ev
 from robustprune.experiments.config import (
     ONE_SHOT_METHODS,
     STRUCTURED_PATTERN,
+    ConfigError,
     ExperimentConfig,
 )
 from robustprune.experiments.methods import PointPruner, load_pretrained
@@ -198,6 +199,9 @@ class _Evaluator:
         self.data = data
         self.progress = progress
         self._shifted: dict[str, TextDataset] = {}
+        # bert-attack's masked LMs, loaded before any work so a bad one fails first
+        self._recipe_options = {spec.recipe: _masked_lm_options(spec.masked_lm, f"evaluation.attacks[{i}]")
+                                for i, spec in enumerate(config.evaluation.attacks) if spec.masked_lm is not None}
 
     def shifted(self, name: str) -> TextDataset:
         from robustprune.eval import shifts
@@ -253,7 +257,8 @@ class _Evaluator:
             start = time.perf_counter()
             indices = self.data.attack_indices(spec.max_examples)
             report = attack(classifier, self.data.evaluation.subset(indices), spec.recipe,
-                            query_budget=spec.query_budget, progress=self.progress)
+                            query_budget=spec.query_budget, progress=self.progress,
+                            **self._recipe_options.get(spec.recipe, {}))
             summary = report.to_dict()
             summary["example_indices"] = indices  # into the evaluation set: the same at every point
             # per-example texts and outcomes go to the point's own files, the aggregates to the record
@@ -271,6 +276,30 @@ class _Evaluator:
             timings[f"shift:{name}"] = time.perf_counter() - start
         record["timings"] = timings
         return record, predictions, examples
+
+
+def _masked_lm_options(name: str, where: str) -> dict[str, Any]:
+    """``{"mlm": model, "tokenizer": its tokenizer}`` for bert-attack, refusing a masked LM whose prediction
+    head is not in the checkpoint (transformers would initialise it at random: meaningless substitutes)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        mlm, info = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"config key '{where}.masked_lm': cannot load {name!r} as a masked LM: {first_line}") from error
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = list(info.get("missing_keys", []))
+    if missing:
+        raise ConfigError(f"config key '{where}.masked_lm': {name!r} has no trained masked-LM head ({len(missing)} "
+                          f"weight(s) missing from the checkpoint, e.g. {missing[0]!r}; transformers would draw them at "
+                          "random); pass a masked LM such as bert-base-uncased")
+    return {"mlm": mlm.eval(), "tokenizer": tokenizer}
 
 
 def _write_point_file(out: Path, folder: str, point: Point, payload: dict[str, Any], indent: int | None) -> str:
@@ -384,6 +413,7 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
                     "key": point.key, "fingerprint": fingerprint, "experiment": config.name,
                     "seed": point.seed, "method": point.method, "pattern": point.pattern,
                     "sparsity": point.sparsity, "measured_sparsity": measured,
+                    "parameters": sum(p.numel() for p in model.parameters()),
                     "protocol": config.protocol, "prune_seconds": prune_seconds,
                     "finetune_seconds": finetune_seconds, **evaluation, "files": files,
                 }

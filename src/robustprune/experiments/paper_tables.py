@@ -1,0 +1,150 @@
+"""Report tables shaped like the main table of the paper a shipped experiment follows (``paper.md``).
+
+The numbers are those of ``results.md`` (means over seeds; accuracies with their 95 % Wilson interval),
+laid out the way each paper lays out its comparison:
+
+- ``essential_sparsity`` (Jaiswal et al., 2023, "The Emergence of Essential Sparsity in Large Pre-trained
+  Models"): clean accuracy by sparsity (rows) and method (columns), N:M patterns below, and each method's
+  ES by the fixed rule and by the paired test.
+- ``es_robust``: the same grid for the clean accuracy and for every robust metric, with ES / ES_robust.
+- ``robust_tickets`` (Zheng et al., 2022, "Robust Lottery Tickets for Pre-trained Language Models"): one
+  row per model (fine-tuned, adversarially trained, IMP and robust tickets at each sparsity); Clean%, then
+  Aua%, Suc% and #Query per attack.
+- ``early_robust`` (Xi et al., 2022, "Efficient Adversarial Training with Robust Early-Bird Tickets"):
+  one row per model; parameters, training time and its ratio to full adversarial training, Clean% and
+  Aua% per attack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from robustprune.experiments.report import (
+    Row,
+    _column_name,
+    _fmt,
+    _fmt_accuracy,
+    _markdown,
+    _robust_keys,
+    _set_of,
+)
+
+Analysis = tuple[list[str], list[list[str]]]  # analysis.md's header and lines
+
+_NAMES = {"dense": "fine-tuned (dense)", "adversarial": "adversarial training (dense)", "magnitude": "OMP",
+          "imp": "IMP ticket", "robust_ticket": "robust ticket", "early_robust": "EarlyRobust",
+          "wanda": "Wanda", "sparsegpt": "SparseGPT", "random": "random"}
+
+
+def _name(method: str) -> str:
+    return _NAMES.get(method, method)
+
+
+def _label(row: Row) -> str:
+    """A model's name in a table: the method, and its pattern when that is N:M."""
+    if row.pattern in ("unstructured", "dense") or row.method == "early_robust":
+        return _name(row.method)
+    return f"{_name(row.method)} {row.pattern}"
+
+
+def _metric_title(key: str) -> str:
+    if key == "clean_accuracy":
+        return "Clean%"
+    if key.startswith("attack:"):
+        return f"{key.split(':', 1)[1]} Aua%"
+    return "robust set acc%" if key == "robust_set" else f"{key.split(':', 1)[1]} acc%"
+
+
+def _grid(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], key: str, analysis: Analysis) -> str:
+    """``key`` by sparsity (rows) and method (columns); N:M rows after the unstructured ones; then each
+    method's ES (ES_robust on a robust metric) by the fixed rule and by the paired test, as in
+    ``analysis.md``."""
+    methods = sorted({r.method for r in rows if r.method != "dense" and key in r.metrics})
+    dense = next((r for r in rows if r.method == "dense" and key in r.metrics), None)
+    flag = {id(r): f.get(_set_of(key), False) for r, f in zip(rows, collapsed)}
+    cells = {(r.method, r.pattern, r.sparsity): r for r in rows}
+    grid_keys = sorted({(r.pattern != "unstructured", r.pattern, r.sparsity) for r in rows if r.method != "dense"})
+    header = ["sparsity", *(_name(m) for m in methods)]
+    body = []
+    if dense is not None:
+        body.append(["0 (dense)", *(_fmt_accuracy(dense, key) for _ in methods)])
+    for _, pattern, sparsity in grid_keys:
+        label = f"{sparsity:.2f}" if pattern == "unstructured" else f"{pattern} ({sparsity:.2f})"
+        line = [label]
+        for method in methods:
+            row = cells.get((method, pattern, sparsity))
+            text = _fmt_accuracy(row, key) if row is not None and key in row.metrics else ""
+            line.append(text + (" (collapsed)" if row is not None and flag[id(row)] else ""))
+        if any(line[1:]):
+            body.append(line)
+    header_names, lines = analysis
+    by_method = {line[0]: dict(zip(header_names, line)) for line in lines}
+    column = "ES (clean)" if key == "clean_accuracy" else f"ES_robust ({_column_name(key)})"
+    name = "ES" if key == "clean_accuracy" else "ES_robust"
+    for title, suffix in ((f"{name} (fixed rule)", ""), (f"{name} (paired test)", ", paired test")):
+        wanted = column[:-1] + suffix + ")"
+        body.append([title, *(by_method.get(m, {}).get(wanted, "") for m in methods)])
+    return f"{_metric_title(key)} by sparsity and method\n\n" + _markdown(header, body)
+
+
+def _attack_recipes(rows: Sequence[Row]) -> list[str]:
+    return [k.split(":", 1)[1] for k in _robust_keys(rows) if k.startswith("attack:")]
+
+
+def _model_rows(rows: Sequence[Row], methods: Sequence[str]) -> list[Row]:
+    order = {method: i for i, method in enumerate(methods)}
+    chosen = [r for r in rows if r.method in order]
+    return sorted(chosen, key=lambda r: (r.sparsity, order[r.method]))
+
+
+def robust_tickets_table(rows: Sequence[Row]) -> str:
+    """Robust Tickets' Table: per model, Clean% and per attack Aua% / Suc% / #Query."""
+    recipes = _attack_recipes(rows)
+    header = ["model", "sparsity", "Clean%"]
+    for recipe in recipes:
+        header += [f"{recipe} Aua%", f"{recipe} Suc%", f"{recipe} #Query"]
+    body = []
+    for row in _model_rows(rows, ["dense", "adversarial", "magnitude", "imp", "robust_ticket", "random"]):
+        line = [_label(row), f"{row.sparsity:.2f}", _fmt_accuracy(row, "clean_accuracy")]
+        for recipe in recipes:
+            line += [_fmt_accuracy(row, f"attack:{recipe}"), _fmt(row.metrics.get(f"attack:{recipe}:success_rate")),
+                     _fmt(row.metrics.get(f"attack:{recipe}:queries"))]
+        body.append(line)
+    return _markdown(header, body)
+
+
+def early_robust_table(rows: Sequence[Row]) -> str:
+    """EarlyRobust's Table: per model, parameters, training time (and its ratio to full adversarial
+    training), Clean% and Aua% per attack. Times marked * include a run resumed from a checkpoint."""
+    recipes = _attack_recipes(rows)
+    header = ["model", "sparsity (measured)", "parameters (M)", "training time (s)", "time / adversarial training",
+              "Clean%", *(f"{recipe} Aua%" for recipe in recipes)]
+    adversarial = next((r for r in rows if r.method == "adversarial"), None)
+    reference = adversarial.metrics.get("finetune_seconds") if adversarial is not None else None
+    body = []
+    for row in _model_rows(rows, ["dense", "adversarial", "early_robust", "robust_ticket", "imp", "magnitude"]):
+        seconds = row.metrics.get("finetune_seconds")
+        ratio = seconds / reference if seconds is not None and reference else None
+        mark = "*" if row.resumed else ""
+        body.append([_label(row), _fmt(row.metrics.get("measured_sparsity"), 3),
+                     _fmt(row.metrics["parameters"] / 1e6, 2) if "parameters" in row.metrics else "",
+                     _fmt(seconds, 0) + mark, _fmt(ratio, 2) + mark, _fmt_accuracy(row, "clean_accuracy"),
+                     *(_fmt_accuracy(row, f"attack:{recipe}") for recipe in recipes)])
+    return _markdown(header, body)
+
+
+def paper_table(kind: str, rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], analysis: Analysis) -> str:
+    """The markdown of ``paper.md`` for a config's ``paper_table`` (see the module docstring); ``analysis``
+    is the header and lines of ``analysis.md`` (its ES columns are reused)."""
+    if kind == "essential_sparsity":
+        return _grid(rows, collapsed, "clean_accuracy", analysis)
+    if kind == "es_robust":
+        return "\n".join(_grid(rows, collapsed, key, analysis) for key in ["clean_accuracy", *_robust_keys(rows)])
+    if kind == "robust_tickets":
+        return robust_tickets_table(rows)
+    if kind == "early_robust":
+        return early_robust_table(rows)
+    raise ValueError(f"unknown paper table {kind!r}")
+
+
+__all__ = ["early_robust_table", "paper_table", "robust_tickets_table"]
