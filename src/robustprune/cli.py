@@ -28,10 +28,11 @@ def _print_report(results: Path, out: Path | None, epsilon: float) -> None:
         print(f"plot:   {plot}")
 
 
-def _run(config, out: Path, progress: bool, epsilon: float | None = None) -> int:
+def _run(config, out: Path, progress: bool, epsilon: float | None = None, executor: str = "local",
+         address: str | None = None) -> int:
     from robustprune.experiments.runner import run_experiment
 
-    summary = run_experiment(config, out, progress=progress)
+    summary = run_experiment(config, out, progress=progress, executor=executor, address=address)
     print(f"{len(summary.computed)} point(s) computed, {len(summary.skipped)} already done; "
           f"results: {summary.results_path}")
     _print_report(summary.results_path, out / "report", config.evaluation.epsilon if epsilon is None else epsilon)
@@ -49,7 +50,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ValueError("give a config file or the name of a shipped config (robustprune run --list shows them)")
     config = load_named_config(args.config, quick=args.quick)  # every config error is raised here, before any work
     out = Path(args.out) if args.out else Path("results") / config.name
-    return _run(config, out, not args.no_progress)
+    return _run(config, out, not args.no_progress, executor=args.executor, address=args.address)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true",
                      help="a much smaller smoke run of the same experiment (few examples, one sparsity and seed)")
     run.add_argument("--out", help="results directory (default: results/<config name>)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local: points one after another in this process (default); ray: every point a Ray "
+                          'task (pip install "robustprune[ray]")')
+    run.add_argument("--address", help="with --executor ray: a Ray cluster's address (default: start a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
 

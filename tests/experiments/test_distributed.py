@@ -1,0 +1,108 @@
+"""The Ray executor on a real local Ray (2 CPUs, started for the run): the same records as the in-process
+executor, only the driver writes, and a worker killed mid-point is retried without recomputing finished
+points."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from robustprune.experiments.config import parse_config
+from robustprune.experiments.demo import demo_config_dict
+from robustprune.experiments.results import ResultsFile
+from robustprune.experiments.runner import run_experiment, sweep_points
+
+ray = pytest.importorskip("ray", reason='the Ray executor needs Ray: pip install "robustprune[ray]"')
+
+# what may differ between executors: wall-clock times
+TIMING_KEYS = {"prune_seconds", "finetune_seconds", "timings"}
+
+
+def sweep_config():
+    raw = demo_config_dict()
+    raw["name"] = "distributed"
+    raw["data"].update({"max_train_examples": 48, "max_eval_examples": 24})
+    raw["finetune"].update({"epochs": 1.0, "max_length": 32, "batch_size": 8, "checkpoint_every": 2})
+    raw["pruning"] = {"methods": ["magnitude", "wanda", "random", "imp"], "patterns": ["unstructured", "2:4"],
+                      "sparsities": [0.3, 0.6], "imp": {"prune_rate": 0.4},
+                      "calibration": {"samples": 8, "seq_len": 32, "reuse_statistics": True}}
+    raw["evaluation"] = {"clean": True, "attacks": [{"recipe": "deepwordbug", "max_examples": 3}],
+                         "shifts": ["char_swap"]}
+    return parse_config(raw)
+
+
+def comparable(record):
+    """A record without its wall-clock measurements (the points' times, the attacks' speeds)."""
+    out = {k: v for k, v in record.items() if k not in TIMING_KEYS}
+    out["details"] = {k: v for k, v in record.get("details", {}).items() if not k.endswith("seconds")}
+    out["attacks"] = {recipe: {**summary, "metrics": {k: v for k, v in summary["metrics"].items()
+                                                      if not k.endswith(("seconds", "per_second"))}}
+                      for recipe, summary in record.get("attacks", {}).items()}
+    return out
+
+
+def by_key(out):
+    return {r["key"]: comparable(r) for r in ResultsFile(Path(out) / "results.jsonl").records()}
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    run_experiment(sweep_config(), out, progress=False)
+    return out
+
+
+def _kill_first_point_worker(stop: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first Ray worker seen running a point (Ray titles it ``ray::_point_task``)."""
+    while not stop.is_set() and not killed:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"ray::_point_task") or b"ray::_point_task" in cmdline[:64]:
+                time.sleep(1.0)  # let it get into its point
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.05)
+
+
+def test_ray_records_equal_local_and_survive_a_killed_worker(local_run, tmp_path):
+    config = sweep_config()
+    out = tmp_path / "ray"
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_first_point_worker, args=(stop, killed), daemon=True)
+    killer.start()
+    try:
+        summary = run_experiment(config, out, progress=False, executor="ray")
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no Ray worker ran a point"
+    assert not ray.is_initialized()  # the run started its local Ray and shut it down
+    keys = [p.key for p in sweep_points(config)]
+    assert sorted(summary.computed) == sorted(keys)
+    records = ResultsFile(out / "results.jsonl").records()
+    assert sorted(r["key"] for r in records) == sorted(keys)  # each point written once, by the driver
+    assert by_key(out) == by_key(local_run)
+    for record in records:  # the per-example files are the driver's too
+        assert (out / record["files"]["predictions"]).read_text() == \
+            (local_run / record["files"]["predictions"]).read_text()
+
+    again = run_experiment(config, out, progress=False, executor="ray")
+    assert again.computed == [] and sorted(again.skipped) == sorted(keys)
+
+
+def test_executor_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="executor"):
+        run_experiment(sweep_config(), tmp_path, executor="dask")
+    with pytest.raises(ValueError, match="address"):
+        run_experiment(sweep_config(), tmp_path, address="auto")
