@@ -135,3 +135,12 @@ def test_a_run_killed_inside_imp_training_resumes_from_its_checkpoint(reference,
     expected = records["imp|unstructured"]
     assert imp["clean"] == expected["clean"] and imp["details"] == expected["details"]
     assert predictions(out, imp) == predictions(reference_out, expected)
+
+
+def test_a_rewind_step_beyond_the_dense_fine_tuning_is_refused_before_any_work(tmp_path):
+    from robustprune.experiments.config import ConfigError
+
+    config = parse_config(trained_raw(["imp"], rewind_step=7))  # 48 examples / batch 8 = 6 steps
+    with pytest.raises(ConfigError, match=r"pruning.imp.rewind_step.*6 steps"):
+        run_experiment(config, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "results.jsonl").exists()

@@ -93,6 +93,23 @@ class PrunedPoint:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def check_against_data(config: ExperimentConfig, train: TextDataset) -> None:
+    """What only the data can decide, checked before any work: IMP's rewind step lies within the dense
+    fine-tuning.
+
+    Raises:
+        ConfigError: naming ``pruning.imp.rewind_step``.
+    """
+    from robustprune.train.loop import step_counts
+
+    step = config.pruning.imp.rewind_step
+    if "imp" in config.pruning.methods and step > 0:
+        total = step_counts(train, config.finetune.batch_size, config.finetune.epochs)[1]
+        if step > total:
+            raise ConfigError(f"config key 'pruning.imp.rewind_step': the dense fine-tuning has {total} steps "
+                              f"({len(train)} examples, batch size {config.finetune.batch_size}), got {step}")
+
+
 def _target_weights(model: nn.Module) -> int:
     return sum(module.weight.numel() for module in select_targets(model).values())
 
@@ -179,18 +196,13 @@ class PointPruner:
         from safetensors.torch import load_file, save_file
 
         from robustprune.train.finetune import finetune_classifier
-        from robustprune.train.loop import step_counts
 
         step = self.config.pruning.imp.rewind_step
         if step == 0:
             return self.pretrained_state()
         if self._rewind is not None:
             return self._rewind
-        ft = self.config.finetune
-        total = step_counts(self.train, ft.batch_size, ft.epochs)[1]
-        if step > total:
-            raise ConfigError(f"config key 'pruning.imp.rewind_step': the dense fine-tuning has {total} steps, "
-                              f"got {step}")
+        check_against_data(self.config, self.train)
         path = self.checkpoints / f"rewind-step{step}-seed{self.seed}.safetensors"
         if not path.is_file():
             model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
@@ -392,4 +404,5 @@ class PointPruner:
             "search_seconds": result.search_seconds, "finetune_seconds": result.finetune_seconds})
 
 
-__all__ = ["PointPruner", "PrunedPoint", "load_pretrained"]
+__all__ = ["PointPruner", "PrunedPoint", "check_against_data", "load_pretrained", "method_checkpoints",
+           "point_checkpoints"]

@@ -38,7 +38,7 @@ from robustprune.experiments.config import (
     ConfigError,
     ExperimentConfig,
 )
-from robustprune.experiments.methods import PointPruner, load_pretrained
+from robustprune.experiments.methods import PointPruner, check_against_data, load_pretrained
 from robustprune.experiments.results import ResultsFile, ResultsMismatchError, lock_output, point_key
 from robustprune.targets import weight_sparsity
 
@@ -430,6 +430,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
         raise ValueError("address is a Ray cluster's address: use it with executor='ray'")
     out = Path(out_dir)
     data = load_sweep_data(config)  # data errors surface before any work
+    check_against_data(config, data.train)
     with lock_output(out):
         return _run_locked(config, data, out, progress, on_point, executor, address)
 
