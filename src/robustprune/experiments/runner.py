@@ -38,7 +38,7 @@ from robustprune.experiments.config import (
     ConfigError,
     ExperimentConfig,
 )
-from robustprune.experiments.methods import PointPruner, check_against_data, load_pretrained
+from robustprune.experiments.methods import PointPruner, check_against_data, hub_load, load_pretrained
 from robustprune.experiments.results import ResultsFile, ResultsMismatchError, lock_output, point_key
 from robustprune.targets import weight_sparsity
 
@@ -355,18 +355,10 @@ def _masked_lm_options(name: str, where: str) -> dict[str, Any]:
     """``{"mlm": model, "tokenizer": its tokenizer}`` for bert-attack, refusing a masked LM whose prediction
     head is not in the checkpoint (transformers would initialise it at random: meaningless substitutes)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with hub_load(f"{where}.masked_lm", f"{name!r} as a masked LM"):
         tokenizer = AutoTokenizer.from_pretrained(name)
         mlm, info = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
-    except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"config key '{where}.masked_lm': cannot load {name!r} as a masked LM: {first_line}") from error
-    finally:
-        hf_logging.set_verbosity(verbosity)
     missing = list(info.get("missing_keys", []))
     if missing:
         raise ConfigError(f"config key '{where}.masked_lm': {name!r} has no trained masked-LM head ({len(missing)} "
