@@ -606,7 +606,8 @@ def _paper_table_kind(config_json: Path) -> str | None:
     try:
         return json.loads(config_json.read_text(encoding="utf-8")).get("paper_table")
     except (ValueError, AttributeError):
-        return None
+        raise ValueError(f"{str(config_json)!r} is damaged (not a JSON mapping); `robustprune run` rewrites it, "
+                         "or delete it to report without the paper table") from None
 
 
 __all__ = ["Report", "aggregate", "build_report"]
