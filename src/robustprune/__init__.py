@@ -35,6 +35,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "sparse_ops.convert": ["load_sparse_model", "save_sparse_model", "sparse_bytes_report", "sparsify_model"],
         # training
         "train.finetune": ["finetune_classifier"],
+        "train.schedule": ["TrainingSchedule"],
         "train.adversarial": ["FreeLB", "PGD"],
         # evaluation and analysis
         "eval.classifier": ["TextClassifier", "evaluate_classifier"],

@@ -15,20 +15,20 @@ from robustprune.eval.shifts import (
     BackTranslation,
     CharSwap,
     ClareShift,
-    EmbeddingSwap,
+    EmbeddingShift,
     RandomDelete,
     RandomInsert,
     RandomSwap,
     SynonymReplace,
     Tokens,
-    WordNetSwap,
+    WordNetShift,
     apply_shift,
-    match_case,
     tokenize,
 )
 from robustprune.eval.stopwords import is_stopword
 from robustprune.eval.word_vectors import WordVectors
 from robustprune.eval.wordnet import synonyms, wordnet, wordnet_available
+from robustprune.eval.words import recover_case
 from tests.conftest import SST2_DEV
 
 needs_wordnet = pytest.mark.skipif(not wordnet_available(),
@@ -76,8 +76,9 @@ def test_token_edits_keep_spacing():
     assert tokens.render() == "  Hello, globe! yes"
     tokens.insert(3, "now")  # before "!": spaced on both sides
     assert tokens.render() == "  Hello, globe now ! yes"
-    assert match_case("Movie", "film") == "Film" and match_case("USA", "us") == "US"
-    assert match_case("a", "b") == "b"
+    # the attacks' case rule: lower, Title, UPPER follow the replaced word; other patterns leave the new one
+    assert recover_case("film", "Movie") == "Film" and recover_case("us", "USA") == "US"
+    assert recover_case("B", "a") == "b" and recover_case("Film", "McDonald") == "Film"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -156,7 +157,7 @@ def _after_choice(seed: int) -> random.Random:
 
 @needs_wordnet
 def test_wordnet_swap(loaded_wordnet):
-    out = WordNetSwap(rate=0.5)(TEXT, random.Random(2))
+    out = WordNetShift(rate=0.5)(TEXT, random.Random(2))
     changes = _changed(TEXT, out)
     assert len(changes) >= 2
     assert all(new.lower() in synonyms(old) and not is_stopword(old) for old, new in changes)
@@ -166,9 +167,9 @@ def test_embedding_swap_on_a_small_table():
     words = ["great", "superb", "fine", "movie", "film", "the"]
     table = [[1, 0, 0], [0.95, 0.1, 0], [0.8, 0.5, 0], [0, 1, 0], [0, 0.95, 0.1], [0, 0, 1]]
     vectors = WordVectors(words, np.array(table, dtype=np.float32))
-    shift = EmbeddingSwap(vectors, rate=1.0, k=1, min_cosine=0.9)
+    shift = EmbeddingShift(vectors, rate=1.0, k=1, min_cosine=0.9)
     assert shift("The Great movie .", random.Random(0)) == "The Superb film ."
-    wide = EmbeddingSwap(vectors, rate=1.0, k=5, min_cosine=0.0)
+    wide = EmbeddingShift(vectors, rate=1.0, k=5, min_cosine=0.0)
     outs = {wide("great", random.Random(s)) for s in range(20)}
     assert outs <= {"superb", "fine", "movie", "film"} and "superb" in outs  # "the" is a stopword
 

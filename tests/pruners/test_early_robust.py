@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from robustprune.data.datasets import load_glue_tsv
 from robustprune.pruners.early_robust import (
     EarlyBird,
+    SearchSettings,
     StructureCoefficients,
     early_robust,
     early_robust_search,
@@ -28,6 +29,7 @@ from robustprune.pruners.structured import (
     prune_neurons_,
 )
 from robustprune.train.adversarial import FreeLB
+from robustprune.train.schedule import TrainingSchedule
 
 
 def test_select_heads_never_prunes_the_last_head_of_a_block():
@@ -75,6 +77,12 @@ def test_early_bird_needs_consecutive_small_distances():
     assert restored.found_at == 50 and restored.distances == bird.distances
     with pytest.raises(ValueError, match="gamma"):
         EarlyBird(gamma=0.0)
+    # the search's settings are checked when made, each naming itself
+    for bad, message in (({"lambda_heads": -1.0}, "lambda_heads"), ({"coef_lr": 0.0}, "coef_lr"),
+                         ({"check_every": 0}, "check_every"), ({"gamma": 2.0}, "gamma"),
+                         ({"patience": 0}, "patience")):
+        with pytest.raises(ValueError, match=message):
+            SearchSettings(**bad)
 
 
 @pytest.fixture(scope="module")
@@ -155,13 +163,14 @@ def train_set():
     return load_glue_tsv(SST2_TRAIN).subset(range(32))
 
 
-SEARCH = {"head_ratio": 0.25, "neuron_ratio": 0.3, "attack": FreeLB(steps=2), "lambda_heads": 1e-2,
-          "lambda_neurons": 1e-3, "batch_size": 8, "coef_lr": 0.05, "max_length": 32, "check_every": 1,
-          "progress": False}
+SEARCH = {"head_ratio": 0.25, "neuron_ratio": 0.3, "attack": FreeLB(steps=2), "progress": False,
+          "search": SearchSettings(lambda_heads=1e-2, lambda_neurons=1e-3, coef_lr=0.05, check_every=1, gamma=0.2,
+                                   patience=2)}
+SMALL = TrainingSchedule(batch_size=8, max_length=32)
 
 
 def test_search_stops_at_the_early_bird_and_resumes(pretrained, minilm_tokenizer, train_set, tmp_path):
-    settings = dict(SEARCH, epochs=2, lr=1e-4, gamma=0.2, patience=2)
+    settings = dict(SEARCH, schedule=SMALL.replace(epochs=2, lr=1e-4))
     result = early_robust_search(copy.deepcopy(pretrained), minilm_tokenizer, train_set, **settings)
     assert result.total_steps == 8
     assert result.found_at is not None and result.steps == result.found_at < result.total_steps
@@ -180,8 +189,9 @@ def test_search_stops_at_the_early_bird_and_resumes(pretrained, minilm_tokenizer
 
 
 def test_early_robust_pipeline_on_minilm(pretrained, minilm_tokenizer, train_set, tmp_path, capsys):
-    settings = dict(SEARCH, search_epochs=3, search_lr=1e-4, gamma=0.2, patience=2, finetune_epochs=1,
-                    finetune_lr=1e-4, compare_full_adversarial=True, checkpoint_dir=tmp_path)
+    settings = dict(SEARCH, search_schedule=SMALL.replace(epochs=3, lr=1e-4),
+                    finetune_schedule=SMALL.replace(epochs=1, lr=1e-4), compare_full_adversarial=True,
+                    checkpoint_dir=tmp_path)
     train = train_set.subset(range(16))  # 2 steps per epoch
     model = copy.deepcopy(pretrained)
     head_before = dict(model.named_parameters())["classifier.weight"].detach().clone()

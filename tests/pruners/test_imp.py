@@ -19,6 +19,7 @@ from robustprune.pruners.imp import (
 )
 from robustprune.pruners.magnitude import magnitude_prune
 from robustprune.targets import select_targets
+from robustprune.train.schedule import TrainingSchedule
 
 
 def test_schedule_compounds_on_the_survivors():
@@ -86,7 +87,8 @@ def test_rewind_restores_pretrained_values_and_zeroes_pruned(sst2_finetuned, pre
 
 def test_two_real_rounds_with_resume(sst2_finetuned, minilm_tokenizer, pretrained_state, tiny_train, tmp_path):
     start = sst2_finetuned[0]
-    settings = {"prune_rate": 0.2, "epochs": 1, "batch_size": 16, "lr": 1e-4, "max_length": 32, "progress": False}
+    settings = {"prune_rate": 0.2, "schedule": TrainingSchedule(batch_size=16, lr=1e-4, max_length=32),
+                "progress": False}
     model = copy.deepcopy(start)
     report = iterative_magnitude_prune(model, minilm_tokenizer, tiny_train, pretrained_state, tmp_path,
                                        rounds=2, **settings)

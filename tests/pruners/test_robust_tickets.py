@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification
 
 from robustprune.data.datasets import load_glue_tsv
 from robustprune.pruners.robust_tickets import (
+    MASK_SCHEDULE,
     HardConcreteMasks,
     LambdaSchedule,
     draw_ticket,
@@ -20,7 +21,7 @@ from robustprune.pruners.robust_tickets import (
     robust_ticket,
     train_hard_concrete_masks,
 )
-from robustprune.train.adversarial import FreeLB
+from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE, FreeLB
 
 
 def sigmoid(x):
@@ -113,13 +114,10 @@ def test_gated_forward_equals_manually_gated_weights(minilm_classifier, minilm_t
 
 def test_mask_training_under_freelb_and_resume(minilm_classifier, minilm_tokenizer, tiny_train, tmp_path):
     settings = dict(
+        schedule=MASK_SCHEDULE.replace(epochs=1, batch_size=4, lr=0.5, max_length=32),
         attack=FreeLB(steps=2),
-        epochs=1,
-        batch_size=4,
-        lr=0.5,
         l0_lambda=20.0,
         l0_warmup_ratio=0.0,
-        max_length=32,
         progress=False,
     )
     model = copy.deepcopy(minilm_classifier)
@@ -149,6 +147,15 @@ def test_mask_training_under_freelb_and_resume(minilm_classifier, minilm_tokeniz
     assert second.losses == history.losses and second.l0 == history.l0
     for la, expected in zip(again.log_alphas, masks.log_alphas):
         assert torch.equal(la, expected)
+
+
+def test_mask_training_refuses_a_schedule_it_cannot_follow(minilm_classifier, minilm_tokenizer, tiny_train):
+    model = copy.deepcopy(minilm_classifier)
+    masks = HardConcreteMasks(model)
+    for changed in ({"weight_decay": 0.01}, {"warmup_ratio": 0.1}):
+        with pytest.raises(ValueError, match="constant lr"):
+            train_hard_concrete_masks(model, minilm_tokenizer, tiny_train, masks, MASK_SCHEDULE.replace(**changed),
+                                      progress=False)
 
 
 def test_reset_to_pretrained(minilm_classifier, minilm_path):
@@ -181,10 +188,8 @@ def test_robust_ticket_pipeline_on_finetuned_minilm(sst2_finetuned, minilm_path,
         pretrained,
         0.6,
         attack=FreeLB(steps=2),
-        mask_epochs=0.5,
-        finetune_epochs=0.5,
-        batch_size=4,
-        max_length=32,
+        mask_schedule=MASK_SCHEDULE.replace(epochs=0.5, batch_size=4, max_length=32),
+        finetune_schedule=ADVERSARIAL_SCHEDULE.replace(epochs=0.5, batch_size=4, max_length=32),
         l0_lambda=1.0,
         progress=False,
     )

@@ -17,6 +17,7 @@ from robustprune.sparse_ops.obs import (
     sparsegpt_prune_,
     sparsegpt_prune_weight_,
 )
+from robustprune.sparse_ops.sparsegpt_algorithm import sparsegpt_layer
 
 
 def reference_sparsegpt(W, Hinv, sparsity, prunen=0, prunem=0, blocksize=128):
@@ -96,6 +97,30 @@ def test_matches_reference(pattern, sparsity, rows, columns, blocksize):
     assert torch.equal(keep, expected_keep)
     torch.testing.assert_close(pruned, expected_w, rtol=1e-5, atol=1e-6)
     assert bool((pruned[~keep] == 0).all())
+
+
+@pytest.mark.parametrize("pattern,sparsity", PATTERNS)
+@pytest.mark.parametrize("rows,columns,blocksize", SHAPES)
+def test_algorithm_module_is_the_reference_and_the_op_its_fast_form(pattern, sparsity, rows, columns, blocksize):
+    # the readable Algorithm 1 equals fasterprune line for line, and the op equals it bit for bit on the CPU
+    weight, hinv = problem(rows, columns, seed=rows * columns)
+    expected_w, expected_keep = reference_sparsegpt(weight, hinv, *reference_args(pattern, sparsity), blocksize)
+    algorithm_w, algorithm_keep = sparsegpt_layer(weight, hinv, sparsity, pattern=pattern, blocksize=blocksize)
+    assert torch.equal(algorithm_keep, expected_keep) and torch.equal(algorithm_w, expected_w)
+    pruned, keep = run(weight, hinv, pattern, sparsity, blocksize)
+    assert torch.equal(keep, algorithm_keep) and torch.equal(pruned, algorithm_w)
+
+
+@pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.5), ("2:4", None), ("4:8", None)])
+def test_algorithm_and_op_share_tie_rules(pattern, sparsity):
+    # integer weights and a diagonal Hinv: many tied scores; both must prune the same ones
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randint(-2, 3, (12, 32), generator=g).float()
+    hinv = torch.eye(32)
+    algorithm_w, algorithm_keep = sparsegpt_layer(weight, hinv, sparsity, pattern=pattern, blocksize=16)
+    pruned, keep = run(weight, hinv, pattern, sparsity, 16)
+    assert torch.equal(keep, algorithm_keep) and torch.equal(pruned, algorithm_w)
+    assert torch.equal(algorithm_w, weight * algorithm_keep)  # diagonal Hinv: nothing to compensate
 
 
 @pytest.mark.parametrize("pattern,sparsity", PATTERNS)

@@ -22,6 +22,7 @@ from robustprune.train.adversarial import (
     ascend,
     initial_delta,
 )
+from robustprune.train.schedule import TrainingSchedule
 
 
 class LinearLossModel(nn.Module):
@@ -152,7 +153,8 @@ def test_freelb_on_minilm_matches_plain_and_respects_the_ball(
 def test_adversarial_finetune_keeps_masks_and_resumes_exactly(
     minilm_classifier, minilm_tokenizer, tiny_train, tmp_path
 ):
-    settings = dict(epochs=1, batch_size=4, lr=1e-3, max_length=32, progress=False)
+    schedule = TrainingSchedule(epochs=1, batch_size=4, lr=1e-3, max_length=32)
+    settings = dict(schedule=schedule, progress=False)
     attack = FreeLB(steps=2, adv_init_mag=0.6)
 
     def fresh():
@@ -193,7 +195,8 @@ def test_adversarial_finetune_keeps_masks_and_resumes_exactly(
             tiny_train,
             attack,
             checkpoint_dir=tmp_path,
-            **(settings | {"lr": 2e-3}),
+            schedule=schedule.replace(lr=2e-3),
+            progress=False,
         )
 
 

@@ -3,16 +3,18 @@
 Every augmenter is a small object with a ``name`` and ``__call__(text, rng) -> str``; all randomness
 comes from the ``random.Random`` passed in, so a shift is reproducible from a seed.
 
-Words: text is split into tokens by one rule (:func:`tokenize`): a word is a run of letters / digits /
-underscores, joined across inner apostrophes and hyphens ("don't", "well-known", GLUE's split-off
-"n't"); a clitic "'s", "'re", "'ve", "'ll", "'d", "'m" standing alone (GLUE's tokenised text) is one
-token; every other non-space character is a token of its own (punctuation is kept). Only tokens with
-a letter are edited; stopwords (:mod:`robustprune.eval.stopwords`) are never replaced. Edited text
-keeps the original whitespace between untouched tokens; an inserted word gets single spaces.
+Words: text is split into tokens by the rule the attacks use too (:mod:`robustprune.eval.words`,
+:func:`tokenize`): a word is a run of letters / digits joined across inner apostrophes and hyphens
+("don't", "well-known", GLUE's split-off "n't"); a clitic "'s", "'re", "'ve", "'ll", "'d", "'m" standing
+alone (GLUE's tokenised text) is one token; every other non-space character is a token of its own
+(punctuation is kept). Only tokens with a letter are edited; stopwords (:mod:`robustprune.eval.stopwords`)
+are never replaced; a swapped-in word takes the case of the word it replaces
+(:func:`~robustprune.eval.words.recover_case`). Edited text keeps the original whitespace between
+untouched tokens; an inserted word gets single spaces.
 
 Shifts: :class:`CharSwap` (adjacent interior letters swapped), EDA (Wei & Zou, 2019:
 :class:`SynonymReplace`, :class:`RandomInsert`, :class:`RandomSwap`, :class:`RandomDelete`, and
-:class:`EDA` choosing one of them per text), :class:`WordNetSwap`, :class:`EmbeddingSwap` (GloVe
+:class:`EDA` choosing one of them per text), :class:`WordNetShift`, :class:`EmbeddingShift` (GloVe
 neighbours), :class:`BackTranslation` (MarianMT, English -> German -> English) and :class:`ClareShift`
 (CLARE-style masked-LM replace / insert / merge). The last two need Hugging Face models; when one
 cannot be loaded (e.g. offline) they raise a RuntimeError naming the model and the reason.
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -31,9 +32,7 @@ from tqdm.auto import tqdm
 
 from robustprune.data.datasets import TextDataset
 from robustprune.eval.stopwords import is_stopword
-
-_TOKEN = re.compile(r"\w+(?:['\u2019-]\w+)*|['\u2019](?:s|re|ve|ll|d|m)(?!\w)|[^\w\s]", re.IGNORECASE)
-
+from robustprune.eval.words import TOKEN_PATTERN, is_word, recover_case
 
 # ---------------------------------------------------------------------------------------------------
 # tokens
@@ -51,7 +50,7 @@ class Tokens:
     def __init__(self, text: str) -> None:
         self.items: list[_Token] = []
         end = 0
-        for match in _TOKEN.finditer(text):
+        for match in TOKEN_PATTERN.finditer(text):
             self.items.append(_Token(match.group(), text[end:match.start()]))
             end = match.end()
         self.tail = text[end:]
@@ -107,15 +106,6 @@ class Tokens:
 def tokenize(text: str) -> list[str]:
     """The tokens of ``text`` under the module's rule (words, clitics, single punctuation marks)."""
     return Tokens(text).words()
-
-
-def match_case(original: str, word: str) -> str:
-    """``word`` in the case pattern of ``original`` (all caps, Capitalised, or as given)."""
-    if len(original) > 1 and original.isupper():
-        return word.upper()
-    if original[:1].isupper():
-        return word[:1].upper() + word[1:]
-    return word
 
 
 def _check_rate(value: float, name: str) -> float:
@@ -183,7 +173,7 @@ class CharSwap(Augmenter):
 def _wordnet_synonyms(word: str) -> list[str]:
     from robustprune.eval.wordnet import synonyms
 
-    return [s for s in synonyms(word) if s.isalpha() or "-" in s]
+    return [s for s in synonyms(word) if is_word(s)]
 
 
 class SynonymReplace(Augmenter):
@@ -205,7 +195,7 @@ class SynonymReplace(Augmenter):
                 break
             options = _wordnet_synonyms(tokens[i])
             if options:
-                tokens.replace(i, match_case(tokens[i], rng.choice(options)))
+                tokens.replace(i, recover_case(rng.choice(options), tokens[i]))
                 budget -= 1
         return tokens.render()
 
@@ -295,7 +285,7 @@ class EDA(Augmenter):
         return rng.choice(self.operations)(text, rng)
 
 
-class WordNetSwap(Augmenter):
+class WordNetShift(Augmenter):
     """Each non-stopword with a WordNet synonym is replaced by a random one with probability ``rate``
     (at least one word when any has a synonym)."""
 
@@ -311,11 +301,11 @@ class WordNetSwap(Augmenter):
         if not chosen and eligible:
             chosen = [rng.choice(eligible)]
         for i in chosen:
-            tokens.replace(i, match_case(tokens[i], rng.choice(options[i])))
+            tokens.replace(i, recover_case(rng.choice(options[i]), tokens[i]))
         return tokens.render()
 
 
-class EmbeddingSwap(Augmenter):
+class EmbeddingShift(Augmenter):
     """Each non-stopword is replaced with probability ``rate`` by one of its ``k`` nearest word-vector
     neighbours with cosine >= ``min_cosine`` (alphabetic, non-stopword), chosen uniformly.
 
@@ -358,7 +348,7 @@ class EmbeddingSwap(Augmenter):
             for i in chosen:
                 options = [w for w, _ in found[tokens[i].lower()] if w.isalpha() and not is_stopword(w)]
                 if options:
-                    tokens.replace(i, match_case(tokens[i], rng.choice(options)))
+                    tokens.replace(i, recover_case(rng.choice(options), tokens[i]))
             out.append(tokens.render())
         return out
 
@@ -562,11 +552,11 @@ class ClareShift(Augmenter):
             return False
         word = rng.choices([w for w, _ in options], weights=[p for _, p in options])[0]
         if op == "replace":
-            tokens.replace(i, match_case(original, word))
+            tokens.replace(i, recover_case(word, original))
         elif op == "insert":
             tokens.insert(i, word)
         else:
-            tokens.merge(i, match_case(original, word))
+            tokens.merge(i, recover_case(word, original))
         return True
 
     def __call__(self, text: str, rng: random.Random) -> str:
@@ -635,6 +625,6 @@ def apply_shift(dataset: TextDataset, augmenter: Augmenter, seed: int = 0,
                    **changes)
 
 
-__all__ = ["Augmenter", "BackTranslation", "CharSwap", "ClareShift", "EDA", "EmbeddingSwap", "RandomDelete",
-           "RandomInsert", "RandomSwap", "SynonymReplace", "Tokens", "WordNetSwap", "apply_shift",
-           "match_case", "tokenize"]
+__all__ = ["Augmenter", "BackTranslation", "CharSwap", "ClareShift", "EDA", "EmbeddingShift", "RandomDelete",
+           "RandomInsert", "RandomSwap", "SynonymReplace", "Tokens", "WordNetShift", "apply_shift",
+           "tokenize"]

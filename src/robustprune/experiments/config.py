@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from robustprune.train.schedule import TrainingSchedule
+
 METHODS = ("magnitude", "wanda", "sparsegpt", "random", "imp", "robust_ticket", "early_robust", "adversarial")
 ONE_SHOT_METHODS = ("magnitude", "wanda", "sparsegpt", "random")
 TRAINED_METHODS = ("imp", "robust_ticket", "early_robust", "adversarial")  # they train; own config block
@@ -76,6 +78,12 @@ class FinetuneConfig:
     batch_size: int = 32
     max_length: int = 64
     checkpoint_every: int = 50
+
+    def schedule(self, seed: int) -> TrainingSchedule:
+        """The recipe as a :class:`~robustprune.train.schedule.TrainingSchedule` for ``seed`` (AdamW's
+        other settings at their defaults)."""
+        return TrainingSchedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                                max_length=self.max_length, seed=seed)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from torch import nn
 from robustprune.data.datasets import TextDataset
 from robustprune.experiments.config import TRAINED_METHODS, ConfigError, ExperimentConfig
 from robustprune.targets import select_targets, weight_sparsity
+from robustprune.train.schedule import TrainingSchedule
 
 
 @contextlib.contextmanager
@@ -109,11 +110,9 @@ def check_against_data(config: ExperimentConfig, train: TextDataset) -> None:
     Raises:
         ConfigError: naming ``pruning.imp.rewind_step``.
     """
-    from robustprune.train.loop import step_counts
-
     step = config.pruning.imp.rewind_step
     if "imp" in config.pruning.methods and step > 0:
-        total = step_counts(train, config.finetune.batch_size, config.finetune.epochs)[1]
+        total = config.finetune.schedule(0).steps(len(train))[1]
         if step > total:
             raise ConfigError(f"config key 'pruning.imp.rewind_step': the dense fine-tuning has {total} steps "
                               f"({len(train)} examples, batch size {config.finetune.batch_size}), got {step}")
@@ -194,10 +193,13 @@ class PointPruner:
             self._pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return self._pretrained
 
-    def _finetune_options(self) -> dict[str, Any]:
-        ft = self.config.finetune
-        return {"epochs": ft.epochs, "lr": ft.lr, "batch_size": ft.batch_size, "max_length": ft.max_length,
-                "seed": self.seed, "checkpoint_every": ft.checkpoint_every, "progress": self.progress}
+    def _schedule(self) -> TrainingSchedule:
+        """The sweep's fine-tuning recipe for this seed."""
+        return self.config.finetune.schedule(self.seed)
+
+    def _run_options(self) -> dict[str, Any]:
+        """How the methods' training runs (checkpoints, progress bars): never what it computes."""
+        return {"checkpoint_every": self.config.finetune.checkpoint_every, "progress": self.progress}
 
     def rewind_state(self) -> dict[str, torch.Tensor]:
         """IMP's rewind point: the pre-trained state, or the dense fine-tuning's weights after ``rewind_step``
@@ -215,9 +217,8 @@ class PointPruner:
         path = self.checkpoints / f"rewind-step{step}-seed{self.seed}.safetensors"
         if not path.is_file():
             model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
-            options = self._finetune_options() | {"stop_after": step}
-            options.pop("checkpoint_every")
-            finetune_classifier(model, self.tokenizer, self.train, **options)
+            finetune_classifier(model, self.tokenizer, self.train, self._schedule(), stop_after=step,
+                                progress=self.progress)
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".partial")
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
@@ -228,7 +229,11 @@ class PointPruner:
     def ticket_scores(self) -> tuple[dict[str, torch.Tensor], float]:
         """Robust Tickets' learned ``log_alpha`` per target (once per seed, checkpointed) and the seconds
         learning them took (over every run that trained them)."""
-        from robustprune.pruners.robust_tickets import HardConcreteMasks, train_hard_concrete_masks
+        from robustprune.pruners.robust_tickets import (
+            MASK_SCHEDULE,
+            HardConcreteMasks,
+            train_hard_concrete_masks,
+        )
 
         if self._log_alphas is not None:
             return self._log_alphas, self._mask_seconds
@@ -236,15 +241,15 @@ class PointPruner:
         model = copy.deepcopy(self.base)
         masks = HardConcreteMasks(model, seed=self.seed)
         start = time.perf_counter()
-        options = self._finetune_options()
         directory = self.method_dir("robust_ticket") / f"masks-seed{self.seed}"
+        ft = self.config.finetune
+        schedule = MASK_SCHEDULE.replace(epochs=block.mask_epochs, lr=block.mask_lr, batch_size=ft.batch_size,
+                                         max_length=ft.max_length, seed=self.seed)
         train_hard_concrete_masks(
-            model, self.tokenizer, self.train, masks,
+            model, self.tokenizer, self.train, masks, schedule,
             attack=None if block.adversarial is None else block.adversarial.attack(),
-            epochs=block.mask_epochs, lr=block.mask_lr, l0_lambda=block.l0_lambda,
-            l0_warmup_ratio=block.l0_warmup_ratio, batch_size=options["batch_size"],
-            max_length=options["max_length"], seed=self.seed,
-            checkpoint_dir=directory, checkpoint_every=options["checkpoint_every"], progress=self.progress)
+            l0_lambda=block.l0_lambda, l0_warmup_ratio=block.l0_warmup_ratio, checkpoint_dir=directory,
+            **self._run_options())
         masks.detach()
         self._log_alphas = {k: v.detach().clone() for k, v in masks.named_log_alphas().items()}
         seconds_file = directory / "seconds.json"  # the time of every run that trained them, summed
@@ -359,11 +364,10 @@ class PointPruner:
 
         block = self.config.pruning.imp
         model = copy.deepcopy(self.base)
-        options = self._finetune_options()
         rounds = iterative_magnitude_prune(
             model, self.tokenizer, self.train, self.rewind_state(), directory, prune_rate=block.prune_rate,
             sparsity=point.sparsity, attack=None if block.adversarial is None else block.adversarial.attack(),
-            **options)
+            schedule=self._schedule(), **self._run_options())
         return PrunedPoint(model, weight_sparsity(model), details={
             "rounds": len(rounds), "round_sparsities": [r.sparsity for r in rounds],
             "cosine_vs_one_shot": rounds[-1].cosine_vs_one_shot})
@@ -378,8 +382,8 @@ class PointPruner:
         model = copy.deepcopy(self.base)
         reset_to_pretrained(model, self.pretrained_state())
         attack = None if block.finetune_adversarial is None else block.finetune_adversarial.attack()
-        finetune_classifier(model, self.tokenizer, self.train, masks=ticket, attack=attack,
-                            checkpoint_dir=directory, **self._finetune_options())
+        finetune_classifier(model, self.tokenizer, self.train, self._schedule(), masks=ticket, attack=attack,
+                            checkpoint_dir=directory, **self._run_options())
         # the masks are learned once per seed, shared by its points: their time is recorded apart
         return PrunedPoint(model, weight_sparsity(model), details={"mask_learning_seconds": mask_seconds})
 
@@ -387,25 +391,28 @@ class PointPruner:
         from robustprune.train.finetune import finetune_classifier
 
         model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
-        finetune_classifier(model, self.tokenizer, self.train, attack=self.config.pruning.adversarial.attack(),
-                            checkpoint_dir=directory, **self._finetune_options())
+        finetune_classifier(model, self.tokenizer, self.train, self._schedule(),
+                            attack=self.config.pruning.adversarial.attack(), checkpoint_dir=directory,
+                            **self._run_options())
         return PrunedPoint(model.eval(), weight_sparsity(model))
 
     def _early_robust(self, point: Any, directory: Path) -> PrunedPoint:
-        from robustprune.pruners.early_robust import early_robust
+        from robustprune.pruners.early_robust import SearchSettings, early_robust
+        from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE
 
         block = self.config.pruning.early_robust
         model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
         before = _target_weights(model)
-        options = self._finetune_options()
+        finetune = self._schedule()
         result = early_robust(
             model, self.tokenizer, self.train, head_ratio=point.sparsity, neuron_ratio=point.sparsity,
             attack=None if block.adversarial is None else block.adversarial.attack(),
-            lambda_heads=block.lambda_heads, lambda_neurons=block.lambda_neurons, search_epochs=block.search_epochs,
-            search_lr=block.search_lr, coef_lr=block.coef_lr, check_every=block.check_every, gamma=block.gamma,
-            patience=block.patience, finetune_epochs=options["epochs"], finetune_lr=options["lr"],
-            batch_size=options["batch_size"], max_length=options["max_length"], seed=self.seed,
-            checkpoint_dir=directory, checkpoint_every=options["checkpoint_every"], progress=self.progress)
+            search=SearchSettings(block.lambda_heads, block.lambda_neurons, block.coef_lr, block.check_every,
+                                  block.gamma, block.patience),
+            search_schedule=ADVERSARIAL_SCHEDULE.replace(epochs=block.search_epochs, lr=block.search_lr,
+                                                         batch_size=finetune.batch_size,
+                                                         max_length=finetune.max_length, seed=self.seed),
+            finetune_schedule=finetune, checkpoint_dir=directory, **self._run_options())
         return PrunedPoint(model.eval(), 1.0 - _target_weights(model) / before, details={
             "heads_per_layer": result.heads_per_layer, "neurons_per_layer": result.neurons_per_layer,
             "params_before": result.params_before, "params_after": result.params_after,

@@ -140,10 +140,8 @@ def _finetune(model: nn.Module, tokenizer: Any, config: ExperimentConfig, train:
               masks: dict[str, torch.Tensor] | None, progress: bool) -> float:
     from robustprune.train.finetune import finetune_classifier
 
-    ft = config.finetune
     start = time.perf_counter()
-    finetune_classifier(model, tokenizer, train, epochs=ft.epochs, lr=ft.lr, batch_size=ft.batch_size,
-                        max_length=ft.max_length, seed=seed, masks=masks, progress=progress)
+    finetune_classifier(model, tokenizer, train, config.finetune.schedule(seed), masks=masks, progress=progress)
     return time.perf_counter() - start
 
 
@@ -280,8 +278,8 @@ class _Evaluator:
         from robustprune.eval import shifts
 
         if name not in self._shifted:
-            augmenter = {"char_swap": shifts.CharSwap, "eda": shifts.EDA, "wordnet": shifts.WordNetSwap,
-                         "embedding_swap": shifts.EmbeddingSwap}[name]()
+            augmenter = {"char_swap": shifts.CharSwap, "eda": shifts.EDA, "wordnet": shifts.WordNetShift,
+                         "embedding_swap": shifts.EmbeddingShift}[name]()
             base = self.data.evaluation
             cap = self.config.evaluation.max_shift_examples
             if cap is not None:

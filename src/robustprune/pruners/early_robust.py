@@ -39,10 +39,11 @@ from robustprune.eval.analysis import hamming_distance
 from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
 from robustprune.pruners.structured import bert_layers, count_parameters, prune_heads_, prune_neurons_
 from robustprune.sparse_ops.validation import check_sparsity
-from robustprune.train.adversarial import Attack, FreeLB, adversarial_finetune
+from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE, Attack, FreeLB, adversarial_finetune
 from robustprune.train.checkpoint import TrainingHistory, run_resumable
 from robustprune.train.finetune import epoch_batch_fn, parameter_groups
-from robustprune.train.loop import StepHooks, check_training_arguments, step_counts, training_run
+from robustprune.train.loop import StepHooks, check_training_arguments, training_run
+from robustprune.train.schedule import TrainingSchedule
 
 DEFAULT_ATTACK = FreeLB()  # frozen dataclass: sharing one default instance is safe
 
@@ -219,6 +220,37 @@ class EarlyBird:
         self.distances = [tuple(d) for d in state["distances"]]  # type: ignore[misc]
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """What EarlyRobust's search adds to its training schedule.
+
+    Attributes:
+        lambda_heads, lambda_neurons: weights of the L1 penalties on the head and neuron coefficients.
+        coef_lr: the coefficients' learning rate (None: the schedule's ``lr``); no weight decay on them.
+        check_every: steps between early-bird checks (masks drawn and compared).
+        gamma, patience: the early bird is found once the normalised Hamming distance between consecutive
+            checks' masks stayed below ``gamma`` (heads and neurons) ``patience`` checks in a row.
+    """
+
+    lambda_heads: float = 1e-4
+    lambda_neurons: float = 1e-4
+    coef_lr: float | None = None
+    check_every: int = 50
+    gamma: float = 0.1
+    patience: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("lambda_heads", "lambda_neurons"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if self.coef_lr is not None and not self.coef_lr > 0:
+            raise ValueError(f"coef_lr must be > 0, got {self.coef_lr}")
+        if self.check_every < 1:
+            raise ValueError(f"check_every must be >= 1, got {self.check_every}")
+        EarlyBird(self.gamma, self.patience)  # its own checks, now rather than at the first check
+
+
 @dataclass
 class SearchResult:
     """Result of :func:`early_robust_search`.
@@ -247,24 +279,12 @@ def early_robust_search(
     model: nn.Module,
     tokenizer: Any,
     train: TextDataset,
+    schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE,
     *,
     head_ratio: float,
     neuron_ratio: float,
     attack: Attack | None = DEFAULT_ATTACK,
-    lambda_heads: float = 1e-4,
-    lambda_neurons: float = 1e-4,
-    epochs: float = 1.0,
-    batch_size: int = 32,
-    lr: float = 2e-5,
-    coef_lr: float | None = None,
-    weight_decay: float = 0.01,
-    warmup_ratio: float = 0.1,
-    max_grad_norm: float = 1.0,
-    max_length: int = 128,
-    seed: int = 0,
-    check_every: int = 50,
-    gamma: float = 0.1,
-    patience: int = 5,
+    search: SearchSettings = SearchSettings(),
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     stop_after: int | None = None,
@@ -273,11 +293,13 @@ def early_robust_search(
     """Search the robust early-bird ticket: train weights and coefficients jointly until the masks settle.
 
     Each step takes the adversarial loss (``attack``; None: clean loss) of a batch through the scaled model
-    plus the L1 penalties, and one AdamW step (the fine-tuning recipe's groups and linear schedule for the
-    weights; the coefficients in their own group at ``coef_lr``, default ``lr``, without weight decay; only
-    the weights are clipped to ``max_grad_norm``). Every ``check_every`` steps masks are drawn at
-    ``head_ratio`` / ``neuron_ratio`` (fractions pruned) and given to :class:`EarlyBird` (``gamma``,
-    ``patience``); the search stops when it fires, or after ``epochs`` of steps. ``model`` is trained in place.
+    plus the L1 penalties (``search.lambda_heads``, ``search.lambda_neurons``), and one AdamW step
+    (``schedule``: the fine-tuning recipe's groups and linear schedule for the weights; the coefficients in
+    their own group at ``search.coef_lr``, default ``schedule.lr``, without weight decay; only the weights
+    are clipped to ``schedule.max_grad_norm``). Every ``search.check_every`` steps masks are drawn at
+    ``head_ratio`` / ``neuron_ratio`` (fractions pruned) and given to :class:`EarlyBird` (``search.gamma``,
+    ``search.patience``); the search stops when it fires, or after ``schedule.epochs`` of steps. ``model``
+    is trained in place.
 
     With ``checkpoint_dir`` a checkpoint (model, coefficients, optimizer, schedule, tracker, RNG) is written
     at every check (and every ``checkpoint_every`` steps in between, if that is smaller) and a new call resumes
@@ -288,26 +310,21 @@ def early_robust_search(
 
     head_ratio = check_sparsity(head_ratio, "head_ratio")
     neuron_ratio = check_sparsity(neuron_ratio, "neuron_ratio")
-    check_training_arguments(model, train, epochs, batch_size, lr, warmup_ratio, attack)
-    for name, value in (("lambda_heads", lambda_heads), ("lambda_neurons", lambda_neurons)):
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    if coef_lr is not None and not coef_lr > 0:
-        raise ValueError(f"coef_lr must be > 0, got {coef_lr}")
+    check_training_arguments(model, train, attack)
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
-    if check_every < 1:
-        raise ValueError(f"check_every must be >= 1, got {check_every}")
+    check_every = search.check_every
     coefficients = StructureCoefficients(model)
     select_heads(coefficients.heads.detach(), head_ratio)  # fail now, not after the first check
-    tracker = EarlyBird(gamma, patience)
+    tracker = EarlyBird(search.gamma, search.patience)
 
-    torch.manual_seed(seed)
-    steps_per_epoch, total_steps = step_counts(train, batch_size, epochs)
-    groups = parameter_groups(model, weight_decay)
-    groups.append({"params": list(coefficients.parameters()), "weight_decay": 0.0, "lr": coef_lr or lr})
-    optimizer = torch.optim.AdamW(groups, lr=lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+    torch.manual_seed(schedule.seed)
+    steps_per_epoch, total_steps = schedule.steps(len(train))
+    groups = parameter_groups(model, schedule.weight_decay)
+    groups.append({"params": list(coefficients.parameters()), "weight_decay": 0.0,
+                   "lr": search.coef_lr or schedule.lr})
+    optimizer = torch.optim.AdamW(groups, lr=schedule.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, schedule.warmup_steps(total_steps), total_steps)
     model_params = [p for p in model.parameters() if p.requires_grad]
 
     def after_step(step: int) -> None:
@@ -319,13 +336,8 @@ def early_robust_search(
             bar.set_postfix(loss=last, streak=tracker.streak, refresh=False)
             bar.refresh()
 
-    fingerprint = {
-        "attack": attack, "head_ratio": head_ratio, "neuron_ratio": neuron_ratio, "lambda_heads": lambda_heads,
-        "lambda_neurons": lambda_neurons, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "coef_lr": coef_lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
-        "max_grad_norm": max_grad_norm, "max_length": max_length, "seed": seed, "check_every": check_every,
-        "gamma": gamma, "patience": patience, "examples": len(train),
-    }
+    fingerprint = {"attack": attack, **schedule.as_dict(), "head_ratio": head_ratio, "neuron_ratio": neuron_ratio,
+                   **asdict(search), "examples": len(train)}
     history = TrainingHistory()
     bar = None
     if progress:
@@ -342,11 +354,11 @@ def early_robust_search(
         end = total_steps if stop_after is None else min(total_steps, stop_after)
         run = training_run(
             model, optimizer=optimizer, scheduler=scheduler, attack=attack, clip=model_params,
-            max_grad_norm=max_grad_norm,
-            hooks=StepHooks(extra_loss=lambda step: coefficients.l1(lambda_heads, lambda_neurons), after=after_step),
+            max_grad_norm=schedule.max_grad_norm,
+            hooks=StepHooks(extra_loss=lambda step: coefficients.l1(search.lambda_heads, search.lambda_neurons),
+                            after=after_step),
             total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-            epoch_batches=functools.lru_cache(maxsize=1)(epoch_batch_fn(train, tokenizer, batch_size, max_length,
-                                                                        seed)),
+            epoch_batches=functools.lru_cache(maxsize=1)(epoch_batch_fn(train, tokenizer, schedule)),
             stateful={"model": model, "coefficients": coefficients, "optimizer": optimizer,
                       "scheduler": scheduler, "early_bird": tracker},
             fingerprint=fingerprint, checkpoint_dir=checkpoint_dir,
@@ -415,19 +427,9 @@ def early_robust(
     neuron_ratio: float,
     pretrained_state: Mapping[str, torch.Tensor] | None = None,
     attack: Attack | None = DEFAULT_ATTACK,
-    lambda_heads: float = 1e-4,
-    lambda_neurons: float = 1e-4,
-    search_epochs: float = 1.0,
-    search_lr: float = 2e-5,
-    coef_lr: float | None = None,
-    check_every: int = 50,
-    gamma: float = 0.1,
-    patience: int = 5,
-    finetune_epochs: float = 1.0,
-    finetune_lr: float = 2e-5,
-    batch_size: int = 32,
-    max_length: int = 128,
-    seed: int = 0,
+    search: SearchSettings = SearchSettings(),
+    search_schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE,
+    finetune_schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE,
     compare_full_adversarial: bool = False,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
@@ -438,9 +440,10 @@ def early_robust(
     Searches the early-bird ticket (:func:`early_robust_search`), resets every parameter to
     ``pretrained_state`` (default: ``model``'s state on entry, so a freshly initialised classification head
     goes back to its initial values too), removes the pruned heads and neurons physically, and fine-tunes the
-    smaller model plainly for ``finetune_epochs``. With ``compare_full_adversarial`` a copy of the dense
-    pre-trained model is also fine-tuned adversarially (``attack``, ``finetune_epochs``) and timed, for
-    :attr:`EarlyRobustResult.time_ratio`.
+    smaller model plainly with ``finetune_schedule``. With ``compare_full_adversarial`` a copy of the dense
+    pre-trained model is also fine-tuned adversarially (``attack``, ``finetune_schedule``) and timed, for
+    :attr:`EarlyRobustResult.time_ratio`. The search runs with ``search_schedule`` and ``search``
+    (:func:`early_robust_search`).
 
     With ``checkpoint_dir`` the search and the fine-tuning checkpoint into sub-directories, the ticket and the
     search summary are saved once found (``ticket.safetensors``, ``search.json``), and a repeated call resumes
@@ -461,8 +464,7 @@ def early_robust(
         dense = copy.deepcopy(model)
         reset_to_pretrained(dense, pretrained_state)
         start = time.perf_counter()
-        adversarial_finetune(dense, tokenizer, train, attack, epochs=finetune_epochs, batch_size=batch_size,
-                             lr=finetune_lr, max_length=max_length, seed=seed, progress=progress)
+        adversarial_finetune(dense, tokenizer, train, attack, finetune_schedule, progress=progress)
         full_seconds = time.perf_counter() - start
         del dense
 
@@ -471,40 +473,39 @@ def early_robust(
         masks = load_file(str(directory / _TICKET_FILE))
         summary = json.loads((directory / _SEARCH_FILE).read_text())
         history = TrainingHistory(summary.pop("losses"), summary.pop("learning_rates"))
-        search = SearchResult(masks["heads"].bool(), masks["neurons"].bool(), history=history,
+        result = SearchResult(masks["heads"].bool(), masks["neurons"].bool(), history=history,
                               distances=[tuple(d) for d in summary.pop("distances")], **summary)
     else:
-        search = early_robust_search(
-            model, tokenizer, train, head_ratio=head_ratio, neuron_ratio=neuron_ratio, attack=attack,
-            lambda_heads=lambda_heads, lambda_neurons=lambda_neurons, epochs=search_epochs,
-            batch_size=batch_size, lr=search_lr, coef_lr=coef_lr, max_length=max_length, seed=seed,
-            check_every=check_every, gamma=gamma, patience=patience,
+        result = early_robust_search(
+            model, tokenizer, train, search_schedule, head_ratio=head_ratio, neuron_ratio=neuron_ratio,
+            attack=attack, search=search,
             checkpoint_dir=None if directory is None else directory / "search", progress=progress)
         if directory is not None:
-            save_file({"heads": search.head_keep.to(torch.uint8), "neurons": search.neuron_keep.to(torch.uint8)},
+            save_file({"heads": result.head_keep.to(torch.uint8), "neurons": result.neuron_keep.to(torch.uint8)},
                       str(directory / _TICKET_FILE))
-            summary = {k: v for k, v in asdict(search).items() if k not in ("head_keep", "neuron_keep", "history")}
-            summary |= {"losses": search.history.losses, "learning_rates": search.history.learning_rates}
+            summary = {k: v for k, v in asdict(result).items() if k not in ("head_keep", "neuron_keep", "history")}
+            summary |= {"losses": result.history.losses, "learning_rates": result.history.learning_rates}
             (directory / _SEARCH_FILE).write_text(json.dumps(summary))
 
     not_reset = reset_to_pretrained(model, pretrained_state)
-    heads = prune_heads_(model, search.head_keep)
-    neurons = prune_neurons_(model, search.neuron_keep)
+    heads = prune_heads_(model, result.head_keep)
+    neurons = prune_neurons_(model, result.neuron_keep)
     params_after = count_parameters(model)
     start = time.perf_counter()
     finetune_history = adversarial_finetune(
-        model, tokenizer, train, None, epochs=finetune_epochs, batch_size=batch_size, lr=finetune_lr,
-        max_length=max_length, seed=seed, checkpoint_dir=None if directory is None else directory / "finetune",
+        model, tokenizer, train, None, finetune_schedule,
+        checkpoint_dir=None if directory is None else directory / "finetune",
         checkpoint_every=checkpoint_every, progress=progress)
     finetune_seconds = time.perf_counter() - start
-    return EarlyRobustResult(search, heads, neurons, params_before, params_after, finetune_history,
-                             search.seconds, finetune_seconds, full_seconds, not_reset)
+    return EarlyRobustResult(result, heads, neurons, params_before, params_after, finetune_history,
+                             result.seconds, finetune_seconds, full_seconds, not_reset)
 
 
 __all__ = [
     "EarlyBird",
     "EarlyRobustResult",
     "SearchResult",
+    "SearchSettings",
     "StructureCoefficients",
     "early_robust",
     "early_robust_search",

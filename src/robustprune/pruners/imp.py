@@ -38,8 +38,9 @@ from robustprune.pruners.magnitude import masks_sparsity
 from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
 from robustprune.sparse_ops.validation import check_sparsity
 from robustprune.targets import select_targets
-from robustprune.train.adversarial import Attack, adversarial_finetune
+from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE, Attack, adversarial_finetune
 from robustprune.train.loop import require_attack
+from robustprune.train.schedule import TrainingSchedule
 
 MASKS_FILE, MODEL_FILE, SUMMARY_FILE, SETTINGS_FILE = (
     "masks.safetensors", "model.safetensors", "summary.json", "settings.json")
@@ -166,14 +167,7 @@ def iterative_magnitude_prune(
     sparsity: float | None = None,
     targets: str | Sequence[str] | None = None,
     attack: Attack | None = None,
-    epochs: float = 1.0,
-    batch_size: int = 32,
-    lr: float = 2e-5,
-    weight_decay: float = 0.01,
-    warmup_ratio: float = 0.1,
-    max_grad_norm: float = 1.0,
-    max_length: int = 128,
-    seed: int = 0,
+    schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE,
     checkpoint_every: int = 100,
     progress: bool = True,
 ) -> list[IMPRound]:
@@ -191,8 +185,8 @@ def iterative_magnitude_prune(
             sparsity.
         targets: which Linear layers are pruned (None: those inside the transformer blocks).
         attack: None for plain retraining, FreeLB / PGD for adversarial retraining.
-        epochs ... seed: the retraining recipe of each round
-            (:func:`~robustprune.train.adversarial.adversarial_finetune`), the same every round.
+        schedule: the retraining recipe of each round, the same every round (default
+            :data:`~robustprune.train.adversarial.ADVERSARIAL_SCHEDULE`, ``lr=2e-5``).
         checkpoint_every: steps between training checkpoints inside a round.
         progress: progress bars for the rounds and each round's training.
 
@@ -209,10 +203,10 @@ def iterative_magnitude_prune(
     if sparsity is not None and rounds is not None:
         raise ValueError("give rounds or sparsity, not both (with sparsity the rounds follow from prune_rate)")
     if sparsity is None:
-        schedule = imp_schedule(total, prune_rate, 3 if rounds is None else rounds)
+        pruned_counts = imp_schedule(total, prune_rate, 3 if rounds is None else rounds)
     else:
-        schedule = imp_schedule_to(total, prune_rate, sparsity)
-    rounds = len(schedule)
+        pruned_counts = imp_schedule_to(total, prune_rate, sparsity)
+    rounds = len(pruned_counts)
     missing = [name for name, _ in model.named_parameters() if name not in pretrained_state]
     if missing:
         raise ValueError(f"pretrained_state lacks {len(missing)} parameter(s) of the model ({missing[:4]}); "
@@ -221,9 +215,7 @@ def iterative_magnitude_prune(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     settings = {"start_checksum": _checksum(start_weights), "prune_rate": prune_rate, "targets": names,
-                "attack": repr(attack), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "max_grad_norm": max_grad_norm,
-                "max_length": max_length, "seed": seed, "examples": len(train)}
+                "attack": repr(attack), **schedule.as_dict(), "examples": len(train)}
     settings_path = output_dir / SETTINGS_FILE
     if settings_path.is_file():
         saved = json.loads(settings_path.read_text())
@@ -242,7 +234,7 @@ def iterative_magnitude_prune(
     report: list[IMPRound] = []
     survivors: dict[str, torch.Tensor] | None = None
     try:
-        for index, pruned in enumerate(schedule, start=1):
+        for index, pruned in enumerate(pruned_counts, start=1):
             directory = output_dir / f"round_{index:02d}"
             if (directory / SUMMARY_FILE).is_file():  # finished earlier: load its weights, do not recompute
                 masks = load_imp_masks(output_dir, index)
@@ -257,9 +249,7 @@ def iterative_magnitude_prune(
                 masks = magnitude_masks(current, pruned, survivors)
                 rewind_(model, pretrained_state, masks)
                 history = adversarial_finetune(
-                    model, tokenizer, train, attack, epochs=epochs, batch_size=batch_size, lr=lr,
-                    weight_decay=weight_decay, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
-                    max_length=max_length, seed=seed, masks=masks, checkpoint_dir=directory / "train",
+                    model, tokenizer, train, attack, schedule, masks=masks, checkpoint_dir=directory / "train",
                     checkpoint_every=checkpoint_every, progress=progress)
                 one_shot = magnitude_masks(start_weights, pruned)
                 save_file({name: mask.to(torch.uint8).contiguous() for name, mask in masks.items()},

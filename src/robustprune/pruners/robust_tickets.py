@@ -37,10 +37,11 @@ from robustprune.sparse_ops.hard_concrete import (
 from robustprune.sparse_ops.scores import score_keep_mask, score_thresholds
 from robustprune.sparse_ops.validation import check_finite, check_float_tensor, check_sparsity
 from robustprune.targets import select_targets
-from robustprune.train.adversarial import Attack, FreeLB, adversarial_finetune
+from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE, Attack, FreeLB, adversarial_finetune
 from robustprune.train.checkpoint import TrainingHistory, run_resumable
 from robustprune.train.finetune import epoch_batch_fn
-from robustprune.train.loop import StepHooks, check_training_arguments, step_counts, training_run
+from robustprune.train.loop import StepHooks, check_training_arguments, training_run
+from robustprune.train.schedule import TrainingSchedule
 
 DEFAULT_ATTACK = FreeLB()  # frozen dataclass: sharing one default instance is safe
 
@@ -222,6 +223,10 @@ class HardConcreteMasks(nn.Module):
         return draw_ticket(self.named_log_alphas(), sparsity)
 
 
+# Adam on log_alpha at a constant rate, unclipped (Robust Tickets' mask learning).
+MASK_SCHEDULE = TrainingSchedule(lr=0.1, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=0.0)
+
+
 @dataclass
 class MaskTrainingHistory(TrainingHistory):
     """Per step: total loss (adversarial + lambda * L0), learning rate, L0 penalty and lambda."""
@@ -235,16 +240,11 @@ def train_hard_concrete_masks(
     tokenizer: Any,
     train: TextDataset,
     masks: HardConcreteMasks,
+    schedule: TrainingSchedule = MASK_SCHEDULE,
     *,
     attack: Attack | None = DEFAULT_ATTACK,
-    epochs: float = 1.0,
-    batch_size: int = 32,
-    lr: float = 0.1,
     l0_lambda: float = 1.0,
     l0_warmup_ratio: float = 0.1,
-    max_grad_norm: float = 0.0,
-    max_length: int = 128,
-    seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
     stop_after: int | None = None,
@@ -253,10 +253,14 @@ def train_hard_concrete_masks(
     """Learn ``masks.log_alphas`` on ``train`` with every model weight frozen (restored afterwards).
 
     Each step draws one gate sample, computes the adversarial loss (``attack``; None: clean loss) through the
-    gated model, adds ``lambda_t * L0`` and takes an Adam step (constant ``lr``) on ``log_alpha``. The masks
-    are attached for the duration of the call (if they were not already) and left in ``train()`` mode.
+    gated model, adds ``lambda_t * L0`` and takes an Adam step (constant ``schedule.lr``) on ``log_alpha``.
+    The masks are attached for the duration of the call (if they were not already) and left in ``train()``
+    mode.
 
     Args:
+        schedule: epochs, batch size, learning rate, clipping of ``log_alpha``'s gradient (0: none),
+            truncation and seed; default :data:`MASK_SCHEDULE`. Adam at a constant rate has neither weight
+            decay nor warm-up: a schedule with either is refused.
         checkpoint_dir, checkpoint_every, stop_after: as in
             :func:`~robustprune.train.adversarial.adversarial_finetune` (checkpoints hold ``log_alpha``,
             Adam's state, the RNG and the history).
@@ -265,41 +269,38 @@ def train_hard_concrete_masks(
     Returns:
         The per-step losses, learning rates, L0 penalties and lambdas (including resumed steps).
     """
-    check_training_arguments(model, train, epochs, batch_size, lr, 0.0, attack)
+    check_training_arguments(model, train, attack)
+    if schedule.weight_decay or schedule.warmup_ratio:
+        raise ValueError(f"the masks train with Adam at a constant lr: the schedule must have weight_decay=0 and "
+                         f"warmup_ratio=0, got {schedule.weight_decay} and {schedule.warmup_ratio} (start from "
+                         "MASK_SCHEDULE.replace(...))")
     if not 0 <= l0_warmup_ratio <= 1:
         raise ValueError(f"l0_warmup_ratio must be in [0, 1], got {l0_warmup_ratio}")
-    steps_per_epoch, total_steps = step_counts(train, batch_size, epochs)
-    schedule = LambdaSchedule(float(l0_lambda), int(l0_warmup_ratio * total_steps))
-    torch.manual_seed(seed)
-    optimizer = torch.optim.Adam(masks.log_alphas.parameters(), lr=lr)
+    steps_per_epoch, total_steps = schedule.steps(len(train))
+    lambdas = LambdaSchedule(float(l0_lambda), int(l0_warmup_ratio * total_steps))
+    torch.manual_seed(schedule.seed)
+    optimizer = torch.optim.Adam(masks.log_alphas.parameters(), lr=schedule.lr)
     history = MaskTrainingHistory()
 
     def l0_term(step: int) -> torch.Tensor:
-        lam = schedule(step)
+        lam = lambdas(step)
         penalty = masks.l0_penalty()
         history.l0.append(float(penalty.detach()))
         history.lambdas.append(lam)
         return lam * penalty
 
-    fingerprint = {
-        "attack": attack,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "l0_lambda": l0_lambda,
-        "l0_warmup_ratio": l0_warmup_ratio,
-        "max_grad_norm": max_grad_norm,
-        "max_length": max_length,
-        "seed": seed,
-        "examples": len(train),
-        "targets": masks.names,
+    fingerprint = {  # weight decay and warm-up are always 0 here: left out, as before they existed
+        "attack": attack, "epochs": schedule.epochs, "batch_size": schedule.batch_size, "lr": schedule.lr,
+        "l0_lambda": l0_lambda, "l0_warmup_ratio": l0_warmup_ratio, "max_grad_norm": schedule.max_grad_norm,
+        "max_length": schedule.max_length, "seed": schedule.seed, "examples": len(train), "targets": masks.names,
         "constants": (masks.gamma, masks.zeta, masks.beta),
     }
     run = training_run(
         model, optimizer=optimizer, attack=attack, clip=masks.log_alphas.parameters(),
-        max_grad_norm=max_grad_norm, hooks=StepHooks(before=lambda step: masks.resample(), extra_loss=l0_term),
+        max_grad_norm=schedule.max_grad_norm,
+        hooks=StepHooks(before=lambda step: masks.resample(), extra_loss=l0_term),
         total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-        epoch_batches=epoch_batch_fn(train, tokenizer, batch_size, max_length, seed),
+        epoch_batches=epoch_batch_fn(train, tokenizer, schedule),
         stateful={"masks": masks, "optimizer": optimizer}, fingerprint=fingerprint,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, stop_after=stop_after,
         desc="robust-ticket masks", history=history,
@@ -370,16 +371,11 @@ def robust_ticket(
     *,
     targets: str | Sequence[str] | None = None,
     attack: Attack | None = DEFAULT_ATTACK,
-    mask_epochs: float = 1.0,
-    mask_lr: float = 0.1,
     l0_lambda: float = 1.0,
     l0_warmup_ratio: float = 0.1,
-    finetune_epochs: float = 1.0,
-    finetune_lr: float = 2e-5,
+    mask_schedule: TrainingSchedule = MASK_SCHEDULE,
+    finetune_schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE,
     finetune_attack: Attack | None = None,
-    batch_size: int = 32,
-    max_length: int = 128,
-    seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
     progress: bool = True,
@@ -389,49 +385,27 @@ def robust_ticket(
     Learns hard-concrete masks under ``attack`` (weights frozen), draws the ticket globally at ``sparsity``
     from ``log_alpha``, resets the weights to ``pretrained_state`` (e.g. the state the fine-tuning started
     from), and fine-tunes the ticket with the mask fixed (adversarially when ``finetune_attack`` is set).
-    With ``checkpoint_dir`` both stages checkpoint into sub-directories and a repeated call resumes.
+    ``mask_schedule`` and ``finetune_schedule`` are the two phases' settings (the gates are initialised
+    from ``mask_schedule.seed``). With ``checkpoint_dir`` both stages checkpoint into sub-directories and a
+    repeated call resumes.
     """
     sparsity = check_sparsity(sparsity)
     sub = (lambda name: None) if checkpoint_dir is None else (lambda name: Path(checkpoint_dir) / name)
-    masks = HardConcreteMasks(model, targets, seed=seed)
+    masks = HardConcreteMasks(model, targets, seed=mask_schedule.seed)
     mask_history = train_hard_concrete_masks(
-        model,
-        tokenizer,
-        train,
-        masks,
-        attack=attack,
-        epochs=mask_epochs,
-        batch_size=batch_size,
-        lr=mask_lr,
-        l0_lambda=l0_lambda,
-        l0_warmup_ratio=l0_warmup_ratio,
-        max_length=max_length,
-        seed=seed,
-        checkpoint_dir=sub("masks"),
-        checkpoint_every=checkpoint_every,
-        progress=progress,
-    )
+        model, tokenizer, train, masks, mask_schedule, attack=attack, l0_lambda=l0_lambda,
+        l0_warmup_ratio=l0_warmup_ratio, checkpoint_dir=sub("masks"), checkpoint_every=checkpoint_every,
+        progress=progress)
     ticket = masks.draw_ticket(sparsity)
     not_reset = reset_to_pretrained(model, pretrained_state)
     finetune_history = adversarial_finetune(
-        model,
-        tokenizer,
-        train,
-        finetune_attack,
-        epochs=finetune_epochs,
-        batch_size=batch_size,
-        lr=finetune_lr,
-        max_length=max_length,
-        seed=seed,
-        masks=ticket,
-        checkpoint_dir=sub("finetune"),
-        checkpoint_every=checkpoint_every,
-        progress=progress,
-    )
+        model, tokenizer, train, finetune_attack, finetune_schedule, masks=ticket,
+        checkpoint_dir=sub("finetune"), checkpoint_every=checkpoint_every, progress=progress)
     return RobustTicket(ticket, mask_history, finetune_history, not_reset)
 
 
 __all__ = [
+    "MASK_SCHEDULE",
     "HardConcreteMasks",
     "LambdaSchedule",
     "MaskTrainingHistory",

@@ -9,7 +9,8 @@ targeted Linear / Conv1D layers accumulate ``H = 2 X X^T`` in fp32 as a running 
 reference counts sequences of equal length, so ``H`` only differs by a constant factor, which
 SparseGPT's masks and updates do not depend on). Layers that receive the very same input tensor in a
 forward pass (attention q/k/v, Llama's gate/up projections) share one Hessian and one ``Hinv``. Each
-target is then pruned by :func:`robustprune.sparse_ops.obs.sparsegpt_prune_`.
+target is then pruned by :func:`robustprune.sparse_ops.obs.sparsegpt_prune_`, the fast form of the
+paper's layer algorithm (read it in :mod:`robustprune.sparse_ops.sparsegpt_algorithm`).
 
 Sweeps: :func:`collect_hessians` runs the calibration once on the DENSE model (its blocks are never
 pruned, so block ``l`` is calibrated on dense outputs of the blocks ``< l``) and returns every target's

@@ -1,7 +1,9 @@
 """SparseGPT's blockwise OBS update: ``robustprune::sparsegpt_prune_(weight, hinv, ...) -> keep-mask``.
 
 The op prunes ``weight`` (``[out, in]``) in place and lets the surviving weights absorb the error,
-exactly as SparseGPT's reference ``fasterprune`` (Frantar & Alistarh, 2023) does. Given ``hinv``, the
+exactly as SparseGPT's reference ``fasterprune`` (Frantar & Alistarh, 2023) does. The algorithm itself,
+as the paper writes it, is :func:`robustprune.sparse_ops.sparsegpt_algorithm.sparsegpt_layer`; this op is
+its fast form (same masks and weights, tested), and this docstring describes only what makes it fast. Given ``hinv``, the
 upper Cholesky factor of ``H^-1`` (``H = 2 X X^T`` over the calibration inputs; build it with
 :func:`sparsegpt_hinv`), the ``in`` columns are processed in blocks of ``blocksize`` (default 128):
 

@@ -2,5 +2,7 @@
 
 from robustprune.train.adversarial import PGD, FreeLB, adversarial_backward, adversarial_finetune
 from robustprune.train.finetune import finetune_classifier
+from robustprune.train.schedule import TrainingSchedule
 
-__all__ = ["PGD", "FreeLB", "adversarial_backward", "adversarial_finetune", "finetune_classifier"]
+__all__ = ["PGD", "FreeLB", "TrainingSchedule", "adversarial_backward", "adversarial_finetune",
+           "finetune_classifier"]

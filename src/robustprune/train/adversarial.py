@@ -37,6 +37,7 @@ from robustprune.train.checkpoint import (
     run_resumable,
     save_checkpoint,
 )
+from robustprune.train.schedule import TrainingSchedule
 
 
 @dataclass(frozen=True)
@@ -193,19 +194,23 @@ def adversarial_backward(model: nn.Module, batch: Batch, attack: Attack) -> Adve
 # ---------------------------------------------------------------------------------------- resumable loop
 
 
-def adversarial_finetune(model: nn.Module, tokenizer: Any, train: TextDataset, attack: Attack | None, *,
-                         lr: float = 2e-5, **options: Any) -> TrainingHistory:
+ADVERSARIAL_SCHEDULE = TrainingSchedule(lr=2e-5)  # the smaller learning rate of adversarial recipes
+
+
+def adversarial_finetune(model: nn.Module, tokenizer: Any, train: TextDataset, attack: Attack | None,
+                         schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE, **options: Any) -> TrainingHistory:
     """Fine-tune ``model`` in place under FreeLB / PGD (or plainly with ``attack=None``), resumably.
 
-    :func:`robustprune.train.finetune.finetune_classifier` with ``attack`` (and the smaller default learning
-    rate of adversarial fine-tuning recipes); ``options`` are its keyword arguments (epochs, batch_size,
-    masks, checkpoint_dir, checkpoint_every, stop_after, progress, ...).
+    :func:`robustprune.train.finetune.finetune_classifier` with ``attack`` and, by default, the smaller
+    learning rate of adversarial fine-tuning recipes (``lr=2e-5``); ``options`` are its keyword arguments
+    (masks, checkpoint_dir, checkpoint_every, stop_after, progress).
     """
     from robustprune.train.finetune import finetune_classifier
 
-    return finetune_classifier(model, tokenizer, train, lr=lr, attack=attack, **options)
+    return finetune_classifier(model, tokenizer, train, schedule, attack=attack, **options)
 
 __all__ = [
+    "ADVERSARIAL_SCHEDULE",
     "PGD",
     "AdversarialStep",
     "FreeLB",

@@ -21,7 +21,8 @@ from torch import nn
 
 from robustprune.data.datasets import TextDataset
 from robustprune.train.checkpoint import TrainingHistory, run_resumable
-from robustprune.train.loop import apply_masks_, check_training_arguments, step_counts, training_run
+from robustprune.train.loop import apply_masks_, check_training_arguments, training_run
+from robustprune.train.schedule import TrainingSchedule
 
 # A chunk of this many batches is sorted by length before batching: little padding, still random order.
 _BUCKET_BATCHES = 50
@@ -46,11 +47,12 @@ def length_bucketed_batches(dataset: TextDataset, tokenizer: Any, batch_size: in
     return [dict(tokenizer.pad(group, return_tensors="pt")) for group in grouped]
 
 
-def epoch_batch_fn(train: TextDataset, tokenizer: Any, batch_size: int, max_length: int,
-                   seed: int) -> Callable[[int], list[dict[str, torch.Tensor]]]:
-    """Epoch -> that epoch's batches, seeded per epoch (a resumed run rebuilds exactly the same ones)."""
-    return lambda epoch: length_bucketed_batches(train, tokenizer, batch_size, max_length,
-                                                 random.Random(seed * 1_000_003 + epoch))
+def epoch_batch_fn(train: TextDataset, tokenizer: Any,
+                   schedule: TrainingSchedule) -> Callable[[int], list[dict[str, torch.Tensor]]]:
+    """Epoch -> that epoch's batches (``schedule``'s batch size and truncation), seeded per epoch from
+    ``schedule.seed`` (a resumed run rebuilds exactly the same ones)."""
+    return lambda epoch: length_bucketed_batches(train, tokenizer, schedule.batch_size, schedule.max_length,
+                                                 random.Random(schedule.seed * 1_000_003 + epoch))
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -82,15 +84,8 @@ def finetune_classifier(
     model: nn.Module,
     tokenizer: Any,
     train: TextDataset,
+    schedule: TrainingSchedule = TrainingSchedule(),
     *,
-    epochs: float = 1.0,
-    batch_size: int = 32,
-    lr: float = 5e-5,
-    weight_decay: float = 0.01,
-    warmup_ratio: float = 0.1,
-    max_grad_norm: float = 1.0,
-    max_length: int = 128,
-    seed: int = 0,
     masks: Mapping[str, torch.Tensor] | None = None,
     attack: Any = None,
     checkpoint_dir: str | Path | None = None,
@@ -105,10 +100,8 @@ def finetune_classifier(
             with ``config.num_labels == train.num_labels``.
         tokenizer: its tokenizer.
         train: the training set.
-        epochs: passes over ``train``; a fraction runs that share of the steps.
-        batch_size, lr, weight_decay, warmup_ratio, max_grad_norm: AdamW and the linear schedule.
-        max_length: inputs are truncated to this many tokens.
-        seed: seeds the shuffles and torch (dropout, perturbations), for reproducible runs.
+        schedule: epochs, batch size, AdamW and its linear schedule, clipping, truncation and seed
+            (:class:`~robustprune.train.schedule.TrainingSchedule`; the seed makes runs reproducible).
         masks: ``{parameter name: keep-mask}`` (as the pruners return them): pruned weights stay
             exactly zero through every step.
         attack: None (clean loss), or :class:`~robustprune.train.adversarial.FreeLB` /
@@ -123,29 +116,24 @@ def finetune_classifier(
         The per-step losses and learning rates of the run so far (resumed steps included).
 
     Raises:
-        ValueError: an empty training set, a label count that differs from the model's, bad
-            hyper-parameters, or masks that do not match the model's parameters.
+        ValueError: an empty training set, a label count that differs from the model's, or masks that do
+            not match the model's parameters.
     """
     from transformers import get_linear_schedule_with_warmup
 
-    check_training_arguments(model, train, epochs, batch_size, lr, warmup_ratio, attack)
+    check_training_arguments(model, train, attack)
     mask_pairs = resolve_masks(model, masks or {})
     apply_masks_(mask_pairs)
 
-    torch.manual_seed(seed)
-    steps_per_epoch, total_steps = step_counts(train, batch_size, epochs)
-    optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-    fingerprint = {
-        "attack": attack, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "weight_decay": weight_decay,
-        "warmup_ratio": warmup_ratio, "max_grad_norm": max_grad_norm, "max_length": max_length, "seed": seed,
-        "examples": len(train), "masks": sorted(masks or {}),
-    }
+    torch.manual_seed(schedule.seed)
+    steps_per_epoch, total_steps = schedule.steps(len(train))
+    optimizer = torch.optim.AdamW(parameter_groups(model, schedule.weight_decay), lr=schedule.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, schedule.warmup_steps(total_steps), total_steps)
+    fingerprint = {"attack": attack, **schedule.as_dict(), "examples": len(train), "masks": sorted(masks or {})}
     run = training_run(
-        model, optimizer=optimizer, scheduler=scheduler, attack=attack, max_grad_norm=max_grad_norm,
+        model, optimizer=optimizer, scheduler=scheduler, attack=attack, max_grad_norm=schedule.max_grad_norm,
         masks=mask_pairs, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-        epoch_batches=epoch_batch_fn(train, tokenizer, batch_size, max_length, seed),
+        epoch_batches=epoch_batch_fn(train, tokenizer, schedule),
         stateful={"model": model, "optimizer": optimizer, "scheduler": scheduler}, fingerprint=fingerprint,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, stop_after=stop_after,
         desc=f"{'adversarial ' if attack is not None else ''}fine-tune {train.name or 'classifier'}",
@@ -158,5 +146,5 @@ def finetune_classifier(
         model.train(was_training)
 
 
-__all__ = ["TrainingHistory", "epoch_batch_fn", "finetune_classifier",
+__all__ = ["TrainingHistory", "TrainingSchedule", "epoch_batch_fn", "finetune_classifier",
            "length_bucketed_batches", "parameter_groups", "resolve_masks"]

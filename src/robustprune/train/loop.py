@@ -11,7 +11,6 @@ resumes the same way.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,9 @@ def require_attack(attack: Any) -> None:
         raise TypeError(f"attack must be FreeLB(...), PGD(...) or None, got {type(attack).__name__}")
 
 
-def check_training_arguments(model: nn.Module, train: TextDataset, epochs: float, batch_size: int,
-                             lr: float, warmup_ratio: float, attack: Any = None) -> None:
-    """Reject what no training run can use, naming the argument."""
+def check_training_arguments(model: nn.Module, train: TextDataset, attack: Any = None) -> None:
+    """Reject what no training run can use, naming the argument (the numbers are checked by
+    :class:`~robustprune.train.schedule.TrainingSchedule`)."""
     require_attack(attack)
     if len(train) == 0:
         raise ValueError(f"training set {train.name!r} is empty")
@@ -41,20 +40,6 @@ def check_training_arguments(model: nn.Module, train: TextDataset, epochs: float
     if num_labels != train.num_labels:
         raise ValueError(f"training set {train.name!r} has {train.num_labels} labels, the model predicts "
                          f"{num_labels}")
-    if not epochs > 0:
-        raise ValueError(f"epochs must be > 0, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if not 0 <= warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-
-
-def step_counts(train: TextDataset, batch_size: int, epochs: float) -> tuple[int, int]:
-    """``(steps per epoch, total steps)``; a fractional ``epochs`` runs that share of the steps."""
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    return steps_per_epoch, max(1, math.ceil(epochs * steps_per_epoch))
 
 
 @torch.no_grad()
@@ -143,5 +128,4 @@ def training_run(
                         history if history is not None else TrainingHistory())
 
 
-__all__ = ["StepHooks", "apply_masks_", "check_training_arguments", "require_attack", "step_counts",
-           "training_run"]
+__all__ = ["StepHooks", "apply_masks_", "check_training_arguments", "require_attack", "training_run"]

@@ -16,8 +16,9 @@ from nltk.metrics.distance import edit_distance
 
 from robustprune.eval.attacks import attack
 from robustprune.eval.attacks.constraints import similarity
-from robustprune.eval.attacks.transformations import HOMOGLYPHS, recover_case
+from robustprune.eval.attacks.transformations import HOMOGLYPHS
 from robustprune.eval.stopwords import STOPWORDS
+from robustprune.eval.words import recover_case
 
 EXAMPLES = 8
 MAX_WORDS = 12

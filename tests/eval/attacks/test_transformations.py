@@ -9,7 +9,7 @@ import pytest
 import torch
 from nltk.metrics.distance import edit_distance
 
-from robustprune.eval.attacks.text import WORD_PATTERN, AttackedText
+from robustprune.eval.attacks.text import AttackedText
 from robustprune.eval.attacks.transformations import (
     HOMOGLYPHS,
     CharacterDelete,
@@ -21,8 +21,8 @@ from robustprune.eval.attacks.transformations import (
     MaskedLMSwap,
     NeighbourSwap,
     WordNetSwap,
-    recover_case,
 )
+from robustprune.eval.words import WORD_PATTERN
 
 WORDS = ["wonderful", "ab", "x", "performance", "Movie", "aaab"]
 
@@ -74,13 +74,6 @@ def test_homoglyphs_change_one_character_and_stay_one_word():
         assert len(diff) == 1 and HOMOGLYPHS[diff[0][0]] == diff[0][1]
         assert WORD_PATTERN.fullmatch(cand)
     assert all(WORD_PATTERN.fullmatch(v) for v in HOMOGLYPHS.values())
-
-
-def test_recover_case():
-    assert recover_case("film", "Movie") == "Film"
-    assert recover_case("film", "MOVIE") == "FILM"
-    assert recover_case("Film", "movie") == "film"
-    assert recover_case("film", "McDonald") == "film"
 
 
 def test_embedding_swap_uses_nearest_neighbours(glove):

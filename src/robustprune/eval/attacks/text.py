@@ -1,8 +1,7 @@
 """The text under attack: words that may be swapped, the exact characters between them, and bookkeeping.
 
-Tokenisation (documented, lossless): a *word* is a maximal run of letters or digits, optionally joined by
-inner apostrophes or hyphens (``don't``, ``n't``, ``well-made``, ``2002``), or an English clitic that
-tokenised corpora such as SST-2 split off (``'s``, ``'re``, ``'ve``, ``'d``, ``'ll``, ``'m``); everything
+Tokenisation (documented, lossless): a *word* is what :mod:`robustprune.eval.words` says (letters or
+digits joined by inner apostrophes or hyphens, or a split-off clitic such as ``'s``); everything
 between two words (spaces, punctuation) is a *separator* and is never perturbed. A text of ``n``
 words is stored as ``n + 1`` separators around them, so ``"".join`` re-creates the input character for
 character, and a perturbed text re-joins with the original punctuation and spacing. This follows
@@ -16,15 +15,11 @@ carried along unchanged in :attr:`AttackedText.context`.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from robustprune.data.datasets import ClassifierInput
-
-# A clitic split off by tokenised corpora ("it 's", "they 're") keeps its apostrophe, so stopword lists
-# that hold "'s" match it; otherwise a word is letters/digits joined by inner apostrophes or hyphens.
-WORD_PATTERN = re.compile(r"'(?:s|re|ve|d|ll|m)(?![^\W_])|[^\W_]+(?:['\-][^\W_]+)*", re.IGNORECASE)
+from robustprune.eval.words import WORD_PATTERN
 
 
 def split_words(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -148,4 +143,4 @@ class AttackedText:
             raise IndexError(f"word index {index} out of range for a text of {len(self.words)} words")
 
 
-__all__ = ["WORD_PATTERN", "AttackedText", "split_words"]
+__all__ = ["AttackedText", "split_words"]

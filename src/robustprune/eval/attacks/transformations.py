@@ -18,24 +18,14 @@ from typing import Any, Protocol
 
 import torch
 
-from robustprune.eval.attacks.text import WORD_PATTERN, AttackedText
+from robustprune.eval.attacks.text import AttackedText
+from robustprune.eval.words import is_word, recover_case
 
 
 class Transformation(Protocol):
     """Maps ``(text, indices)`` to candidate texts, each changing one of ``indices``."""
 
     def __call__(self, text: AttackedText, indices: Sequence[int]) -> list[AttackedText]: ...
-
-
-def recover_case(new: str, like: str) -> str:
-    """``new`` in the letter case of ``like`` (lower, Title or UPPER; anything else leaves ``new`` as is)."""
-    if like.islower():
-        return new.lower()
-    if like.isupper() and len(like) > 1:
-        return new.upper()
-    if like[:1].isupper() and like[1:].islower():
-        return new[:1].upper() + new[1:].lower()
-    return new
 
 
 class WordSwap:
@@ -83,7 +73,7 @@ class EmbeddingSwap(WordSwap):
             found = (
                 self.vectors.nearest(key, self.max_candidates, self.min_cosine) if key in self.vectors else []
             )
-            self._cache[key] = [w for w, _ in found if w != key and WORD_PATTERN.fullmatch(w)]
+            self._cache[key] = [w for w, _ in found if w != key and is_word(w)]
         return [recover_case(w, word) for w in self._cache[key]]
 
 
@@ -97,7 +87,7 @@ class WordNetSwap(WordSwap):
 
     def replacements(self, word: str) -> list[str]:
         key = word.lower()
-        return [recover_case(s, word) for s in self.synonyms(key) if s != key and WORD_PATTERN.fullmatch(s)]
+        return [recover_case(s, word) for s in self.synonyms(key) if s != key and is_word(s)]
 
 
 class _CharacterBug(WordSwap):
@@ -338,7 +328,7 @@ class MaskedLMSwap:
             tokens = self.tokenizer.convert_ids_to_tokens(
                 [i for i in ids[positions[0]].tolist() if i not in self._special]
             )
-            return [t for t in tokens if not t.startswith("##") and WORD_PATTERN.fullmatch(t)]
+            return [t for t in tokens if not t.startswith("##") and is_word(t)]
         # Beam search over sub-token combinations: the sum of log-probs is separable by position, so
         # keeping the best k prefixes at every step yields exactly the k best full combinations.
         beam: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]
@@ -357,7 +347,7 @@ class MaskedLMSwap:
             if tokens[0].startswith("##"):
                 continue
             word = "".join(t.removeprefix("##") for t in tokens)
-            if WORD_PATTERN.fullmatch(word):
+            if is_word(word):
                 words.append(word)
         return list(dict.fromkeys(words))
 
@@ -389,5 +379,4 @@ __all__ = [
     "Transformation",
     "WordNetSwap",
     "WordSwap",
-    "recover_case",
 ]
