@@ -22,7 +22,9 @@ pytestmark = pytest.mark.skipif(not triton_interpreter_active(), reason="needs T
 
 def small_tensors(dtype, ties):
     g = torch.Generator().manual_seed(11)
-    shapes = [(17, 24), (5,), (40, 8)]
+    # (45, 61): 2,745 elements, three 1,024-element programs with a ragged last one (cross-program atomics,
+    # packed-byte offsets of program ids above 0); the others fit one program
+    shapes = [(17, 24), (5,), (40, 8), (45, 61)]
     if ties:
         return [torch.randint(-3, 4, s, generator=g).to(dtype) for s in shapes]
     return [torch.randn(s, generator=g).to(dtype) for s in shapes]
@@ -61,6 +63,21 @@ def test_threshold_mask_kernel_matches_cpu(dtype, packed, ties):
         assert torch.equal(via_triton, via_cpu)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_packed_mask_zero_pads_its_last_byte_like_the_cpu(dtype):
+    # 2,045 elements: the last packed byte holds 5 real bits; at threshold 0 (sparsity 0, or a cut that
+    # falls among zeros) every real element is kept, and the 3 padding bits must stay 0 as on the CPU
+    g = torch.Generator().manual_seed(5)
+    weight = torch.randn(2045, generator=g).to(dtype)
+    weight[:600] = 0
+    for threshold, quota in ((0.0, 0), (0.0, 300)):  # sparsity 0; the cut among the 600 zeros
+        via_triton, via_cpu = weight.clone(), weight.clone()
+        mask_triton = _magnitude_mask_triton(via_triton, threshold, quota, True)
+        mask_cpu = magnitude_mask_(via_cpu, threshold, quota, True)
+        assert torch.equal(mask_triton, mask_cpu) and torch.equal(via_triton, via_cpu)
+        assert int(mask_triton.view(torch.uint8)[-1]) >> 5 == 0
+
+
 def test_threshold_mask_kernel_with_unrepresentable_threshold():
     weight = torch.tensor([0.1, 0.2, 0.30000001, 0.3, 0.4]).half()
     for threshold in (0.3, 0.30000001, 0.2999):
@@ -72,6 +89,7 @@ def test_threshold_mask_kernel_with_unrepresentable_threshold():
 @pytest.mark.parametrize("n,m", [(2, 4), (1, 4), (4, 8), (3, 8), (5, 16)])
 def test_nm_mask_kernel_matches_cpu(dtype, n, m):
     g = torch.Generator().manual_seed(n + m)
-    for scores in (torch.randn(9, 4 * m, generator=g).to(dtype),
-                   torch.randint(-2, 3, (9, 4 * m), generator=g).to(dtype)):
+    # 41 x 4 groups: three 64-group programs, the last ragged
+    for scores in (torch.randn(41, 4 * m, generator=g).to(dtype),
+                   torch.randint(-2, 3, (41, 4 * m), generator=g).to(dtype)):
         assert torch.equal(_nm_mask_triton(scores, n, m), nm_mask(scores, n, m))

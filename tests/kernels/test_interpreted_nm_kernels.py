@@ -37,12 +37,19 @@ def assert_close(actual, expected, dtype):
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (3, 8), (1, 4), (5, 16)])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_compress_and_decompress_kernels_match_cpu(n, m, dtype):
-    w = nm_weight(5, 3 * m, n, m, dtype)
+    # rows of just over 128 index bytes: two byte-programs per row in the packing kernel (the second
+    # ragged), and 3 x groups_per_row groups: several 64-group programs, the last ragged
+    bits = m.bit_length() - 1
+    groups_per_row = -(-130 * 8 // (n * bits)) + 1
+    in_features = groups_per_row * m
+    w = nm_weight(3, in_features, n, m, dtype)
     values, metadata = nm_compress(w, n, m)
+    assert metadata.shape[1] > 128 and (3 * groups_per_row) % 64
     triton_values, triton_metadata = _nm_compress_triton(w, n, m)
     assert torch.equal(triton_values, values)
     assert torch.equal(triton_metadata, metadata)
-    assert torch.equal(_nm_decompress_triton(values, metadata, n, m, 3 * m), nm_decompress(values, metadata, n, m, 3 * m))
+    assert torch.equal(_nm_decompress_triton(values, metadata, n, m, in_features),
+                       nm_decompress(values, metadata, n, m, in_features))
 
 
 def test_compress_kernel_rejects_non_nm_weight():

@@ -21,7 +21,7 @@ def threshold_mask_kernel(
     in_bounds = offsets < numel
     w = tl.load(w_ptr + offsets, mask=in_bounds, other=0.0)
     bits = w.to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF
-    keep = bits >= threshold_bits
+    keep = (bits >= threshold_bits) & in_bounds  # padding lanes stay 0 in the packed last byte
     tl.store(w_ptr + offsets, tl.where(keep, w, tl.zeros_like(w)), mask=in_bounds)
     if PACKED:
         # Bit i of byte j is element 8 * j + i (least significant bit first).

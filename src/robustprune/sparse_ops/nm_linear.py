@@ -95,13 +95,20 @@ def _nm_linear_triton(x, values, metadata, bias, n, m):
     in_features, out = in_features_of(values, n, m), values.shape[0]
     x2 = x.reshape(-1, in_features).contiguous()
     y = torch.empty(x2.shape[0], out, dtype=x.dtype, device=x.device)
-    launch(x2, values.contiguous(), metadata.contiguous(), bias, y, n, m, _dot_fp32(x.dtype))
+    launch(x2, values.contiguous(), metadata.contiguous(), bias, y, n, m, _dot_precision(x.dtype))
     return y.view(*x.shape[:-1], out)
 
 
-def _dot_fp32(dtype: torch.dtype) -> bool:
-    # fp32 inputs multiply in fp32; the interpreter computes garbage for fp16/bf16 tl.dot on CPU.
-    return dtype == torch.float32 or triton_interpreter_active()
+def _dot_precision(dtype: torch.dtype) -> str:
+    """How the Triton kernels multiply: fp16 / bf16 on tensor cores ("native"); fp32 in IEEE fp32 unless
+    the caller opted into TF32 with ``torch.set_float32_matmul_precision("high")`` (or "medium"), as
+    for torch's own matmuls. The interpreter computes garbage for fp16/bf16 ``tl.dot`` on the CPU, so
+    there everything is upcast to IEEE fp32."""
+    if triton_interpreter_active():
+        return "ieee"
+    if dtype == torch.float32:
+        return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+    return "native"
 
 
 @_nm_linear_op.register_fake
@@ -141,8 +148,8 @@ def _nm_linear_backward_triton(grad_y, x, values, metadata, n, m):
     grad_x = torch.empty_like(x2)
     grad_values = torch.empty_like(values)
     values, metadata = values.contiguous(), metadata.contiguous()
-    nm_linear_grad_input(gy, values, metadata, grad_x, n, m, _dot_fp32(x.dtype))
-    nm_linear_grad_values(gy, x2, metadata, grad_values, n, m, _dot_fp32(x.dtype))
+    nm_linear_grad_input(gy, values, metadata, grad_x, n, m, _dot_precision(x.dtype))
+    nm_linear_grad_values(gy, x2, metadata, grad_values, n, m, _dot_precision(x.dtype))
     return grad_x.view(x.shape), grad_values
 
 
