@@ -35,7 +35,6 @@ from robustprune.eval.classifier import ClassificationResult, TextClassifier, ev
 from robustprune.experiments.config import (
     ONE_SHOT_METHODS,
     STRUCTURED_PATTERN,
-    ConfigError,
     ExperimentConfig,
 )
 from robustprune.experiments.methods import PointPruner, check_against_data, hub_load, load_pretrained
@@ -351,18 +350,12 @@ class _Evaluator:
 
 def _masked_lm_options(name: str, where: str) -> dict[str, Any]:
     """``{"mlm": model, "tokenizer": its tokenizer}`` for bert-attack, refusing a masked LM whose prediction
-    head is not in the checkpoint (transformers would initialise it at random: meaningless substitutes)."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    head is not in the checkpoint (:func:`~robustprune.eval.attacks.recipes.load_masked_lm`)."""
+    from robustprune.eval.attacks.recipes import load_masked_lm
 
     with hub_load(f"{where}.masked_lm", f"{name!r} as a masked LM"):
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        mlm, info = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
-    missing = list(info.get("missing_keys", []))
-    if missing:
-        raise ConfigError(f"config key '{where}.masked_lm': {name!r} has no trained masked-LM head ({len(missing)} "
-                          f"weight(s) missing from the checkpoint, e.g. {missing[0]!r}; transformers would draw them at "
-                          "random); pass a masked LM such as bert-base-uncased")
-    return {"mlm": mlm.eval(), "tokenizer": tokenizer}
+        mlm, tokenizer = load_masked_lm(name)
+    return {"mlm": mlm, "tokenizer": tokenizer}
 
 
 def _write_point_file(out: Path, folder: str, point: Point, payload: dict[str, Any], indent: int | None) -> str:

@@ -150,3 +150,34 @@ def test_batched_and_one_query_at_a_time_agree(sst2_classifier, short_dev):
     ]
     assert single.model_calls == single.texts_scored
     assert batched.model_calls < single.model_calls
+
+
+def test_bert_attack_refuses_a_masked_lm_without_a_trained_head(minilm_path):
+    # all-MiniLM-L6-v2 is a sentence encoder: loaded as a masked LM its prediction head would be random
+    from robustprune.eval.attacks.recipes import bert_attack, load_masked_lm
+
+    with pytest.raises(ValueError, match="no trained masked-LM head .*pass a masked LM such as 'bert-base-uncased'"):
+        load_masked_lm(minilm_path)
+    with pytest.raises(ValueError, match="no trained masked-LM head"):
+        bert_attack(minilm_path)
+    from robustprune.experiments.config import ConfigError
+    from robustprune.experiments.runner import _masked_lm_options
+
+    with pytest.raises(ConfigError, match=r"evaluation.attacks\[0\].masked_lm.*no trained masked-LM head"):
+        _masked_lm_options(minilm_path, "evaluation.attacks[0]")
+
+
+def test_bert_attack_loads_a_saved_masked_lm_by_name(random_mlm, minilm_tokenizer, tmp_path):
+    # a masked LM whose head is in its checkpoint (here a small random one, saved and read back) is accepted
+    import torch
+
+    from robustprune.eval.attacks.recipes import bert_attack, load_masked_lm
+
+    random_mlm.save_pretrained(tmp_path)
+    minilm_tokenizer.save_pretrained(tmp_path)
+    mlm, tokenizer = load_masked_lm(tmp_path)
+    assert not mlm.training and tokenizer.is_fast
+    for (name, value), expected in zip(mlm.state_dict().items(), random_mlm.state_dict().values()):
+        assert torch.equal(value, expected), name
+    recipe = bert_attack(str(tmp_path))
+    assert recipe.name == "bert-attack" and recipe.transformation.model.config.hidden_size == 64

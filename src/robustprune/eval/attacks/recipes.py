@@ -20,6 +20,7 @@ at their published values although they were calibrated for the Universal Senten
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -199,6 +200,29 @@ def pwws(
     )
 
 
+def load_masked_lm(name: str | os.PathLike) -> tuple[Any, Any]:
+    """``(masked LM in eval mode, its tokenizer)`` from a Hugging Face model id or folder, for BERT-Attack.
+
+    Refuses a checkpoint without a trained masked-LM head: transformers would initialise the missing
+    prediction weights at random (e.g. for a sentence-embedding model such as all-MiniLM-L6-v2), and the
+    attack would run on meaningless substitutes and report meaningless numbers.
+
+    Raises:
+        ValueError: the head's weights are missing from the checkpoint (naming the model and one weight).
+        OSError: the model cannot be found or downloaded (transformers' own error).
+    """
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    mlm, info = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
+    missing = sorted(info.get("missing_keys", []))
+    if missing:
+        raise ValueError(f"{str(name)!r} has no trained masked-LM head ({len(missing)} weight(s) missing from the "
+                         f"checkpoint, e.g. {missing[0]!r}; transformers would draw them at random); pass a "
+                         "masked LM such as 'bert-base-uncased'")
+    return mlm.eval(), tokenizer
+
+
 def bert_attack(
     mlm: Any = None,
     tokenizer: Any = None,
@@ -207,11 +231,22 @@ def bert_attack(
     stopwords: Iterable[str] | None = None,
     max_candidates: int = 48,
 ) -> Recipe:
-    """BERT-Attack (Li et al., 2020) with any Hugging Face masked LM and its fast tokenizer."""
+    """BERT-Attack (Li et al., 2020) with a Hugging Face masked LM.
+
+    Args:
+        mlm: a model id or folder (loaded by :func:`load_masked_lm`, which refuses a checkpoint without a
+            trained masked-LM head), or an already loaded ``*ForMaskedLM`` model (used as given: load it
+            with :func:`load_masked_lm` to have its head checked).
+        tokenizer: its fast tokenizer (default with a name: the model's own).
+        encoder, stopwords, max_candidates: the sentence encoder, stopwords and candidates per word.
+    """
+    if isinstance(mlm, (str, os.PathLike)):
+        mlm, own_tokenizer = load_masked_lm(mlm)
+        tokenizer = tokenizer or own_tokenizer
     if mlm is None or tokenizer is None:
         raise ValueError(
-            "bert-attack needs mlm= (a Hugging Face *ForMaskedLM model) and tokenizer= (its fast "
-            "tokenizer); no masked LM ships offline here, bert-base-uncased is the original"
+            "bert-attack needs mlm= (a Hugging Face masked LM's id or folder, or the loaded model with "
+            "tokenizer=); no masked LM ships offline here, bert-base-uncased is the original"
         )
     deviations = [
         (
@@ -294,4 +329,5 @@ def build_recipe(name: str, **options: Any) -> Recipe:
     return RECIPES[key](**options)
 
 
-__all__ = ["RECIPES", "bert_attack", "build_recipe", "deepwordbug", "pwws", "textbugger", "textfooler"]
+__all__ = ["RECIPES", "bert_attack", "build_recipe", "deepwordbug", "load_masked_lm", "pwws", "textbugger",
+           "textfooler"]
