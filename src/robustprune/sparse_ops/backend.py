@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -28,3 +31,32 @@ def flat_chunks(tensor: torch.Tensor, chunk: int = CPU_CHUNK):
     for start in range(0, flat.numel(), chunk):
         yield start, flat[start:start + chunk]
 
+
+
+def _until_dynamo_loads(kernel: Callable[..., Any]) -> Callable[..., Any]:
+    def guard(*args: Any, **kwargs: Any) -> Any:
+        if "torch._dynamo" not in sys.modules:  # nothing can be tracing: run the kernel as it is
+            return kernel(*args, **kwargs)
+        import torch._dynamo
+
+        disabled = torch._dynamo.disable(kernel, recursive=True, wrapping=False)
+        setattr(kernel, "__dynamo_disable", disabled)  # from now on torch's own guard, as without this
+        return disabled(*args, **kwargs)
+
+    return guard
+
+
+def skip_dynamo_until_loaded(op: Any) -> Any:
+    """Let ``op``'s kernels run without importing ``torch._dynamo`` while nothing else has imported it.
+
+    torch wraps every kernel of a custom op in ``torch._disable_dynamo``, which imports ``torch._dynamo``
+    (1-2 s) on the first call of any op, so that dynamo never traces into the kernel. Dynamo can only be
+    tracing once it is imported: until then each kernel runs directly, and from the first call after
+    dynamo is loaded on, through torch's own guard. Call it once an op has all its kernels. It relies on
+    torch's private layout of custom ops; where that differs, the op keeps torch's wrapper unchanged.
+    """
+    for wrapper in getattr(op, "_backend_fns", {}).values():
+        kernel = getattr(wrapper, "__wrapped__", None)
+        if kernel is not None and getattr(kernel, "__dynamo_disable", None) is None:
+            setattr(kernel, "__dynamo_disable", _until_dynamo_loads(kernel))
+    return op

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device
+from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, skip_dynamo_until_loaded
 from robustprune.sparse_ops.validation import check_float_tensor
 
 GAMMA = -0.1
@@ -259,3 +259,7 @@ def _backward(ctx, grad):
 
 
 _gate_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+skip_dynamo_until_loaded(_gate_op)
+skip_dynamo_until_loaded(_gate_backward_op)

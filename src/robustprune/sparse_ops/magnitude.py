@@ -16,7 +16,12 @@ from collections.abc import Sequence
 
 import torch
 
-from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, flat_chunks
+from robustprune.sparse_ops.backend import (
+    CPU_CHUNK,
+    check_triton_device,
+    flat_chunks,
+    skip_dynamo_until_loaded,
+)
 from robustprune.sparse_ops.bracket_select import bracket_select
 from robustprune.sparse_ops.masks import clear_packed_bits_, pack_mask, packed_size
 from robustprune.sparse_ops.radix_select import (
@@ -225,5 +230,8 @@ def _magnitude_mask_fake(weight: torch.Tensor, threshold: float, ties_to_prune: 
     _check_mask_inputs(weight, threshold, ties_to_prune)
     return _empty_mask(weight, packed)
 
+
+skip_dynamo_until_loaded(_magnitude_thresholds_op)
+skip_dynamo_until_loaded(_magnitude_mask_op)
 
 __all__ = ["magnitude_mask_", "magnitude_thresholds"]

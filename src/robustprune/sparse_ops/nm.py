@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device
+from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, skip_dynamo_until_loaded
 from robustprune.sparse_ops.patterns import check_nm
 from robustprune.sparse_ops.validation import check_float_tensor
 
@@ -122,3 +122,6 @@ def _nm_mask_triton(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 def _nm_mask_fake(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     check_nm_scores(scores, n, m)
     return torch.empty(scores.shape, dtype=torch.bool, device=scores.device)
+
+
+skip_dynamo_until_loaded(_nm_mask_op)

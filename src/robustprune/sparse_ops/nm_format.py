@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from robustprune.sparse_ops.backend import check_triton_device
+from robustprune.sparse_ops.backend import check_triton_device, skip_dynamo_until_loaded
 from robustprune.sparse_ops.nm import check_nm_scores, nm_mask
 from robustprune.sparse_ops.patterns import check_nm
 from robustprune.sparse_ops.validation import SUPPORTED_DTYPES
@@ -208,3 +208,7 @@ def _nm_decompress_triton(values: torch.Tensor, metadata: torch.Tensor, n: int, 
 def _nm_decompress_fake(values: torch.Tensor, metadata: torch.Tensor, n: int, m: int, in_features: int):
     check_compressed(values, metadata, n, m, in_features)
     return values.new_empty(values.shape[0], in_features)
+
+
+skip_dynamo_until_loaded(_nm_compress_op)
+skip_dynamo_until_loaded(_nm_decompress_op)

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from robustprune.sparse_ops.backend import check_triton_device, triton_interpreter_active
+from robustprune.sparse_ops.backend import (
+    check_triton_device,
+    skip_dynamo_until_loaded,
+    triton_interpreter_active,
+)
 from robustprune.sparse_ops.nm_format import check_compressed, unpack_indices
 
 # Dense bytes rebuilt per CPU block: large enough to amortise per-op overhead at batch 1, small enough to
@@ -172,3 +176,7 @@ def _backward(ctx, grad_y):
 
 
 _nm_linear_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+skip_dynamo_until_loaded(_nm_linear_op)
+skip_dynamo_until_loaded(_nm_linear_backward_op)

@@ -44,7 +44,7 @@ import warnings
 
 import torch
 
-from robustprune.sparse_ops.backend import check_triton_device
+from robustprune.sparse_ops.backend import check_triton_device, skip_dynamo_until_loaded
 from robustprune.sparse_ops.nm import selection_network
 from robustprune.sparse_ops.patterns import NMPattern, check_nm, resolve_sparsity
 from robustprune.sparse_ops.validation import check_finite, check_float_tensor, check_sparsity
@@ -347,6 +347,8 @@ def _sparsegpt_prune_fake(weight: torch.Tensor, hinv: torch.Tensor, sparsity: fl
     _check_prune_inputs(weight, hinv, sparsity, n, m, blocksize, values=False)
     return torch.empty(weight.shape, dtype=torch.bool, device=weight.device)
 
+
+skip_dynamo_until_loaded(_sparsegpt_prune_op)
 
 __all__ = [
     "DEFAULT_BLOCKSIZE",

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from robustprune.sparse_ops.backend import flat_chunks
+from robustprune.sparse_ops.backend import flat_chunks, skip_dynamo_until_loaded
 from robustprune.sparse_ops.radix_select import (
     chunked_histogram,
     empty_thresholds,
@@ -121,5 +121,7 @@ def score_keep_mask(scores: torch.Tensor, threshold: float, ties_to_prune: int =
             ties_to_prune -= ties.numel()
     return keep
 
+
+skip_dynamo_until_loaded(_score_thresholds_op)
 
 __all__ = ["score_keep_mask", "score_thresholds"]
