@@ -126,6 +126,32 @@ def measure_peak_extra(method: str) -> dict[str, float | int | bool]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def cold_prune_probe() -> dict[str, float]:
+    """Run in a fresh process: ``magnitude_prune`` as a user calls it, once, on a model of BERT-base's 72
+    encoder Linears (masks applied): the first call, with every one-off cost of the ops in it."""
+    from bench.workloads import as_linear
+    from robustprune import magnitude_prune
+
+    model = torch.nn.Sequential(*(as_linear(w) for w in bert_base_weights(seed=0)))
+    start = time.perf_counter()
+    masks = magnitude_prune(model, GLOBAL_SPARSITY, targets="*")
+    first_call_s = time.perf_counter() - start
+    pruned = sum(int((~mask).sum()) for mask in masks.values())
+    return {"first_call_s": first_call_s, "pruned": pruned, "dynamo_imported": "torch._dynamo" in sys.modules}
+
+
+def measure_cold_prune() -> dict[str, float]:
+    """Run :func:`cold_prune_probe` in a fresh interpreter and return its result."""
+    code = "import json; from bench.compare import cold_prune_probe; print(json.dumps(cold_prune_probe()))"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"cold magnitude_prune probe failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # ------------------------------------------------------------------------------------------------ timing
 
 @dataclass(frozen=True)
@@ -182,7 +208,7 @@ def measure_nm(budget: Budget) -> NMResult:
 
 # ------------------------------------------------------------------------------------------------ report
 
-def report_speed(glob: GlobalResult, nm: NMResult) -> None:
+def report_speed(glob: GlobalResult, nm: NMResult, cold: dict[str, float]) -> None:
     print("Speed (ours vs the baseline a user would otherwise write)")
     speedup = glob.torch_s / glob.ours_s
     rows = [[f"global magnitude {GLOBAL_SPARSITY:.0%}, BERT-base {glob.numel / 1e6:.1f}M fp32, packed masks",
@@ -196,6 +222,11 @@ def report_speed(glob: GlobalResult, nm: NMResult) -> None:
     print_table(["workload", "ours", "baseline", "baseline is", "speedup", "goal", "status"], rows)
     print(f"  note: ours global, first call in this process (before any warm-up): {fmt_time(glob.ours_first_call_s)}"
           f" = {glob.torch_s / glob.ours_first_call_s:.1f}x the baseline's median (a one-shot pruner runs cold)")
+    cold_ratio = glob.torch_s / cold["first_call_s"]
+    print(f"  cold, as a user calls it: magnitude_prune(model, {GLOBAL_SPARSITY}) over the same 72 Linears in a fresh "
+          f"process (masks applied): {fmt_time(cold['first_call_s'])} = "
+          f"{cold_ratio:.1f}x the baseline's median (goal >= {GOAL_GLOBAL_SPEEDUP:.0f}x: "
+          f"{status(cold_ratio >= GOAL_GLOBAL_SPEEDUP)}; torch._dynamo imported: {cold['dynamo_imported']})")
 
 
 def report_bandwidth(nm: NMResult) -> None:
@@ -283,8 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     glob = measure_global(budget)
     nm = measure_nm(budget)
     memory = {method: measure_peak_extra(method) for method in MEMORY_METHODS}
+    cold = measure_cold_prune()
 
-    report_speed(glob, nm)
+    report_speed(glob, nm, cold)
     print()
     report_bandwidth(nm)
     print()
