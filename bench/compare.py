@@ -109,21 +109,21 @@ def memory_probe(method: str) -> dict[str, float | int | bool]:
             "checksum": checksum}
 
 
-def memory_probe_main(method: str) -> None:
-    """Subprocess entry point: print :func:`memory_probe`'s result as one JSON line."""
-    print(json.dumps(memory_probe(method)))
-
-
-def measure_peak_extra(method: str) -> dict[str, float | int | bool]:
-    """Run :func:`memory_probe` in a fresh interpreter and return its result."""
-    code = f"from bench.compare import memory_probe_main; memory_probe_main({method!r})"
+def _in_fresh_process(call: str, what: str) -> dict:
+    """Run ``call`` (an expression of :mod:`bench.compare` returning a JSON-able dict) in a fresh interpreter."""
+    code = f"import json, bench.compare as c; print(json.dumps(c.{call}))"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"memory probe for {method!r} failed:\n{proc.stderr}")
+        raise RuntimeError(f"{what} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_peak_extra(method: str) -> dict[str, float | int | bool]:
+    """Run :func:`memory_probe` in a fresh interpreter and return its result."""
+    return _in_fresh_process(f"memory_probe({method!r})", f"memory probe for {method!r}")
 
 
 def cold_prune_probe() -> dict[str, float]:
@@ -142,14 +142,7 @@ def cold_prune_probe() -> dict[str, float]:
 
 def measure_cold_prune() -> dict[str, float]:
     """Run :func:`cold_prune_probe` in a fresh interpreter and return its result."""
-    code = "import json; from bench.compare import cold_prune_probe; print(json.dumps(cold_prune_probe()))"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"cold magnitude_prune probe failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _in_fresh_process("cold_prune_probe()", "cold magnitude_prune probe")
 
 
 # ------------------------------------------------------------------------------------------------ timing

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
+import pkgutil
 import re
 import shutil
 import sys
@@ -38,6 +40,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 
 ARCHS = (80, 90)
 DTYPES = ("float32", "float16", "bfloat16")
@@ -136,10 +139,15 @@ def _launcher_calls() -> Iterator[Callable[[], None]]:
         x = torch.zeros(4096, dtype=dtype)
         prefix_shift = 31
         for digit_shift, digit_bits in TRITON_DIGIT_PLAN:  # the magnitude threshold's passes
-            hist = torch.zeros(1 << digit_bits, dtype=torch.int32)
-            yield lambda x=x, h=hist, p=prefix_shift, d=digit_shift: radix_histogram.radix_histogram(x, h, 0, p, d)
+            # one prefix (one sparsity, and every first pass), or a full group of them (a sweep's sparsities)
+            for count in ((1,) if prefix_shift == 31 else (1, radix_histogram.PREFIX_SLOTS)):
+                hist = torch.zeros(count, 1 << digit_bits, dtype=torch.int32)
+                prefixes = torch.arange(count, dtype=torch.int32)
+                yield lambda x=x, h=hist, q=prefixes, p=prefix_shift, d=digit_shift: (
+                    radix_histogram.radix_histogram(x, h, q, p, d))
             prefix_shift = digit_shift
-        yield lambda x=x: radix_histogram.radix_histogram(x, torch.zeros(2, dtype=torch.int32), 0, 0, 0)  # ties
+        yield lambda x=x: radix_histogram.radix_histogram(  # counting the ties at the threshold
+            x, torch.zeros(1, 2, dtype=torch.int32), torch.zeros(1, dtype=torch.int32), 0, 0)
         for packed in (False, True):
             mask = torch.zeros(4096 // 8 if packed else 4096, dtype=torch.uint8)
             yield lambda x=x, k=mask, p=packed: threshold.threshold_mask_(x, k, 0, p)
@@ -224,18 +232,15 @@ def record_launches() -> list[Launch]:
 
 # ------------------------------------------------------------------------------------------- compiling
 
-def _kernel_function(name: str):
-    from robustprune.kernels import (
-        hard_concrete,
-        nm_format,
-        nm_mask,
-        nm_matmul,
-        obs,
-        radix_histogram,
-        threshold_mask,
-    )
+def kernel_modules() -> list[ModuleType]:
+    """Every module of :mod:`robustprune.kernels` (a new one is covered without being listed here)."""
+    import robustprune.kernels as package
 
-    for module in (hard_concrete, nm_format, nm_mask, nm_matmul, obs, radix_histogram, threshold_mask):
+    return [importlib.import_module(f"{package.__name__}.{info.name}") for info in pkgutil.iter_modules(package.__path__)]
+
+
+def _kernel_function(name: str):
+    for module in kernel_modules():
         if hasattr(module, name):
             return getattr(module, name)
     raise KeyError(name)

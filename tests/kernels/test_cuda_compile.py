@@ -15,23 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from robustprune.kernels import (
-    hard_concrete,
-    nm_format,
-    nm_mask,
-    nm_matmul,
-    obs,
-    radix_histogram,
-    threshold_mask,
-)
+from bench.cuda_compile import kernel_modules
 
 REPO = Path(__file__).resolve().parents[2]
-KERNEL_MODULES = (hard_concrete, nm_format, nm_mask, nm_matmul, obs, radix_histogram, threshold_mask)
 
 
 def kernel_names() -> set[str]:
     """Every launchable @triton.jit kernel (the *_kernel functions; helpers are inlined into them)."""
-    return {name for module in KERNEL_MODULES for name, value in vars(module).items()
+    return {name for module in kernel_modules() for name, value in vars(module).items()
             if name.endswith("_kernel") and hasattr(value, "fn")}
 
 

@@ -34,11 +34,26 @@ def small_tensors(dtype, ties):
 @pytest.mark.parametrize("ties", [False, True])
 def test_radix_histogram_thresholds_match_cpu(dtype, ties):
     tensors = small_tensors(dtype, ties)
-    sparsities = [0.0, 0.25, 0.5, 0.9]
+    # seven sparsities: later passes count up to seven prefixes, in launches of PREFIX_SLOTS (4) and 3
+    sparsities = [0.0, 0.1, 0.25, 0.4, 0.5, 0.7, 0.9]
     triton_thresholds, triton_quota = _magnitude_thresholds_triton(tensors, sparsities)
     cpu_thresholds, cpu_quota = magnitude_thresholds(tensors, sparsities)
     assert torch.equal(triton_thresholds, cpu_thresholds)
     assert torch.equal(triton_quota, cpu_quota)
+
+
+def test_one_launch_counts_several_prefixes():
+    from robustprune.kernels.radix_histogram import radix_histogram
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5000, generator=g)  # three programs of 2 x 1,024 elements, the last ragged
+    bits = x.view(torch.int32) & 0x7FFFFFFF
+    prefixes = torch.unique(bits >> 20)[[0, 5, 9]].to(torch.int32)
+    hist = torch.zeros(3, 1024, dtype=torch.int32)
+    radix_histogram(x, hist, prefixes, 20, 10, blocks_per_program=2)
+    for row, prefix in enumerate(prefixes.tolist()):
+        selected = bits[(bits >> 20) == prefix]
+        assert torch.equal(hist[row], torch.bincount((selected >> 10) & 1023, minlength=1024).to(torch.int32))
 
 
 def test_radix_histogram_rejects_nonfinite():

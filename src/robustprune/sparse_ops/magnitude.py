@@ -21,6 +21,7 @@ from robustprune.sparse_ops.backend import (
     check_triton_device,
     flat_chunks,
     skip_dynamo_until_loaded,
+    triton_interpreter_active,
 )
 from robustprune.sparse_ops.bracket_select import bracket_select
 from robustprune.sparse_ops.masks import clear_packed_bits_, pack_mask, packed_size
@@ -97,27 +98,32 @@ def _threshold_tensors(threshold_bits: list[int], tie_quota: list[list[int]], de
 @_magnitude_thresholds_op.register_kernel("cuda")
 def _magnitude_thresholds_triton(tensors: list[torch.Tensor], sparsities: list[float]):
     _check_threshold_inputs(tensors, sparsities)
-    from robustprune.kernels.radix_histogram import radix_histogram
+    from robustprune.kernels.radix_histogram import BLOCKS_PER_PROGRAM, PREFIX_SLOTS, radix_histogram
 
     for i, t in enumerate(tensors):
         check_triton_device(t, f"tensors[{i}]")
     tensors = [t.contiguous() for t in tensors]
     device = tensors[0].device
+    # the interpreter's test tensors are small: two blocks per program still gives several programs
+    blocks = 2 if triton_interpreter_active() else BLOCKS_PER_PROGRAM
 
     def histogram(prefixes: list[int], prefix_shift: int, digit_shift: int, digit_bits: int) -> torch.Tensor:
         bins = 1 << digit_bits
-        per_tensor = torch.zeros(len(prefixes), len(tensors), bins, dtype=torch.int32, device=device)
-        for row, prefix in enumerate(prefixes):
+        per_tensor = torch.zeros(len(tensors), len(prefixes), bins, dtype=torch.int32, device=device)
+        for start in range(0, len(prefixes), PREFIX_SLOTS):  # each tensor read once per PREFIX_SLOTS prefixes
+            group = torch.tensor(prefixes[start:start + PREFIX_SLOTS], dtype=torch.int32, device=device)
             for index, tensor in enumerate(tensors):
-                radix_histogram(tensor, per_tensor[row, index], prefix, prefix_shift, digit_shift)
+                radix_histogram(tensor, per_tensor[index, start:start + len(group)], group, prefix_shift,
+                                digit_shift, blocks)
         if prefix_shift == 31:
             for index in range(len(tensors)):
-                raise_if_nonfinite(per_tensor[0, index], digit_shift, index)
-        return per_tensor.sum(dim=1, dtype=torch.int64).cpu()
+                raise_if_nonfinite(per_tensor[index, 0], digit_shift, index)
+        return per_tensor.sum(dim=0, dtype=torch.int64).cpu()
 
     def count_equal(index: int, value_bits: int) -> int:
-        hist = torch.zeros(2, dtype=torch.int32, device=device)
-        radix_histogram(tensors[index], hist, value_bits, 0, 0)
+        hist = torch.zeros(1, 2, dtype=torch.int32, device=device)
+        value = torch.tensor([value_bits], dtype=torch.int32, device=device)
+        radix_histogram(tensors[index], hist, value, 0, 0, blocks)
         return int(hist.sum())
 
     result = select_thresholds([t.numel() for t in tensors], sparsities,
