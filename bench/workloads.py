@@ -74,7 +74,7 @@ def torch_prune_global(weights: Sequence[torch.Tensor], sparsity: float) -> list
 def topk_scatter_nm(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Baseline N:M keep-mask: top-``n`` ``|w|`` of each ``m`` consecutive last-dim entries via topk+scatter."""
     groups = w.abs().view(-1, m)
-    mask = torch.zeros(w.shape, dtype=torch.bool)
+    mask = torch.zeros(w.shape, dtype=torch.bool, device=w.device)
     mask.view(-1, m).scatter_(1, groups.topk(n, dim=1).indices, True)
     return mask
 

@@ -139,6 +139,16 @@ def _precision(precision: str) -> dict[str, object]:
     return {"DOT_FP32": precision != "native", "INPUT_PRECISION": "ieee" if precision == "native" else precision}
 
 
+def nm_linear_cost(batch: int, out: int, in_features: int, n: int, m: int, element_size: int) -> tuple[int, int]:
+    """``(bytes moved, FLOPs)`` of one :func:`nm_linear` launch without bias: the module docstring's model
+    with this launcher's tile sizes."""
+    block_b, block_o, _ = _blocks(m)
+    index_bits = m.bit_length() - 1
+    read = (batch * in_features * element_size * triton.cdiv(out, block_o)
+            + out * in_features * n / m * (element_size + index_bits / 8) * triton.cdiv(batch, block_b))
+    return int(read) + batch * out * element_size, 2 * batch * out * in_features
+
+
 def nm_linear(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor, bias: torch.Tensor | None,
               y: torch.Tensor, n: int, m: int, precision: str) -> None:
     """y (B, OUT) = x (B, IN) @ W^T + bias, W given compressed. All inputs contiguous."""
