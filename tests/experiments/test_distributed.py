@@ -106,3 +106,14 @@ def test_executor_arguments_are_checked(tmp_path):
         run_experiment(sweep_config(), tmp_path, executor="dask")
     with pytest.raises(ValueError, match="address"):
         run_experiment(sweep_config(), tmp_path, address="auto")
+
+
+def test_an_attack_split_across_ray_workers_equals_one_process(sst2_classifier, sst2_dev):
+    from robustprune.eval.attacks.attack import attack
+    from robustprune.experiments.distributed import attack_on_ray
+
+    dev = sst2_dev.subset(range(7))
+    local = attack(sst2_classifier, dev, "deepwordbug", progress=False)
+    split = attack_on_ray(sst2_classifier, dev, "deepwordbug", shards=3)
+    assert split.results == local.results  # texts, predictions, statuses and query counts, example by example
+    assert split.parameters == local.parameters and split.summary() == local.summary()

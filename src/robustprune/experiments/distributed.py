@@ -18,6 +18,7 @@ Install with ``pip install "robustprune[ray]"``. Workers need robustprune and th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -117,4 +118,54 @@ def run_on_ray(config: ExperimentConfig, data: SweepData, out: Path, todo: Seque
             ray.shutdown()
 
 
-__all__ = ["MAX_RETRIES", "run_on_ray"]
+def _attack_shard(classifier: Any, dataset: Any, recipe: str, examples: list[int], options: dict[str, Any]) -> Any:
+    from robustprune.eval.attacks.attack import attack
+
+    return attack(classifier, dataset, recipe, examples=examples, progress=False, **options)
+
+
+def attack_on_ray(classifier: Any, dataset: Any, recipe: str, *, shards: int | None = None,
+                  max_examples: int | None = None, address: str | None = None, **options: Any) -> Any:
+    """:func:`robustprune.eval.attacks.attack` over a dataset split into ``shards`` Ray tasks (default:
+    the cluster's CPUs), on a local Ray or the cluster at ``address``; the same per-example results as one
+    process (each example's attack depends only on the model, the example and the recipe).
+
+    ``recipe`` is a name (each worker builds it, loading its resources); ``options`` are ``attack``'s
+    (query_budget, batch_size, perturb, recipe options). The report's ``seconds`` is this call's wall time;
+    model calls and texts scored are summed over the shards. A worker that dies is retried by Ray.
+
+    Raises:
+        ImportError: Ray is not installed.
+        The first shard's error (Ray's wrapper removed).
+    """
+    import time
+
+    import ray
+
+    from robustprune.eval.attacks.attack import merge_reports
+
+    start = time.perf_counter()
+    count = len(dataset) if max_examples is None else min(max_examples, len(dataset))
+    started = _start_ray(address)
+    try:
+        shards = shards or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if not isinstance(shards, int) or shards < 1:
+            raise ValueError(f"shards must be a positive int or None, got {shards!r}")
+        size = -(-count // shards)  # contiguous shards: neighbouring examples share the prediction cache
+        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_attack_shard)
+        classifier_ref, dataset_ref = ray.put(classifier), ray.put(dataset)
+        refs = [task.remote(classifier_ref, dataset_ref, recipe, list(range(first, min(first + size, count))), options)
+                for first in range(0, count, size)]
+        try:
+            reports = ray.get(refs)
+        except ray.exceptions.RayTaskError as error:
+            cause = error.as_instanceof_cause()
+            raise getattr(cause, "cause", None) or cause from None
+    finally:
+        if started:
+            ray.shutdown()
+    merged = merge_reports(reports)
+    return dataclasses.replace(merged, seconds=time.perf_counter() - start)
+
+
+__all__ = ["MAX_RETRIES", "attack_on_ray", "run_on_ray"]

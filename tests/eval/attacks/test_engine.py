@@ -153,3 +153,26 @@ def test_bad_arguments(keyword_model):
         )
     with pytest.raises(ValueError, match="wir_method"):
         GreedyWordSwapWIR("gradient")
+
+
+def test_shards_of_a_dataset_merge_into_the_whole_attack(keyword_model):
+    from robustprune.eval.attacks.attack import merge_reports
+
+    data = TextDataset(texts=["a good movie", "a bad okay", "good movie", "a good okay", "movie"],
+                       labels=[1, 0, 1, 1, 1], name="hand")
+    whole = attack(keyword_model, data, hand_recipe(), progress=False)
+    shards = [attack(keyword_model, data, hand_recipe(), examples=part, progress=False) for part in ([3, 0], [1], [2, 4])]
+    assert [r.index for r in shards[0].results] == [3, 0]  # a shard keeps the dataset's indices
+    merged = merge_reports(shards)
+    assert merged.results == whole.results and merged.summary() == whole.summary()
+    assert merged.model_calls == sum(s.model_calls for s in shards)
+    with pytest.raises(ValueError, match="twice"):
+        merge_reports([shards[0], shards[0]])
+    with pytest.raises(ValueError, match="cannot merge"):
+        merge_reports([shards[1], attack(keyword_model, data, hand_recipe(), examples=[0], query_budget=3,
+                                         progress=False)])
+    for bad in ([], [5], [1, 1], [True]):
+        with pytest.raises(ValueError, match="examples must be distinct indices"):
+            attack(keyword_model, data, hand_recipe(), examples=bad, progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        attack(keyword_model, data, hand_recipe(), examples=[0], max_examples=1, progress=False)

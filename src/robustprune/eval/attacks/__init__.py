@@ -6,9 +6,9 @@ greedy word-importance search, five recipes, and an engine that batches and cach
     print(report.summary()); report.to_dict()   # Clean%, Aua%, Suc%, #Query, perturbed-word %
 """
 
-from robustprune.eval.attacks.attack import Attack, AttackReport, ExampleResult, Recipe, attack
+from robustprune.eval.attacks.attack import Attack, AttackReport, ExampleResult, Recipe, attack, merge_reports
 from robustprune.eval.attacks.goal import GoalResult, ProbabilityModel, UntargetedClassification
-from robustprune.eval.attacks.recipes import RECIPES, build_recipe
+from robustprune.eval.attacks.recipes import RECIPES, build_recipe, load_masked_lm
 from robustprune.eval.attacks.text import AttackedText
 
 __all__ = [
@@ -23,4 +23,6 @@ __all__ = [
     "UntargetedClassification",
     "attack",
     "build_recipe",
+    "load_masked_lm",
+    "merge_reports",
 ]

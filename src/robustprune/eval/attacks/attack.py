@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -280,6 +280,7 @@ def attack(
     recipe: str | Recipe,
     *,
     max_examples: int | None = None,
+    examples: Sequence[int] | None = None,
     query_budget: int | None = None,
     batch_size: int | None = None,
     cache_size: int = 2**16,
@@ -295,6 +296,8 @@ def attack(
         recipe: a recipe name (``"textfooler"``, ``"textbugger"``, ``"pwws"``, ``"bert-attack"``,
             ``"deepwordbug"``) or a :class:`Recipe`.
         max_examples: attack only the first this many examples.
+        examples: instead, attack exactly these dataset indices (results keep them), e.g. one shard of a
+            dataset split across processes (:func:`merge_reports` joins the shards' reports).
         query_budget: the most model queries per example (clean prediction included); None: unlimited.
         batch_size: uncached texts per model call; None sends every request (e.g. all candidates of a
             word) in one call, 1 queries one text at a time (the unbatched baseline).
@@ -316,6 +319,14 @@ def attack(
         raise ValueError(f"max_examples must be a positive int or None, got {max_examples!r}")
     if perturb not in ("first", "second"):
         raise ValueError(f"perturb must be 'first' or 'second', got {perturb!r}")
+    if examples is not None:
+        if max_examples is not None:
+            raise ValueError("give max_examples or examples, not both")
+        examples = list(examples)
+        bad = [i for i in examples if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(dataset)]
+        if bad or len(set(examples)) != len(examples) or not examples:
+            raise ValueError(f"examples must be distinct indices of the {len(dataset)} examples of {dataset.name!r}, "
+                             f"got {examples[:8]}{' ...' if len(examples) > 8 else ''}")
     num_labels = getattr(classifier, "num_labels", None)
     if isinstance(num_labels, int) and num_labels != dataset.num_labels:
         raise ValueError(
@@ -334,11 +345,12 @@ def attack(
         classifier, query_budget=query_budget, batch_size=batch_size, cache_size=cache_size
     )
     engine = Attack(recipe, goal)
-    count = len(dataset) if max_examples is None else min(max_examples, len(dataset))
+    if examples is None:
+        examples = range(len(dataset) if max_examples is None else min(max_examples, len(dataset)))
     attacked_first = perturb == "first"
     results: list[ExampleResult] = []
     start = time.perf_counter()
-    bar = tqdm(range(count), desc=f"attack {recipe.name}", disable=not progress, unit="ex")
+    bar = tqdm(examples, desc=f"attack {recipe.name}", disable=not progress, unit="ex")
     for i in bar:
         if dataset.text_pairs is None:
             text = AttackedText.from_text(dataset.texts[i])
@@ -391,4 +403,24 @@ def attack(
     )
 
 
-__all__ = ["STATUSES", "Attack", "AttackReport", "ExampleResult", "Recipe", "attack"]
+def merge_reports(reports: Sequence[AttackReport]) -> AttackReport:
+    """One report from the reports of shards of one attack (same recipe, dataset and settings; disjoint
+    examples): results in dataset order, model calls and texts scored summed, ``seconds`` the sum of the
+    shards' times (the work done; a parallel run's wall time is the caller's to record)."""
+    if not reports:
+        raise ValueError("merge_reports needs at least one report")
+    first = reports[0]
+    for report in reports[1:]:
+        if (report.recipe, report.dataset, report.parameters) != (first.recipe, first.dataset, first.parameters):
+            raise ValueError(f"cannot merge a {report.recipe!r} attack on {report.dataset!r} with parameters "
+                             f"{report.parameters} into a {first.recipe!r} attack on {first.dataset!r} with "
+                             f"{first.parameters}")
+    results = sorted((r for report in reports for r in report.results), key=lambda r: r.index)
+    indices = [r.index for r in results]
+    if len(set(indices)) != len(indices):
+        raise ValueError("the reports attack some example twice; shards must be disjoint")
+    return replace(first, results=results, seconds=sum(r.seconds for r in reports),
+                   model_calls=sum(r.model_calls for r in reports), texts_scored=sum(r.texts_scored for r in reports))
+
+
+__all__ = ["STATUSES", "Attack", "AttackReport", "ExampleResult", "Recipe", "attack", "merge_reports"]
