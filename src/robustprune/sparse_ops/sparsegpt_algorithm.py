@@ -48,10 +48,10 @@ def sparsegpt_layer(weight: torch.Tensor, hinv: torch.Tensor, sparsity: float | 
     W = weight.detach().clone().float()
     rows, columns = W.shape
     d = hinv.diagonal()
-    M = torch.ones(rows, columns, dtype=torch.bool)
+    M = torch.ones(rows, columns, dtype=torch.bool, device=W.device)
     for i in range(0, columns, blocksize):
         end = min(i + blocksize, columns)
-        E = torch.zeros(rows, end - i)
+        E = torch.zeros(rows, end - i, device=W.device)
         if nm is None:
             scores = (W[:, i:end] ** 2 / d[i:end] ** 2).flatten()
             lowest = torch.argsort(scores, stable=True)[: int(scores.numel() * sparsity)]
