@@ -407,8 +407,9 @@ class PointPruner:
         result = early_robust(
             model, self.tokenizer, self.train, head_ratio=point.sparsity, neuron_ratio=point.sparsity,
             attack=None if block.adversarial is None else block.adversarial.attack(),
-            search=SearchSettings(block.lambda_heads, block.lambda_neurons, block.coef_lr, block.check_every,
-                                  block.gamma, block.patience),
+            search=SearchSettings(lambda_heads=block.lambda_heads, lambda_neurons=block.lambda_neurons,
+                                  coef_lr=block.coef_lr, check_every=block.check_every, gamma=block.gamma,
+                                  patience=block.patience),
             search_schedule=ADVERSARIAL_SCHEDULE.replace(epochs=block.search_epochs, lr=block.search_lr,
                                                          batch_size=finetune.batch_size,
                                                          max_length=finetune.max_length, seed=self.seed),
