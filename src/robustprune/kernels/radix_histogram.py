@@ -4,8 +4,8 @@ For non-negative floats the IEEE-754 bit pattern, read as an integer, orders lik
 k-th smallest magnitude can be found digit by digit: histogram the top digit, pick the bucket that
 holds rank k, then histogram the next digit of only the elements in that bucket, and so on. Several
 ranks (one per target sparsity) may sit in different buckets: one launch counts the next digit for
-up to ``PREFIX_SLOTS`` buckets (prefixes) at once, so a tensor is read once per digit, not once per
-(digit, prefix). An element's high bits equal at most one prefix, so each element lands in at most
+up to ``PREFIX_SLOTS`` buckets (prefixes) at once, so a tensor is read once per digit for every
+``PREFIX_SLOTS`` prefixes, not once per (digit, prefix). An element's high bits equal at most one prefix, so each element lands in at most
 one row of the ``[prefixes, bins]`` histogram.
 
 Each program counts ``BLOCKS_PER_PROGRAM`` blocks of ``BLOCK`` elements into one histogram in registers
