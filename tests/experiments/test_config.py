@@ -33,6 +33,18 @@ def test_defaults_and_points():
         assert parse_config(changed).fingerprint() != config.fingerprint()
 
 
+def test_attack_mode():
+    from robustprune.eval.attacks.text import MODES
+
+    from robustprune.experiments.config import ATTACK_MODES
+
+    assert ATTACK_MODES == MODES
+    default = parse_config({"evaluation": {"attacks": ["pwws"]}})
+    paper = parse_config({"evaluation": {"attacks": [{"recipe": "pwws", "mode": "paper"}]}})
+    assert default.evaluation.attacks[0].mode == "textattack" and paper.evaluation.attacks[0].mode == "paper"
+    assert default.fingerprint() != paper.fingerprint()  # a mode's results never resume the other's
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"pruning": {"sparsities": [0.5, 1.0]}}, r"'pruning.sparsities\[1\]': expected a value in \(0, 1\)"),
     ({"pruning": {"sparsities": [0.5, "x"]}}, r"'pruning.sparsities\[1\]': expected a number"),
@@ -46,6 +58,8 @@ def test_defaults_and_points():
     ({"evaluation": {"attacks": [{"max_examples": 5}]}}, r"'evaluation.attacks\[0\].recipe' is missing"),
     ({"evaluation": {"attacks": ["hotflip"]}}, r"'evaluation.attacks\[0\].recipe': expected one of"),
     ({"evaluation": {"shifts": ["noise"]}}, r"'evaluation.shifts\[0\]'"),
+    ({"evaluation": {"attacks": [{"recipe": "pwws", "mode": "fast"}]}},
+     r"'evaluation.attacks\[0\].mode': expected one of \['textattack', 'paper'\]"),
     ({"evaluation": {"clean": False}}, r"'evaluation': nothing to evaluate"),
     ({"protocol": "prune_during_training"}, r"'protocol': expected one of"),
     ({"data": {"task": "stsb"}}, r"'data.task'"),

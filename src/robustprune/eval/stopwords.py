@@ -10,6 +10,9 @@ perturbing it, and keeping them here makes the recipes behave like the originals
 
 from __future__ import annotations
 
+from functools import lru_cache
+from importlib import resources
+
 _ARTICLES_DETERMINERS = """
 a an the this that these those each every either neither any some all both few many much more most
 less least several such other another same own enough whatever whichever whose what which
@@ -62,4 +65,14 @@ def is_stopword(word: str) -> bool:
     return word.strip().lower().replace("\u2019", "'") in STOPWORDS
 
 
-__all__ = ["STOPWORDS", "is_stopword"]
+@lru_cache(maxsize=1)
+def nltk_english_stopwords() -> tuple[str, ...]:
+    """NLTK's English stopword list, in NLTK's order: the list TextAttack's recipes use by default.
+
+    Shipped with the package as data (``robustprune/data/stopwords/nltk_english.txt``; its
+    ``PROVENANCE.md`` says where it came from), so no NLTK download is needed."""
+    text = resources.files("robustprune.data").joinpath("stopwords/nltk_english.txt").read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+__all__ = ["STOPWORDS", "is_stopword", "nltk_english_stopwords"]

@@ -201,6 +201,15 @@ def synonyms(word: str, pos: str | None = None) -> list[str]:
 
 
 @lru_cache(maxsize=65536)
+def lemma_names(word: str) -> tuple[str, ...]:
+    """Every lemma name of every synset of ``word`` as WordNet spells it ("Good", "motion_picture"),
+    in synset order, repeats included: the raw material TextAttack's WordNet swap filters itself."""
+    if not isinstance(word, str):
+        raise TypeError(f"word must be a str, got {type(word).__name__}")
+    return tuple(name for synset in wordnet().synsets(word) for name in synset.lemma_names())
+
+
+@lru_cache(maxsize=65536)
 def word_pos(word: str) -> frozenset[str]:
     """The parts of speech WordNet gives ``word`` or its morphy base form: a subset of
     ``{"noun", "verb", "adj", "adv"}``.
@@ -216,4 +225,4 @@ def word_pos(word: str) -> frozenset[str]:
     return frozenset(name for name, tag in POS_TAGS.items() if reader.synsets(word, pos=tag))
 
 
-__all__ = ["POS_TAGS", "synonyms", "word_pos", "wordnet", "wordnet_available", "wordnet_dir"]
+__all__ = ["POS_TAGS", "lemma_names", "synonyms", "word_pos", "wordnet", "wordnet_available", "wordnet_dir"]

@@ -30,6 +30,7 @@ STRUCTURED_PATTERN = "heads+neurons"  # EarlyRobust's points: attention heads an
 ADVERSARIES = ("freelb", "pgd")
 PROTOCOLS = ("finetune_then_prune", "prune_then_finetune")
 ATTACK_RECIPES = ("textfooler", "textbugger", "pwws", "bert-attack", "deepwordbug")
+ATTACK_MODES = ("textattack", "paper")  # robustprune.eval.attacks.text.MODES, without importing the engine
 SHIFTS = ("char_swap", "eda", "wordnet", "embedding_swap")
 PAPER_TABLES = ("essential_sparsity", "es_robust", "robust_tickets", "early_robust")
 BUNDLED_MODEL = "minilm"
@@ -200,12 +201,15 @@ class AttackConfig:
     """One attack of every point: ``recipe`` on ``max_examples`` evaluation examples (a seeded subset),
     at most ``query_budget`` queries each. ``masked_lm`` (required by ``bert-attack``, refused by the
     others): the Hugging Face masked LM that proposes the substitutes, an id or a local folder
-    (``bert-base-uncased`` is the original; no masked LM ships offline)."""
+    (``bert-base-uncased`` is the original; no masked LM ships offline). ``mode``: ``textattack`` (the
+    default: the recipe exactly as TextAttack 0.3.11 runs it) or ``paper`` (robustprune's reading of the
+    paper; what sweeps ran before the mode existed)."""
 
     recipe: str
     max_examples: int = 50
     query_budget: int | None = None
     masked_lm: str | None = None
+    mode: str = "textattack"
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,8 @@ class ExperimentConfig:
         for attack in content["evaluation"]["attacks"]:
             if attack["masked_lm"] is None:  # keys added later leave earlier runs' fingerprints as they were
                 attack.pop("masked_lm")
+            if attack["mode"] == "paper":  # earlier runs attacked in what is now the paper mode
+                attack.pop("mode")
         return _digest(content)
 
     def method_fingerprint(self, method: str) -> str | None:
@@ -509,6 +515,7 @@ def _parse_attack(raw: Any, where: str) -> AttackConfig:
         max_examples=_number(raw.get("max_examples", 50), f"{where}.max_examples", integer=True, low=1),
         query_budget=None if budget is None else _number(budget, f"{where}.query_budget", integer=True, low=1),
         masked_lm=None if masked_lm is None else _string(masked_lm, f"{where}.masked_lm"),
+        mode=_string(raw.get("mode", "textattack"), f"{where}.mode", ATTACK_MODES),
     )
 
 

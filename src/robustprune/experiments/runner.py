@@ -327,7 +327,7 @@ class _Evaluator:
             start = time.perf_counter()
             indices = self.data.attack_indices(spec.max_examples)
             report = attack(classifier, self.data.evaluation.subset(indices), spec.recipe,
-                            query_budget=spec.query_budget, progress=self.progress,
+                            query_budget=spec.query_budget, progress=self.progress, mode=spec.mode,
                             **self._recipe_options.get(spec.recipe, {}))
             summary = report.to_dict()
             summary["example_indices"] = indices  # into the evaluation set: the same at every point

@@ -90,11 +90,15 @@ def test_report_metrics_and_cache_across_examples(keyword_model):
     data = TextDataset(
         texts=["a good movie", "a good movie", "a bad movie", "a bad okay"], labels=[1, 1, 1, 0], name="hand"
     )
-    report = attack(keyword_model, data, hand_recipe(), progress=False)
+    report = attack(keyword_model, data, hand_recipe(), progress=False, pool=1)
     assert [r.status for r in report.results] == ["succeeded", "succeeded", "skipped", "failed"]
     assert [r.queries for r in report.results] == [6, 6, 1, 3]
     # the repeated sentence is answered from the cache: same queries, no extra model calls
     assert report.model_calls == 4 + 0 + 1 + 2  # failed one: clean + [UNK] ranking, no swaps
+    # pooled: the four examples' requests share model calls, one per round; results are the same
+    pooled = attack(keyword_model, data, hand_recipe(), progress=False, pool=4)
+    assert pooled.results == report.results and pooled.model_calls == 4
+    assert pooled.texts_scored == report.texts_scored == 10
     assert report.clean_accuracy == pytest.approx(75.0)
     assert report.accuracy_under_attack == pytest.approx(25.0)
     assert report.success_rate == pytest.approx(200 / 3)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robustprune.eval.attacks.text import AttackedText, split_words
+from robustprune.eval.attacks.text import AttackedText, split_words, textattack_words
 
 
 @given(st.text(max_size=80))
@@ -59,3 +59,29 @@ def test_pair_inputs_and_errors():
         AttackedText.from_text(None)
     with pytest.raises(ValueError, match="separators"):
         AttackedText(("a",), ("",))
+
+
+@given(st.text(max_size=80))
+def test_textattack_split_rejoins_exactly(text):
+    words, seps = split_words(text, "textattack")
+    assert AttackedText(words, seps, mode="textattack").text == text
+    assert list(words) == textattack_words(text)
+
+
+def test_textattack_words_are_textattacks():
+    """TextAttack 0.3.11's words_from_text: the clitic loses its apostrophe, backquotes are words,
+    hyphens and inner apostrophes join, edge apostrophes / hyphens go."""
+    t = AttackedText.from_text("it 's `` not '' a well-made film , is n't it -- 'cause ?", mode="textattack")
+    assert t.words == ("it", "s", "``", "not", "a", "well-made", "film", "is", "n't", "it", "cause")
+    assert t.text == "it 's `` not '' a well-made film , is n't it -- 'cause ?"
+    assert t.replace_word(1, "was").text == "it 'was `` not '' a well-made film , is n't it -- 'cause ?"
+    assert textattack_words("x\u00d7y a@b *star* _u_") == ["x\u00d7y", "a@b", "star", "u"]
+
+
+def test_textattack_delete_takes_one_space():
+    t = AttackedText.from_text("a good movie .", mode="textattack")
+    assert [t.delete_word(i).text for i in range(3)] == ["good movie .", "a movie .", "a good ."]
+    assert AttackedText.from_text("a good movie", mode="textattack").delete_word(2).text == "a good "
+    assert AttackedText.from_text("a  good", mode="textattack").delete_word(0).text == " good"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        AttackedText.from_text("a", mode="textatack")

@@ -16,6 +16,7 @@ from robustprune.eval.attacks.transformations import (
     CharacterInsert,
     CharacterSubstitute,
     CompositeTransformation,
+    EditDraws,
     EmbeddingSwap,
     HomoglyphSwap,
     MaskedLMSwap,
@@ -163,3 +164,55 @@ def test_masked_lm_argument_errors(random_mlm, minilm_tokenizer):
         MaskedLMSwap(random_mlm, object())
     with pytest.raises(ValueError, match="max_candidates"):
         MaskedLMSwap(random_mlm, minilm_tokenizer, max_candidates=0)
+
+
+@pytest.mark.parametrize("cls", [CharacterInsert, CharacterDelete, CharacterSubstitute, NeighbourSwap])
+def test_textattack_edits_use_textattacks_positions_and_restart_per_example(cls):
+    draws = EditDraws(seed=7)
+    bug = cls(mode="textattack", draws=draws, letters="z")
+    seen = set()
+    for _ in range(300):
+        seen.update(bug.replacements("abcd"))
+    positions = set()
+    for new in seen:
+        if cls is CharacterInsert:
+            positions.add(new.index("z"))
+        elif cls is CharacterDelete:
+            positions.add(next((i for i, (a, b) in enumerate(zip(new, "abcd")) if a != b), 3))
+        else:
+            assert sorted(new) == sorted("abcd") if cls is NeighbourSwap else edit_distance(new, "abcd") == 1
+            positions.add(next(i for i, (a, b) in enumerate(zip(new, "abcd")) if a != b))
+    # TextAttack: every character (swaps: but the last); an insertion never goes after the last letter
+    assert positions == ({0, 1, 2} if cls is NeighbourSwap else {0, 1, 2, 3})
+    draws.restart(3)
+    first = [bug.replacements("wonderful") for _ in range(5)]
+    draws.restart(3)
+    assert [bug.replacements("wonderful") for _ in range(5)] == first
+    assert bug.replacements("x") == [] and NeighbourSwap(mode="textattack", draws=draws).replacements("ab") == ["ba"]
+    with pytest.raises(ValueError, match="draws="):
+        cls(mode="textattack")
+
+
+def test_textattack_no_op_edits_give_no_candidate():
+    """TextAttack may draw a swap of two equal letters or a substitution by the same letter: no candidate."""
+    draws = EditDraws(seed=0)
+    swap = NeighbourSwap(mode="textattack", draws=draws)
+    assert swap.replacements("aa") == ["aa"]  # the transformation drops it (WordSwap skips r == word)
+    assert WordSwapHelper(swap)("aa") == []
+
+
+def WordSwapHelper(swap):  # noqa: N802 - reads like the call it stands for
+    return lambda word: [t.words[0] for t in swap(AttackedText.from_text(word, mode="textattack"), [0])]
+
+
+def test_wordnet_swap_textattack_candidates(wordnet_ok):
+    from robustprune.eval.wordnet import lemma_names
+
+    swap = WordNetSwap(mode="textattack")
+    new = swap.replacements("good")
+    assert "Good" not in lemma_names("good") or "Good" in new  # capitals kept
+    assert "good" not in new and all("_" not in w for w in new) and len(new) == len(set(new))
+    assert set(new) == {n for n in lemma_names("good") if n != "good" and "_" not in n}
+    assert "good" in swap.replacements("Good")  # the word itself is excluded as written
+    with pytest.raises(ValueError, match="synonyms="):
+        WordNetSwap(lambda w: [], mode="textattack")

@@ -6,12 +6,18 @@ gets wrong is *skipped*; Clean% = correct / total; Aua% (accuracy under attack) 
 = succeeded / (succeeded + failed); #Query = mean queries per non-skipped example, the clean prediction
 counted; perturbed-word % = mean over successful attacks of changed words / words. Means over an
 empty set (e.g. Suc% when every example is skipped) are reported as 0, as TextAttack does.
+
+A recipe runs in one of two modes (:data:`~robustprune.eval.attacks.text.MODES`), recorded in the report's
+parameters. ``"textattack"`` (the default) reproduces TextAttack 0.3.11: its word splitting, the indices
+in the order TextAttack's set operations list them, candidates sorted by their text and not de-duplicated
+(every one is a query), scores in the model's floating type, and its rankings and random edits.
+``"paper"`` is robustprune's own reading of the published attacks (see each recipe's deviations).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -19,10 +25,10 @@ from tqdm.auto import tqdm
 
 from robustprune.data.datasets import TextDataset
 from robustprune.eval.attacks.constraints import Constraint, PreConstraint
-from robustprune.eval.attacks.goal import GoalResult, ProbabilityModel, UntargetedClassification
-from robustprune.eval.attacks.search import GreedyWordSwapWIR
-from robustprune.eval.attacks.text import AttackedText
-from robustprune.eval.attacks.transformations import Transformation
+from robustprune.eval.attacks.goal import ExampleQueries, GoalResult, ProbabilityModel, UntargetedClassification
+from robustprune.eval.attacks.search import Answer, GreedyWordSwapWIR
+from robustprune.eval.attacks.text import AttackedText, check_mode
+from robustprune.eval.attacks.transformations import EditDraws, Transformation
 
 STATUSES = ("succeeded", "failed", "skipped")
 
@@ -39,6 +45,8 @@ class Recipe:
         search: the search method.
         deviations: every way this recipe differs from the published attack, for the report.
         parameters: the recipe's settings, for the report.
+        mode: ``"textattack"`` or ``"paper"`` (module docstring); the search must use the same mode.
+        draws: the random source of ``"textattack"``-mode character edits, restarted per example.
     """
 
     name: str
@@ -48,6 +56,13 @@ class Recipe:
     search: GreedyWordSwapWIR
     deviations: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
+    mode: str = "paper"
+    draws: EditDraws | None = None
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if self.search.mode != self.mode:
+            raise ValueError(f"recipe {self.name!r} runs in mode {self.mode!r} but its search in {self.search.mode!r}")
 
 
 class Attack:
@@ -58,39 +73,114 @@ class Attack:
         self.goal = goal
 
     def allowed_indices(self, text: AttackedText) -> list[int]:
+        """The indices the pre-constraints allow: ascending (``"paper"``), or in the order CPython iterates
+        the set TextAttack builds with the same operations (``"textattack"``; it ranks and breaks ties in
+        that order)."""
         allowed = set(range(text.num_words))
         for constraint in self.recipe.pre_constraints:
-            allowed &= constraint.allowed(text)
-        return sorted(allowed)
+            allowed = allowed & constraint.allowed(text)
+        return list(allowed) if self.recipe.mode == "textattack" else sorted(allowed)
 
     def candidates(
         self, current: AttackedText, original: AttackedText, indices: Sequence[int]
     ) -> list[AttackedText]:
-        """Constrained candidates changing one of ``indices`` of ``current``."""
+        """Constrained candidates changing one of ``indices`` of ``current``: in the transformation's
+        order without repeats (``"paper"``), or sorted by text with repeats kept (``"textattack"``)."""
         allowed = set(self.allowed_indices(current))
         texts = self.recipe.transformation(current, [i for i in indices if i in allowed])
-        unique: dict[tuple[str, ...], AttackedText] = {}
-        for t in texts:
-            if t.words != current.words:
-                unique.setdefault(t.words, t)
-        kept = list(unique.values())
+        if self.recipe.mode == "textattack":
+            kept = [t for t in texts if t.text != current.text]
+        else:
+            unique: dict[tuple[str, ...], AttackedText] = {}
+            for t in texts:
+                if t.words != current.words:
+                    unique.setdefault(t.words, t)
+            kept = list(unique.values())
         for constraint in self.recipe.constraints:
             if not kept:
                 break
             reference = original if constraint.compare_against_original else current
             kept = [t for t, ok in zip(kept, constraint.check(kept, reference)) if ok]
+        if self.recipe.mode == "textattack":
+            kept.sort(key=lambda t: t.text)
         return kept
 
-    def score(self, texts: Sequence[AttackedText]) -> tuple[list[GoalResult], bool]:
-        return self.goal.results(texts)
-
-    def run(self, text: AttackedText, label: int) -> tuple[str, GoalResult, GoalResult]:
-        """``(status, clean result, final result)`` for one example."""
-        initial = self.goal.start(text, label)
+    def steps(self, text: AttackedText) -> Generator[list[AttackedText], Answer, tuple[str, GoalResult, GoalResult]]:
+        """One example as a generator: yields each request (the clean text first), is sent its answer, and
+        returns ``(status, clean result, final result)``."""
+        (initial,), _ = yield [text]
         if initial.succeeded:
             return "skipped", initial, initial
-        final = self.recipe.search.search(self, initial)
+        final = yield from self.recipe.search.search(self, initial)
         return ("succeeded" if final.succeeded else "failed"), initial, final
+
+    def run(self, text: AttackedText, label: int) -> tuple[str, GoalResult, GoalResult]:
+        """``(status, clean result, final result)`` for one example (its random edits restarted as
+        example 0); ``goal.num_queries`` then reports its queries."""
+        ((job, outcome),) = _run_pooled(self, [(0, text, label)], pool=1)
+        self.goal._current = job.queries
+        return outcome
+
+
+@dataclass
+class _Running:
+    """An example being attacked in a pool: its generator, accounting, random state and pending request."""
+
+    index: int
+    text: AttackedText
+    steps: Generator
+    queries: ExampleQueries
+    draws_state: tuple | None
+    request: list[AttackedText] = field(default_factory=list)
+
+
+def _run_pooled(engine: Attack, items: Sequence[tuple[int, AttackedText, int]], pool: int
+                ) -> Generator[tuple[_Running, tuple[str, GoalResult, GoalResult]], None, None]:
+    """Attack ``(index, text, label)`` items with up to ``pool`` of them in flight: every round, the pending
+    requests of all running examples go to the model as one pooled prediction (the classifier length-sorts
+    and batches them), then each example's search advances with its own answer. Yields each example as it
+    finishes. Per-example accounting and random edits (restarted per example) are kept apart, so results
+    equal one example at a time, up to the model's batch-dependent floating-point noise."""
+    goal, draws = engine.goal, engine.recipe.draws
+    waiting = iter(items)
+    running: list[_Running] = []
+
+    def advance(job: _Running, answer: Answer | None) -> tuple[str, GoalResult, GoalResult] | None:
+        if draws is not None:
+            draws.use(job.draws_state)
+        try:
+            request = next(job.steps) if answer is None else job.steps.send(answer)
+        except StopIteration as done:
+            return done.value
+        job.request = goal.admit(job.queries, request)
+        return None
+
+    while True:
+        while len(running) < pool:
+            item = next(waiting, None)
+            if item is None:
+                break
+            index, text, label = item
+            if draws is not None:
+                draws.restart(index)
+            job = _Running(index, text, engine.steps(text), goal.begin(label),
+                           draws.state() if draws is not None else None)
+            advance(job, None)  # the first request (the clean text) never finishes an example
+            running.append(job)
+        if not running:
+            return
+        rows = goal.predict([t.model_input() for job in running for t in job.request])
+        still = []
+        start = 0
+        for job in running:
+            answer = goal.judge(job.queries, job.request, rows[start : start + len(job.request)])
+            start += len(job.request)
+            finished = advance(job, answer)
+            if finished is None:
+                still.append(job)
+            else:
+                yield job, finished
+        running = still
 
 
 @dataclass(frozen=True)
@@ -145,9 +235,11 @@ class AttackReport:
         results: one :class:`ExampleResult` per attacked example, in dataset order.
         deviations: how the recipe differs from the published attack.
         parameters: the recipe's and the run's settings.
-        seconds: wall time of the whole attack.
+        seconds: wall time of the whole attack (resources already loaded).
         model_calls: ``predict_proba`` calls made (cache misses, batched).
         texts_scored: texts the model actually ran on (queries minus cache hits).
+        setup_seconds: one-off loading of the recipe's lazily loaded resources (e.g. WordNet) before
+            the timed attack.
     """
 
     recipe: str
@@ -158,6 +250,7 @@ class AttackReport:
     seconds: float
     model_calls: int
     texts_scored: int
+    setup_seconds: float = 0.0
 
     def count(self, status: str) -> int:
         if status not in STATUSES:
@@ -230,6 +323,7 @@ class AttackReport:
             "perturbed_word_percent": self.perturbed_word_percent,
             "avg_words": self.avg_words,
             "seconds": self.seconds,
+            "setup_seconds": self.setup_seconds,
             "examples_per_second": self.examples_per_second,
             "queries_per_second": self.queries_per_second,
             "model_calls": self.model_calls,
@@ -285,6 +379,7 @@ def attack(
     batch_size: int | None = None,
     cache_size: int = 2**16,
     perturb: str = "second",
+    pool: int = 32,
     progress: bool = True,
     **recipe_options: Any,
 ) -> AttackReport:
@@ -303,6 +398,10 @@ def attack(
             word) in one call, 1 queries one text at a time (the unbatched baseline).
         cache_size: predictions kept for repeated texts (0 disables the cache; queries are counted the same).
         perturb: for sentence pairs, which side to attack: ``"second"`` (the hypothesis) or ``"first"``.
+        pool: examples attacked together: each round, the requests of all of them go to the classifier
+            as one call (which length-sorts and batches them), so forward batches stay full although each
+            search is sequential. 1 attacks one example at a time. Results do not depend on it (up to the
+            model's batch-dependent floating-point noise).
         progress: show a progress bar.
         **recipe_options: passed to the recipe builder when ``recipe`` is a name (e.g. the masked LM
             and tokenizer of ``"bert-attack"``, shared word vectors or sentence encoder).
@@ -319,6 +418,8 @@ def attack(
         raise ValueError(f"max_examples must be a positive int or None, got {max_examples!r}")
     if perturb not in ("first", "second"):
         raise ValueError(f"perturb must be 'first' or 'second', got {perturb!r}")
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+        raise ValueError(f"pool must be a positive int, got {pool!r}")
     if examples is not None:
         if max_examples is not None:
             raise ValueError("give max_examples or examples, not both")
@@ -342,53 +443,60 @@ def attack(
             f"recipe options {sorted(recipe_options)} are only used with a recipe name, not a Recipe"
         )
     goal = UntargetedClassification(
-        classifier, query_budget=query_budget, batch_size=batch_size, cache_size=cache_size
+        classifier, query_budget=query_budget, batch_size=batch_size, cache_size=cache_size, mode=recipe.mode
     )
     engine = Attack(recipe, goal)
     if examples is None:
         examples = range(len(dataset) if max_examples is None else min(max_examples, len(dataset)))
     attacked_first = perturb == "first"
-    results: list[ExampleResult] = []
-    start = time.perf_counter()
-    bar = tqdm(examples, desc=f"attack {recipe.name}", disable=not progress, unit="ex")
-    for i in bar:
+
+    def attacked_text(i: int) -> AttackedText:
         if dataset.text_pairs is None:
-            text = AttackedText.from_text(dataset.texts[i])
-        elif attacked_first:
-            text = AttackedText.from_text(
-                dataset.texts[i], context=dataset.text_pairs[i], attacked_first=True
-            )
-        else:
-            text = AttackedText.from_text(dataset.text_pairs[i], context=dataset.texts[i])
-        status, initial, final = engine.run(text, dataset.labels[i])
-        final_text = final.text
+            return AttackedText.from_text(dataset.texts[i], mode=recipe.mode)
+        if attacked_first:
+            return AttackedText.from_text(dataset.texts[i], context=dataset.text_pairs[i], attacked_first=True,
+                                          mode=recipe.mode)
+        return AttackedText.from_text(dataset.text_pairs[i], context=dataset.texts[i], mode=recipe.mode)
+
+    setup_start = time.perf_counter()
+    prepare_recipe(recipe)
+    setup_seconds = time.perf_counter() - setup_start
+    found: dict[int, ExampleResult] = {}
+    start = time.perf_counter()
+    items = [(i, attacked_text(i), dataset.labels[i]) for i in examples]
+    bar = tqdm(total=len(items), desc=f"attack {recipe.name}", disable=not progress, unit="ex")
+    for job, (status, initial, final) in _run_pooled(engine, items, pool):
+        text, final_text = job.text, final.text
         changed = tuple(
             (k, text.words[k], final_text.words[k])
             for k in range(text.num_words)
             if final_text.words[k] != text.words[k]
         )
-        results.append(
-            ExampleResult(
-                index=i,
-                original=text.text,
-                perturbed=final_text.text,
-                context=text.context,
-                label=dataset.labels[i],
-                original_prediction=initial.prediction,
-                perturbed_prediction=final.prediction,
-                status=status,
-                queries=goal.num_queries,
-                num_words=text.num_words,
-                substitutions=changed,
-            )
+        found[job.index] = ExampleResult(
+            index=job.index,
+            original=text.text,
+            perturbed=final_text.text,
+            context=text.context,
+            label=job.queries.label,
+            original_prediction=initial.prediction,
+            perturbed_prediction=final.prediction,
+            status=status,
+            queries=job.queries.num_queries,
+            num_words=text.num_words,
+            substitutions=changed,
         )
-        bar.set_postfix(succeeded=sum(r.status == "succeeded" for r in results), refresh=False)
+        bar.update()
+        bar.set_postfix(succeeded=sum(r.status == "succeeded" for r in found.values()), refresh=False)
+    bar.close()
+    results = [found[i] for i, _, _ in items]
     seconds = time.perf_counter() - start
     parameters = dict(recipe.parameters) | {
+        "mode": recipe.mode,
         "query_budget": query_budget,
         "batch_size": batch_size,
         "cache_size": cache_size,
         "perturb": perturb,
+        "pool": pool,
         "num_labels": dataset.num_labels,
     }
     return AttackReport(
@@ -400,7 +508,19 @@ def attack(
         seconds=seconds,
         model_calls=goal.model_calls,
         texts_scored=goal.texts_scored,
+        setup_seconds=setup_seconds,
     )
+
+
+def prepare_recipe(recipe: Recipe) -> None:
+    """Load what the recipe's parts load lazily (their ``prepare()``; e.g. WordNet), so that one-off costs
+    fall outside an attack's timed loop."""
+    parts = [recipe.transformation, *getattr(recipe.transformation, "parts", []), *recipe.pre_constraints,
+             *recipe.constraints]
+    for part in parts:
+        prepare = getattr(part, "prepare", None)
+        if callable(prepare):
+            prepare()
 
 
 def merge_reports(reports: Sequence[AttackReport]) -> AttackReport:
@@ -420,7 +540,8 @@ def merge_reports(reports: Sequence[AttackReport]) -> AttackReport:
     if len(set(indices)) != len(indices):
         raise ValueError("the reports attack some example twice; shards must be disjoint")
     return replace(first, results=results, seconds=sum(r.seconds for r in reports),
+                   setup_seconds=sum(r.setup_seconds for r in reports),
                    model_calls=sum(r.model_calls for r in reports), texts_scored=sum(r.texts_scored for r in reports))
 
 
-__all__ = ["STATUSES", "Attack", "AttackReport", "ExampleResult", "Recipe", "attack", "merge_reports"]
+__all__ = ["STATUSES", "Attack", "AttackReport", "ExampleResult", "Recipe", "attack", "merge_reports", "prepare_recipe"]

@@ -41,18 +41,23 @@ class Constraint(Protocol):
 
 
 class StopwordModification:
-    """Never modify a stopword (case-insensitive).
+    """Never modify a stopword.
 
     Args:
         stopwords: the list; None uses :data:`robustprune.eval.stopwords.STOPWORDS`.
+        case_sensitive: match words exactly as written (TextAttack: "The" is not the stopword "the");
+            else case-insensitively.
     """
 
-    def __init__(self, stopwords: Iterable[str] | None = None) -> None:
+    def __init__(self, stopwords: Iterable[str] | None = None, *, case_sensitive: bool = False) -> None:
         if stopwords is None:
             from robustprune.eval.stopwords import STOPWORDS as stopwords
-        self.stopwords = frozenset(w.lower() for w in stopwords)
+        self.case_sensitive = case_sensitive
+        self.stopwords = frozenset(stopwords if case_sensitive else (w.lower() for w in stopwords))
 
     def allowed(self, text: AttackedText) -> set[int]:
+        if self.case_sensitive:
+            return {i for i, w in enumerate(text.words) if w not in self.stopwords}
         return {i for i, w in enumerate(text.words) if w.lower() not in self.stopwords}
 
 

@@ -1,11 +1,20 @@
 """Untargeted classification goal with TextAttack's query accounting, batched model calls and a cache.
 
+Per-example accounting (:class:`ExampleQueries`: the true label, queries so far) is kept apart from the
+model calls, which are shared: :meth:`UntargetedClassification.admit` counts an example's request,
+:meth:`~UntargetedClassification.predict` answers the requests of several examples in one pooled call, and
+:meth:`~UntargetedClassification.judge` turns an example's answers into :class:`GoalResult` objects.
+:meth:`~UntargetedClassification.start` / :meth:`~UntargetedClassification.results` do all three for one
+example at a time.
+
 Counting follows TextAttack: the clean prediction of an example is one query, and every candidate text
 sent for scoring is one query, even when its prediction comes from the cache (a text seen before) or
 appears twice in the same request. Only the model calls are saved: all texts of one request that are not
 cached go to ``predict_proba`` together (or one at a time with ``batch_size=1``, the unbatched baseline);
 results are identical either way up to the model's batch-size-dependent floating-point noise.
 With a query budget a request is truncated to the queries left, and the search stops once it is spent.
+In ``"textattack"`` mode the score ``1 - p(true class)`` is computed in the model's own floating type (as
+TextAttack's tensor arithmetic does), so a float32 model's ties and orderings are TextAttack's.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import numpy as np
 import torch
 
 from robustprune.data.datasets import ClassifierInput
-from robustprune.eval.attacks.text import AttackedText
+from robustprune.eval.attacks.text import AttackedText, check_mode
 
 
 @runtime_checkable
@@ -51,6 +60,14 @@ class GoalResult:
         return int(np.argmax(self.probs))
 
 
+@dataclass
+class ExampleQueries:
+    """One example's side of the goal: its true label and the queries spent on it."""
+
+    label: int
+    num_queries: int = 0
+
+
 class UntargetedClassification:
     """Goal: any label other than the ground truth. Counts queries per example, caches predictions.
 
@@ -59,6 +76,7 @@ class UntargetedClassification:
         query_budget: the most queries per example (clean prediction included), None for unlimited.
         batch_size: uncached texts per ``predict_proba`` call; None sends a whole request at once.
         cache_size: predictions kept (least recently used are dropped), shared across examples.
+        mode: ``"textattack"`` (scores in the model's floating type) or ``"paper"`` (in float64).
     """
 
     def __init__(
@@ -68,7 +86,9 @@ class UntargetedClassification:
         query_budget: int | None = None,
         batch_size: int | None = None,
         cache_size: int = 2**16,
+        mode: str = "paper",
     ) -> None:
+        self.mode = check_mode(mode)
         if not callable(getattr(model, "predict_proba", None)):
             raise TypeError(f"model must have a predict_proba(inputs) method, got {type(model).__name__}")
         if query_budget is not None and (not isinstance(query_budget, int) or query_budget < 1):
@@ -82,35 +102,72 @@ class UntargetedClassification:
         self.batch_size = batch_size
         self.cache_size = cache_size
         self._cache: OrderedDict[ClassifierInput, np.ndarray] = OrderedDict()
-        self.label = 0
-        self.num_queries = 0
+        self._current = ExampleQueries(0)
         self.model_calls = 0  # predict_proba calls, over the object's lifetime
         self.texts_scored = 0  # texts actually run through the model, over the object's lifetime
 
+    # ----------------------------------------------------------------------------- one example at a time
+
     def start(self, text: AttackedText, label: int) -> GoalResult:
         """Begin an example: reset its query count and score the clean text (one query)."""
-        if not isinstance(label, (int, np.integer)) or label < 0:
-            raise ValueError(f"label must be a non-negative int, got {label!r}")
-        self.label = int(label)
-        self.num_queries = 0
+        self._current = self.begin(label)
         results, _ = self.results([text])
         return results[0]
 
     @property
+    def label(self) -> int:
+        return self._current.label
+
+    @property
+    def num_queries(self) -> int:
+        """Queries spent on the example begun by :meth:`start`."""
+        return self._current.num_queries
+
+    @property
     def budget_spent(self) -> bool:
-        return self.query_budget is not None and self.num_queries >= self.query_budget
+        return self.spent(self._current)
 
     def results(self, texts: Sequence[AttackedText]) -> tuple[list[GoalResult], bool]:
         """Score ``texts`` (in order, truncated to the queries left); returns them and whether the budget
         is now spent (the search must stop)."""
+        texts = self.admit(self._current, texts)
+        return self.judge(self._current, texts, self.predict([t.model_input() for t in texts]))
+
+    # ------------------------------------------------------------------ the parts, for pooled examples
+
+    def begin(self, label: int) -> ExampleQueries:
+        """A new example's accounting (no query spent yet)."""
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or label < 0:
+            raise ValueError(f"label must be a non-negative int, got {label!r}")
+        return ExampleQueries(int(label))
+
+    def spent(self, example: ExampleQueries) -> bool:
+        return self.query_budget is not None and example.num_queries >= self.query_budget
+
+    def admit(self, example: ExampleQueries, texts: Sequence[AttackedText]) -> list[AttackedText]:
+        """The part of ``example``'s request the budget allows, counted as queries."""
+        texts = list(texts)
         if self.query_budget is not None:
-            texts = texts[: max(0, self.query_budget - self.num_queries)]
-        self.num_queries += len(texts)
-        probs = self._predict([t.model_input() for t in texts])
+            texts = texts[: max(0, self.query_budget - example.num_queries)]
+        example.num_queries += len(texts)
+        return texts
+
+    def judge(self, example: ExampleQueries, texts: Sequence[AttackedText],
+              rows: Sequence[np.ndarray]) -> tuple[list[GoalResult], bool]:
+        """``texts``' results from their predicted ``rows``, and whether ``example``'s budget is spent."""
         out = []
-        for text, p in zip(texts, probs):
-            out.append(GoalResult(text, p, float(1.0 - p[self.label]), int(np.argmax(p)) != self.label))
-        return out, self.budget_spent
+        for text, p in zip(texts, rows):
+            if self.mode == "textattack":
+                score = float(p.dtype.type(1.0) - p[example.label])
+            else:
+                score = 1.0 - float(p[example.label])
+            out.append(GoalResult(text, p.astype(np.float64), score, int(np.argmax(p)) != example.label))
+        return out, self.spent(example)
+
+    def predict(self, inputs: Sequence[ClassifierInput]) -> list[np.ndarray]:
+        """Probability rows for ``inputs`` (repeats and cached inputs cost no model call); the uncached
+        ones go to ``predict_proba`` together, or in chunks of ``batch_size``."""
+        return self._predict(list(inputs))
 
     def _predict(self, inputs: list[ClassifierInput]) -> list[np.ndarray]:
         missing = list(dict.fromkeys(x for x in inputs if x not in self._cache))
@@ -126,7 +183,8 @@ class UntargetedClassification:
                 )
             self.model_calls += 1
             self.texts_scored += len(chunk)
-            rows = probs.detach().to(torch.float64).cpu().numpy()
+            rows = probs.detach().cpu()
+            rows = (rows if rows.dtype in (torch.float32, torch.float64) else rows.to(torch.float64)).numpy()
             fresh.update(zip(chunk, rows))
         out = []
         for x in inputs:
@@ -146,4 +204,4 @@ class UntargetedClassification:
         self._cache.clear()
 
 
-__all__ = ["GoalResult", "ProbabilityModel", "UntargetedClassification"]
+__all__ = ["ExampleQueries", "GoalResult", "ProbabilityModel", "UntargetedClassification"]

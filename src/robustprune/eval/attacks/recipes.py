@@ -12,6 +12,13 @@ bert-attack 48 masked-LM candidates          <= 40 % words changed, sentence sim
                                              >= 0.2 (cosine, original)
 deepwordbug swap, substitute, delete, insert edit distance <= 30                       unk
 
+Every builder takes ``mode``: ``"textattack"`` (the default) runs the recipe as TextAttack 0.3.11 does
+(NLTK's English stopwords matched case-sensitively, TextAttack's word splitting, candidate order, PWWS
+ranking, query counting and character edits; see :mod:`robustprune.eval.attacks.attack`); ``"paper"`` runs
+robustprune's own reading of the paper (its own stopword list, PWWS's delta p as the drop below the clean
+score, character edits that always change the word, each word always bugged the same way). The mode is
+recorded in the report's parameters and the deviations name what each mode changes.
+
 Resources default to the real substitutes available offline (GloVe 6B 50-d for counter-fitted vectors,
 all-MiniLM-L6-v2 for the Universal Sentence Encoder, WordNet POS sets for a tagger); pass shared
 ``vectors`` / ``encoder`` objects to reuse them across recipes. Sentence-similarity thresholds are kept
@@ -35,11 +42,13 @@ from robustprune.eval.attacks.constraints import (
     WordEmbeddingDistance,
 )
 from robustprune.eval.attacks.search import GreedyWordSwapWIR
+from robustprune.eval.attacks.text import check_mode
 from robustprune.eval.attacks.transformations import (
     CharacterDelete,
     CharacterInsert,
     CharacterSubstitute,
     CompositeTransformation,
+    EditDraws,
     EmbeddingSwap,
     HomoglyphSwap,
     MaskedLMSwap,
@@ -54,6 +63,25 @@ SEEDED_NOTE = (
     "random character edits are drawn from a generator seeded by (seed, edit, word), so a word "
     "always gets the same bug (TextAttack draws afresh on every call)"
 )
+TEXTATTACK_SEED_NOTE = (
+    "random character edits are TextAttack's, drawn from numpy's and Python's generators re-seeded with "
+    "seed + example index at every example (TextAttack seeds them once per run)"
+)
+
+
+def _mode_notes(mode: str, random_edits: bool = False) -> list[str]:
+    """The deviations that come with ``mode`` alone."""
+    if check_mode(mode) == "paper":
+        return ([SEEDED_NOTE] if random_edits else []) + [STOPWORD_NOTE]
+    return [TEXTATTACK_SEED_NOTE] if random_edits else []
+
+
+def _edit_options(mode: str, seed: int, **inner: Any) -> tuple[dict[str, Any], EditDraws | None]:
+    """The character edits' keyword arguments for ``mode`` and the shared draws (textattack mode)."""
+    if mode == "textattack":
+        draws = EditDraws(seed)
+        return {"random_one": True, "mode": mode, "draws": draws, **inner}, draws
+    return {"random_one": True, "seed": seed, **inner}, None
 
 
 def _vectors(vectors: Any, deviations: list[str], original: str) -> Any:
@@ -83,7 +111,14 @@ def _encoder(encoder: Any, deviations: list[str]) -> Any:
     return encoder
 
 
-def _pre(stopwords: Iterable[str] | None) -> list:
+def _pre(stopwords: Iterable[str] | None, mode: str) -> list:
+    """Never change a word twice or a stopword: TextAttack's default is NLTK's English list matched
+    exactly as written, robustprune's its own list matched case-insensitively."""
+    if mode == "textattack":
+        from robustprune.eval.stopwords import nltk_english_stopwords
+
+        return [RepeatModification(),
+                StopwordModification(nltk_english_stopwords() if stopwords is None else stopwords, case_sensitive=True)]
     return [RepeatModification(), StopwordModification(stopwords)]
 
 
@@ -93,8 +128,10 @@ def textfooler(
     encoder: Any = None,
     stopwords: Iterable[str] | None = None,
     word_pos: Callable[[str], frozenset[str]] | None = None,
+    mode: str = "textattack",
 ) -> Recipe:
     """TextFooler (Jin et al., 2020) as TextAttack builds it."""
+    check_mode(mode)
     deviations: list[str] = []
     vectors = _vectors(vectors, deviations, "counter-fitted vectors")
     encoder = _encoder(encoder, deviations)
@@ -103,12 +140,14 @@ def textfooler(
             "part of speech: WordNet POS sets of the two words (no tagger installable) instead of the "
             "NLTK tagger in context; verb/noun swaps allowed as in TextAttack"
         ),
-        STOPWORD_NOTE,
-    ]
+    ] + _mode_notes(mode)
+    if mode == "textattack" and stopwords is None:
+        deviations.append("stopwords: NLTK's English list (TextAttack's TextFooler recipe passes TextFooler's own "
+                          "list)")
     return Recipe(
         name="textfooler",
         transformation=EmbeddingSwap(vectors, max_candidates=50),
-        pre_constraints=_pre(stopwords),
+        pre_constraints=_pre(stopwords, mode),
         constraints=[
             WordEmbeddingDistance(vectors, min_cos_sim=0.5),
             PartOfSpeech(word_pos, allow_verb_noun_swap=True),
@@ -121,8 +160,9 @@ def textfooler(
                 skip_text_shorter_than_window=True,
             ),
         ],
-        search=GreedyWordSwapWIR("delete"),
+        search=GreedyWordSwapWIR("delete", mode=mode),
         deviations=deviations,
+        mode=mode,
         parameters={
             "max_candidates": 50,
             "min_cos_sim": 0.5,
@@ -135,9 +175,11 @@ def textfooler(
 
 
 def textbugger(
-    *, vectors: Any = None, encoder: Any = None, stopwords: Iterable[str] | None = None, seed: int = 0
+    *, vectors: Any = None, encoder: Any = None, stopwords: Iterable[str] | None = None, seed: int = 0,
+    mode: str = "textattack",
 ) -> Recipe:
     """TextBugger (Li et al., 2019), black-box variant, as TextAttack builds it."""
+    check_mode(mode)
     deviations: list[str] = []
     vectors = _vectors(vectors, deviations, "GloVe 6B 300-d (the paper) / counter-fitted (TextAttack)")
     encoder = _encoder(encoder, deviations)
@@ -148,10 +190,11 @@ def textbugger(
             "paper's "
             "visually similar characters such as o->0, l->1"
         ),
-        SEEDED_NOTE,
-        STOPWORD_NOTE,
-    ]
-    inner = {"random_one": True, "skip_first_char": True, "skip_last_char": True, "seed": seed}
+    ] + _mode_notes(mode, random_edits=True)
+    if mode == "textattack":
+        deviations.append("a space inserted into a word keeps both halves in one word slot (TextAttack re-splits "
+                          "them into two words)")
+    inner, draws = _edit_options(mode, seed, skip_first_char=True, skip_last_char=True)
     return Recipe(
         name="textbugger",
         transformation=CompositeTransformation(
@@ -163,10 +206,12 @@ def textbugger(
                 EmbeddingSwap(vectors, max_candidates=5),
             ]
         ),
-        pre_constraints=_pre(stopwords),
+        pre_constraints=_pre(stopwords, mode),
         constraints=[SentenceSimilarity(encoder, 0.8, metric="angular", compare_against_original=True)],
-        search=GreedyWordSwapWIR("delete"),
+        search=GreedyWordSwapWIR("delete", mode=mode),
         deviations=deviations,
+        mode=mode,
+        draws=draws,
         parameters={
             "embedding_candidates": 5,
             "similarity_threshold": 0.8,
@@ -178,24 +223,29 @@ def textbugger(
 
 
 def pwws(
-    *, synonyms: Callable[[str], list[str]] | None = None, stopwords: Iterable[str] | None = None
+    *, synonyms: Callable[[str], list[str]] | None = None, stopwords: Iterable[str] | None = None,
+    mode: str = "textattack",
 ) -> Recipe:
-    """PWWS (Ren et al., 2019): WordNet synonyms in probability-weighted word-saliency order."""
+    """PWWS (Ren et al., 2019): WordNet synonyms in probability-weighted word-saliency order.
+
+    ``synonyms`` replaces the ``"paper"`` mode's WordNet lookup; ``"textattack"`` mode reads WordNet's
+    lemma names as TextAttack does."""
+    check_mode(mode)
+    if mode == "textattack":
+        ranking = ("word ranking weighs the best swap's score, not its drop below the clean score (the paper's "
+                   "delta p), as TextAttack does")
+    else:
+        ranking = ("delta p is the best swap's drop in true-class probability, as in the paper (TextAttack uses "
+                   "the swap's score without subtracting the clean score)")
     return Recipe(
         name="pwws",
-        transformation=WordNetSwap(synonyms),
-        pre_constraints=_pre(stopwords),
+        transformation=WordNetSwap(synonyms, mode=mode),
+        pre_constraints=_pre(stopwords, mode),
         constraints=[],
-        search=GreedyWordSwapWIR("weighted-saliency"),
-        deviations=[
-            "named-entity substitution of the paper is not done (as in TextAttack)",
-            (
-                "delta p is the best swap's drop in true-class probability, as in the paper (TextAttack "
-                "uses the "
-                "swap's score without subtracting the clean score)"
-            ),
-            STOPWORD_NOTE,
-        ],
+        search=GreedyWordSwapWIR("weighted-saliency", mode=mode),
+        deviations=["named-entity substitution of the paper is not done (as in TextAttack)", ranking]
+        + _mode_notes(mode),
+        mode=mode,
         parameters={"wir_method": "weighted-saliency", "synonyms": "WordNet 3.0"},
     )
 
@@ -230,6 +280,7 @@ def bert_attack(
     encoder: Any = None,
     stopwords: Iterable[str] | None = None,
     max_candidates: int = 48,
+    mode: str = "textattack",
 ) -> Recipe:
     """BERT-Attack (Li et al., 2020) with a Hugging Face masked LM.
 
@@ -239,7 +290,9 @@ def bert_attack(
             with :func:`load_masked_lm` to have its head checked).
         tokenizer: its fast tokenizer (default with a name: the model's own).
         encoder, stopwords, max_candidates: the sentence encoder, stopwords and candidates per word.
+        mode: ``"textattack"`` or ``"paper"`` (see the module docstring).
     """
+    check_mode(mode)
     if isinstance(mlm, (str, os.PathLike)):
         mlm, own_tokenizer = load_masked_lm(mlm)
         tokenizer = tokenizer or own_tokenizer
@@ -260,18 +313,18 @@ def bert_attack(
             "multi-sub-token words: the combinations of lowest perplexity are kept (found by beam "
             "search); TextAttack leaves them unsorted"
         ),
-        STOPWORD_NOTE,
-    ]
+    ] + _mode_notes(mode)
     return Recipe(
         name="bert-attack",
         transformation=MaskedLMSwap(mlm, tokenizer, max_candidates=max_candidates),
-        pre_constraints=_pre(stopwords),
+        pre_constraints=_pre(stopwords, mode),
         constraints=[
             MaxWordsPerturbed(max_percent=0.4),
             SentenceSimilarity(encoder, 0.2, metric="cosine", compare_against_original=True),
         ],
-        search=GreedyWordSwapWIR("unk", unk_token=tokenizer.unk_token or "[UNK]"),
+        search=GreedyWordSwapWIR("unk", unk_token=tokenizer.unk_token or "[UNK]", mode=mode),
         deviations=deviations,
+        mode=mode,
         parameters={
             "max_candidates": max_candidates,
             "max_percent_words": 0.4,
@@ -283,10 +336,12 @@ def bert_attack(
 
 
 def deepwordbug(
-    *, stopwords: Iterable[str] | None = None, seed: int = 0, max_edit_distance: int = 30
+    *, stopwords: Iterable[str] | None = None, seed: int = 0, max_edit_distance: int = 30,
+    mode: str = "textattack",
 ) -> Recipe:
     """DeepWordBug (Gao et al., 2018) as TextAttack builds it: one random character edit per candidate."""
-    edit = {"random_one": True, "seed": seed}
+    check_mode(mode)
+    edit, draws = _edit_options(mode, seed)
     return Recipe(
         name="deepwordbug",
         transformation=CompositeTransformation(
@@ -297,17 +352,17 @@ def deepwordbug(
                 CharacterInsert(**edit),
             ]
         ),
-        pre_constraints=_pre(stopwords),
+        pre_constraints=_pre(stopwords, mode),
         constraints=[LevenshteinEditDistance(max_edit_distance)],
-        search=GreedyWordSwapWIR("unk"),
+        search=GreedyWordSwapWIR("unk", mode=mode),
         deviations=[
             (
                 "word ranking by [UNK] replacement (TextAttack); the paper's combined temporal scores are not "
                 "used"
             ),
-            SEEDED_NOTE,
-            STOPWORD_NOTE,
-        ],
+        ] + _mode_notes(mode, random_edits=True),
+        mode=mode,
+        draws=draws,
         parameters={"max_edit_distance": max_edit_distance, "wir_method": "unk", "seed": seed},
     )
 

@@ -8,6 +8,18 @@ character, and a perturbed text re-joins with the original punctuation and spaci
 TextAttack's notion of words (punctuation is not a word) without re-tokenising perturbed text: a swapped-in
 word may itself contain a space (TextBugger's space insertion) and stays one word slot.
 
+Two word rules (:data:`MODES`), chosen per recipe:
+
+- ``"textattack"`` (the default): TextAttack 0.3.11's ``words_from_text`` and text rebuilding, so attacks
+  see and produce exactly TextAttack's texts. Each whitespace-separated chunk is cut into runs of word
+  characters, apostrophes, hyphens, underscores, asterisks, at signs and the three look-alike symbols
+  TextAttack adds (backquote, U+02D7, U+00D7); apostrophes, hyphens, underscores, asterisks and at signs
+  are stripped from both ends of each run. So SST-2's ``'s`` is the word ``s`` and its backquotes are
+  words. A word's separator is the text from the previous word's end to the word's first occurrence
+  after it, which is how TextAttack re-joins a perturbed text.
+- ``"paper"``: robustprune's own rule (:mod:`robustprune.eval.words`): clitics keep their apostrophe
+  and punctuation is never a word.
+
 For sentence-pair tasks only one side is attacked (the second, the hypothesis, by default); the other is
 carried along unchanged in :attr:`AttackedText.context`.
 """
@@ -15,20 +27,51 @@ carried along unchanged in :attr:`AttackedText.context`.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from robustprune.data.datasets import ClassifierInput
 from robustprune.eval.words import WORD_PATTERN
 
+MODES = ("textattack", "paper")
 
-def split_words(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(words, separators)`` of ``text`` with ``len(separators) == len(words) + 1``."""
+# TextAttack's word characters besides \w; the edge characters are stripped from each end of a word.
+_TEXTATTACK_EDGE = "'-_*@"
+_TEXTATTACK_RUN = re.compile(r"[\w\u02d7`\u00d7'\-_*@]+")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def textattack_words(text: str) -> list[str]:
+    """The words TextAttack 0.3.11 finds in ``text`` (its ``words_from_text``, for non-Chinese text)."""
+    words = []
+    for chunk in text.split():
+        for run in _TEXTATTACK_RUN.findall(chunk.strip(_TEXTATTACK_EDGE)):
+            word = run.strip(_TEXTATTACK_EDGE)
+            if word:
+                words.append(word)
+    return words
+
+
+def split_words(text: str, mode: str = "paper") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(words, separators)`` of ``text`` under ``mode``'s word rule, ``len(separators) == len(words) + 1``."""
     words, seps, last = [], [], 0
-    for match in WORD_PATTERN.finditer(text):
-        seps.append(text[last : match.start()])
-        words.append(match.group())
-        last = match.end()
+    if check_mode(mode) == "textattack":
+        for word in textattack_words(text):
+            start = text.index(word, last)
+            seps.append(text[last:start])
+            words.append(word)
+            last = start + len(word)
+    else:
+        for match in WORD_PATTERN.finditer(text):
+            seps.append(text[last : match.start()])
+            words.append(match.group())
+            last = match.end()
     seps.append(text[last:])
     return tuple(words), tuple(seps)
 
@@ -44,6 +87,7 @@ class AttackedText:
         attacked_first: for pair tasks, True when the attacked text is the first of the pair.
         modified: indices of words changed relative to the original text.
         newly_modified: indices changed by the transformation that produced this text.
+        mode: the word rule the text was split with (see :data:`MODES`); deleting a word follows it.
         attrs: annotations set while filtering (e.g. ``"similarity"``); not part of equality.
     """
 
@@ -53,6 +97,7 @@ class AttackedText:
     attacked_first: bool = False
     modified: frozenset[int] = frozenset()
     newly_modified: frozenset[int] = frozenset()
+    mode: str = "paper"
     attrs: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,12 +108,13 @@ class AttackedText:
             )
 
     @classmethod
-    def from_text(cls, text: str, context: str | None = None, attacked_first: bool = False) -> AttackedText:
-        """Split ``text`` into words; ``context`` is the fixed other side of a sentence pair."""
+    def from_text(cls, text: str, context: str | None = None, attacked_first: bool = False,
+                  mode: str = "paper") -> AttackedText:
+        """Split ``text`` into words by ``mode``'s rule; ``context`` is the fixed other side of a pair."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        words, seps = split_words(text)
-        return cls(words, seps, context, attacked_first)
+        words, seps = split_words(text, mode)
+        return cls(words, seps, context, attacked_first, mode=mode)
 
     @property
     def text(self) -> str:
@@ -99,11 +145,22 @@ class AttackedText:
     def delete_word(self, index: int) -> AttackedText:
         """A copy without word ``index`` (used to rank word importance).
 
-        The two separators around it are merged, keeping one space where both had whitespace and none
-        at either end of the text. Word indices after ``index`` shift by one, so the result carries no
-        modification bookkeeping."""
+        The two separators around it are merged. ``"paper"``: keeping one space where both had
+        whitespace and none at either end of the text. ``"textattack"``: as TextAttack, dropping one space
+        after a deleted first word, else one space before the deleted word. Word indices after
+        ``index`` shift by one, so the result carries no modification bookkeeping."""
         self._check_index(index)
         left, right = self.separators[index], self.separators[index + 1]
+        if self.mode == "textattack":
+            if index == len(self.words) - 1 and not right:
+                pass  # nothing follows the word: TextAttack keeps every space
+            elif index == 0:
+                right = right[1:] if right[:1] == " " else right
+            elif left[-1:] == " ":
+                left = left[:-1]
+            words = self.words[:index] + self.words[index + 1 :]
+            seps = self.separators[:index] + (left + right,) + self.separators[index + 2 :]
+            return AttackedText(words, seps, self.context, self.attacked_first, mode=self.mode)
         if left[-1:].isspace() and right[:1].isspace():
             right = right.lstrip()
         merged = left + right
@@ -113,7 +170,7 @@ class AttackedText:
             merged = merged.rstrip()
         words = self.words[:index] + self.words[index + 1 :]
         seps = self.separators[:index] + (merged,) + self.separators[index + 2 :]
-        return AttackedText(words, seps, self.context, self.attacked_first)
+        return AttackedText(words, seps, self.context, self.attacked_first, mode=self.mode)
 
     def window(self, index: int, size: int) -> str:
         """The text spanning ``size`` words around word ``index`` (as TextAttack's text window: centred,
@@ -143,4 +200,4 @@ class AttackedText:
             raise IndexError(f"word index {index} out of range for a text of {len(self.words)} words")
 
 
-__all__ = ["AttackedText", "split_words"]
+__all__ = ["MODES", "AttackedText", "check_mode", "split_words", "textattack_words"]

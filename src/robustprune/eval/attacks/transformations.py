@@ -3,9 +3,13 @@
 A transformation is called with the current text and the word indices it may change, and returns one
 :class:`AttackedText` per candidate (each with ``newly_modified == {index}``), in a deterministic order.
 Word swaps: embedding neighbours, WordNet synonyms, masked-LM predictions (BERT-Attack) and character
-"bugs" (insert, delete, neighbour swap, substitute, homoglyph). The random character edits draw from a
-generator seeded by ``(seed, transformation, word)``, so a word always yields the same bugs: attacks are
-reproducible and the batched and one-query-at-a-time engines see identical candidates.
+"bugs" (insert, delete, neighbour swap, substitute, homoglyph).
+
+Random character edits come in two modes. ``"textattack"``: TextAttack 0.3.11's edits, drawn as it draws
+them (a position from numpy's legacy generator, a letter from Python's) from :class:`EditDraws`, which the
+attack restarts at every example from ``seed + example index``: a TextAttack run that re-seeds both
+generators the same way per example makes the same edits. ``"paper"``: each edit is drawn from a generator
+seeded by ``(seed, transformation, word)``, so a word always gets the same bug wherever it appears.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
-from robustprune.eval.attacks.text import AttackedText
+from robustprune.eval.attacks.text import AttackedText, check_mode, textattack_words
 from robustprune.eval.words import is_word, recover_case
 
 
@@ -78,16 +83,68 @@ class EmbeddingSwap(WordSwap):
 
 
 class WordNetSwap(WordSwap):
-    """Single-word WordNet synonyms of the word, in WordNet's order (PWWS)."""
+    """Single-word WordNet synonyms of the word (PWWS).
 
-    def __init__(self, synonyms: Callable[[str], list[str]] | None = None) -> None:
+    Args:
+        synonyms: ``"paper"`` mode's source of lowercased synonyms (default
+            :func:`robustprune.eval.wordnet.synonyms`); they take the case of the word they replace.
+        mode: ``"textattack"``: TextAttack's candidates: every lemma name of the word's synsets as
+            WordNet spells it (capitals kept), except the word itself (case-sensitive), multi-word lemmas
+            and names that are not one word by TextAttack's rule. ``"paper"``: the synonyms in WordNet's
+            order, recased.
+    """
+
+    def __init__(self, synonyms: Callable[[str], list[str]] | None = None, *, mode: str = "paper") -> None:
+        self.mode = check_mode(mode)
+        if self.mode == "textattack" and synonyms is not None:
+            raise ValueError("synonyms= replaces the paper mode's synonym source; mode='textattack' reads "
+                             "WordNet's lemma names itself")
         if synonyms is None:
             from robustprune.eval.wordnet import synonyms
         self.synonyms = synonyms
 
+    def prepare(self) -> None:
+        """Load WordNet now (a one-off ~2-5 s) rather than inside a timed attack."""
+        from robustprune.eval.wordnet import wordnet
+
+        wordnet().synsets("good")
+
     def replacements(self, word: str) -> list[str]:
+        if self.mode == "textattack":
+            from robustprune.eval.wordnet import lemma_names
+
+            names = (n for n in lemma_names(word) if n != word and "_" not in n and len(textattack_words(n)) == 1)
+            return list(dict.fromkeys(names))
         key = word.lower()
         return [recover_case(s, word) for s in self.synonyms(key) if s != key and is_word(s)]
+
+
+class EditDraws:
+    """The random source of ``"textattack"``-mode character edits: numpy's legacy generator for positions
+    and Python's for letters, as TextAttack draws them (``np.random.randint``, ``random.choice``).
+
+    :meth:`restart` begins an example: both generators are seeded with ``seed + example`` (mod 2^32), so
+    each example's edits do not depend on which examples ran before (shards of a dataset draw the same).
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        self.restart(0)
+
+    def restart(self, example: int) -> None:
+        example_seed = (self.seed + example) % 2**32
+        self.positions = np.random.RandomState(example_seed)
+        self.letters = random.Random(example_seed)
+
+    def state(self) -> tuple[np.random.RandomState, random.Random]:
+        """The current example's generators (the attack keeps one pair per example in flight)."""
+        return self.positions, self.letters
+
+    def use(self, state: tuple[np.random.RandomState, random.Random]) -> None:
+        """Draw from an example's generators again (they continue where that example left them)."""
+        self.positions, self.letters = state
 
 
 class _CharacterBug(WordSwap):
@@ -98,7 +155,10 @@ class _CharacterBug(WordSwap):
             candidate per eligible position.
         skip_first_char, skip_last_char: never edit the first / last character.
         letters: the alphabet inserted or substituted.
-        seed: with the word, seeds the positions and letters drawn.
+        seed: ``"paper"`` mode: with the word, seeds the positions and letters drawn.
+        draws: ``"textattack"`` mode: the shared :class:`EditDraws` (required in that mode).
+        mode: ``"textattack"`` (TextAttack's positions: never after the last character, no-op edits
+            possible and dropped) or ``"paper"`` (only edits that change the word).
     """
 
     def __init__(
@@ -109,14 +169,21 @@ class _CharacterBug(WordSwap):
         skip_last_char: bool = False,
         letters: str = string.ascii_letters,
         seed: int = 0,
+        draws: EditDraws | None = None,
+        mode: str = "paper",
     ) -> None:
         if not letters:
             raise ValueError("letters must be a non-empty string")
+        self.mode = check_mode(mode)
+        if self.mode == "textattack" and draws is None:
+            raise ValueError("mode='textattack' draws its edits from draws= (an EditDraws the attack restarts "
+                             "per example)")
         self.random_one = random_one
         self.skip_first_char = skip_first_char
         self.skip_last_char = skip_last_char
         self.letters = letters
         self.seed = seed
+        self.draws = draws
 
     def _rng(self, word: str) -> random.Random:
         return random.Random(f"{self.seed}|{type(self).__name__}|{word}")
@@ -128,12 +195,24 @@ class _CharacterBug(WordSwap):
     def _positions(self, word: str) -> Sequence[int]:
         return self._char_range(word)
 
+    def _textattack_range(self, word: str) -> range:
+        """TextAttack's positions: from 0 (1 when skipping the first character) to the end, less one
+        when skipping the last character."""
+        return range(1 if self.skip_first_char else 0, len(word) - (1 if self.skip_last_char else 0))
+
     def _edit(self, word: str, position: int, rng: random.Random) -> str:
         raise NotImplementedError
 
     def replacements(self, word: str) -> list[str]:
         if len(word) <= 1:
             return []
+        if self.mode == "textattack":
+            span = self._textattack_range(word)
+            if not span:
+                return []
+            if self.random_one:
+                span = [int(self.draws.positions.randint(span.start, span.stop))]
+            return [self._edit(word, p, self.draws.letters) for p in span]
         positions = list(self._positions(word))
         if not positions:
             return []
@@ -161,7 +240,10 @@ class CharacterDelete(_CharacterBug):
 
 
 class NeighbourSwap(_CharacterBug):
-    """Swap a character with the next one (both must be editable and differ)."""
+    """Swap a character with the next one (``"paper"``: both must be editable and differ)."""
+
+    def _textattack_range(self, word: str) -> range:
+        return range(1 if self.skip_first_char else 0, len(word) - (2 if self.skip_last_char else 1))
 
     def _positions(self, word: str) -> Sequence[int]:
         chars = self._char_range(word)
@@ -172,9 +254,15 @@ class NeighbourSwap(_CharacterBug):
 
 
 class CharacterSubstitute(_CharacterBug):
-    """Replace one character by a different random letter."""
+    """Replace one character by a random letter (``"paper"``: a different one; ``"textattack"``: any,
+    at any position, as TextAttack)."""
+
+    def _textattack_range(self, word: str) -> range:
+        return range(len(word))
 
     def _edit(self, word: str, position: int, rng: random.Random) -> str:
+        if self.mode == "textattack":
+            return word[:position] + rng.choice(self.letters) + word[position + 1 :]
         choices = [c for c in self.letters if c != word[position]] or list(self.letters)
         return word[:position] + rng.choice(choices) + word[position + 1 :]
 
@@ -372,6 +460,7 @@ __all__ = [
     "CharacterInsert",
     "CharacterSubstitute",
     "CompositeTransformation",
+    "EditDraws",
     "EmbeddingSwap",
     "HomoglyphSwap",
     "MaskedLMSwap",
