@@ -117,8 +117,8 @@ def report_from_textattack(
         columns = list(before.attacked_text.column_labels)
         original_cols = [before.attacked_text._text_input[c] for c in columns]
         perturbed_cols = [after.attacked_text._text_input[c] for c in columns]
-        original = AttackedText.from_text(original_cols[-1])
-        perturbed = AttackedText.from_text(perturbed_cols[-1])
+        original = AttackedText.from_text(original_cols[-1], mode="textattack")  # TextAttack's words
+        perturbed = AttackedText.from_text(perturbed_cols[-1], mode="textattack")
         if perturbed.num_words == original.num_words:
             changed = tuple(
                 (k, original.words[k], perturbed.words[k]) for k in original.words_diff(perturbed)
