@@ -12,6 +12,7 @@ import json
 import math
 
 import pytest
+import torch
 from nltk.metrics.distance import edit_distance
 
 from robustprune.eval.attacks import attack
@@ -182,3 +183,25 @@ def test_bert_attack_loads_a_saved_masked_lm_by_name(random_mlm, minilm_tokenize
         assert torch.equal(value, expected), name
     recipe = bert_attack(str(tmp_path))
     assert recipe.name == "bert-attack" and recipe.transformation.model.config.hidden_size == 64
+
+
+def test_substitutes_that_cannot_do_their_job_are_refused(glove, sentence_encoder, minilm_tokenizer):
+    """Random word vectors and an untrained sentence encoder would run and report meaningless numbers."""
+    import numpy as np
+    from transformers import BertConfig, BertModel
+
+    from robustprune.eval.attacks.constraints import SentenceEncoder
+    from robustprune.eval.attacks.recipes import textbugger, textfooler
+    from robustprune.eval.word_vectors import WordVectors
+
+    random_vectors = WordVectors(glove.words[:5000], np.random.default_rng(0).normal(size=(5000, 50)))
+    with pytest.raises(ValueError, match=r"vectors \(WordVectors\) cannot propose substitutes"):
+        textfooler(vectors=random_vectors, encoder=sentence_encoder)
+    torch.manual_seed(0)
+    untrained = BertModel(BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=128))
+    with pytest.raises(ValueError, match=r"encoder \(SentenceEncoder\) cannot judge meaning"):
+        textbugger(vectors=glove, encoder=SentenceEncoder(untrained, minilm_tokenizer))
+    with pytest.raises(ValueError, match="must have encode"):
+        textfooler(vectors=glove, encoder=object())
+    assert textfooler(vectors=glove, encoder=sentence_encoder).name == "textfooler"  # the real ones pass

