@@ -6,20 +6,32 @@ Each launcher in :mod:`robustprune.kernels` is called, on small CPU tensors, wit
 option it is given by the ops (fp32 / fp16 / bf16; the N:M patterns; with and without bias; packed or
 byte masks; with and without noise; ...). Nothing runs: ``JITFunction.run`` is replaced by a recorder, so
 each call yields the kernel, its argument types and its constexprs exactly as the launcher passes them.
-Every distinct launch is then compiled ahead of time for each target (``triton.compile`` with an
-``ASTSource`` and ``GPUTarget("cuda", arch, 32)``: TTIR -> TTGIR -> LLVM IR -> PTX -> cubin, with the
-``ptxas`` that ships in the triton wheel); triton's own ``ptxas -v`` report gives registers and spills.
+An autotuned kernel (``triton.autotune``) is recorded before its autotuner could time anything
+(``Autotuner.run`` is replaced too): one launch per config it may pick for that call (its
+``early_config_prune`` applied), with the config's constexprs, warps and stages, since each is a variant a
+GPU will run. Every distinct launch is then compiled ahead of time for each target (``triton.compile``
+with an ``ASTSource`` and ``GPUTarget("cuda", arch, 32)``: TTIR -> TTGIR -> LLVM IR -> PTX -> cubin, with
+the ``ptxas`` that ships in the triton wheel); triton's own ``ptxas -v`` report gives registers and spills.
 
 Checked per launch: it compiles; no register spills; kernels whose ``tl.dot`` runs on half inputs (or on
 fp32 with TF32 asked for) emit tensor-core MMA instructions; fp32 dots in IEEE mode emit none (TF32 would
-round the products). The table (``--out``) lists, per kernel and target, the variants compiled and the
-largest register count, spill bytes and shared memory among them. Must run without ``TRITON_INTERPRET``
-(the interpreter replaces the kernels); a test runs it in a subprocess.
+round the products). The table (``--out``) lists, per kernel and target, the variants and autotune configs
+compiled and the largest register count, spill bytes and shared memory among them. Must run without
+``TRITON_INTERPRET`` (the interpreter replaces the kernels, and keeps one config per autotuned kernel); a
+test runs it in a subprocess.
 
-N:M patterns: every group size M (4, 8, 16) with N = M/2 (2:4, 4:8, 8:16) and the largest N = M-1, whose
-unrolled loops over N hold the most registers; other N compile the same code with fewer trip counts.
-SparseGPT's block kernel is compiled at the default block width (128), the widest tile it holds. The hard-concrete gate's constants are float constexprs: compiled with the
-paper's (gamma, zeta, beta), which is what the ops pass unless a caller changes them.
+What is compiled, and what is left out as redundant (the test must stay within about 2 minutes on 2 cores):
+- N:M patterns: every group size M (4, 8, 16) with N = M/2 (2:4, 4:8, 8:16) and the largest N = M-1, whose
+  unrolled loops over N hold the most registers; other N compile the same code with fewer trip counts.
+  Kernels in which N only bounds a comparison (``rank < N`` in nm_mask's and SparseGPT's) compile the
+  same code for every N: one N per M (M/2).
+- Autotune configs: the first config a launch may pick (its default) with every variant above; the other
+  configs with the variant of each code path that holds the most registers: fp16 for the half types (bf16
+  compiles the same code paths), IEEE for fp32 (every tile tried that spilled in TF32 spilled more in IEEE,
+  whose FMA dot holds whole operand tiles in registers), N = M-1, with bias.
+- SparseGPT's block kernel is compiled at the default block width (128), the widest tile it holds. The
+  hard-concrete gate's constants are float constexprs: compiled with the paper's (gamma, zeta, beta),
+  which is what the ops pass unless a caller changes them.
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ from types import ModuleType
 ARCHS = (80, 90)
 DTYPES = ("float32", "float16", "bfloat16")
 PATTERNS = tuple((n, m) for m in (4, 8, 16) for n in (m // 2, m - 1))
+ONE_N_PER_M = tuple((m // 2, m) for m in (4, 8, 16))  # for kernels where N only bounds a comparison
 # What tl.dot compiles to on tensor cores: mma.sync (Ampere, and Hopper for small tiles) or wgmma (Hopper).
 MMA = re.compile(r"\b(?:mma\.sync|wgmma\.mma_async)\b")
 TF32_MMA = re.compile(r"\b(?:mma\.sync|wgmma\.mma_async)[\w.]*\.tf32\b")
@@ -60,6 +73,7 @@ class Launch:
     options: tuple[tuple[str, int], ...]  # launch options the launcher sets (num_warps, num_stages)
     uses_dot: bool
     expects_mma: bool
+    config: str = ""  # the autotune config (config_label), "" for a fixed launch
 
     @property
     def variant(self) -> str:
@@ -84,6 +98,7 @@ class Compiled:
     has_tf32_mma: bool = False
     uses_dot: bool = False
     expects_mma: bool = False
+    config: str = ""
     seconds: float = 0.0
 
     @property
@@ -169,7 +184,8 @@ def _launcher_calls() -> Iterator[Callable[[], None]]:
         for dtype in dtypes:
             dense = torch.zeros(rows, columns, dtype=dtype)
             values = torch.zeros(rows, kept, dtype=dtype)
-            yield lambda d=dense, n=n, m=m: nm_mask.nm_mask(d, torch.zeros(d.shape, dtype=torch.uint8), n, m)
+            if (n, m) in ONE_N_PER_M:
+                yield lambda d=dense, n=n, m=m: nm_mask.nm_mask(d, torch.zeros(d.shape, dtype=torch.uint8), n, m)
             yield lambda d=dense, v=values, i=indices, n=n, m=m: nm_format.compress(
                 d, v, i, torch.zeros(1, dtype=torch.int32), n, m)
             yield lambda d=dense, v=values, meta=metadata, n=n, m=m: nm_format.decompress(v, meta, d, n, m)
@@ -183,30 +199,64 @@ def _launcher_calls() -> Iterator[Callable[[], None]]:
                     nm_matmul.nm_linear_grad_input(y, v, meta, x2, n, m, p))
                 yield lambda y=y, x2=x2, meta=metadata, v=values, n=n, m=m, p=precision: (
                     nm_matmul.nm_linear_grad_values(y, x2, meta, v, n, m, p))
-    for n, m in ((0, 0), *PATTERNS):  # SparseGPT's block loop: fp32 working copy, default blocksize 128
+    for n, m in ((0, 0), *ONE_N_PER_M):  # SparseGPT's block loop: fp32 working copy, default blocksize 128
         w, err = torch.zeros(64, 128), torch.zeros(64, 128)
         hinv, keep = torch.eye(128), torch.zeros(64, 128, dtype=torch.uint8)
         yield lambda w=w, h=hinv, e=err, k=keep, n=n, m=m: obs.sparsegpt_block_(w, h, e, k, n, m)
 
 
+def config_label(config) -> str:
+    """How a ``triton.Config`` reads in a variant, the table and the JSON (``BLOCK=1024 num_warps=4 ...``)."""
+    return " ".join(f"{k}={v}" for k, v in (*config.kwargs.items(), ("num_warps", config.num_warps),
+                                             ("num_stages", config.num_stages)))
+
+
+def _extra_config_variant(kernel, args: tuple, kwargs: dict) -> bool:
+    """Whether an autotuned launch is compiled with its extra configs (all but the first it may pick): only
+    the variant of each code path that holds the most registers (see the module docstring)."""
+    values = dict(zip([param.name for param in kernel.params], args)) | kwargs
+    if any(str(getattr(value, "dtype", "")) == "torch.bfloat16" for value in values.values()):
+        return False  # fp16 compiles the same code paths
+    if "N" in values and "M" in values and values["N"] != values["M"] - 1:
+        return False  # fewer trips through the same unrolled loops
+    if values.get("INPUT_PRECISION") == "tf32":
+        return False  # IEEE fp32 holds more registers on the same tiles (FMA operands, not MMA fragments)
+    return values.get("HAS_BIAS", True)  # without bias: one load fewer
+
+
 def record_launches() -> list[Launch]:
     """The distinct launches the launchers make (see the module docstring)."""
+    from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
 
-    recorded: list[tuple[JITFunction, tuple, dict]] = []
-    original = JITFunction.run
+    recorded: list[tuple[JITFunction, tuple, dict, str]] = []  # kernel, arguments, constexprs, config label
+    originals = JITFunction.run, Autotuner.run
 
-    def record(self, *args, grid, warmup, **kwargs):  # noqa: ARG001 - grid and warmup are the launcher's
-        recorded.append((self, args, kwargs))
+    def record(self, *args, grid, warmup, **kwargs):  # grid and warmup are the launcher's: unused
+        recorded.append((self, args, kwargs, ""))
 
-    JITFunction.run = record
+    def record_configs(self, *args, grid, warmup, **kwargs):
+        # Replaces Autotuner.run before it times anything: one launch per config it may pick for this call
+        # (its early_config_prune applied), each with the config's constexprs, warps and stages.
+        assert isinstance(self.fn, JITFunction), f"{self.base_fn.__name__}: autotune directly over @triton.jit"
+        self.nargs = dict(zip(self.arg_names, args))
+        configs = self.prune_configs(kwargs)
+        self.nargs = None
+        for index, config in enumerate(configs):
+            if index and not _extra_config_variant(self.fn, args, kwargs):
+                continue
+            merged = kwargs | config.all_kwargs()
+            grid(dict(zip(self.arg_names, args)) | merged)  # the grid reads its tile from the config
+            recorded.append((self.fn, args, merged, config_label(config)))
+
+    JITFunction.run, Autotuner.run = record, record_configs
     try:
         for call in _launcher_calls():
             call()
     finally:
-        JITFunction.run = original
+        JITFunction.run, Autotuner.run = originals
     launches: dict[Launch, None] = {}
-    for kernel, args, kwargs in recorded:
+    for kernel, args, kwargs, config in recorded:
         names = [param.name for param in kernel.params]
         values = dict(zip(names, args)) | kwargs
         signature, constexprs = [], []
@@ -226,7 +276,7 @@ def record_launches() -> list[Launch]:
                                     or consts.get("INPUT_PRECISION") == "tf32")
         options = tuple((k, kwargs[k]) for k in ("num_warps", "num_stages") if k in kwargs)
         launches[Launch(kernel.fn.__name__, tuple(signature), tuple(constexprs), options, uses_dot,
-                        expects_mma)] = None
+                        expects_mma, config)] = None
     return list(launches)
 
 
@@ -240,9 +290,15 @@ def kernel_modules() -> list[ModuleType]:
 
 
 def _kernel_function(name: str):
+    """The @triton.jit function ``name`` (under its autotuner, for an autotuned kernel)."""
+    from triton.runtime.jit import JITFunction
+
     for module in kernel_modules():
         if hasattr(module, name):
-            return getattr(module, name)
+            kernel = getattr(module, name)
+            while not isinstance(kernel, JITFunction):
+                kernel = kernel.fn
+            return kernel
     raise KeyError(name)
 
 
@@ -253,7 +309,7 @@ def compile_launch(launch: Launch, arch: int) -> Compiled:
     from triton.compiler import ASTSource
 
     result = Compiled(launch.kernel, launch.variant, arch, ok=False, uses_dot=launch.uses_dot,
-                      expects_mma=launch.expects_mma)
+                      expects_mma=launch.expects_mma, config=launch.config)
     start = time.perf_counter()
     log = io.StringIO()
     try:
@@ -263,7 +319,7 @@ def compile_launch(launch: Launch, arch: int) -> Compiled:
         # rather than assembling the PTX a second time
         with contextlib.redirect_stdout(log):
             compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=dict(launch.options))
-    except Exception as error:  # a compile failure is the finding: report it, do not stop the others
+    except Exception as error:  # noqa: BLE001 - a compile failure is the finding: report it, compile the others
         lines = str(error).strip().splitlines()
         result.error = f"{type(error).__name__}: {lines[-1] if lines else ''}"
         result.seconds = time.perf_counter() - start
@@ -296,6 +352,8 @@ def compile_all(archs: tuple[int, ...] = ARCHS, workers: int | None = None) -> l
     global _LAUNCHES
     _LAUNCHES = record_launches()
     jobs = [(index, arch) for index in range(len(_LAUNCHES)) for arch in archs]
+    # the largest group sizes first (their unrolled loops compile longest), so that the workers finish together
+    jobs.sort(key=lambda job: -dict(_LAUNCHES[job[0]].constexprs).get("M", 0))
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         return [_compile_index(job) for job in jobs]
@@ -305,17 +363,29 @@ def compile_all(archs: tuple[int, ...] = ARCHS, workers: int | None = None) -> l
         return list(pool.map(_compile_index, jobs))
 
 
+def _limits(group: list[Compiled]) -> str:
+    """The largest registers, spill bytes and shared memory among ``group``'s compiled variants (table cells)."""
+    ok = [r for r in group if r.ok]
+    return (f"{max((r.registers for r in ok), default=0)} | {max((r.spill_bytes for r in ok), default=0)} | "
+            f"{max((r.shared_bytes for r in ok), default=0)}")
+
+
 def table(results: list[Compiled]) -> str:
-    """Markdown: per kernel and target, variants, the largest registers / spills / shared memory, MMA."""
+    """Markdown: per kernel and target, variants, autotune configs, the largest registers / spills / shared
+    memory, MMA; then the same per autotune config."""
     import triton
 
     rows: dict[tuple[str, int], list[Compiled]] = {}
+    configs: dict[tuple[str, str, int], list[Compiled]] = {}
     for result in results:
         rows.setdefault((result.kernel, result.arch), []).append(result)
-    lines = [f"Triton {triton.__version__}, compiled ahead of time on a CPU-only machine "
-             f"(`python -m bench.cuda_compile`); largest value over each kernel's variants.", "",
-             "| kernel | target | variants | max registers | spill bytes | max shared memory (bytes) | tensor-core MMA |",
-             "|---|---|---|---|---|---|---|"]
+        if result.config:
+            configs.setdefault((result.kernel, result.config, result.arch), []).append(result)
+    lines = [(f"Triton {triton.__version__}, compiled ahead of time on a CPU-only machine "
+              f"(`python -m bench.cuda_compile`); largest value over each kernel's variants."), "",
+             ("| kernel | target | variants | autotune configs | max registers | spill bytes "
+              "| max shared memory (bytes) | tensor-core MMA |"),
+             "|---|---|---|---|---|---|---|---|"]
     for (kernel, arch), group in sorted(rows.items()):
         ok = [r for r in group if r.ok]
         dots = [r for r in ok if r.uses_dot]
@@ -323,9 +393,14 @@ def table(results: list[Compiled]) -> str:
                f"{sum(r.has_mma for r in dots if r.expects_mma)}/{sum(r.expects_mma for r in dots)} half/TF32 "
                f"variants; IEEE fp32: {'none' if not any(r.has_mma for r in dots if not r.expects_mma) else 'SOME'}")
         failed = len(group) - len(ok)
-        lines.append(f"| `{kernel}` | sm_{arch} | {len(group)}{f' ({failed} FAILED)' if failed else ''} | "
-                     f"{max((r.registers for r in ok), default=0)} | {max((r.spill_bytes for r in ok), default=0)} | "
-                     f"{max((r.shared_bytes for r in ok), default=0)} | {mma} |")
+        tuned = len({r.config for r in group if r.config}) or "fixed"
+        lines.append(f"| `{kernel}` | sm_{arch} | {len(group)}{f' ({failed} FAILED)' if failed else ''} | {tuned} | "
+                     f"{_limits(group)} | {mma} |")
+    lines += ["", "Per autotune config (`triton.autotune` on CUDA; the interpreter runs each kernel's default):", "",
+              "| kernel | config | target | variants | max registers | spill bytes | max shared memory (bytes) |",
+              "|---|---|---|---|---|---|---|"]
+    for (kernel, config, arch), group in sorted(configs.items()):
+        lines.append(f"| `{kernel}` | {config} | sm_{arch} | {len(group)} | {_limits(group)} |")
     return "\n".join(lines) + "\n"
 
 

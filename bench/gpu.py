@@ -148,7 +148,7 @@ def global_threshold(device: Device, quick: bool, smoke: bool) -> Iterator[Measu
 
 
 def nm_linear(device: Device, shapes: dict) -> Iterator[Measurement]:
-    from robustprune.kernels.nm_matmul import nm_linear_cost
+    from robustprune.kernels.nm_matmul import nm_linear_cost, nm_linear_kernel
     from robustprune.ops import nm_compress, nm_mask
     from robustprune.sparse_ops.nm_linear import nm_linear as sparse_linear
 
@@ -164,8 +164,13 @@ def nm_linear(device: Device, shapes: dict) -> Iterator[Measurement]:
                     with torch.no_grad():
                         ours = device.time(lambda x=x, v=values, md=metadata: sparse_linear(x, v, md, None, 2, 4))
                         dense = device.time(lambda x=x, w=w: F.linear(x, w))
-                        cost, flops = nm_linear_cost(batch, shape[0], shape[1], 2, 4, w.element_size())
                         label = f"{family} {shape[0]}x{shape[1]}, batch {batch}"
+                        # the bytes model needs the tile the autotuner picked for this launch (CUDA only)
+                        best = getattr(nm_linear_kernel, "best_config", None) if w.is_cuda else None
+                        tile = {"block_b": best.kwargs["BLOCK_B"], "block_o": best.kwargs["BLOCK_O"]} if best else {}
+                        if best:
+                            print(f"  note: nm_linear at {label}, {str(dtype)[6:]}: {best}", file=sys.stderr)
+                        cost, flops = nm_linear_cost(batch, shape[0], shape[1], 2, 4, w.element_size(), **tile)
                         yield Measurement("nm_linear 2:4", label, str(dtype)[6:], ours, cost, flops, "dense F.linear",
                                           dense)
                         if semi is not None:

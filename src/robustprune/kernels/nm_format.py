@@ -2,6 +2,10 @@
 
 Groups are processed flat: group ``q`` of an ``(out, in)`` weight is row ``q // G``, group ``q % G``,
 and its kept entries are ``values.view(-1)[q * N : q * N + N]`` since ``K = G * N``.
+
+Fixed launches, not autotuned: each kernel runs once per weight when it is compressed or decompressed,
+so timing configs on the first call would cost more than any choice could save (and compress adds to a
+counter, which timing runs would inflate).
 """
 
 from __future__ import annotations

@@ -38,5 +38,6 @@ def nm_mask(scores: torch.Tensor, mask: torch.Tensor, n: int, m: int, groups_per
     Per launch: reads ``numel * element_size`` bytes, writes ``numel`` bytes; M^2 integer compares per group.
     """
     num_groups = scores.numel() // m
+    # Fixed launch: it runs once per weight per pruning, so timing configs would cost more than they save.
     grid = (triton.cdiv(num_groups, groups_per_program),)
     nm_mask_kernel[grid](scores, mask, num_groups, N=n, M=m, GROUPS_PER_PROGRAM=groups_per_program)

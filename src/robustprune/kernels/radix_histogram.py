@@ -93,6 +93,7 @@ def radix_histogram(
     count, bins = hist.shape
     if count != prefixes.numel() or not 1 <= count <= PREFIX_SLOTS:
         raise ValueError(f"hist has {count} rows for {prefixes.numel()} prefixes (1 to {PREFIX_SLOTS} per launch)")
+    # Fixed launch: it adds into hist (timing runs would count again); BLOCK x blocks_per_program is the flush unit.
     grid = (triton.cdiv(numel, BLOCK * blocks_per_program),)
     radix_histogram_kernel[grid](
         x, prefixes, hist, numel, count,

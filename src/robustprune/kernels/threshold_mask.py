@@ -43,5 +43,6 @@ def threshold_mask_(weight: torch.Tensor, mask: torch.Tensor, threshold_bits: in
     Per launch: reads and writes ``numel * element_size`` bytes, writes ``numel`` (or ``numel / 8``) mask bytes.
     """
     numel = weight.numel()
+    # Fixed launch: it runs once per tensor per pruning step, so timing configs would cost more than they save.
     grid = (triton.cdiv(numel, block),)
     threshold_mask_kernel[grid](weight, mask, numel, threshold_bits, PACKED=packed, BLOCK=block)
