@@ -1,0 +1,79 @@
+"""Compiled CPU N:M mask (numba): the fast CPU implementation of ``robustprune::nm_mask``.
+
+Imported lazily by :mod:`robustprune.sparse_ops.nm` on the first CPU call (numba and its LLVM load in
+~0.5 s); when numba is not importable, or ``ROBUSTPRUNE_NM_MASK_CPU=eager`` is set, the op runs its
+vectorised torch path instead. The masks are bit-identical to that path: each element's magnitude is
+its integer bit pattern with the sign bit cleared (``bits & 0x7FFFFFFF`` for fp32, ``& 0x7FFF`` for
+fp16/bf16), compared as integers, so ``-0 == +0`` and NaNs order above inf by payload exactly as there.
+
+Per group of ``m`` consecutive elements, lane ``i`` is kept when fewer than ``n`` lanes beat it (a
+larger magnitude, or an equal one at a lower index). The kernel for each ``m`` is generated with every
+lane and comparison written out (``m * (m - 1)`` integer compares, no branches), so LLVM vectorises
+the loop over groups; ``numba.prange`` splits the groups over the cores. Machine code is cached on
+disk (``cache=True``): later processes load it instead of compiling.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+import torch
+
+# Groups per parallel task: ~64-256 KiB of scores, small next to the 2 x cores tasks it must make.
+GROUPS_PER_TASK = 8192
+
+_INT_VIEW = {
+    torch.float32: (torch.int32, np.int32(0x7FFFFFFF)),
+    torch.float16: (torch.int16, np.int16(0x7FFF)),
+    torch.bfloat16: (torch.int16, np.int16(0x7FFF)),
+}
+
+
+def kernel_source(m: int) -> str:
+    """Python source of the kernel for group size ``m``: lanes and comparisons unrolled."""
+    lines = [
+        f"def _rows_m{m}(src, dst, n, magnitude, lo, hi):",
+        "    for g in range(lo, hi):",
+        f"        b = u64(g) * u64({m})",  # unsigned indices: no wrap-around check, so LLVM vectorises
+    ]
+    lines += [f"        a{i} = src[b + u64({i})] & magnitude" for i in range(m)]
+    for i in range(m):
+        # Lane j beats lane i: larger magnitude, or equal magnitude at a lower index.
+        beats = [f"i32(a{j} >= a{i})" for j in range(i)] + [f"i32(a{j} > a{i})" for j in range(i + 1, m)]
+        lines.append(f"        r{i} = " + " + ".join(beats))
+    lines += [f"        dst[b + u64({i})] = u8(r{i} < n)" for i in range(m)]
+    lines += [
+        "",
+        "",
+        f"def _nm_mask_m{m}(src, dst, n, magnitude, groups_per_task):",
+        f"    groups = src.size // {m}",
+        "    tasks = (groups + groups_per_task - 1) // groups_per_task",
+        "    for task in prange(tasks):",
+        "        lo = task * groups_per_task",
+        f"        _rows_m{m}(src, dst, n, magnitude, lo, min(groups, lo + groups_per_task))",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@functools.cache
+def kernel(m: int):
+    """The compiled (lazily, per dtype) parallel kernel for group size ``m``."""
+    namespace = {"__name__": __name__, "u64": numba.uint64, "i32": numba.int32, "u8": numba.uint8,
+                 "prange": numba.prange}
+    # Compiled with this file's name so numba's on-disk cache can locate (and invalidate) it.
+    exec(compile(kernel_source(m), __file__, "exec"), namespace)
+    rows = numba.njit(cache=True, nogil=True)(namespace[f"_rows_m{m}"])
+    namespace[f"_rows_m{m}"] = rows
+    return numba.njit(parallel=True, cache=True, nogil=True)(namespace[f"_nm_mask_m{m}"])
+
+
+def nm_mask_into(scores: torch.Tensor, mask: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Write the N:M keep-mask of contiguous CPU ``scores`` into the bool tensor ``mask`` (same shape)."""
+    int_dtype, magnitude = _INT_VIEW[scores.dtype]
+    src = scores.view(int_dtype).view(-1).numpy()
+    dst = mask.view(torch.uint8).view(-1).numpy()
+    if src.size:
+        kernel(m)(src, dst, n, magnitude, GROUPS_PER_TASK)
+    return mask
