@@ -20,6 +20,13 @@ import functools
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic
+
+# Bytes of scores one explicit vector holds (16 fp32 or 32 fp16/bf16 lanes: one AVX-512 register; LLVM
+# splits it where the CPU's registers are narrower).
+VECTOR_BYTES = 64
 
 # Groups per parallel task: ~64-256 KiB of scores, small next to the 2 x cores tasks it must make.
 GROUPS_PER_TASK = 8192
@@ -49,12 +56,64 @@ def kernel_source(m: int) -> str:
         "",
         f"def _nm_mask_m{m}(src, dst, n, magnitude, groups_per_task):",
         f"    groups = src.size // {m}",
+        f"    lanes = {VECTOR_BYTES} // src.itemsize",
         "    tasks = (groups + groups_per_task - 1) // groups_per_task",
         "    for task in prange(tasks):",
         "        lo = task * groups_per_task",
-        f"        _rows_m{m}(src, dst, n, magnitude, lo, min(groups, lo + groups_per_task))",
+        "        hi = min(groups, lo + groups_per_task)",
+        f"        start = lo * {m}",
+        f"        vector_end = start + (hi * {m} - start) // lanes * lanes",
+        "        for element in range(start, vector_end, lanes):",
+        f"            _block_m{m}(src, dst, element, n)",
+        f"        _rows_m{m}(src, dst, n, magnitude, vector_end // {m}, hi)",
     ]
     return "\n".join(lines) + "\n"
+
+
+@functools.cache
+def vector_block(m: int):
+    """Intrinsic ``block(src, dst, start, n)``: the mask of the ``VECTOR_BYTES`` of scores from ``start``.
+
+    One contiguous vector load; lane ``l`` is compared with the lane ``s`` places further round its own
+    group for every ``s`` in ``1 .. m-1`` (a constant in-register shuffle), counting the lanes that beat
+    it: ``partner > mine``, or ``partner >= mine`` (``partner > mine - 1``, magnitudes are >= 0) where
+    the partner has the lower index. Lanes with rank < n are kept; one contiguous byte store.
+    """
+
+    @intrinsic
+    def block(typingctx, src, dst, start, n):
+        bits = src.dtype.bitwidth
+        lanes = VECTOR_BYTES * 8 // bits
+
+        def codegen(context, builder, sig, args):
+            src_value, dst_value, start_value, n_value = args
+            src_array = context.make_array(sig.args[0])(context, builder, src_value)
+            dst_array = context.make_array(sig.args[1])(context, builder, dst_value)
+            element = ir.IntType(bits)
+            vector = ir.VectorType(element, lanes)
+            index_vector = ir.VectorType(ir.IntType(32), lanes)
+            source = builder.gep(src_array.data, [start_value], inbounds=True)
+            loaded = builder.load(builder.bitcast(source, vector.as_pointer()), align=1)
+            magnitude = builder.and_(loaded, ir.Constant(vector, [(1 << (bits - 1)) - 1] * lanes))
+            rank = ir.Constant(vector, [0] * lanes)
+            for shift in range(1, m):
+                partner_lane = [(lane // m) * m + (lane % m + shift) % m for lane in range(lanes)]
+                partner = builder.shuffle_vector(magnitude, magnitude, ir.Constant(index_vector, partner_lane))
+                lower = ir.Constant(vector, [int(p % m < lane % m) for lane, p in enumerate(partner_lane)])
+                beats = builder.icmp_signed(">", partner, builder.sub(magnitude, lower))
+                rank = builder.add(rank, builder.zext(beats, vector))
+            n_element = builder.trunc(n_value, element)
+            n_splat = builder.shuffle_vector(
+                builder.insert_element(ir.Constant(vector, ir.Undefined), n_element, ir.Constant(ir.IntType(32), 0)),
+                ir.Constant(vector, ir.Undefined), ir.Constant(index_vector, [0] * lanes))
+            keep = builder.zext(builder.icmp_signed("<", rank, n_splat), ir.VectorType(ir.IntType(8), lanes))
+            target = builder.gep(dst_array.data, [start_value], inbounds=True)
+            builder.store(keep, builder.bitcast(target, keep.type.as_pointer()), align=1)
+            return context.get_dummy_value()
+
+        return types.void(src, dst, types.int64, types.int64), codegen
+
+    return block
 
 
 @functools.cache
@@ -66,6 +125,7 @@ def kernel(m: int):
     exec(compile(kernel_source(m), __file__, "exec"), namespace)
     rows = numba.njit(cache=True, nogil=True)(namespace[f"_rows_m{m}"])
     namespace[f"_rows_m{m}"] = rows
+    namespace[f"_block_m{m}"] = vector_block(m)
     return numba.njit(parallel=True, cache=True, nogil=True)(namespace[f"_nm_mask_m{m}"])
 
 
