@@ -208,12 +208,12 @@ def measure_nm(budget: Budget) -> NMResult:
         start = time.perf_counter()
         ours_nm(matrix, *NM_PATTERNS[0])
         first_call_s[name] = time.perf_counter() - start
-        cases: dict[str, Case] = {f"copy {name}": Case(lambda: dst.copy_(matrix))}
+        cases: dict[str, Case] = {f"copy {name}": Case(lambda matrix=matrix, dst=dst: dst.copy_(matrix))}
         for n, m in NM_PATTERNS:
-            cases[f"ours {n}:{m} {name}"] = Case(lambda n=n, m=m: ours_nm(matrix, n, m))
-            cases[f"eager {n}:{m} {name}"] = Case(lambda n=n, m=m: nm_mask_eager(matrix, n, m))
+            cases[f"ours {n}:{m} {name}"] = Case(lambda n=n, m=m, matrix=matrix: ours_nm(matrix, n, m))
+            cases[f"eager {n}:{m} {name}"] = Case(lambda n=n, m=m, matrix=matrix: nm_mask_eager(matrix, n, m))
             if dtype == torch.float32:
-                cases[f"topk {n}:{m} {name}"] = Case(lambda n=n, m=m: topk_scatter_nm(matrix, n, m))
+                cases[f"topk {n}:{m} {name}"] = Case(lambda n=n, m=m, matrix=matrix: topk_scatter_nm(matrix, n, m))
                 matches &= torch.equal(ours_nm(matrix, n, m), topk_scatter_nm(matrix, n, m))
             matches &= torch.equal(ours_nm(matrix, n, m), nm_mask_eager(matrix, n, m))
         times.update(median_times(cases, budget.nm))

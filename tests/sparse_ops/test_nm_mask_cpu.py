@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from robustprune.sparse_ops.nm import compiled_cpu_available, nm_mask_eager
 from tests.reference import reference_nm_mask
 
 numba = pytest.importorskip("numba")
-from robustprune.sparse_ops import nm_mask_cpu  # noqa: E402  (needs numba)
+from robustprune.sparse_ops import nm_mask_cpu  # needs numba
 
 ALL_PATTERNS = [(n, m) for m in (4, 8, 16) for n in range(1, m)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -96,3 +97,29 @@ def test_without_numba_the_eager_path_runs(monkeypatch):
     scores = torch.randn(8, 32, generator=torch.Generator().manual_seed(5))
     for n, m in [(2, 4), (3, 8), (7, 16)]:
         assert torch.equal(nm_mask(scores, n, m), reference_nm_mask(scores, n, m))
+
+
+def test_threads_and_forked_children():
+    """Large inputs split over threads; concurrent calls and a forked child after a call still work."""
+    import multiprocessing
+    from concurrent.futures import ThreadPoolExecutor
+
+    scores = torch.randn(300, 4096, generator=torch.Generator().manual_seed(11))  # > PARALLEL_MIN_ELEMENTS
+    expected = nm_mask_eager(scores, 2, 4)
+    assert torch.equal(nm_mask(scores, 2, 4), expected)
+    with ThreadPoolExecutor(4) as pool:
+        assert all(torch.equal(mask, expected) for mask in pool.map(lambda _: nm_mask(scores, 2, 4), range(8)))
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_mask_matches, args=(scores, expected, queue))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    assert queue.get(timeout=10)
+
+
+def _child_mask_matches(scores, expected, queue):
+    # Only the compiled kernel and numpy here: torch's own GNU OpenMP ops can hang in a forked child of a
+    # process that already ran them in parallel, whatever robustprune does.
+    queue.put(bool(np.array_equal(nm_mask(scores, 2, 4).numpy(), expected.numpy())))

@@ -7,15 +7,24 @@ its integer bit pattern with the sign bit cleared (``bits & 0x7FFFFFFF`` for fp3
 fp16/bf16), compared as integers, so ``-0 == +0`` and NaNs order above inf by payload exactly as there.
 
 Per group of ``m`` consecutive elements, lane ``i`` is kept when fewer than ``n`` lanes beat it (a
-larger magnitude, or an equal one at a lower index). The kernel for each ``m`` is generated with every
-lane and comparison written out (``m * (m - 1)`` integer compares, no branches), so LLVM vectorises
-the loop over groups; ``numba.prange`` splits the groups over the cores. Machine code is cached on
-disk (``cache=True``): later processes load it instead of compiling.
+larger magnitude, or an equal one at a lower index). The bulk runs as explicit LLVM vectors of 64 bytes
+(:func:`vector_block`: one load, ``m - 1`` in-register rotations within each group, compare, count, one
+byte store); the last partial vector runs a scalar loop with every lane and comparison written out
+(generated per ``m``, branch-free). Machine code is cached on disk (``cache=True``): later processes
+load it instead of compiling.
+
+Threads: the kernels release the GIL (``nogil``) and large inputs are split over
+``torch.get_num_threads()`` Python threads, one contiguous range each. numba's own parallel threading
+layer is deliberately not used: its GNU OpenMP layer aborts a child process that calls it after a
+``fork()`` (torch DataLoader workers, ``multiprocessing``), and its fallback layer is not thread-safe.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -28,8 +37,8 @@ from numba.core.extending import intrinsic
 # splits it where the CPU's registers are narrower).
 VECTOR_BYTES = 64
 
-# Groups per parallel task: ~64-256 KiB of scores, small next to the 2 x cores tasks it must make.
-GROUPS_PER_TASK = 8192
+# Below this many elements one thread does the whole mask (a thread hand-off costs tens of microseconds).
+PARALLEL_MIN_ELEMENTS = 1 << 18
 
 _INT_VIEW = {
     torch.float32: (torch.int32, np.int32(0x7FFFFFFF)),
@@ -54,18 +63,13 @@ def kernel_source(m: int) -> str:
     lines += [
         "",
         "",
-        f"def _nm_mask_m{m}(src, dst, n, magnitude, groups_per_task):",
-        f"    groups = src.size // {m}",
+        f"def _nm_mask_m{m}(src, dst, n, magnitude, lo, hi):",
         f"    lanes = {VECTOR_BYTES} // src.itemsize",
-        "    tasks = (groups + groups_per_task - 1) // groups_per_task",
-        "    for task in prange(tasks):",
-        "        lo = task * groups_per_task",
-        "        hi = min(groups, lo + groups_per_task)",
-        f"        start = lo * {m}",
-        f"        vector_end = start + (hi * {m} - start) // lanes * lanes",
-        "        for element in range(start, vector_end, lanes):",
-        f"            _block_m{m}(src, dst, element, n)",
-        f"        _rows_m{m}(src, dst, n, magnitude, vector_end // {m}, hi)",
+        f"    start = lo * {m}",
+        f"    vector_end = start + (hi * {m} - start) // lanes * lanes",
+        "    for element in range(start, vector_end, lanes):",
+        f"        _block_m{m}(src, dst, element, n)",
+        f"    _rows_m{m}(src, dst, n, magnitude, vector_end // {m}, hi)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -118,15 +122,28 @@ def vector_block(m: int):
 
 @functools.cache
 def kernel(m: int):
-    """The compiled (lazily, per dtype) parallel kernel for group size ``m``."""
-    namespace = {"__name__": __name__, "u64": numba.uint64, "i32": numba.int32, "u8": numba.uint8,
-                 "prange": numba.prange}
+    """The compiled (lazily, per dtype) kernel ``(src, dst, n, magnitude, lo, hi)`` for group size ``m``:
+    the mask of groups ``lo .. hi-1``."""
+    namespace = {"__name__": __name__, "u64": numba.uint64, "i32": numba.int32, "u8": numba.uint8}
     # Compiled with this file's name so numba's on-disk cache can locate (and invalidate) it.
-    exec(compile(kernel_source(m), __file__, "exec"), namespace)
+    exec(compile(kernel_source(m), __file__, "exec"), namespace)  # noqa: S102  (our own generated source)
     rows = numba.njit(cache=True, nogil=True)(namespace[f"_rows_m{m}"])
     namespace[f"_rows_m{m}"] = rows
     namespace[f"_block_m{m}"] = vector_block(m)
-    return numba.njit(parallel=True, cache=True, nogil=True)(namespace[f"_nm_mask_m{m}"])
+    return numba.njit(cache=True, nogil=True)(namespace[f"_nm_mask_m{m}"])
+
+
+_pool_lock = threading.Lock()
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, executor)
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """A thread pool of ``workers`` threads, new after a fork (the parent's threads do not exist there)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] != workers:
+            _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="robustprune-nm"))
+        return _pool[2]
 
 
 def nm_mask_into(scores: torch.Tensor, mask: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -134,6 +151,18 @@ def nm_mask_into(scores: torch.Tensor, mask: torch.Tensor, n: int, m: int) -> to
     int_dtype, magnitude = _INT_VIEW[scores.dtype]
     src = scores.view(int_dtype).view(-1).numpy()
     dst = mask.view(torch.uint8).view(-1).numpy()
-    if src.size:
-        kernel(m)(src, dst, n, magnitude, GROUPS_PER_TASK)
+    groups = src.size // m
+    run = kernel(m)
+    workers = max(1, min(torch.get_num_threads(), src.size // PARALLEL_MIN_ELEMENTS))
+    if workers == 1:
+        run(src, dst, n, magnitude, 0, groups)
+        return mask
+    # Contiguous ranges whose bounds are whole vectors (64 groups is a multiple of any vector's groups).
+    bounds = [min(groups, (groups * part // workers) // 64 * 64) for part in range(workers)] + [groups]
+    pool = _executor(workers - 1)
+    futures = [pool.submit(run, src, dst, n, magnitude, bounds[part], bounds[part + 1])
+               for part in range(1, workers)]
+    run(src, dst, n, magnitude, bounds[0], bounds[1])
+    for future in futures:
+        future.result()
     return mask
