@@ -22,6 +22,7 @@ layer is deliberately not used: its GNU OpenMP layer aborts a child process that
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,8 @@ VECTOR_BYTES = 64
 
 # Below this many elements one thread does the whole mask (a thread hand-off costs tens of microseconds).
 PARALLEL_MIN_ELEMENTS = 1 << 18
+# Up to this many pieces per thread on large inputs (1 << 18 elements at least each).
+PIECES_PER_WORKER = 8
 
 _INT_VIEW = {
     torch.float32: (torch.int32, np.int32(0x7FFFFFFF)),
@@ -157,12 +160,20 @@ def nm_mask_into(scores: torch.Tensor, mask: torch.Tensor, n: int, m: int) -> to
     if workers == 1:
         run(src, dst, n, magnitude, 0, groups)
         return mask
-    # Contiguous ranges whose bounds are whole vectors (64 groups is a multiple of any vector's groups).
-    bounds = [min(groups, (groups * part // workers) // 64 * 64) for part in range(workers)] + [groups]
+    # Pieces of whole vectors (64 groups is a multiple of any vector's groups), handed out one at a time
+    # to the calling thread and workers - 1 pool threads: a core that is busy (e.g. torch's OpenMP
+    # threads still spinning after the previous op) does fewer pieces instead of holding everyone up.
+    pieces = max(workers, min(PIECES_PER_WORKER * workers, src.size // PARALLEL_MIN_ELEMENTS))
+    bounds = [min(groups, (groups * piece // pieces) // 64 * 64) for piece in range(pieces)] + [groups]
+    next_piece = itertools.count()
+
+    def work() -> None:
+        while (piece := next(next_piece)) < pieces:  # next() on a count is atomic under the GIL
+            run(src, dst, n, magnitude, bounds[piece], bounds[piece + 1])
+
     pool = _executor(workers - 1)
-    futures = [pool.submit(run, src, dst, n, magnitude, bounds[part], bounds[part + 1])
-               for part in range(1, workers)]
-    run(src, dst, n, magnitude, bounds[0], bounds[1])
+    futures = [pool.submit(work) for _ in range(workers - 1)]
+    work()
     for future in futures:
         future.result()
     return mask
