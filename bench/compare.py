@@ -35,7 +35,8 @@ from bench.workloads import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_SPARSITY = 0.5
-NM_PATTERNS = ((2, 4), (4, 8))
+NM_PATTERNS = ((2, 4), (4, 8), (2, 8))
+NM_DTYPES = (torch.float32, torch.float16)
 MATRIX_SIZE = 4096
 
 GOAL_GLOBAL_SPEEDUP = 50.0
@@ -161,12 +162,14 @@ class GlobalResult:
 
 @dataclass(frozen=True)
 class NMResult:
-    """N:M masks and the copy reference on one square fp32 matrix, timed interleaved."""
+    """N:M masks and the copy reference on one square matrix per dtype, timed interleaved per dtype."""
 
-    times: dict[str, float]  # "copy", "ours N:M", "topk N:M"
-    copy_bytes: int  # read + written by the copy
-    mask_bytes: int  # read + written by one N:M mask (fp32 in, bool out)
-    matches_topk: bool
+    times: dict[str, float]  # "copy fp32", "ours N:M fp32", "eager N:M fp32", "topk N:M fp32", ... fp16
+    copy_bytes: dict[str, int]  # per dtype name: read + written by the copy
+    mask_bytes: dict[str, int]  # per dtype name: read + written by one N:M mask (scores in, bool out)
+    matches_topk: bool  # ours == topk + scatter (fp32 randn: no ties) and ours == the eager path, bit for bit
+    compiled: bool  # ours dispatched to the compiled (numba) CPU kernel
+    first_call_s: dict[str, float]  # per dtype name: first call of ours in this process (JIT or cache load)
 
 
 def measure_global(budget: Budget) -> GlobalResult:
@@ -186,17 +189,38 @@ def measure_global(budget: Budget) -> GlobalResult:
     return GlobalResult(numel, total_bytes(weights), ours_s, torch_s, first_call_s, exact)
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
 def measure_nm(budget: Budget) -> NMResult:
-    """Time the copy reference, ours and topk+scatter for every N:M pattern, interleaved in each round."""
-    matrix = square_matrix(MATRIX_SIZE, torch.float32)
-    dst = torch.empty_like(matrix)
-    cases: dict[str, Case] = {"copy": Case(lambda: dst.copy_(matrix))}
-    for n, m in NM_PATTERNS:
-        cases[f"ours {n}:{m}"] = Case(lambda n=n, m=m: ours_nm(matrix, n, m))
-        cases[f"topk {n}:{m}"] = Case(lambda n=n, m=m: topk_scatter_nm(matrix, n, m))
-    matches = all(torch.equal(ours_nm(matrix, n, m), topk_scatter_nm(matrix, n, m)) for n, m in NM_PATTERNS)
-    numel, itemsize = matrix.numel(), matrix.element_size()
-    return NMResult(median_times(cases, budget.nm), 2 * numel * itemsize, numel * itemsize + numel, matches)
+    """Per dtype: time the copy reference, ours (the op as dispatched), the eager torch CPU path and (fp32)
+    topk+scatter for every N:M pattern, interleaved in each round."""
+    from robustprune.sparse_ops.nm import compiled_cpu_available, nm_mask_eager
+
+    times: dict[str, float] = {}
+    copy_bytes, mask_bytes, first_call_s = {}, {}, {}
+    matches = True
+    for dtype in NM_DTYPES:
+        name = dtype_name(dtype)
+        matrix = square_matrix(MATRIX_SIZE, dtype)
+        dst = torch.empty_like(matrix)
+        start = time.perf_counter()
+        ours_nm(matrix, *NM_PATTERNS[0])
+        first_call_s[name] = time.perf_counter() - start
+        cases: dict[str, Case] = {f"copy {name}": Case(lambda matrix=matrix, dst=dst: dst.copy_(matrix))}
+        for n, m in NM_PATTERNS:
+            cases[f"ours {n}:{m} {name}"] = Case(lambda n=n, m=m, matrix=matrix: ours_nm(matrix, n, m))
+            cases[f"eager {n}:{m} {name}"] = Case(lambda n=n, m=m, matrix=matrix: nm_mask_eager(matrix, n, m))
+            if dtype == torch.float32:
+                cases[f"topk {n}:{m} {name}"] = Case(lambda n=n, m=m, matrix=matrix: topk_scatter_nm(matrix, n, m))
+                matches &= torch.equal(ours_nm(matrix, n, m), topk_scatter_nm(matrix, n, m))
+            matches &= torch.equal(ours_nm(matrix, n, m), nm_mask_eager(matrix, n, m))
+        times.update(median_times(cases, budget.nm))
+        numel, itemsize = matrix.numel(), matrix.element_size()
+        copy_bytes[name], mask_bytes[name] = 2 * numel * itemsize, numel * itemsize + numel
+        del matrix, dst, cases
+    return NMResult(times, copy_bytes, mask_bytes, matches, compiled_cpu_available(), first_call_s)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -208,7 +232,7 @@ def report_speed(glob: GlobalResult, nm: NMResult, cold: dict[str, float]) -> No
              fmt_time(glob.ours_s), fmt_time(glob.torch_s), "torch.nn.utils.prune.global_unstructured",
              f"{speedup:.1f}x", f">= {GOAL_GLOBAL_SPEEDUP:.0f}x", status(speedup >= GOAL_GLOBAL_SPEEDUP)]]
     for n, m in NM_PATTERNS:
-        ours_s, base_s = nm.times[f"ours {n}:{m}"], nm.times[f"topk {n}:{m}"]
+        ours_s, base_s = nm.times[f"ours {n}:{m} fp32"], nm.times[f"topk {n}:{m} fp32"]
         rows.append([f"{n}:{m} mask, {MATRIX_SIZE}x{MATRIX_SIZE} fp32", fmt_time(ours_s), fmt_time(base_s),
                      "topk + scatter_", f"{base_s / ours_s:.1f}x", f">= {GOAL_NM_SPEEDUP:.0f}x",
                      status(base_s / ours_s >= GOAL_NM_SPEEDUP)])
@@ -223,16 +247,23 @@ def report_speed(glob: GlobalResult, nm: NMResult, cold: dict[str, float]) -> No
 
 
 def report_bandwidth(nm: NMResult) -> None:
-    copy_bandwidth = nm.copy_bytes / nm.times["copy"]
-    print(f"Bandwidth (ours: read 4 B + write 1 B per element; reference: dst.copy_(src) of the same "
-          f"{MATRIX_SIZE}x{MATRIX_SIZE} fp32, {fmt_time(nm.times['copy'])}, {copy_bandwidth / 1e9:.2f} GB/s)")
+    path = "compiled numba kernel" if nm.compiled else "eager torch path (numba not importable or switched off)"
+    print(f"Bandwidth (ours = the op as dispatched: {path}; eager = the torch CPU path, for reference; "
+          "read the scores + write 1 B per element; reference: dst.copy_(src) of the same matrix)")
     rows = []
-    for n, m in NM_PATTERNS:
-        bandwidth = nm.mask_bytes / nm.times[f"ours {n}:{m}"]
-        fraction = bandwidth / copy_bandwidth
-        rows.append([f"{n}:{m} mask, {MATRIX_SIZE}x{MATRIX_SIZE} fp32", f"{bandwidth / 1e9:.2f} GB/s",
-                     f"{fraction:.2f}", f">= {GOAL_NM_BANDWIDTH}", status(fraction >= GOAL_NM_BANDWIDTH)])
-    print_table(["workload", "ours effective", "of copy", "goal", "status"], rows)
+    for dtype in NM_DTYPES:
+        name = dtype_name(dtype)
+        copy_bandwidth = nm.copy_bytes[name] / nm.times[f"copy {name}"]
+        for n, m in NM_PATTERNS:
+            bandwidth = nm.mask_bytes[name] / nm.times[f"ours {n}:{m} {name}"]
+            eager = nm.mask_bytes[name] / nm.times[f"eager {n}:{m} {name}"] / copy_bandwidth
+            fraction = bandwidth / copy_bandwidth
+            rows.append([f"{n}:{m} mask, {MATRIX_SIZE}x{MATRIX_SIZE} {name}", f"{bandwidth / 1e9:.2f} GB/s",
+                         f"{fraction:.2f}", f"{eager:.2f}", f"{fmt_time(nm.times[f'copy {name}'])}",
+                         f">= {GOAL_NM_BANDWIDTH}", status(fraction >= GOAL_NM_BANDWIDTH)])
+    print_table(["workload", "ours effective", "of copy", "eager of copy", "copy", "goal", "status"], rows)
+    print("  note: first call of ours in this process (numba import + JIT, or loading its on-disk cache): "
+          + ", ".join(f"{name} {fmt_time(seconds)}" for name, seconds in nm.first_call_s.items()))
 
 
 def report_memory(memory: dict[str, dict[str, float | int | bool]], weights_bytes: int) -> None:
@@ -292,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats; the torch global baseline runs once without warm-up")
+    parser.add_argument("--nm-only", action="store_true",
+                        help="only the N:M mask bandwidth table (with its speed rows' correctness checks)")
     args = parser.parse_args(argv)
     budget = Budget.for_mode(args.quick)
 
@@ -303,6 +336,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{budget.nm} (N:M, copy) repeats after one warm-up"
           + ("" if budget.global_torch_warmup else " (no warm-up for the torch global baseline)"))
     print()
+
+    if args.nm_only:
+        nm = measure_nm(budget)
+        report_bandwidth(nm)
+        print(f"Checks: N:M equals topk+scatter on randn data and the eager path: "
+              f"{'ok' if nm.matches_topk else 'FAILED'}")
+        return 0 if nm.matches_topk else 1
 
     glob = measure_global(budget)
     nm = measure_nm(budget)
@@ -320,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sparsegpt_ok = sparsegpt.report(max(2, budget.nm // 3))
     print()
     print(f"Checks: global prunes exactly round(s*n) = {round(GLOBAL_SPARSITY * glob.numel)}: "
-          f"{'ok' if glob.exact else 'FAILED'}; N:M equals topk+scatter on randn data: "
+          f"{'ok' if glob.exact else 'FAILED'}; N:M equals topk+scatter on randn data and the eager path: "
           f"{'ok' if nm.matches_topk else 'FAILED'}; nm_linear equals F.linear on the masked weight: "
           f"{'ok' if sparse_ok else 'FAILED'}; SparseGPT equals the per-column reference: "
           f"{'ok' if sparsegpt_ok else 'FAILED'}")

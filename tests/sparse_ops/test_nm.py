@@ -2,7 +2,7 @@ import itertools
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from robustprune.ops import NMPattern, nm_mask, parse_pattern
@@ -11,6 +11,15 @@ from tests.conftest import DTYPES
 from tests.reference import reference_nm_mask
 
 ALL_PATTERNS = [(n, m) for m in (4, 8, 16) for n in range(1, m)]
+
+
+@pytest.fixture(autouse=True, params=["dispatched", "eager"])
+def cpu_path(request, monkeypatch):
+    """Every test runs on the op as dispatched (the compiled kernel where numba is importable) and on the
+    eager torch path forced with ROBUSTPRUNE_NM_MASK_CPU=eager."""
+    if request.param == "eager":
+        monkeypatch.setenv("ROBUSTPRUNE_NM_MASK_CPU", "eager")
+    return request.param
 
 
 @pytest.mark.parametrize("m", [4, 8, 16])
@@ -64,7 +73,7 @@ def test_non_contiguous_scores():
     assert torch.equal(nm_mask(w, 2, 4), reference_nm_mask(w.contiguous(), 2, 4))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pattern=st.sampled_from(ALL_PATTERNS), rows=st.integers(1, 7), groups=st.integers(1, 4),
        levels=st.integers(1, 5), seed=st.integers(0, 2**16), dtype=st.sampled_from(DTYPES))
 def test_property_matches_reference(pattern, rows, groups, levels, seed, dtype):

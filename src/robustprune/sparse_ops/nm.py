@@ -4,14 +4,18 @@ In every group of ``m`` consecutive elements along the last (input) dimension ke
 largest magnitude ``|score|``; on equal magnitudes the lower index within the group is kept. Any score
 works: ``|W|`` for magnitude pruning, Wanda's ``|W| * ||X||`` or SparseGPT's saliency later.
 
-CPU path: a sorting network over the ``m`` lanes of each chunk (elementwise min/max on integer bit
-patterns, vectorised) finds each group's N-th largest magnitude; ``>=`` that value is the mask, and
-the rare groups where the N-th largest is tied are re-ranked exactly.
+CPU path: a compiled kernel (:mod:`robustprune.sparse_ops.nm_mask_cpu`, numba) when numba is
+importable, loaded on the first call; otherwise, or with ``ROBUSTPRUNE_NM_MASK_CPU=eager`` in the
+environment, the eager torch path: a sorting network over the ``m`` lanes of each chunk (elementwise
+min/max on integer bit patterns, vectorised) finds each group's N-th largest magnitude; ``>=`` that
+value is the mask, and the rare groups where the N-th largest is tied are re-ranked exactly. Both give
+bit-identical masks.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -85,8 +89,38 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return _nm_mask_op(scores, int(n), int(m))
 
 
+@functools.cache
+def _compiled_cpu_kernel():
+    """``nm_mask_cpu.nm_mask_into`` (numba), or None when numba cannot be imported."""
+    try:
+        from robustprune.sparse_ops import nm_mask_cpu
+    except ImportError:
+        return None
+    return nm_mask_cpu.nm_mask_into
+
+
+def compiled_cpu_available() -> bool:
+    """Whether the CPU op runs the compiled kernel (numba importable, not switched off by
+    ``ROBUSTPRUNE_NM_MASK_CPU=eager``)."""
+    return _eager_forced() is False and _compiled_cpu_kernel() is not None
+
+
+def _eager_forced() -> bool:
+    return os.environ.get("ROBUSTPRUNE_NM_MASK_CPU", "").strip().lower() == "eager"
+
+
 @torch.library.custom_op("robustprune::nm_mask", mutates_args=(), device_types="cpu")
 def _nm_mask_op(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    check_nm_scores(scores, n, m)
+    if not _eager_forced():
+        compiled = _compiled_cpu_kernel()
+        if compiled is not None:
+            return compiled(scores.contiguous(), torch.empty(scores.shape, dtype=torch.bool), n, m)
+    return nm_mask_eager(scores, n, m)
+
+
+def nm_mask_eager(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """The eager torch CPU path of ``robustprune::nm_mask`` (the fallback without numba)."""
     check_nm_scores(scores, n, m)
     int_dtype, magnitude_mask = _MAGNITUDE_VIEW[scores.dtype]
     groups = scores.contiguous().view(-1, m)
