@@ -123,3 +123,11 @@ def _child_mask_matches(scores, expected, queue):
     # Only the compiled kernel and numpy here: torch's own GNU OpenMP ops can hang in a forked child of a
     # process that already ran them in parallel, whatever robustprune does.
     queue.put(bool(np.array_equal(nm_mask(scores, 2, 4).numpy(), expected.numpy())))
+
+
+def test_unknown_switch_value_is_refused(monkeypatch):
+    monkeypatch.setenv("ROBUSTPRUNE_NM_MASK_CPU", "fast")
+    with pytest.raises(ValueError, match="ROBUSTPRUNE_NM_MASK_CPU must be 'eager' or 'compiled'"):
+        nm_mask(torch.ones(2, 8), 2, 4)
+    monkeypatch.setenv("ROBUSTPRUNE_NM_MASK_CPU", "compiled")
+    assert nm_mask(torch.arange(8.0).view(2, 4), 2, 4).tolist() == [[False, False, True, True]] * 2

@@ -101,12 +101,16 @@ def _compiled_cpu_kernel():
 
 def compiled_cpu_available() -> bool:
     """Whether the CPU op runs the compiled kernel (numba importable, not switched off by
-    ``ROBUSTPRUNE_NM_MASK_CPU=eager``)."""
+    ``ROBUSTPRUNE_NM_MASK_CPU=eager``; ``compiled`` or unset: the default)."""
     return _eager_forced() is False and _compiled_cpu_kernel() is not None
 
 
 def _eager_forced() -> bool:
-    return os.environ.get("ROBUSTPRUNE_NM_MASK_CPU", "").strip().lower() == "eager"
+    choice = os.environ.get("ROBUSTPRUNE_NM_MASK_CPU", "").strip().lower()
+    if choice not in ("", "compiled", "eager"):
+        raise ValueError(f"environment variable ROBUSTPRUNE_NM_MASK_CPU must be 'eager' or 'compiled' (or unset), "
+                         f"got {choice!r}")
+    return choice == "eager"
 
 
 @torch.library.custom_op("robustprune::nm_mask", mutates_args=(), device_types="cpu")
