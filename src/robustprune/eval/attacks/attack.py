@@ -118,7 +118,7 @@ class Attack:
         """``(status, clean result, final result)`` for one example (its random edits restarted as
         example 0); ``goal.num_queries`` then reports its queries."""
         ((job, outcome),) = _run_pooled(self, [(0, text, label)], pool=1)
-        self.goal._current = job.queries
+        self.goal.current = job.queries
         return outcome
 
 

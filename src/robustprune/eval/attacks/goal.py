@@ -102,7 +102,7 @@ class UntargetedClassification:
         self.batch_size = batch_size
         self.cache_size = cache_size
         self._cache: OrderedDict[ClassifierInput, np.ndarray] = OrderedDict()
-        self._current = ExampleQueries(0)
+        self.current = ExampleQueries(0)  # the example of start() / results() (and Attack.run)
         self.model_calls = 0  # predict_proba calls, over the object's lifetime
         self.texts_scored = 0  # texts actually run through the model, over the object's lifetime
 
@@ -110,28 +110,28 @@ class UntargetedClassification:
 
     def start(self, text: AttackedText, label: int) -> GoalResult:
         """Begin an example: reset its query count and score the clean text (one query)."""
-        self._current = self.begin(label)
+        self.current = self.begin(label)
         results, _ = self.results([text])
         return results[0]
 
     @property
     def label(self) -> int:
-        return self._current.label
+        return self.current.label
 
     @property
     def num_queries(self) -> int:
         """Queries spent on the example begun by :meth:`start`."""
-        return self._current.num_queries
+        return self.current.num_queries
 
     @property
     def budget_spent(self) -> bool:
-        return self.spent(self._current)
+        return self.spent(self.current)
 
     def results(self, texts: Sequence[AttackedText]) -> tuple[list[GoalResult], bool]:
         """Score ``texts`` (in order, truncated to the queries left); returns them and whether the budget
         is now spent (the search must stop)."""
-        texts = self.admit(self._current, texts)
-        return self.judge(self._current, texts, self.predict([t.model_input() for t in texts]))
+        texts = self.admit(self.current, texts)
+        return self.judge(self.current, texts, self.predict([t.model_input() for t in texts]))
 
     # ------------------------------------------------------------------ the parts, for pooled examples
 
@@ -167,9 +167,6 @@ class UntargetedClassification:
     def predict(self, inputs: Sequence[ClassifierInput]) -> list[np.ndarray]:
         """Probability rows for ``inputs`` (repeats and cached inputs cost no model call); the uncached
         ones go to ``predict_proba`` together, or in chunks of ``batch_size``."""
-        return self._predict(list(inputs))
-
-    def _predict(self, inputs: list[ClassifierInput]) -> list[np.ndarray]:
         missing = list(dict.fromkeys(x for x in inputs if x not in self._cache))
         step = self.batch_size or max(1, len(missing))
         fresh: dict[ClassifierInput, np.ndarray] = {}
