@@ -1,7 +1,12 @@
 """``robustprune::nm_linear``: y = x W^T + b with W stored compressed N:M, with backward.
 
-CPU: W is rebuilt a block of rows at a time into a reused 4 MiB buffer, and
-each block is multiplied with BLAS; the full dense matrix is never materialised. CUDA: the Triton
+CPU, small batches (decoding; up to :data:`~robustprune.sparse_ops.nm_linear_cpu.SMALL_BATCH` rows of
+``x``): a compiled kernel reads the compressed weight once, straight from its packed form
+(:mod:`robustprune.sparse_ops.nm_linear_cpu`, numba; half the bytes of dense, so faster than dense
+``F.linear``). Larger batches, CPUs or patterns it does not cover, no numba, or
+``ROBUSTPRUNE_NM_LINEAR_CPU=eager`` in the environment: W is rebuilt a block of rows at a time into a
+reused 4 MiB buffer, and each block is multiplied with BLAS; the full dense matrix is never
+materialised. The backward always takes the BLAS route. CUDA: the Triton
 kernels in :mod:`robustprune.kernels.nm_matmul` (dense tile rebuilt in registers + ``tl.dot``).
 There is no 4:8 (or general N:M) matmul in PyTorch; for 2:4 fp16/bf16 on CUDA, PyTorch's
 ``to_sparse_semi_structured`` is an alternative this op does not dispatch to yet.
@@ -10,6 +15,8 @@ Gradients flow to ``x``, to the kept ``values`` (the mask stays fixed) and to ``
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -73,13 +80,53 @@ def _rebuild(values: torch.Tensor, lanes: torch.Tensor, buffer: torch.Tensor, n:
     return dense
 
 
+def _eager_forced() -> bool:
+    choice = os.environ.get("ROBUSTPRUNE_NM_LINEAR_CPU", "").strip().lower()
+    if choice not in ("", "compiled", "eager"):
+        raise ValueError("environment variable ROBUSTPRUNE_NM_LINEAR_CPU must be 'eager' or 'compiled' "
+                         f"(or unset), got {choice!r}")
+    return choice == "eager"
+
+
+def _compiled_cpu_module():
+    """:mod:`robustprune.sparse_ops.nm_linear_cpu`, or None when numba cannot be imported."""
+    try:
+        from robustprune.sparse_ops import nm_linear_cpu
+    except ImportError:
+        return None
+    return nm_linear_cpu
+
+
+def compiled_forward_applies(batch: int, values: torch.Tensor, n: int, m: int) -> bool:
+    """Whether the CPU forward of ``batch`` rows runs the compiled kernel (see the module docstring)."""
+    if _eager_forced():
+        return False
+    compiled = _compiled_cpu_module()
+    if compiled is None:
+        return False
+    kind = compiled.host_kind()
+    return 0 < batch <= compiled.SMALL_BATCH[kind] and compiled.supports(kind, n, m, values.shape[1])
+
+
 @torch.library.custom_op("robustprune::nm_linear", mutates_args=(), device_types="cpu")
 def _nm_linear_op(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor, bias: torch.Tensor | None,
                   n: int, m: int) -> torch.Tensor:
     check_nm_linear(x, values, metadata, bias, n, m)
     in_features, out = in_features_of(values, n, m), values.shape[0]
     x2 = x.reshape(-1, in_features)
-    y_t = torch.empty(out, x2.shape[0], dtype=x.dtype)  # rows of W^T x^T are contiguous blocks
+    if compiled_forward_applies(x2.shape[0], values, n, m):
+        y = _compiled_cpu_module().nm_linear_forward(x2, values, metadata, n, m)
+        if bias is not None:
+            y += bias
+        return y.to(x.dtype).view(*x.shape[:-1], out)
+    return nm_linear_blas(x2, values, metadata, bias, n, m).view(*x.shape[:-1], out)
+
+
+def nm_linear_blas(x2: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor, bias: torch.Tensor | None,
+                   n: int, m: int) -> torch.Tensor:
+    """The BLAS route of the CPU forward for 2-D ``x2``: dense blocks of W rebuilt and multiplied."""
+    in_features, out = in_features_of(values, n, m), values.shape[0]
+    y_t = torch.empty(out, x2.shape[0], dtype=x2.dtype)  # rows of W^T x^T are contiguous blocks
     buffer = torch.empty(min(out, next(_row_blocks(values, n, m))[1]), in_features, dtype=values.dtype)
     for start, stop in _row_blocks(values, n, m):
         dense = _rebuild(values[start:stop], _lanes(metadata[start:stop], values.shape[1], n, m), buffer, n, m)
@@ -87,7 +134,7 @@ def _nm_linear_op(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor,
     y = y_t.t()
     if bias is not None:
         y = y + bias
-    return y.contiguous().view(*x.shape[:-1], out)
+    return y.contiguous()
 
 
 @_nm_linear_op.register_kernel("cuda")
