@@ -63,8 +63,8 @@ def test_every_kind_and_pattern_matches_dense(kind, n, m):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_the_op_on_odd_chunk_counts_and_many_rows(dtype):
-    """Chunk counts not a multiple of the eight accumulators; enough rows for the thread split."""
-    for n, m, in_features, out in [(2, 4, 32 * 13, 40), (4, 8, 32 * 9, 9), (2, 4, 4096, 300)]:
+    """Chunk counts not a multiple of the eight accumulators; the thread split; several column blocks."""
+    for n, m, in_features, out in [(2, 4, 32 * 13, 40), (4, 8, 32 * 9, 9), (2, 4, 4096, 1100), (2, 8, 8256, 5)]:
         w, x = problem(out, in_features, n, m, dtype, 2, seed=in_features)
         values, metadata = nm_compress(w, n, m)
         bias = torch.randn(out, generator=torch.Generator().manual_seed(1)).to(dtype)
@@ -143,7 +143,8 @@ def test_threads_and_forked_children():
     import multiprocessing
     from concurrent.futures import ThreadPoolExecutor
 
-    w, x = problem(512, 2048, 2, 4, torch.float32, 1, seed=3)  # > PARALLEL_MIN_ELEMENTS
+    w, x = problem(1024, 4096, 2, 4, torch.float32, 1, seed=3)
+    assert w.numel() >= nm_linear_cpu.PARALLEL_MIN_ELEMENTS  # split over threads
     values, metadata = nm_compress(w, 2, 4)
     expected = nm_linear_cpu.nm_linear_forward(x, values, metadata, 2, 4)
     assert_within_fp32_rounding(expected, x, w)

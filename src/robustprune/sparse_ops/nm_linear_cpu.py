@@ -14,8 +14,9 @@ AVX-512, else 8), the kernel
 
 Only kept values are multiplied (half the FLOPs of dense for 2:4). Eight accumulators of ``L`` lanes
 take consecutive chunks and are summed pairwise at the end of the row, so results differ from
-``F.linear`` on the masked weight by float rounding only (fp32 accumulation in every dtype). Batch rows
-run one after another per weight row, whose values stay in the L1 cache meanwhile: the kernel serves
+``F.linear`` on the masked weight by float rounding only (fp32 accumulation in every dtype). Columns run in
+blocks of ``BLOCK_COLUMNS`` (every row of W reads that slice of ``x`` in turn, from L1) and batch rows
+one after another per weight row (whose values stay in L1 meanwhile): the kernel serves
 small batches (the op's dispatch picks it up to ``SMALL_BATCH`` rows); BLAS serves larger ones.
 
 Threads: like :mod:`robustprune.sparse_ops.nm_mask_cpu`, nogil kernels over Python threads (numba's own
@@ -41,10 +42,13 @@ KINDS = ("avx512", "avx2", "gather")
 LANES = {"avx512": 16, "avx2": 8, "gather": 8}
 # Largest batch the kernel serves, per kind (measured against the BLAS route: ``python -m bench.compare``).
 SMALL_BATCH = {"avx512": 32, "avx2": 32, "gather": 4}
+# Input columns per block: every row of W reads this slice of x (fp32) in turn, so it stays in the L1 cache.
+BLOCK_COLUMNS = 4096
 # Independent accumulation chains per row: consecutive FMAs do not wait on each other's result.
 ACCUMULATORS = 8
-# Below this many weight elements one thread does the whole product (hand-off costs ~20-50 us).
-PARALLEL_MIN_ELEMENTS = 1 << 19
+# Below this many (dense) weight elements one thread does the whole product: handing half to a second thread
+# costs ~40 us, more than it saves on a 1M-element layer (34 us on one thread here).
+PARALLEL_MIN_ELEMENTS = 1 << 22
 PIECES_PER_WORKER = 4
 
 
@@ -113,8 +117,8 @@ def _value_vector_type(value_format: str, lanes: int) -> ir.VectorType:
 
 @functools.cache
 def row_dot(kind: str, n: int, m: int, value_format: str):
-    """Intrinsic ``dot(values, metadata, x, row, batch_row) -> float32``: row ``row`` of the compressed
-    weight times row ``batch_row`` of ``x``, over all chunks. Arrays are C-contiguous: ``values`` (out, K)
+    """Intrinsic ``dot(values, metadata, x, row, batch_row, chunk_lo, chunk_hi) -> float32``: row ``row``
+    of the compressed weight times row ``batch_row`` of ``x``, over chunks ``chunk_lo .. chunk_hi-1``. Arrays are C-contiguous: ``values`` (out, K)
     fp32 or uint16 (fp16 / bf16 bits, per ``value_format``), ``metadata`` (out, row bytes) uint8,
     ``x`` (B, in) fp32.
     """
@@ -125,11 +129,11 @@ def row_dot(kind: str, n: int, m: int, value_format: str):
     table = {"avx512": 2 * lanes, "avx2": lanes}.get(kind, 0)  # input lanes one permutation reads
 
     @intrinsic
-    def dot(typingctx, values, metadata, x, row, batch_row):
+    def dot(typingctx, values, metadata, x, row, batch_row, chunk_lo, chunk_hi):
         def codegen(context, builder, sig, args):
             values_a, metadata_a, x_a = (context.make_array(ty)(context, builder, value)
                                          for ty, value in zip(sig.args[:3], args[:3]))
-            row_v, batch_v = args[3:]
+            row_v, batch_v, lo_v, hi_v = args[3:]
             i64, i32, f32 = ir.IntType(64), ir.IntType(32), ir.FloatType()
             f32v, i32v = ir.VectorType(f32, lanes), ir.VectorType(i32, lanes)
             word_type = i32 if chunk_bits <= 32 else i64  # lanes wide enough to shift every field out
@@ -176,14 +180,13 @@ def row_dot(kind: str, n: int, m: int, value_format: str):
                 builder.store(builder.call(fma, [kept_values, inputs, builder.load(accumulator)]), accumulator)
 
             # Whole rounds of one chunk per accumulator, then the remaining chunks on the first one.
-            chunks = builder.udiv(kept, ir.Constant(i64, lanes))
-            rounds = builder.udiv(chunks, ir.Constant(i64, ACCUMULATORS))
+            rounds = builder.udiv(builder.sub(hi_v, lo_v), ir.Constant(i64, ACCUMULATORS))
             with cgutils.for_range(builder, rounds, intp=i64) as loop:
-                first = builder.mul(loop.index, ir.Constant(i64, ACCUMULATORS))
+                first = builder.add(lo_v, builder.mul(loop.index, ir.Constant(i64, ACCUMULATORS)))
                 for slot, accumulator in enumerate(accumulators):
                     accumulate_chunk(builder.add(first, ir.Constant(i64, slot)), accumulator)
-            rest = builder.mul(rounds, ir.Constant(i64, ACCUMULATORS))
-            with cgutils.for_range_slice(builder, rest, chunks, ir.Constant(i64, 1), intp=i64) as (chunk, _):
+            rest = builder.add(lo_v, builder.mul(rounds, ir.Constant(i64, ACCUMULATORS)))
+            with cgutils.for_range_slice(builder, rest, hi_v, ir.Constant(i64, 1), intp=i64) as (chunk, _):
                 accumulate_chunk(chunk, accumulators[0])
 
             vectors = [builder.load(accumulator) for accumulator in accumulators]
@@ -191,7 +194,8 @@ def row_dot(kind: str, n: int, m: int, value_format: str):
                 vectors = [builder.fadd(a, b) for a, b in zip(vectors[::2], vectors[1::2])]
             return _horizontal_sum(builder, vectors[0], lanes)
 
-        return types.float32(values, metadata, x, types.int64, types.int64), codegen
+        signature = types.float32(values, metadata, x, types.int64, types.int64, types.int64, types.int64)
+        return signature, codegen
 
     return dot
 
@@ -224,16 +228,21 @@ def _permuted_inputs(builder, kind, x_row, window_start, columns, window, table,
 def kernel_source(kind: str, n: int, m: int, value_format: str) -> str:
     """Python source of the loop over rows ``row_lo .. row_hi-1`` (and every batch row) for one variant."""
     return f"""
-def _forward_{kind}_{n}_{m}_{value_format}(values, metadata, x, y, row_lo, row_hi):
-    for row in range(row_lo, row_hi):
-        for batch_row in range(x.shape[0]):  # the row's values stay in L1 for the next batch row
-            y[batch_row, row] = _dot(values, metadata, x, row, batch_row)
+def _forward_{kind}_{n}_{m}_{value_format}(values, metadata, x, y, row_lo, row_hi, block_chunks):
+    chunks = values.shape[1] // {LANES[kind]}
+    for chunk_lo in range(0, chunks, block_chunks):
+        chunk_hi = min(chunk_lo + block_chunks, chunks)
+        for row in range(row_lo, row_hi):
+            for batch_row in range(x.shape[0]):  # the row's values stay in L1 for the next batch row
+                part = _dot(values, metadata, x, row, batch_row, chunk_lo, chunk_hi)
+                y[batch_row, row] = part if chunk_lo == 0 else y[batch_row, row] + part
 """
 
 
 @functools.cache
 def kernel(kind: str, n: int, m: int, value_format: str):
-    """The compiled ``(values, metadata, x, y, row_lo, row_hi)`` for one kind, pattern and value format."""
+    """The compiled ``(values, metadata, x, y, row_lo, row_hi, block_chunks)`` for one kind, pattern and
+    value format."""
     namespace = {"__name__": __name__, "_dot": row_dot(kind, n, m, value_format)}
     # Compiled with this file's name so numba's on-disk cache can locate (and invalidate) it.
     exec(compile(kernel_source(kind, n, m, value_format), __file__, "exec"), namespace)  # noqa: S102
@@ -250,15 +259,16 @@ def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Ten
     kind = kind or host_kind()
     values, metadata = values.contiguous(), metadata.contiguous()
     x32 = x.to(torch.float32).contiguous()
-    out_features, kept = values.shape
+    out_features = values.shape[0]
     y = torch.empty(x32.shape[0], out_features, dtype=torch.float32)
     value_format = VALUE_FORMATS[values.dtype]
     bits = values if value_format == "fp32" else values.view(torch.uint16)
     arrays = (bits.numpy(), metadata.numpy(), x32.numpy(), y.numpy())
     run = kernel(kind, n, m, value_format)
+    block_chunks = max(1, BLOCK_COLUMNS * n // (LANES[kind] * m))
     workers = max(1, min(torch.get_num_threads(), values.numel() * m // n // PARALLEL_MIN_ELEMENTS))
     if workers == 1:
-        run(*arrays, 0, out_features)
+        run(*arrays, 0, out_features, block_chunks)
         return y
     pieces = min(out_features, PIECES_PER_WORKER * workers)
     bounds = [out_features * piece // pieces for piece in range(pieces + 1)]
@@ -266,7 +276,7 @@ def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Ten
 
     def work() -> None:
         while (piece := next(next_piece)) < pieces:  # next() on a count is atomic under the GIL
-            run(*arrays, bounds[piece], bounds[piece + 1])
+            run(*arrays, bounds[piece], bounds[piece + 1], block_chunks)
 
     pool = _executor(workers - 1)
     futures = [pool.submit(work) for _ in range(workers - 1)]
