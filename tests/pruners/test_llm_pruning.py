@@ -164,3 +164,26 @@ def test_wanda_on_task_prompt_calibration(smollm2, sst2_dev, calibration):
     other = wanda_prune(generic, calibration, pattern="2:4", progress=False)
     changed = sum(int((masks[n] != other[n]).sum()) for n in masks) / sum(m.numel() for m in masks.values())
     assert 0.001 < changed < 0.5, changed
+
+
+def test_sparse_linear_decoder_generates_as_the_masked_model(smollm2):
+    """2:4 SparseLinear swapped into SmolLM2: same greedy tokens as the masked dense model (decoding runs
+    the compiled batch-1 kernel, the 16-token prompt its batch-16 path) and the same perplexity."""
+    from robustprune import sparsify_model
+
+    model, tokenizer = smollm2
+    masked = copy.deepcopy(model)
+    magnitude_prune(masked, None, scope="layer", pattern="2:4")
+    sparse = copy.deepcopy(masked)
+    converted = sparsify_model(sparse, "2:4")
+    assert len(converted) == 7 * model.config.num_hidden_layers
+    prompt = torch.tensor(tokenizer(PARAGRAPH)["input_ids"][:16])[None]
+
+    def greedy(m):
+        with torch.inference_mode():
+            return m.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12,
+                              min_new_tokens=12, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+
+    assert torch.equal(greedy(sparse), greedy(masked))
+    ppl = [perplexity(m, tokenizer, PARAGRAPH, seq_len=128, progress=False).perplexity for m in (masked, sparse)]
+    assert ppl[1] == pytest.approx(ppl[0], rel=1e-5)
