@@ -13,10 +13,12 @@ AVX-512, else 8), the kernel
 3. multiplies with the ``L`` kept values (fp16 / bf16 widened to fp32) and accumulates in fp32.
 
 Only kept values are multiplied (half the FLOPs of dense for 2:4). Eight accumulators of ``L`` lanes
-take consecutive chunks and are summed pairwise at the end of the row, so results differ from
-``F.linear`` on the masked weight by float rounding only (fp32 accumulation in every dtype). Columns run in
-blocks of ``BLOCK_COLUMNS`` (every row of W reads that slice of ``x`` in turn, from L1) and batch rows
-one after another per weight row (whose values stay in L1 meanwhile): the kernel serves
+take consecutive chunks and are summed pairwise at the end of the row (of each column block), so results
+differ from ``F.linear`` on the masked weight by float rounding only (fp32 accumulation in every dtype),
+except that an inf or NaN input at a pruned position does not reach the output (``0 * inf`` is never
+computed, as in sparse GPU kernels). At batch 1
+columns run in blocks of ``BLOCK_COLUMNS`` (every row of W reads that slice of ``x`` in turn, from L1);
+batch rows run one after another per weight row (whose values stay in L1 meanwhile). The kernel serves
 small batches (the op's dispatch picks it up to ``SMALL_BATCH`` rows); BLAS serves larger ones.
 
 Threads: like :mod:`robustprune.sparse_ops.nm_mask_cpu`, nogil kernels over Python threads (numba's own
@@ -42,7 +44,7 @@ KINDS = ("avx512", "avx2", "gather")
 LANES = {"avx512": 16, "avx2": 8, "gather": 8}
 # Largest batch the kernel serves, per kind (measured against the BLAS route: ``python -m bench.compare``).
 SMALL_BATCH = {"avx512": 32, "avx2": 32, "gather": 4}
-# Input columns per block: every row of W reads this slice of x (fp32) in turn, so it stays in the L1 cache.
+# Input columns per block at batch 1: every row of W reads this slice of x (fp32) in turn, from L1.
 BLOCK_COLUMNS = 4096
 # Independent accumulation chains per row: consecutive FMAs do not wait on each other's result.
 ACCUMULATORS = 8
@@ -259,13 +261,15 @@ def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Ten
     kind = kind or host_kind()
     values, metadata = values.contiguous(), metadata.contiguous()
     x32 = x.to(torch.float32).contiguous()
-    out_features = values.shape[0]
+    out_features, kept = values.shape
     y = torch.empty(x32.shape[0], out_features, dtype=torch.float32)
     value_format = VALUE_FORMATS[values.dtype]
     bits = values if value_format == "fp32" else values.view(torch.uint16)
     arrays = (bits.numpy(), metadata.numpy(), x32.numpy(), y.numpy())
     run = kernel(kind, n, m, value_format)
-    block_chunks = max(1, BLOCK_COLUMNS * n // (LANES[kind] * m))
+    # Batch 1 reads x's slice in blocks; larger batches measured faster with whole rows (each batch row
+    # re-reads x either way, and a row's values stay in L1 across the batch).
+    block_chunks = max(1, BLOCK_COLUMNS * n // (LANES[kind] * m)) if x32.shape[0] == 1 else kept // LANES[kind]
     workers = max(1, min(torch.get_num_threads(), values.numel() * m // n // PARALLEL_MIN_ELEMENTS))
     if workers == 1:
         run(*arrays, 0, out_features, block_chunks)
