@@ -130,13 +130,15 @@ def kernels_step() -> list[torch.Tensor]:
     return grads
 
 
-def fused_bytes() -> int:
+def fused_bytes(dense_grad: bool) -> int:
     """Bytes the fused forward + backward must move over all gates (weights frozen): the forward reads W,
-    log_alpha and noise and writes W * z; the backward reads the gradient, W, log_alpha and noise and writes
-    log_alpha's gradient."""
+    log_alpha and noise and writes W * z; the backward reads W, log_alpha and noise, the gradient if it is
+    dense (``.sum().backward()`` hands it a scalar expanded to W's shape, read once), and writes log_alpha's
+    gradient."""
     weights, log_alphas, noise = gate_problem()
     return sum(
-        4 * w.nbytes + 3 * la.nbytes + 2 * n.nbytes for w, la, n in zip(weights, log_alphas, noise)
+        (4 if dense_grad else 3) * w.nbytes + 3 * la.nbytes + 2 * n.nbytes
+        for w, la, n in zip(weights, log_alphas, noise)
     )
 
 
@@ -217,7 +219,7 @@ def report(repeats: int, cold: bool = True) -> bool:
     )
     first_call_s = first_call_seconds()
     max_rel = check()
-    moved = fused_bytes()
+    moved = fused_bytes(dense_grad=True)
     copy_buffers = [torch.randn(moved // 8), torch.empty(moved // 8)]  # bytes read + written = moved
     op_times = median_times(
         {
@@ -253,12 +255,17 @@ def report(repeats: int, cold: bool = True) -> bool:
     copy_bandwidth = 2 * (moved // 8) * 4 / op_times["copy"]
     print(
         f"  bandwidth: the fused forward + backward must move {moved / 1e6:.0f} MB (forward: read W, log_alpha, "
-        f"noise, write W*z; backward: read the gradient, W, log_alpha, noise, write log_alpha's gradient); "
+        f"noise, write W*z; backward: read a dense gradient, W, log_alpha, noise, write log_alpha's gradient); "
         f"copy_ of as many bytes: {fmt_time(op_times['copy'])} = {copy_bandwidth / 1e9:.1f} GB/s"
     )
-    labels = {"ours": "the op workload above", "kernels": "the 72 op calls alone (no autograd, no sum)"}
-    for name, label in labels.items():
-        bandwidth = moved / op_times[name]
+    workload_bytes = fused_bytes(dense_grad=False)
+    labels = {
+        "ours": (f"the op workload above ({workload_bytes / 1e6:.0f} MB: its gradient is a broadcast scalar)",
+                 workload_bytes),
+        "kernels": ("the 72 op calls alone (dense gradient of ones; no autograd, no sum)", moved),
+    }
+    for name, (label, nbytes) in labels.items():
+        bandwidth = nbytes / op_times[name]
         print(f"    {label}: {fmt_time(op_times[name])} = {bandwidth / 1e9:.1f} GB/s = "
               f"{bandwidth / copy_bandwidth:.2f} of the copy's")
     cold_s = f"; compiling the kernels from an empty cache (fresh process, from the import on): " \

@@ -74,7 +74,7 @@ def compiled_backward(grad, weight, log_alpha, noise, weight_grad, gamma=GAMMA, 
     grad_weight = torch.empty(weight.shape, dtype=weight.dtype) if weight_grad else None
     grad_log_alpha = torch.empty(log_alpha.shape, dtype=log_alpha.dtype)
     hard_concrete_cpu.gate_backward_into(
-        grad.contiguous(), weight.contiguous(), log_alpha.contiguous(),
+        grad, weight.contiguous(), log_alpha.contiguous(),
         None if noise is None else noise.contiguous(), grad_weight, grad_log_alpha, gamma, zeta, beta,
     )
     return grad_weight, grad_log_alpha
@@ -256,6 +256,36 @@ def test_noise_none_weight_grad_false_and_non_contiguous_inputs():
             for a, b in zip(got, want):
                 assert_bit_equal(a, b)
             assert got[0].shape == ((48, 64) if weight_grad else (0,))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_expanded_scalar_gradient_is_read_without_materialising(dtype):
+    """``out.sum().backward()`` hands the backward a scalar expanded to the weight's shape (strides 0)."""
+    weight, log_alpha, noise, _ = problem((64, 96), dtype, dtype, seed=10)
+    for value in (1.0, -0.3):
+        expanded = torch.tensor(value, dtype=dtype).expand(weight.shape)
+        assert isinstance(hard_concrete_cpu._broadcast_value(expanded), np.float32)  # the register path
+        for noise_or_none in (None, noise):
+            for weight_grad in (True, False):
+                got = compiled_backward(expanded, weight, log_alpha, noise_or_none, weight_grad)
+                with torch_on_one_thread():
+                    want = hard_concrete_gate_backward_eager(expanded.contiguous(), weight, log_alpha,
+                                                             noise_or_none, GAMMA, ZETA, BETA, weight_grad)
+                assert_bit_equal(got[1], want[1])
+                if weight_grad:
+                    assert_bit_equal(got[0], want[0])
+    partly_expanded = torch.randn(1, 96).to(dtype).expand(64, 96)  # not a scalar: made contiguous
+    got = compiled_backward(partly_expanded, weight, log_alpha, noise, False)[1]
+    with torch_on_one_thread():
+        want = hard_concrete_gate_backward_eager(partly_expanded.contiguous(), weight, log_alpha, noise,
+                                                 GAMMA, ZETA, BETA, False)[1]
+    assert_bit_equal(got, want)
+    la = log_alpha.float().requires_grad_()
+    hard_concrete_gate(weight, la, noise).sum().backward()  # through autograd
+    with torch_on_one_thread():
+        want = hard_concrete_gate_backward_eager(torch.ones_like(weight), weight, log_alpha.float(), noise,
+                                                 GAMMA, ZETA, BETA, False)[1]
+    assert_bit_equal(la.grad, want)
 
 
 def test_other_constants_reach_the_kernels():

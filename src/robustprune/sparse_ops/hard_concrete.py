@@ -258,7 +258,7 @@ def _gate_backward_op(
         return hard_concrete_gate_backward_eager(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
     grad_weight, grad_log_alpha = _grad_shapes(weight, log_alpha, weight_grad)
     compiled.gate_backward_into(
-        grad.contiguous(),
+        grad,  # any strides: an expanded scalar is read once, not materialised
         weight.contiguous(),
         log_alpha.contiguous(),
         None if noise is None else noise.contiguous(),
@@ -338,9 +338,9 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     weight, log_alpha, noise = ctx.saved_tensors
     weight_grad = bool(ctx.needs_input_grad[0])
-    grad_weight, grad_log_alpha = _gate_backward_op(
-        grad.contiguous(), weight, log_alpha, noise, *ctx.constants, weight_grad
-    )
+    # grad as autograd hands it: each kernel makes it contiguous, except the compiled CPU one for a scalar
+    # expanded to the weight's shape (``out.sum().backward()``), which it reads without materialising.
+    grad_weight, grad_log_alpha = _gate_backward_op(grad, weight, log_alpha, noise, *ctx.constants, weight_grad)
     return (grad_weight if weight_grad else None), grad_log_alpha, None, None, None, None
 
 

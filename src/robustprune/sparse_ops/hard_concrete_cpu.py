@@ -74,8 +74,11 @@ def _element_pointer(context, builder, array_type, array_value, index):
 
 @intrinsic
 def load_f32(typingctx, array, index):
-    """``array[index]`` widened exactly to fp32: float32, int16 (fp16 bits) or uint16 (bf16 bits)."""
-    if array.dtype not in (types.float32, types.int16, types.uint16):
+    """``array[index]`` widened exactly to fp32: float32, int16 (fp16 bits) or uint16 (bf16 bits). An fp32
+    scalar in place of the array is every element's value (a broadcast upstream gradient)."""
+    if array == types.float32:
+        return types.float32(array, types.int64), lambda context, builder, sig, args: args[0]
+    if not isinstance(array, types.Array) or array.dtype not in (types.float32, types.int16, types.uint16):
         return None
 
     def codegen(context, builder, sig, args):
@@ -233,6 +236,15 @@ def _storage(tensor: torch.Tensor) -> np.ndarray:
     return flat.view(torch.int16).numpy().view(view)
 
 
+def _broadcast_value(grad: torch.Tensor) -> np.ndarray | np.float32:
+    """The one value of a gradient expanded from a scalar (all strides 0: what ``out.sum().backward()``
+    hands the backward), which the kernels then read from a register instead of memory; any other
+    non-contiguous gradient as a contiguous copy."""
+    if grad.numel() > 0 and not any(grad.stride()):
+        return np.float32(grad.reshape(-1)[0].item())  # fp16/bf16 widen exactly
+    return _storage(grad.contiguous())
+
+
 def _constants(gamma: float, zeta: float, beta: float, noise: bool):
     """fp32 constants as the eager path's torch ops round their Python-float operands."""
     scale = (zeta - gamma) / (beta if noise else 1.0)
@@ -274,9 +286,10 @@ def gate_backward_into(
 ) -> None:
     """Write the gradients of the gate for the upstream ``grad`` into ``grad_log_alpha`` (log_alpha's
     dtype) and, unless it is None, ``grad_weight`` (the weight's dtype). All contiguous CPU tensors of one
-    shape."""
+    shape, except ``grad``, which may have any strides."""
     stretch, gamma32, beta32, scale = _constants(gamma, zeta, beta, noise is not None)
-    g, w, la, gla = _storage(grad), _storage(weight), _storage(log_alpha), _storage(grad_log_alpha)
+    g = _storage(grad) if grad.is_contiguous() else _broadcast_value(grad)
+    w, la, gla = _storage(weight), _storage(log_alpha), _storage(grad_log_alpha)
     with_weight = grad_weight is not None
     gw = _storage(grad_weight) if with_weight else gla  # a placeholder of a compiled type, never written
     if noise is None:
