@@ -19,8 +19,8 @@ CPU path: a compiled kernel (:mod:`robustprune.sparse_ops.hard_concrete_cpu`, nu
 importable, loaded on the first call; otherwise, or with ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager`` in the
 environment, the eager torch path (:func:`hard_concrete_gate_eager`,
 :func:`hard_concrete_gate_backward_eager`). Both compute the same fp32 operations in the same order and agree
-bit for bit except that torch's ``sigmoid`` computes a tensor's last few elements (under one vector) with
-the C library's ``expf``: there ``s`` may differ by 1 ulp.
+bit for bit except where torch's ``sigmoid`` runs scalar code (the last < 32 elements of each chunk or
+thread's share: the C library's ``expf``): there ``s`` may differ by 1 ulp.
 
 Fused: neither path materialises ``z`` or any intermediate for autograd. The forward reads W, log_alpha
 (and noise) once and writes the gated weight; the backward recomputes the gate and writes both gradients in

@@ -11,12 +11,14 @@ lanes on AVX-512); the few operations numba cannot express are LLVM intrinsics (
 
 Numerics: the same fp32 operations in the same order as the eager path (each a separately rounded fp32
 operation, no fused multiply-add, no ``fastmath``), and ``sigmoid`` computed the way torch's vectorised CPU
-kernel does (``1 / (1 + exp(0 - x))`` with SLEEF's ``expf_u10`` algorithm, FMA included). So results are
-bit-identical to the eager path wherever torch ran its vector kernel; torch computes the last few
-elements of a tensor (fewer than one vector) with the C library's ``expf``, where ``sigmoid`` may differ
-by 1 ulp (both are within 1 ulp of the exact value). fp16 and bf16 inputs are widened to fp32 exactly
-(fp16 by LLVM's ``fpext half``: F16C on x86), results narrowed with round-to-nearest-even (fp16:
-``fptrunc``; bf16: the integer rounding torch uses), so only NaN payloads can differ from torch.
+kernel does (``1 / (1 + exp(0 - x))`` with SLEEF's ``expf_u10`` algorithm, FMA included: equal to
+``torch.sigmoid`` on all 2^32 fp32 inputs). So results are bit-identical to the eager path wherever torch
+ran its vector kernel; torch computes the last < 32 elements of each loop (a chunk or a thread's share)
+with the C library's ``expf``, where ``s`` may differ by 1 ulp (so ``out`` by ``|w| 2^-22`` at most).
+fp16 and bf16 inputs are widened to fp32 exactly (fp16 by LLVM's ``fpext half``: F16C instructions on
+x86-64-v3 and later), results narrowed with round-to-nearest-even (fp16: ``fptrunc``; bf16: the integer
+rounding torch uses), so only NaN payloads can differ from torch. An upstream gradient expanded from a
+scalar (``out.sum().backward()``) is passed as that scalar, not materialised.
 
 Threads: the kernels release the GIL (``nogil``) and large inputs are split over
 ``torch.get_num_threads()`` Python threads (:mod:`robustprune.sparse_ops.cpu_threads`). Machine code is
