@@ -8,12 +8,20 @@ Workloads (fp32, CPU):
 - step: one Robust Tickets mask-training step on the real all-MiniLM-L6-v2 classifier (gates resampled,
   forward + backward of a 16 x 64-token batch, L0 penalty, Adam on log_alpha), fused vs separate-op gates.
 Used by ``bench/test_bench_hard_concrete.py`` (pytest-benchmark) and :func:`report` (side-by-side ratios
-in one process: ``python -m bench.hard_concrete``).
+in one process: ``python -m bench.hard_concrete``). The report also gives the bandwidth the fused op reaches
+(the bytes its forward and backward must move, over its time) as a fraction of a plain ``copy_`` of as many
+bytes timed in the same rounds, and the first call's cost (numba import and loading or compiling the
+kernels), apart from the medians.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
+import tempfile
+import time
 
 import torch
 
@@ -23,6 +31,7 @@ from robustprune.sparse_ops.hard_concrete import (
     BETA,
     GAMMA,
     ZETA,
+    compiled_cpu_available,
     hard_concrete_gate,
     sample_hard_concrete_noise,
 )
@@ -101,6 +110,69 @@ def ours_gate_step():
     return gate_step(hard_concrete_gate, *gate_problem())
 
 
+@functools.cache
+def upstream_ones():
+    """Dense upstream gradients of ones (what ``.sum().backward()`` hands the backward, materialised)."""
+    weights, _, _ = gate_problem()
+    return [torch.ones_like(w) for w in weights]
+
+
+def kernels_step() -> list[torch.Tensor]:
+    """The 36 forward and 36 backward op calls of :func:`ours_gate_step` alone: no autograd, no sum."""
+    weights, log_alphas, noise = gate_problem()
+    forward = torch.ops.robustprune.hard_concrete_gate.default
+    backward = torch.ops.robustprune.hard_concrete_gate_backward.default
+    grads = []
+    for w, la, n, g in zip(weights, log_alphas, noise, upstream_ones()):
+        la = la.detach()
+        forward(w, la, n, GAMMA, ZETA, BETA)
+        grads.append(backward(g, w, la, n, GAMMA, ZETA, BETA, False)[1])
+    return grads
+
+
+def fused_bytes(dense_grad: bool) -> int:
+    """Bytes the fused forward + backward must move over all gates (weights frozen): the forward reads W,
+    log_alpha and noise and writes W * z; the backward reads W, log_alpha and noise, the gradient if it is
+    dense (``.sum().backward()`` hands it a scalar expanded to W's shape, read once), and writes log_alpha's
+    gradient."""
+    weights, log_alphas, noise = gate_problem()
+    return sum(
+        (4 if dense_grad else 3) * w.nbytes + 3 * la.nbytes + 2 * n.nbytes
+        for w, la, n in zip(weights, log_alphas, noise)
+    )
+
+
+FIRST_CALL_SCRIPT = """
+import time
+import torch
+start = time.perf_counter()
+from robustprune.sparse_ops.hard_concrete import hard_concrete_gate, sample_hard_concrete_noise
+w, la = torch.randn(16, 16), torch.randn(16, 16, requires_grad=True)
+hard_concrete_gate(w, la, sample_hard_concrete_noise(w)).sum().backward()
+print(time.perf_counter() - start)
+"""
+
+
+def first_call_seconds() -> float:
+    """Seconds of the first gate forward + backward in this process (fp32, noise, frozen weight: the
+    workload's kernels): numba's import and loading the kernels' cached machine code, or compiling them."""
+    weights, log_alphas, noise = gate_problem()
+    w, la, n = weights[0][:16, :16], log_alphas[0].detach()[:16, :16].clone(), noise[0][:16, :16]
+    start = time.perf_counter()
+    hard_concrete_gate(w, la.requires_grad_(), n).sum().backward()
+    return time.perf_counter() - start
+
+
+def cold_compile_seconds() -> float:
+    """Seconds of the first gate forward + backward in a fresh process with an empty numba cache (importing
+    the package and compiling the kernels), measured from before the import."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        result = subprocess.run([sys.executable, "-c", FIRST_CALL_SCRIPT], env=env, check=True,
+                                capture_output=True, text=True)
+    return float(result.stdout.split()[-1])
+
+
 def separate_gate_step():
     return gate_step(separate_ops_gate, *gate_problem())
 
@@ -135,16 +207,30 @@ def check() -> float:
     return max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(ours, base))
 
 
-def report(repeats: int) -> bool:
-    """Print fused vs separate ops (op and training step); return the correctness check."""
+def report(repeats: int, cold: bool = True) -> bool:
+    """Print fused vs separate ops (op and training step), the fused op's bandwidth against a copy's and its
+    first call; return the correctness check."""
     weights, _, _ = gate_problem()
     gates = sum(w.numel() for w in weights)
+    path = "compiled numba kernels" if compiled_cpu_available() else "eager torch path"
     print(
         f"Hard-concrete gate CPU (fp32, MiniLM targets: {gates / 1e6:.1f}M gates; median of {repeats} "
-        f"interleaved rounds after one warm-up, {torch.get_num_threads()} threads)"
+        f"interleaved rounds after one warm-up, {torch.get_num_threads()} threads; fused op: {path})"
     )
+    first_call_s = first_call_seconds()
     max_rel = check()
-    op_times = median_times({"ours": Case(ours_gate_step), "separate": Case(separate_gate_step)}, repeats)
+    moved = fused_bytes(dense_grad=True)
+    copy_buffers = [torch.randn(moved // 8), torch.empty(moved // 8)]  # bytes read + written = moved
+    op_times = median_times(
+        {
+            "ours": Case(ours_gate_step),
+            "separate": Case(separate_gate_step),
+            "kernels": Case(kernels_step),
+            "copy": Case(lambda: copy_buffers[1].copy_(copy_buffers[0])),
+        },
+        repeats,
+    )
+    copy_buffers.clear()  # free them before the training steps
     step_times = median_times(
         {"ours": Case(lambda: training_step(True)), "separate": Case(lambda: training_step(False))}, repeats
     )
@@ -166,10 +252,34 @@ def report(repeats: int) -> bool:
         )
     print_table(["workload", "fused op", "separate ops", "speedup", "goal", "status"], rows)
     print(f"  log_alpha gradients: max relative difference {max_rel:.1e}")
+    copy_bandwidth = 2 * (moved // 8) * 4 / op_times["copy"]
+    print(
+        f"  bandwidth: the fused forward + backward must move {moved / 1e6:.0f} MB (forward: read W, log_alpha, "
+        f"noise, write W*z; backward: read a dense gradient, W, log_alpha, noise, write log_alpha's gradient); "
+        f"copy_ of as many bytes: {fmt_time(op_times['copy'])} = {copy_bandwidth / 1e9:.1f} GB/s"
+    )
+    workload_bytes = fused_bytes(dense_grad=False)
+    labels = {
+        "ours": (f"the op workload above ({workload_bytes / 1e6:.0f} MB: its gradient is a broadcast scalar)",
+                 workload_bytes),
+        "kernels": ("the 72 op calls alone (dense gradient of ones; no autograd, no sum)", moved),
+    }
+    for name, (label, nbytes) in labels.items():
+        bandwidth = nbytes / op_times[name]
+        print(f"    {label}: {fmt_time(op_times[name])} = {bandwidth / 1e9:.1f} GB/s = "
+              f"{bandwidth / copy_bandwidth:.2f} of the copy's")
+    cold_s = f"; compiling the kernels from an empty cache (fresh process, from the import on): " \
+             f"{cold_compile_seconds():.2f} s" if cold and compiled_cpu_available() else ""
+    print(f"  first call (16x16 forward + backward, not in the medians): {first_call_s:.2f} s in this process "
+          f"(numba import + loading the cached machine code, or compiling it){cold_s}")
     return max_rel <= 1e-5
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    sys.exit(0 if report(5) else 1)
+    parser = argparse.ArgumentParser(prog="python -m bench.hard_concrete", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds (default 5)")
+    parser.add_argument("--no-cold", action="store_true", help="skip the compile-from-empty-cache subprocess")
+    args = parser.parse_args()
+    sys.exit(0 if report(args.repeats, cold=not args.no_cold) else 1)

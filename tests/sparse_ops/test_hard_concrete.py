@@ -15,6 +15,15 @@ from robustprune.sparse_ops.hard_concrete import (
 from tests.conftest import DTYPES
 
 
+@pytest.fixture(autouse=True, params=["dispatched", "eager"])
+def cpu_path(request, monkeypatch):
+    """Every test runs on the ops as dispatched (the compiled kernels where numba is importable) and on the
+    eager torch path forced with ROBUSTPRUNE_HARD_CONCRETE_CPU=eager."""
+    if request.param == "eager":
+        monkeypatch.setenv("ROBUSTPRUNE_HARD_CONCRETE_CPU", "eager")
+    return request.param
+
+
 def reference(weight, log_alpha, noise):
     """The gate written as separate torch ops (Louizos et al., 2018), noise = log u - log(1 - u)."""
     if noise is None:

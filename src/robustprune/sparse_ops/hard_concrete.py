@@ -15,20 +15,29 @@ and agree to a few ulp (same fp32 formula, different ``sigmoid`` implementations
 lets several forward/backward passes share one gate draw (FreeLB's ascent steps attack the same
 sub-network); it costs 4 bytes per gate.
 
+CPU path: a compiled kernel (:mod:`robustprune.sparse_ops.hard_concrete_cpu`, numba) when numba is
+importable, loaded on the first call; otherwise, or with ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager`` in the
+environment, the eager torch path (:func:`hard_concrete_gate_eager`,
+:func:`hard_concrete_gate_backward_eager`). Both compute the same fp32 operations in the same order and agree
+bit for bit except where torch's ``sigmoid`` runs scalar code (the last < 32 elements of each chunk or
+thread's share: the C library's ``expf``): there ``s`` may differ by 1 ulp.
+
 Fused: neither path materialises ``z`` or any intermediate for autograd. The forward reads W, log_alpha
 (and noise) once and writes the gated weight; the backward recomputes the gate and writes both gradients in
-one pass (the weight's only when it requires grad). CPU: chunks of
+one pass (the weight's only when it requires grad). Eager CPU path: chunks of
 :data:`~robustprune.sparse_ops.backend.CPU_CHUNK` elements with in-place torch ops, so temporaries stay in
 cache. CUDA: :mod:`robustprune.kernels.hard_concrete`. Gate arithmetic is fp32 whatever the weight's dtype.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, skip_dynamo_until_loaded
+from robustprune.sparse_ops.cpu_threads import eager_cpu_forced
 from robustprune.sparse_ops.validation import check_float_tensor
 
 GAMMA = -0.1
@@ -111,6 +120,29 @@ def hard_concrete_gate(
 
 # ------------------------------------------------------------------------------------------------ CPU path
 
+CPU_SWITCH = "ROBUSTPRUNE_HARD_CONCRETE_CPU"
+
+
+@functools.cache
+def _compiled_cpu_module():
+    """:mod:`robustprune.sparse_ops.hard_concrete_cpu` (numba), or None when numba cannot be imported."""
+    try:
+        from robustprune.sparse_ops import hard_concrete_cpu
+    except ImportError:
+        return None
+    return hard_concrete_cpu
+
+
+def _compiled_cpu():
+    """The compiled CPU module unless ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager`` or numba is missing."""
+    return None if eager_cpu_forced(CPU_SWITCH) else _compiled_cpu_module()
+
+
+def compiled_cpu_available() -> bool:
+    """Whether the CPU ops run the compiled kernels (numba importable, not switched off by
+    ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager``; ``compiled`` or unset: the default)."""
+    return _compiled_cpu() is not None
+
 
 def _chunks(numel: int):
     for start in range(0, numel, CPU_CHUNK):
@@ -138,6 +170,30 @@ def _gate_op(
     zeta: float,
     beta: float,
 ) -> torch.Tensor:
+    check_hard_concrete(weight, log_alpha, noise, gamma, zeta, beta)
+    compiled = _compiled_cpu()
+    if compiled is not None:
+        return compiled.gate_forward_into(
+            weight.contiguous(),
+            log_alpha.contiguous(),
+            None if noise is None else noise.contiguous(),
+            torch.empty(weight.shape, dtype=weight.dtype),
+            gamma,
+            zeta,
+            beta,
+        )
+    return hard_concrete_gate_eager(weight, log_alpha, noise, gamma, zeta, beta)
+
+
+def hard_concrete_gate_eager(
+    weight: torch.Tensor,
+    log_alpha: torch.Tensor,
+    noise: torch.Tensor | None,
+    gamma: float = GAMMA,
+    zeta: float = ZETA,
+    beta: float = BETA,
+) -> torch.Tensor:
+    """The eager torch CPU path of ``robustprune::hard_concrete_gate`` (the fallback without numba)."""
     check_hard_concrete(weight, log_alpha, noise, gamma, zeta, beta)
     w, la, noise = _flat(weight), _flat(log_alpha), _flat(noise)
     out = torch.empty(weight.shape, dtype=weight.dtype)
@@ -197,6 +253,36 @@ def _gate_backward_op(
     weight_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_weight, grad_log_alpha); grad_weight is empty (shape (0,)) unless ``weight_grad``."""
+    compiled = _compiled_cpu()
+    if compiled is None:
+        return hard_concrete_gate_backward_eager(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
+    grad_weight, grad_log_alpha = _grad_shapes(weight, log_alpha, weight_grad)
+    compiled.gate_backward_into(
+        grad,  # any strides: an expanded scalar is read once, not materialised
+        weight.contiguous(),
+        log_alpha.contiguous(),
+        None if noise is None else noise.contiguous(),
+        grad_weight if weight_grad else None,
+        grad_log_alpha,
+        gamma,
+        zeta,
+        beta,
+    )
+    return grad_weight, grad_log_alpha
+
+
+def hard_concrete_gate_backward_eager(
+    grad: torch.Tensor,
+    weight: torch.Tensor,
+    log_alpha: torch.Tensor,
+    noise: torch.Tensor | None,
+    gamma: float,
+    zeta: float,
+    beta: float,
+    weight_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eager torch CPU path of ``robustprune::hard_concrete_gate_backward``: (grad_weight,
+    grad_log_alpha), grad_weight empty (shape (0,)) unless ``weight_grad``."""
     g, w, la, noise = _flat(grad), _flat(weight), _flat(log_alpha), _flat(noise)
     grad_weight, grad_log_alpha = _grad_shapes(weight, log_alpha, weight_grad)
     flat_gw, flat_gla = grad_weight.view(-1), grad_log_alpha.view(-1)
@@ -252,9 +338,9 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     weight, log_alpha, noise = ctx.saved_tensors
     weight_grad = bool(ctx.needs_input_grad[0])
-    grad_weight, grad_log_alpha = _gate_backward_op(
-        grad.contiguous(), weight, log_alpha, noise, *ctx.constants, weight_grad
-    )
+    # grad as autograd hands it: each kernel makes it contiguous, except the compiled CPU one for a scalar
+    # expanded to the weight's shape (``out.sum().backward()``), which it reads without materialising.
+    grad_weight, grad_log_alpha = _gate_backward_op(grad, weight, log_alpha, noise, *ctx.constants, weight_grad)
     return (grad_weight if weight_grad else None), grad_log_alpha, None, None, None, None
 
 

@@ -15,11 +15,11 @@ bit-identical masks.
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
 from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, skip_dynamo_until_loaded
+from robustprune.sparse_ops.cpu_threads import eager_cpu_forced
 from robustprune.sparse_ops.patterns import check_nm
 from robustprune.sparse_ops.validation import check_float_tensor
 
@@ -106,11 +106,7 @@ def compiled_cpu_available() -> bool:
 
 
 def _eager_forced() -> bool:
-    choice = os.environ.get("ROBUSTPRUNE_NM_MASK_CPU", "").strip().lower()
-    if choice not in ("", "compiled", "eager"):
-        raise ValueError(f"environment variable ROBUSTPRUNE_NM_MASK_CPU must be 'eager' or 'compiled' (or unset), "
-                         f"got {choice!r}")
-    return choice == "eager"
+    return eager_cpu_forced("ROBUSTPRUNE_NM_MASK_CPU")
 
 
 @torch.library.custom_op("robustprune::nm_mask", mutates_args=(), device_types="cpu")

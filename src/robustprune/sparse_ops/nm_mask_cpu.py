@@ -14,18 +14,13 @@ byte store); the last partial vector runs a scalar loop with every lane and comp
 load it instead of compiling.
 
 Threads: the kernels release the GIL (``nogil``) and large inputs are split over
-``torch.get_num_threads()`` Python threads, one contiguous range each. numba's own parallel threading
-layer is deliberately not used: its GNU OpenMP layer aborts a child process that calls it after a
-``fork()`` (torch DataLoader workers, ``multiprocessing``), and its fallback layer is not thread-safe.
+``torch.get_num_threads()`` Python threads (:mod:`robustprune.sparse_ops.cpu_threads`, which says why
+numba's own parallel layer is not used).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -34,14 +29,14 @@ from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
 
+from robustprune.sparse_ops.cpu_threads import run_split
+
 # Bytes of scores one explicit vector holds (16 fp32 or 32 fp16/bf16 lanes: one AVX-512 register; LLVM
 # splits it where the CPU's registers are narrower).
 VECTOR_BYTES = 64
 
-# Below this many elements one thread does the whole mask (a thread hand-off costs tens of microseconds).
+# Threads share pieces of at least this many elements; below twice that one thread does the whole mask.
 PARALLEL_MIN_ELEMENTS = 1 << 18
-# Up to this many pieces per thread on large inputs (1 << 18 elements at least each).
-PIECES_PER_WORKER = 8
 
 _INT_VIEW = {
     torch.float32: (torch.int32, np.int32(0x7FFFFFFF)),
@@ -136,44 +131,13 @@ def kernel(m: int):
     return numba.njit(cache=True, nogil=True)(namespace[f"_nm_mask_m{m}"])
 
 
-_pool_lock = threading.Lock()
-_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, executor)
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    """A thread pool of ``workers`` threads, new after a fork (the parent's threads do not exist there)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid() or _pool[1] != workers:
-            _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="robustprune-nm"))
-        return _pool[2]
-
-
 def nm_mask_into(scores: torch.Tensor, mask: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Write the N:M keep-mask of contiguous CPU ``scores`` into the bool tensor ``mask`` (same shape)."""
     int_dtype, magnitude = _INT_VIEW[scores.dtype]
     src = scores.view(int_dtype).view(-1).numpy()
     dst = mask.view(torch.uint8).view(-1).numpy()
-    groups = src.size // m
     run = kernel(m)
-    workers = max(1, min(torch.get_num_threads(), src.size // PARALLEL_MIN_ELEMENTS))
-    if workers == 1:
-        run(src, dst, n, magnitude, 0, groups)
-        return mask
-    # Pieces of whole vectors (64 groups is a multiple of any vector's groups), handed out one at a time
-    # to the calling thread and workers - 1 pool threads: a core that is busy (e.g. torch's OpenMP
-    # threads still spinning after the previous op) does fewer pieces instead of holding everyone up.
-    pieces = max(workers, min(PIECES_PER_WORKER * workers, src.size // PARALLEL_MIN_ELEMENTS))
-    bounds = [min(groups, (groups * piece // pieces) // 64 * 64) for piece in range(pieces)] + [groups]
-    next_piece = itertools.count()
-
-    def work() -> None:
-        while (piece := next(next_piece)) < pieces:  # next() on a count is atomic under the GIL
-            run(src, dst, n, magnitude, bounds[piece], bounds[piece + 1])
-
-    pool = _executor(workers - 1)
-    futures = [pool.submit(work) for _ in range(workers - 1)]
-    work()
-    for future in futures:
-        future.result()
+    # Pieces of whole vectors: 64 groups is a multiple of any vector's groups.
+    run_split(lambda lo, hi: run(src, dst, n, magnitude, lo, hi), src.size // m,
+              min_items=PARALLEL_MIN_ELEMENTS // m, align=64)
     return mask
