@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 import robustprune.ops
-from bench.workloads import square_matrix
 
 PATTERNS = ((2, 4), (4, 8))
 BATCHES = (1, 16, 128)

@@ -16,7 +16,7 @@ Gradients flow to ``x``, to the kept ``values`` (the mask stays fixed) and to ``
 
 from __future__ import annotations
 
-import os
+import functools
 
 import torch
 
@@ -25,6 +25,7 @@ from robustprune.sparse_ops.backend import (
     skip_dynamo_until_loaded,
     triton_interpreter_active,
 )
+from robustprune.sparse_ops.cpu_threads import eager_cpu_forced
 from robustprune.sparse_ops.nm_format import check_compressed, unpack_indices
 
 # Dense bytes rebuilt per CPU block: large enough to amortise per-op overhead at batch 1, small enough to
@@ -80,14 +81,10 @@ def _rebuild(values: torch.Tensor, lanes: torch.Tensor, buffer: torch.Tensor, n:
     return dense
 
 
-def _eager_forced() -> bool:
-    choice = os.environ.get("ROBUSTPRUNE_NM_LINEAR_CPU", "").strip().lower()
-    if choice not in ("", "compiled", "eager"):
-        raise ValueError("environment variable ROBUSTPRUNE_NM_LINEAR_CPU must be 'eager' or 'compiled' "
-                         f"(or unset), got {choice!r}")
-    return choice == "eager"
+CPU_SWITCH = "ROBUSTPRUNE_NM_LINEAR_CPU"
 
 
+@functools.cache
 def _compiled_cpu_module():
     """:mod:`robustprune.sparse_ops.nm_linear_cpu`, or None when numba cannot be imported."""
     try:
@@ -99,7 +96,7 @@ def _compiled_cpu_module():
 
 def compiled_forward_applies(batch: int, values: torch.Tensor, n: int, m: int) -> bool:
     """Whether the CPU forward of ``batch`` rows runs the compiled kernel (see the module docstring)."""
-    if _eager_forced():
+    if eager_cpu_forced(CPU_SWITCH):
         return False
     compiled = _compiled_cpu_module()
     if compiled is None:

@@ -21,14 +21,13 @@ columns run in blocks of ``BLOCK_COLUMNS`` (every row of W reads that slice of `
 batch rows run one after another per weight row (whose values stay in L1 meanwhile). The kernel serves
 small batches (the op's dispatch picks it up to ``SMALL_BATCH`` rows); BLAS serves larger ones.
 
-Threads: like :mod:`robustprune.sparse_ops.nm_mask_cpu`, nogil kernels over Python threads (numba's own
+Threads: nogil kernels over Python threads (:mod:`robustprune.sparse_ops.cpu_threads`; numba's own
 parallel layer breaks forked children). Machine code is cached on disk (``cache=True``).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 
 import llvmlite.binding
 import numba
@@ -37,8 +36,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
+from robustprune.sparse_ops.cpu_threads import run_split
 from robustprune.sparse_ops.nm_format import index_bits
-from robustprune.sparse_ops.nm_mask_cpu import _executor
 
 KINDS = ("avx512", "avx2", "gather")
 LANES = {"avx512": 16, "avx2": 8, "gather": 8}
@@ -48,10 +47,10 @@ SMALL_BATCH = {"avx512": 32, "avx2": 32, "gather": 4}
 BLOCK_COLUMNS = 4096
 # Independent accumulation chains per row: consecutive FMAs do not wait on each other's result.
 ACCUMULATORS = 8
-# Below this many (dense) weight elements one thread does the whole product: handing half to a second thread
-# costs ~40 us, more than it saves on a 1M-element layer (34 us on one thread here).
-PARALLEL_MIN_ELEMENTS = 1 << 22
-PIECES_PER_WORKER = 4
+# Dense weight elements per thread's piece at least (``cpu_threads.run_split``: one thread below twice
+# this): handing work to a second thread costs ~40 us, more than it saves on a 1M-element layer (34 us on
+# one thread here).
+PARALLEL_MIN_ELEMENTS = 1 << 21
 
 
 @functools.cache
@@ -270,21 +269,6 @@ def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Ten
     # Batch 1 reads x's slice in blocks; larger batches measured faster with whole rows (each batch row
     # re-reads x either way, and a row's values stay in L1 across the batch).
     block_chunks = max(1, BLOCK_COLUMNS * n // (LANES[kind] * m)) if x32.shape[0] == 1 else kept // LANES[kind]
-    workers = max(1, min(torch.get_num_threads(), values.numel() * m // n // PARALLEL_MIN_ELEMENTS))
-    if workers == 1:
-        run(*arrays, 0, out_features, block_chunks)
-        return y
-    pieces = min(out_features, PIECES_PER_WORKER * workers)
-    bounds = [out_features * piece // pieces for piece in range(pieces + 1)]
-    next_piece = itertools.count()
-
-    def work() -> None:
-        while (piece := next(next_piece)) < pieces:  # next() on a count is atomic under the GIL
-            run(*arrays, bounds[piece], bounds[piece + 1], block_chunks)
-
-    pool = _executor(workers - 1)
-    futures = [pool.submit(work) for _ in range(workers - 1)]
-    work()
-    for future in futures:
-        future.result()
+    min_rows = -(-PARALLEL_MIN_ELEMENTS // (kept * m // n))
+    run_split(lambda lo, hi: run(*arrays, lo, hi, block_chunks), out_features, min_rows)
     return y
