@@ -303,18 +303,21 @@ def report_sparse_linear(repeats: int) -> bool:
     return report_sparse_forward(repeats)
 
 
+def copy_bandwidth_of(nbytes: int, repeats: int) -> float:
+    """Bytes read + written per second by ``dst.copy_(src)`` of ``nbytes`` of fp32 (median of rounds)."""
+    source = torch.empty(nbytes // 4, dtype=torch.float32).normal_()
+    target = torch.empty_like(source)
+    return 2 * nbytes / median_times({"copy": Case(lambda: target.copy_(source))}, repeats)["copy"]
+
+
 def report_sparse_forward(repeats: int) -> bool:
     """CPU forward of nm_linear against dense F.linear (streamed: every call a different copy of the layer,
     as in decoding; hot: the same copy); returns the correctness check."""
     print("SparseLinear CPU forward vs dense F.linear (ratio > 1: ours faster; streamed = each call reads another "
           f"copy of the layer, {sparse_linear.STREAM_BYTES >> 20} MiB of copies in all; hot = the same copy; "
           "'of copy' = compressed bytes read / time over the copy bandwidth)")
-    copy_src = torch.empty(sparse_linear.STREAM_BYTES // 8, dtype=torch.float32).normal_()
-    copy_dst = torch.empty_like(copy_src)
     # Measured once up front (interleaved, it would also flush the cache between the "hot" calls).
-    copy_bandwidth = 2 * copy_src.numel() * 4 / median_times({"copy": Case(lambda: copy_dst.copy_(copy_src))},
-                                                              repeats)["copy"]
-    del copy_src, copy_dst
+    copy_bandwidth = copy_bandwidth_of(sparse_linear.STREAM_BYTES // 2, repeats)
     rows, correct = [], True
     workloads = [(2, 4, dtype, shape) for shape in sparse_linear.SHAPES for dtype in sparse_linear.FORWARD_DTYPES]
     workloads += [(4, 8, dtype, (sparse_linear.SIZE, sparse_linear.SIZE)) for dtype in sparse_linear.FORWARD_DTYPES]
