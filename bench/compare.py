@@ -344,6 +344,8 @@ def report_sparse_forward(repeats: int) -> bool:
                 del case
     print_table(["workload", "ours (nm_linear)", "dense F.linear", "speed ratio", "of copy", "goal", "status"],
                 rows)
+    print(f"copy bandwidth (read + write of a {sparse_linear.STREAM_BYTES >> 21} MiB fp32 copy, measured first): "
+          f"{copy_bandwidth / 1e9:.1f} GB/s")
     print("first call in this process (numba import + compile, or load from its on-disk cache): "
           + ", ".join(f"{n}:{m} {name} {fmt_time(seconds)}" for (n, m, name), seconds in first_calls.items()))
     return correct

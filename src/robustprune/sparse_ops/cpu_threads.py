@@ -1,15 +1,23 @@
-"""Splitting a compiled CPU kernel over Python threads, shared by the numba kernels of ``sparse_ops``.
+"""Splitting a compiled CPU kernel over threads, shared by the numba kernels of ``sparse_ops``.
 
-The kernels release the GIL (numba ``nogil``), so plain Python threads run them in parallel. numba's own
-parallel threading layer is deliberately not used: its GNU OpenMP layer aborts a child process that calls
-it after a ``fork()`` (torch DataLoader workers, ``multiprocessing``), and its fallback layer is not
-thread-safe. The pool here is rebuilt in a forked child, where the parent's threads do not exist.
+The kernels release the GIL (numba ``nogil``), so several threads run them in parallel. Where torch runs
+on GNU OpenMP (its Linux wheels), the pieces run on torch's own OpenMP thread team (``GOMP_parallel``
+through ctypes, each thread calling back into Python for its pieces): after any torch op those threads
+spin for a while waiting for more work, and a second pool of our own would have to share the cores with
+them (measured: ``nm_linear`` at batch 16 right after a dense ``F.linear``, 0.9x dense on Python threads,
+1.3x on torch's team). Elsewhere, and in a child process forked after this module was imported (where
+GNU OpenMP's team does not exist and calls can hang), plain Python threads from a pool that is rebuilt
+after a fork. numba's own parallel threading layer is deliberately not used: its GNU OpenMP layer aborts
+a child process that calls it after a ``fork()`` (torch DataLoader workers, ``multiprocessing``), and its
+fallback layer is not thread-safe.
 
 Also here: :func:`eager_cpu_forced`, which reads the ``ROBUSTPRUNE_..._CPU=eager|compiled`` switches.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
 import os
 import threading
@@ -36,6 +44,40 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool[2]
 
 
+_OPENMP_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_forked = False
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_note_fork)
+
+
+@functools.cache
+def _torch_openmp():
+    """torch's GNU OpenMP runtime (a ctypes library with ``GOMP_parallel``) if this process has loaded one,
+    else None (macOS, Windows, other OpenMP runtimes: Python threads then)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            path = next((line.split()[-1] for line in maps if "libgomp" in line.rsplit("/", 1)[-1]), None)
+        if path is None:
+            return None
+        runtime = ctypes.CDLL(path)  # already loaded by torch: the same library, not a second copy
+        runtime.GOMP_parallel.argtypes = [_OPENMP_CALLBACK, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        runtime.GOMP_parallel.restype = None
+    except (OSError, AttributeError):
+        return None
+    return runtime
+
+
+def openmp_team_usable() -> bool:
+    """Whether :func:`run_split` runs its pieces on torch's OpenMP team (see the module docstring)."""
+    return not _forked and _torch_openmp() is not None
+
+
 def piece_bounds(items: int, pieces: int, align: int) -> list[int]:
     """``pieces + 1`` increasing bounds from 0 to ``items``; every inner bound is a multiple of ``align``."""
     return [min(items, (items * piece // pieces) // align * align) for piece in range(pieces)] + [items]
@@ -45,9 +87,9 @@ def run_split(run: Callable[[int, int], None], items: int, min_items: int, align
     """Call ``run(lo, hi)`` on ranges that together cover ``range(items)`` exactly once.
 
     Below ``2 * min_items`` items the calling thread does it all in one call (a thread hand-off costs tens
-    of microseconds). Otherwise up to ``torch.get_num_threads()`` threads (the caller and pool threads)
-    share pieces of at least ``min_items`` items whose bounds are multiples of ``align``. ``run`` must
-    release the GIL to run in parallel.
+    of microseconds). Otherwise up to ``torch.get_num_threads()`` threads (torch's OpenMP team, or the
+    caller and pool threads) share pieces of at least ``min_items`` items whose bounds are multiples of
+    ``align``. ``run`` must release the GIL to run in parallel; an exception in it is raised here.
     """
     workers = max(1, min(torch.get_num_threads(), items // min_items))
     if workers == 1:
@@ -61,6 +103,20 @@ def run_split(run: Callable[[int, int], None], items: int, min_items: int, align
         while (piece := next(next_piece)) < pieces:  # next() on a count is atomic under the GIL
             run(bounds[piece], bounds[piece + 1])
 
+    if openmp_team_usable():
+        errors: list[BaseException] = []
+
+        def team_member(_data) -> None:  # on each OpenMP thread, holding the GIL between pieces
+            try:
+                work()
+            except BaseException as error:  # noqa: BLE001  (re-raised below, in the caller)
+                errors.append(error)
+
+        # ctypes releases the GIL for the call; the calling thread is the team's first member.
+        _torch_openmp().GOMP_parallel(_OPENMP_CALLBACK(team_member), None, workers, 0)
+        if errors:
+            raise errors[0]
+        return
     pool = _executor(workers - 1)
     futures = [pool.submit(work) for _ in range(workers - 1)]
     work()
