@@ -119,9 +119,10 @@ def _value_vector_type(value_format: str, lanes: int) -> ir.VectorType:
 @functools.cache
 def row_dot(kind: str, n: int, m: int, value_format: str):
     """Intrinsic ``dot(values, metadata, x, row, batch_row, chunk_lo, chunk_hi) -> float32``: row ``row``
-    of the compressed weight times row ``batch_row`` of ``x``, over chunks ``chunk_lo .. chunk_hi-1``. Arrays are C-contiguous: ``values`` (out, K)
-    fp32 or uint16 (fp16 / bf16 bits, per ``value_format``), ``metadata`` (out, row bytes) uint8,
-    ``x`` (B, in) fp32.
+    of the compressed weight times row ``batch_row`` of ``x``, over chunks ``chunk_lo .. chunk_hi-1``.
+
+    Arrays are C-contiguous: ``values`` (out, K) fp32 or uint16 (fp16 / bf16 bits, per ``value_format``),
+    ``metadata`` (out, row bytes) uint8, ``x`` (B, in) fp32.
     """
     lanes = LANES[kind]
     bits = index_bits(m)
