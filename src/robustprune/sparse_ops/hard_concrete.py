@@ -256,18 +256,16 @@ def _gate_backward_op(
     compiled = _compiled_cpu()
     if compiled is None:
         return hard_concrete_gate_backward_eager(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
+    # any strides for grad: an expanded scalar is read once, not materialised
+    return _backward_into(compiled.gate_backward_into, grad, weight, log_alpha, noise, gamma, zeta, beta,
+                          weight_grad)
+
+
+def _backward_into(fill, grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad):
+    """Allocate the gradients and let ``fill`` (a compiled kernel's ``..._backward_into``) write them."""
     grad_weight, grad_log_alpha = _grad_shapes(weight, log_alpha, weight_grad)
-    compiled.gate_backward_into(
-        grad,  # any strides: an expanded scalar is read once, not materialised
-        weight.contiguous(),
-        log_alpha.contiguous(),
-        None if noise is None else noise.contiguous(),
-        grad_weight if weight_grad else None,
-        grad_log_alpha,
-        gamma,
-        zeta,
-        beta,
-    )
+    fill(grad, weight.contiguous(), log_alpha.contiguous(), None if noise is None else noise.contiguous(),
+         grad_weight if weight_grad else None, grad_log_alpha, gamma, zeta, beta)
     return grad_weight, grad_log_alpha
 
 
@@ -309,19 +307,8 @@ def _gate_backward_triton(grad, weight, log_alpha, noise, gamma, zeta, beta, wei
     check_triton_device(weight, "weight")
     from robustprune.kernels.hard_concrete import hard_concrete_backward
 
-    grad_weight, grad_log_alpha = _grad_shapes(weight, log_alpha, weight_grad)
-    hard_concrete_backward(
-        grad.contiguous(),
-        weight.contiguous(),
-        log_alpha.contiguous(),
-        None if noise is None else noise.contiguous(),
-        grad_weight if weight_grad else None,
-        grad_log_alpha,
-        gamma,
-        zeta,
-        beta,
-    )
-    return grad_weight, grad_log_alpha
+    return _backward_into(hard_concrete_backward, grad.contiguous(), weight, log_alpha, noise, gamma, zeta, beta,
+                          weight_grad)
 
 
 @_gate_backward_op.register_fake
