@@ -11,13 +11,15 @@ after a fork. numba's own parallel threading layer is deliberately not used: its
 a child process that calls it after a ``fork()`` (torch DataLoader workers, ``multiprocessing``), and its
 fallback layer is not thread-safe.
 
-Also here: :func:`eager_cpu_forced`, which reads the ``ROBUSTPRUNE_..._CPU=eager|compiled`` switches.
+Also here: :func:`compiled_module`, which loads a kernel module on first use, and
+:func:`eager_cpu_forced`, which reads the ``ROBUSTPRUNE_..._CPU=eager|compiled`` switches.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import itertools
 import os
 import threading
@@ -122,6 +124,16 @@ def run_split(run: Callable[[int, int], None], items: int, min_items: int, align
     work()
     for future in futures:
         future.result()
+
+
+@functools.cache
+def compiled_module(name: str):
+    """The numba kernel module ``robustprune.sparse_ops.<name>``, imported on first use, or None when
+    numba cannot be imported (the ops then run their eager torch path)."""
+    try:
+        return importlib.import_module(f"robustprune.sparse_ops.{name}")
+    except ImportError:
+        return None
 
 
 def eager_cpu_forced(variable: str) -> bool:

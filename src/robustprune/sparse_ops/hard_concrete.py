@@ -31,13 +31,12 @@ cache. CUDA: :mod:`robustprune.kernels.hard_concrete`. Gate arithmetic is fp32 w
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 
 from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, skip_dynamo_until_loaded
-from robustprune.sparse_ops.cpu_threads import eager_cpu_forced
+from robustprune.sparse_ops.cpu_threads import compiled_module, eager_cpu_forced
 from robustprune.sparse_ops.validation import check_float_tensor
 
 GAMMA = -0.1
@@ -123,14 +122,9 @@ def hard_concrete_gate(
 CPU_SWITCH = "ROBUSTPRUNE_HARD_CONCRETE_CPU"
 
 
-@functools.cache
 def _compiled_cpu_module():
     """:mod:`robustprune.sparse_ops.hard_concrete_cpu` (numba), or None when numba cannot be imported."""
-    try:
-        from robustprune.sparse_ops import hard_concrete_cpu
-    except ImportError:
-        return None
-    return hard_concrete_cpu
+    return compiled_module("hard_concrete_cpu")
 
 
 def _compiled_cpu():

@@ -21,7 +21,8 @@ rounding torch uses), so only NaN payloads can differ from torch. An upstream gr
 scalar (``out.sum().backward()``) is passed as that scalar, not materialised.
 
 Threads: the kernels release the GIL (``nogil``) and large inputs are split over
-``torch.get_num_threads()`` Python threads (:mod:`robustprune.sparse_ops.cpu_threads`). Machine code is
+``torch.get_num_threads()`` threads (torch's OpenMP team, or Python threads:
+:mod:`robustprune.sparse_ops.cpu_threads`). Machine code is
 cached on disk (``cache=True``), one specialisation per combination of dtypes, compiled on first use.
 """
 

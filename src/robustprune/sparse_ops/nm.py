@@ -19,7 +19,7 @@ import functools
 import torch
 
 from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, skip_dynamo_until_loaded
-from robustprune.sparse_ops.cpu_threads import eager_cpu_forced
+from robustprune.sparse_ops.cpu_threads import compiled_module, eager_cpu_forced
 from robustprune.sparse_ops.patterns import check_nm
 from robustprune.sparse_ops.validation import check_float_tensor
 
@@ -89,14 +89,10 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return _nm_mask_op(scores, int(n), int(m))
 
 
-@functools.cache
 def _compiled_cpu_kernel():
     """``nm_mask_cpu.nm_mask_into`` (numba), or None when numba cannot be imported."""
-    try:
-        from robustprune.sparse_ops import nm_mask_cpu
-    except ImportError:
-        return None
-    return nm_mask_cpu.nm_mask_into
+    module = compiled_module("nm_mask_cpu")
+    return None if module is None else module.nm_mask_into
 
 
 def compiled_cpu_available() -> bool:

@@ -16,8 +16,6 @@ Gradients flow to ``x``, to the kept ``values`` (the mask stays fixed) and to ``
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from robustprune.sparse_ops.backend import (
@@ -25,7 +23,7 @@ from robustprune.sparse_ops.backend import (
     skip_dynamo_until_loaded,
     triton_interpreter_active,
 )
-from robustprune.sparse_ops.cpu_threads import eager_cpu_forced
+from robustprune.sparse_ops.cpu_threads import compiled_module, eager_cpu_forced
 from robustprune.sparse_ops.nm_format import check_compressed, unpack_indices
 
 # Dense bytes rebuilt per CPU block: large enough to amortise per-op overhead at batch 1, small enough to
@@ -84,14 +82,9 @@ def _rebuild(values: torch.Tensor, lanes: torch.Tensor, buffer: torch.Tensor, n:
 CPU_SWITCH = "ROBUSTPRUNE_NM_LINEAR_CPU"
 
 
-@functools.cache
 def _compiled_cpu_module():
     """:mod:`robustprune.sparse_ops.nm_linear_cpu`, or None when numba cannot be imported."""
-    try:
-        from robustprune.sparse_ops import nm_linear_cpu
-    except ImportError:
-        return None
-    return nm_linear_cpu
+    return compiled_module("nm_linear_cpu")
 
 
 def compiled_forward_applies(batch: int, values: torch.Tensor, n: int, m: int) -> bool:

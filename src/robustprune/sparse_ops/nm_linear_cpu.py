@@ -1,4 +1,4 @@
-"""Compiled CPU forward of ``robustprune::nm_linear`` at small batch (decoding): numba + explicit LLVM vectors.
+"""Compiled CPU forward of ``robustprune::nm_linear`` at small batch (decoding): numba, explicit vectors.
 
 At batch 1 a linear layer is bound by the bytes of its weight. The compressed N:M weight is about half of
 dense (values + packed indices, :mod:`robustprune.sparse_ops.nm_format`), so reading it once, straight from
@@ -21,8 +21,8 @@ columns run in blocks of ``BLOCK_COLUMNS`` (every row of W reads that slice of `
 batch rows run one after another per weight row (whose values stay in L1 meanwhile). The kernel serves
 small batches (the op's dispatch picks it up to ``SMALL_BATCH`` rows); BLAS serves larger ones.
 
-Threads: nogil kernels over Python threads (:mod:`robustprune.sparse_ops.cpu_threads`; numba's own
-parallel layer breaks forked children). Machine code is cached on disk (``cache=True``).
+Threads: nogil kernels on torch's OpenMP team, or Python threads
+(:mod:`robustprune.sparse_ops.cpu_threads`, which says why, and why not numba's own parallel layer). Machine code is cached on disk (``cache=True``).
 """
 
 from __future__ import annotations
@@ -269,7 +269,8 @@ def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Ten
     run = kernel(kind, n, m, value_format)
     # Batch 1 reads x's slice in blocks; larger batches measured faster with whole rows (each batch row
     # re-reads x either way, and a row's values stay in L1 across the batch).
-    block_chunks = max(1, BLOCK_COLUMNS * n // (LANES[kind] * m)) if x32.shape[0] == 1 else kept // LANES[kind]
+    whole_row = kept // LANES[kind]
+    block_chunks = max(1, BLOCK_COLUMNS * n // (LANES[kind] * m)) if x32.shape[0] == 1 else whole_row
     min_rows = -(-PARALLEL_MIN_ELEMENTS // (kept * m // n))
     run_split(lambda lo, hi: run(*arrays, lo, hi, block_chunks), out_features, min_rows)
     return y

@@ -14,8 +14,8 @@ byte store); the last partial vector runs a scalar loop with every lane and comp
 load it instead of compiling.
 
 Threads: the kernels release the GIL (``nogil``) and large inputs are split over
-``torch.get_num_threads()`` Python threads (:mod:`robustprune.sparse_ops.cpu_threads`, which says why
-numba's own parallel layer is not used).
+``torch.get_num_threads()`` threads, torch's OpenMP team or Python threads
+(:mod:`robustprune.sparse_ops.cpu_threads`, which says why, and why not numba's own parallel layer).
 """
 
 from __future__ import annotations
