@@ -1,5 +1,7 @@
 """The compiled (numba) small-batch CPU forward of nm_linear against dense F.linear and the BLAS route."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -63,9 +65,11 @@ def test_every_kind_and_pattern_matches_dense(kind, n, m):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_the_op_on_odd_chunk_counts_and_many_rows(dtype):
-    """Chunk counts not a multiple of the eight accumulators; the thread split; several column blocks."""
-    for n, m, in_features, out in [(2, 4, 32 * 13, 40), (4, 8, 32 * 9, 9), (2, 4, 4096, 1100), (2, 8, 8256, 5)]:
-        w, x = problem(out, in_features, n, m, dtype, 2, seed=in_features)
+    """Chunk counts not a multiple of the eight accumulators; row counts not a multiple of the rows advanced
+    together; the thread split; several column blocks (batch 1)."""
+    cases = [(2, 4, 32 * 13, 40), (4, 8, 32 * 9, 9), (2, 4, 4096, 1100), (2, 8, 8256, 5), (2, 4, 9216, 7)]
+    for (n, m, in_features, out), batch in itertools.product(cases, (1, 2)):
+        w, x = problem(out, in_features, n, m, dtype, batch, seed=in_features)
         values, metadata = nm_compress(w, n, m)
         bias = torch.randn(out, generator=torch.Generator().manual_seed(1)).to(dtype)
         y = nm_linear(x, values, metadata, bias, n, m)
