@@ -22,7 +22,7 @@ import pytest
 
 from robustprune.data.datasets import TextDataset
 from robustprune.eval.attacks import attack
-from robustprune.eval.attacks.recipes import deepwordbug, pwws
+from robustprune.eval.attacks.recipes import deepwordbug, pwws, textbugger, textfooler
 from tests.eval.attacks.bow_classifier import BagOfWordsClassifier
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "textattack_sst2_bow.json"
@@ -109,3 +109,53 @@ def test_deepwordbug_equals_textattack_from_the_same_random_state(recorded, bow)
     metrics = recorded["recipes"]["deepwordbug"]["metrics"]
     assert report.count("succeeded") == metrics["successful_attacks"]
     assert report.avg_queries == pytest.approx(metrics["avg_num_queries"], abs=0.005)
+
+
+# ------------------------------------------------------------------- TextFooler and TextBugger, same resources
+
+SHARED_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "textattack_sst2_bow_shared.json"
+
+
+@pytest.fixture(scope="module")
+def recorded_shared() -> dict:
+    return json.loads(SHARED_FIXTURE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def one_text_encoder(minilm_path):
+    """all-MiniLM-L6-v2 one text per forward pass, as the recording ran it: an embedding then does not depend
+    on which other texts share its batch."""
+    from robustprune.eval.attacks.constraints import SentenceEncoder
+
+    return SentenceEncoder.from_pretrained(batch_size=1)
+
+
+def assert_metrics(report, metrics: dict) -> None:
+    assert report.count("succeeded") == metrics["successful_attacks"]
+    assert report.count("failed") == metrics["failed_attacks"]
+    assert report.count("skipped") == metrics["skipped_attacks"]
+    assert report.accuracy_under_attack == pytest.approx(metrics["accuracy_under_attack_perc"], abs=0.005)
+    assert report.success_rate == pytest.approx(metrics["attack_success_rate_perc"], abs=0.005)
+    assert report.avg_queries == pytest.approx(metrics["avg_num_queries"], abs=0.005)
+    assert report.perturbed_word_percent == pytest.approx(metrics["avg_word_perturbed_perc"], abs=0.005)
+
+
+def test_textfooler_equals_textattack_given_the_same_resources(recorded_shared, bow, glove, one_text_encoder,
+                                                               wordnet_ok):
+    examples = examples_of(recorded_shared, "textfooler")
+    report = attack(bow, dataset_of(examples), textfooler(vectors=glove, encoder=one_text_encoder), progress=False)
+    assert report.parameters["mode"] == "textattack"
+    assert_same_as_textattack(report, examples)
+    assert_metrics(report, recorded_shared["recipes"]["textfooler"]["metrics"])
+
+
+def test_textbugger_equals_textattack_given_the_same_resources_and_random_state(recorded_shared, bow, glove,
+                                                                                one_text_encoder):
+    examples = examples_of(recorded_shared, "textbugger")
+    recipe = textbugger(vectors=glove, encoder=one_text_encoder,
+                        seed=int(recorded_shared["recipes"]["textbugger"]["random_seed"]))
+    states = textattack_states(examples, recipe.draws.seed)
+    recipe.draws.restart = lambda example: recipe.draws.use(states[example])  # TextAttack's stream, not ours
+    report = attack(bow, dataset_of(examples), recipe, progress=False)
+    assert_same_as_textattack(report, examples)
+    assert_metrics(report, recorded_shared["recipes"]["textbugger"]["metrics"])
