@@ -13,8 +13,12 @@ bert-attack 48 masked-LM candidates          <= 40 % words changed, sentence sim
 deepwordbug swap, substitute, delete, insert edit distance <= 30                       unk
 
 Every builder takes ``mode``: ``"textattack"`` (the default) runs the recipe as TextAttack 0.3.11 does
-(NLTK's English stopwords matched case-sensitively, TextAttack's word splitting, candidate order, PWWS
-ranking, query counting and character edits; see :mod:`robustprune.eval.attacks.attack`); ``"paper"`` runs
+(its stopword lists matched case-sensitively: NLTK's English list, TextFooler's own for TextFooler;
+TextAttack's word splitting and re-splitting of a replaced word, candidate order, PWWS ranking, query
+counting, character edits and homoglyphs, sentence windows and float32 similarities; see
+:mod:`robustprune.eval.attacks.attack`). PWWS and DeepWordBug, and TextFooler and TextBugger given the same
+resources, make TextAttack's decisions example by example (``tests/eval/attacks/test_textattack_fixture.py``).
+``"paper"`` runs
 robustprune's own reading of the paper (its own stopword list, PWWS's delta p as the drop below the clean
 score, character edits that always change the word, each word always bugged the same way). The mode is
 recorded in the report's parameters and the deviations name what each mode changes.
