@@ -374,7 +374,7 @@ class SentenceSimilarity:
             c = candidates[k]
             if not c.newly_modified:
                 raise ValueError(f"the sentence encoder needs a newly modified word, got none in {c.text!r}")
-            index = next(iter(set(sorted(c.newly_modified))))  # TextAttack adds them in order to a set
+            index = next(iter(set(sorted(c.newly_modified))))  # noqa: C414  (TextAttack adds them in order to a set)
             refs.append(reference.textattack_window(index, size))
             cands.append(c.textattack_window(index, size))
         unique = list(dict.fromkeys(refs + cands))
