@@ -75,4 +75,16 @@ def nltk_english_stopwords() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-__all__ = ["STOPWORDS", "is_stopword", "nltk_english_stopwords"]
+@lru_cache(maxsize=1)
+def textfooler_stopwords() -> tuple[str, ...]:
+    """TextFooler's stopword list (266 words, alphabetical): the list TextAttack's TextFooler recipe passes to
+    its ``StopwordModification`` instead of NLTK's.
+
+    Shipped with the package as data (``robustprune/data/stopwords/textfooler_english.txt``; its
+    ``PROVENANCE.md`` says where it came from)."""
+    text = resources.files("robustprune.data").joinpath("stopwords/textfooler_english.txt").read_text(
+        encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+__all__ = ["STOPWORDS", "is_stopword", "nltk_english_stopwords", "textfooler_stopwords"]

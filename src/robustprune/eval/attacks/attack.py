@@ -467,9 +467,9 @@ def attack(
     bar = tqdm(total=len(items), desc=f"attack {recipe.name}", disable=not progress, unit="ex")
     for job, (status, initial, final) in _run_pooled(engine, items, pool):
         text, final_text = job.text, final.text
-        changed = tuple(
+        changed = tuple(  # over the shorter text, as TextAttack's all_words_diff (a split word shifts the rest)
             (k, text.words[k], final_text.words[k])
-            for k in range(text.num_words)
+            for k in range(min(text.num_words, final_text.num_words))
             if final_text.words[k] != text.words[k]
         )
         found[job.index] = ExampleResult(

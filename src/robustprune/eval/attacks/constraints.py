@@ -133,8 +133,33 @@ class WordEmbeddingDistance:
         cos = self.vectors.cosine(a.lower(), b.lower())
         return self.include_unknown_words if cos is None else cos >= self.min_cos_sim
 
+    def _cosine_textattack(self, a: str, b: str) -> float | None:
+        """TextAttack's ``WordEmbedding.get_cos_sim``: ``torch.nn.CosineSimilarity`` of the two stored (float32)
+        rows, the lower row first; other vector tables fall back to their own ``cosine``."""
+        rows, table = getattr(self.vectors, "index", None), getattr(self.vectors, "vectors", None)
+        if not callable(rows) or table is None:
+            return self.vectors.cosine(a, b)
+        i, j = rows(a), rows(b)
+        if i is None or j is None:
+            return None
+        i, j = min(i, j), max(i, j)
+        return torch.nn.functional.cosine_similarity(torch.as_tensor(table[i]), torch.as_tensor(table[j]),
+                                                     dim=0).item()
+
+    def _ok_textattack(self, a: str, b: str) -> bool:
+        cos = self._cosine_textattack(a.lower(), b.lower())
+        return self.include_unknown_words if cos is None else not cos < self.min_cos_sim
+
     def check(self, candidates: Sequence[AttackedText], reference: AttackedText) -> list[bool]:
-        return [all(self._ok(reference.words[i], c.words[i]) for i in _new_indices(c)) for c in candidates]
+        out = []
+        for c in candidates:
+            if c.mode == "textattack":  # TextAttack: an index past either text's end fails the constraint
+                indices = _new_indices(c)
+                out.append(not any(i >= reference.num_words or i >= c.num_words for i in indices)
+                           and all(self._ok_textattack(reference.words[i], c.words[i]) for i in indices))
+            else:
+                out.append(all(self._ok(reference.words[i], c.words[i]) for i in _new_indices(c)))
+        return out
 
 
 class PartOfSpeech:
@@ -171,7 +196,10 @@ class PartOfSpeech:
 
     def check(self, candidates: Sequence[AttackedText], reference: AttackedText) -> list[bool]:
         return [
-            all(self.matches(reference.words[i], c.words[i]) for i in _new_indices(c)) for c in candidates
+            not (c.mode == "textattack" and any(i >= reference.num_words or i >= c.num_words
+                                                for i in _new_indices(c)))
+            and all(self.matches(reference.words[i], c.words[i]) for i in _new_indices(c))
+            for c in candidates
         ]
 
 
@@ -330,8 +358,43 @@ class SentenceSimilarity:
         self.window_size = window_size
         self.skip_text_shorter_than_window = skip_text_shorter_than_window
 
+    def _textattack_scores(self, candidates: Sequence[AttackedText], reference: AttackedText) -> torch.Tensor:
+        """TextAttack's ``SentenceEncoder._score_list``: every text is a window (without a window size, the
+        span from the first word to the last, leaving out punctuation around them) around the candidate's
+        first newly modified index in set order, located by :meth:`AttackedText.textattack_window`;
+        similarities in float32; texts shorter than the window score 1 when skipped."""
+        size = math.inf if self.window_size is None else self.window_size
+        out = torch.ones(len(candidates), dtype=torch.float32)
+        todo = [k for k, c in enumerate(candidates)
+                if not (self.skip_text_shorter_than_window and c.num_words < size)]
+        if not todo:
+            return out
+        refs, cands = [], []
+        for k in todo:
+            c = candidates[k]
+            if not c.newly_modified:
+                raise ValueError(f"the sentence encoder needs a newly modified word, got none in {c.text!r}")
+            index = next(iter(set(sorted(c.newly_modified))))  # noqa: C414  (TextAttack adds them in order to a set)
+            refs.append(reference.textattack_window(index, size))
+            cands.append(c.textattack_window(index, size))
+        unique = list(dict.fromkeys(refs + cands))
+        embeddings = self.encoder.encode(unique)
+        if not isinstance(embeddings, torch.Tensor):
+            embeddings = torch.tensor(embeddings)
+        row = {t: i for i, t in enumerate(unique)}
+        a, b = embeddings[[row[t] for t in refs]], embeddings[[row[t] for t in cands]]
+        cos = torch.nn.CosineSimilarity(dim=1)(a, b)
+        if self.metric == "angular":
+            cos = 1 - torch.acos(torch.clamp(cos, -1.0, 1.0)) / math.pi
+        out[todo] = cos.to(out.dtype)
+        return out
+
     def scores(self, candidates: Sequence[AttackedText], reference: AttackedText) -> list[float]:
-        """Similarity of each candidate to ``reference`` (windowed around its newly modified word)."""
+        """Similarity of each candidate to ``reference`` (windowed around its newly modified word).
+
+        Texts in ``"textattack"`` mode are scored as TextAttack scores them (see :meth:`_textattack_scores`)."""
+        if candidates and candidates[0].mode == "textattack":
+            return self._textattack_scores(candidates, reference).tolist()
         out = [1.0] * len(candidates)
         todo = list(range(len(candidates)))
         if self.window_size is not None and self.skip_text_shorter_than_window:
@@ -365,6 +428,11 @@ class SentenceSimilarity:
         return out
 
     def check(self, candidates: Sequence[AttackedText], reference: AttackedText) -> list[bool]:
+        if candidates and candidates[0].mode == "textattack":
+            scores = self._textattack_scores(candidates, reference)
+            for c, s in zip(candidates, scores.tolist()):
+                c.attrs["similarity"] = s
+            return (scores >= self.threshold).tolist()  # compared in float32, as TextAttack's tensor compare
         scores = self.scores(candidates, reference)
         for c, s in zip(candidates, scores):
             c.attrs["similarity"] = s

@@ -13,8 +13,12 @@ bert-attack 48 masked-LM candidates          <= 40 % words changed, sentence sim
 deepwordbug swap, substitute, delete, insert edit distance <= 30                       unk
 
 Every builder takes ``mode``: ``"textattack"`` (the default) runs the recipe as TextAttack 0.3.11 does
-(NLTK's English stopwords matched case-sensitively, TextAttack's word splitting, candidate order, PWWS
-ranking, query counting and character edits; see :mod:`robustprune.eval.attacks.attack`); ``"paper"`` runs
+(its stopword lists matched case-sensitively: NLTK's English list, TextFooler's own for TextFooler;
+TextAttack's word splitting and re-splitting of a replaced word, candidate order, PWWS ranking, query
+counting, character edits and homoglyphs, sentence windows and float32 similarities; see
+:mod:`robustprune.eval.attacks.attack`). PWWS and DeepWordBug, and TextFooler and TextBugger given the same
+resources, make TextAttack's decisions example by example (``tests/eval/attacks/test_textattack_fixture.py``).
+``"paper"`` runs
 robustprune's own reading of the paper (its own stopword list, PWWS's delta p as the drop below the clean
 score, character edits that always change the word, each word always bugged the same way). The mode is
 recorded in the report's parameters and the deviations name what each mode changes.
@@ -159,14 +163,17 @@ def _encoder(encoder: Any, deviations: list[str]) -> Any:
     return check_sentence_encoder(encoder)
 
 
-def _pre(stopwords: Iterable[str] | None, mode: str) -> list:
-    """Never change a word twice or a stopword: TextAttack's default is NLTK's English list matched
-    exactly as written, robustprune's its own list matched case-insensitively."""
+def _pre(stopwords: Iterable[str] | None, mode: str, textattack_default: Callable[[], Iterable[str]] | None = None
+         ) -> list:
+    """Never change a word twice or a stopword: in ``"textattack"`` mode the recipe's TextAttack list
+    (``textattack_default``; NLTK's English list when None) matched exactly as written, in ``"paper"`` mode
+    robustprune's own list matched case-insensitively."""
     if mode == "textattack":
         from robustprune.eval.stopwords import nltk_english_stopwords
 
+        default = nltk_english_stopwords if textattack_default is None else textattack_default
         return [RepeatModification(),
-                StopwordModification(nltk_english_stopwords() if stopwords is None else stopwords, case_sensitive=True)]
+                StopwordModification(default() if stopwords is None else stopwords, case_sensitive=True)]
     return [RepeatModification(), StopwordModification(stopwords)]
 
 
@@ -178,7 +185,13 @@ def textfooler(
     word_pos: Callable[[str], frozenset[str]] | None = None,
     mode: str = "textattack",
 ) -> Recipe:
-    """TextFooler (Jin et al., 2020) as TextAttack builds it."""
+    """TextFooler (Jin et al., 2020) as TextAttack builds it.
+
+    In ``"textattack"`` mode the stopwords are TextFooler's own list, as TextAttack's recipe passes it
+    (:func:`robustprune.eval.stopwords.textfooler_stopwords`), and the candidates are the 50 nearest GloVe
+    entries that are one word. Given the same resources (these vectors, this sentence encoder, WordNet POS
+    sets in TextAttack's ``PartOfSpeech`` place), it makes TextAttack's decisions example by example
+    (``tests/eval/attacks/test_textattack_fixture.py``)."""
     check_mode(mode)
     deviations: list[str] = []
     vectors = _vectors(vectors, deviations, "counter-fitted vectors")
@@ -189,13 +202,12 @@ def textfooler(
             "NLTK tagger in context; verb/noun swaps allowed as in TextAttack"
         ),
     ] + _mode_notes(mode)
-    if mode == "textattack" and stopwords is None:
-        deviations.append("stopwords: NLTK's English list (TextAttack's TextFooler recipe passes TextFooler's own "
-                          "list)")
+    from robustprune.eval.stopwords import textfooler_stopwords
+
     return Recipe(
         name="textfooler",
-        transformation=EmbeddingSwap(vectors, max_candidates=50),
-        pre_constraints=_pre(stopwords, mode),
+        transformation=EmbeddingSwap(vectors, max_candidates=50, mode=mode),
+        pre_constraints=_pre(stopwords, mode, textfooler_stopwords),
         constraints=[
             WordEmbeddingDistance(vectors, min_cos_sim=0.5),
             PartOfSpeech(word_pos, allow_verb_noun_swap=True),
@@ -231,17 +243,16 @@ def textbugger(
     deviations: list[str] = []
     vectors = _vectors(vectors, deviations, "GloVe 6B 300-d (the paper) / counter-fitted (TextAttack)")
     encoder = _encoder(encoder, deviations)
+    if mode == "textattack":
+        homoglyphs = ("Sub-C uses TextAttack's table of look-alike characters (TEXTATTACK_HOMOGLYPHS, e.g. "
+                      "o->Cyrillic o, 1->l, 0->O), not the paper's")
+    else:
+        homoglyphs = ("Sub-C uses a table of Unicode look-alike letters (robustprune HOMOGLYPHS) instead of the "
+                      "paper's visually similar characters such as o->0, l->1")
     deviations += [
         "word ranking by deleting each word (TextAttack); the paper first ranks sentences, then words",
-        (
-            "Sub-C uses a table of Unicode look-alike letters (robustprune HOMOGLYPHS) instead of the "
-            "paper's "
-            "visually similar characters such as o->0, l->1"
-        ),
+        homoglyphs,
     ] + _mode_notes(mode, random_edits=True)
-    if mode == "textattack":
-        deviations.append("a space inserted into a word keeps both halves in one word slot (TextAttack re-splits "
-                          "them into two words)")
     inner, draws = _edit_options(mode, seed, skip_first_char=True, skip_last_char=True)
     return Recipe(
         name="textbugger",
@@ -250,8 +261,8 @@ def textbugger(
                 CharacterInsert(letters=" ", **inner),
                 CharacterDelete(**inner),
                 NeighbourSwap(**inner),
-                HomoglyphSwap(),
-                EmbeddingSwap(vectors, max_candidates=5),
+                HomoglyphSwap(mode=mode),
+                EmbeddingSwap(vectors, max_candidates=5, mode=mode),
             ]
         ),
         pre_constraints=_pre(stopwords, mode),

@@ -135,12 +135,42 @@ class AttackedText:
         return (self.text, self.context) if self.attacked_first else (self.context, self.text)
 
     def replace_word(self, index: int, word: str) -> AttackedText:
-        """A copy with word ``index`` replaced; it counts as modified even if ``word`` is unchanged."""
+        """A copy with word ``index`` replaced.
+
+        ``"paper"``: ``word`` fills the slot as given (it may contain a space) and counts as modified even if
+        unchanged. ``"textattack"``: as TextAttack's ``replace_word_at_index``: ``word`` is put in the old
+        word's place and the text is split into words again, so ``word`` may become several words (a space
+        inserted by TextBugger) or none; the indices after it then shift, and modified indices with them.
+        It counts as modified only if it differs from the old word."""
         self._check_index(index)
+        if self.mode == "textattack":
+            return self._textattack_replace(index, word)
         words = self.words[:index] + (word,) + self.words[index + 1 :]
         return replace(
             self, words=words, modified=self.modified | {index}, newly_modified=frozenset({index}), attrs={}
         )
+
+    def _textattack_replace(self, index: int, word: str) -> AttackedText:
+        old = self.words[index]
+        left, right = self.separators[index], self.separators[index + 1]
+        new_words = textattack_words(word)
+        if not new_words and not (index == len(self.words) - 1 and not right):
+            # TextAttack drops one space when a word becomes no word (as when deleting it)
+            if index == 0:
+                right = right[1:] if right[:1] == " " else right
+            elif left[-1:] == " ":
+                left = left[:-1]
+        seps, words = list(self.separators), list(self.words)
+        seps[index], seps[index + 1], words[index] = left, right, word
+        text = "".join(sep + w for sep, w in zip(seps, words)) + seps[-1]
+        words, seps = split_words(text, "textattack")
+        shift = len(new_words) - len(textattack_words(old))
+        modified = set(self.modified)
+        if shift:
+            modified = {m for m in modified if m < index} | {m + shift for m in modified if m > index}
+        newly = set(range(index, index + len(new_words))) if old != word else set()
+        return AttackedText(words, seps, self.context, self.attacked_first, frozenset(modified | newly),
+                            frozenset(newly), mode=self.mode)
 
     def delete_word(self, index: int) -> AttackedText:
         """A copy without word ``index`` (used to rank word importance).
@@ -188,6 +218,28 @@ class AttackedText:
         for i in range(start + 1, end + 1):
             parts += [self.separators[i], self.words[i]]
         return "".join(parts)
+
+    def textattack_window(self, index: int, size: float) -> str:
+        """TextAttack's ``text_window_around_index``: the same words as :meth:`window` (``size`` may be
+        ``math.inf``: from the first word to the last), located as TextAttack locates them: each word's first
+        case-insensitive occurrence after the previous one's end. Like TextAttack, ``index`` is not checked
+        against the text's length (a candidate's index can lie past the end of a shorter reference)."""
+        n = len(self.words)
+        half = (size - 1) / 2.0
+        if index - half < 0:
+            start, end = 0, min(size - 1, n - 1)
+        elif index + half >= n:
+            start, end = max(0, n - size), n - 1
+        else:
+            start, end = index - math.ceil(half), index + math.floor(half)
+        start, end = int(start), int(end)
+        return self.text[self._textattack_offset(start) : self._textattack_offset(end) + len(self.words[end])]
+
+    def _textattack_offset(self, index: int) -> int:
+        lower, position = self.text.lower(), 0
+        for word in self.words[: index + 1]:
+            position = lower.find(word.lower(), position) + len(word)
+        return position - len(self.words[index])
 
     def words_diff(self, other: AttackedText) -> list[int]:
         """Indices whose words differ from ``other``'s (same number of word slots required)."""

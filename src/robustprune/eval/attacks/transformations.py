@@ -58,9 +58,15 @@ class EmbeddingSwap(WordSwap):
         max_candidates: neighbours per word.
         min_cosine: passed to the lookup; the recipes leave it at -1 and filter with
             :class:`~robustprune.eval.attacks.constraints.WordEmbeddingDistance`, as TextAttack does.
+        mode: ``"paper"``: the ``max_candidates`` nearest entries, less those that are no word
+            (:func:`robustprune.eval.words.is_word`). ``"textattack"``: the ``max_candidates`` nearest entries
+            that TextAttack reads as exactly one word (its nearest-neighbour table over a vocabulary of words,
+            as the counter-fitted vectors have), none dropped afterwards, each in the replaced word's case.
     """
 
-    def __init__(self, vectors: Any = None, max_candidates: int = 50, min_cosine: float = -1.0) -> None:
+    def __init__(self, vectors: Any = None, max_candidates: int = 50, min_cosine: float = -1.0, *,
+                 mode: str = "paper") -> None:
+        self.mode = check_mode(mode)
         if not isinstance(max_candidates, int) or max_candidates < 1:
             raise ValueError(f"max_candidates must be a positive int, got {max_candidates!r}")
         if vectors is None:
@@ -72,13 +78,26 @@ class EmbeddingSwap(WordSwap):
         self.min_cosine = min_cosine
         self._cache: dict[str, list[str]] = {}
 
+    def _one_word_neighbours(self, key: str) -> list[str]:
+        """The ``max_candidates`` nearest entries that are exactly one TextAttack word."""
+        ask = 2 * self.max_candidates + 10
+        while True:
+            found = self.vectors.nearest(key, ask, self.min_cosine)
+            words = [w for w, _ in found if textattack_words(w) == [w]]
+            if len(words) >= self.max_candidates or len(found) < ask:
+                return words[: self.max_candidates]
+            ask *= 4
+
     def replacements(self, word: str) -> list[str]:
         key = word.lower()
         if key not in self._cache:
-            found = (
-                self.vectors.nearest(key, self.max_candidates, self.min_cosine) if key in self.vectors else []
-            )
-            self._cache[key] = [w for w, _ in found if w != key and is_word(w)]
+            if key not in self.vectors:
+                self._cache[key] = []
+            elif self.mode == "textattack":
+                self._cache[key] = self._one_word_neighbours(key)
+            else:
+                found = self.vectors.nearest(key, self.max_candidates, self.min_cosine)
+                self._cache[key] = [w for w, _ in found if w != key and is_word(w)]
         return [recover_case(w, word) for w in self._cache[key]]
 
 
@@ -307,18 +326,42 @@ HOMOGLYPHS: dict[str, str] = {
 }
 
 
-class HomoglyphSwap(WordSwap):
-    """Replace one character by a look-alike; one candidate per replaceable position (TextBugger)."""
+# TextAttack 0.3.11's homoglyph table (``WordSwapHomoglyphSwap.homos`` in
+# textattack/transformations/word_swaps/word_swap_homoglyph_swap.py; TextAttack is MIT-licensed), kept as
+# data so that "textattack"-mode TextBugger makes TextAttack's candidates. Digits, "-" and "'" have look-alikes
+# too, and "1" -> "l", "0" -> "O" are plain ASCII.
+TEXTATTACK_HOMOGLYPHS: dict[str, str] = {
+    "-": "\u02d7", "9": "\u09ed", "8": "\u0222", "7": "\U0001d7d5", "6": "\u0431", "5": "\u01bc",
+    "4": "\u13ce", "3": "\u01b7", "2": "\u14bf", "1": "l", "0": "O", "'": "`", "a": "\u0251",
+    "b": "\u042c", "c": "\u03f2", "d": "\u0501", "e": "\u0435", "f": "\U0001d68f", "g": "\u0261",
+    "h": "\u0570", "i": "\u0456", "j": "\u03f3", "k": "\U0001d48c", "l": "\u217c", "m": "\uff4d",
+    "n": "\u0578", "o": "\u043e", "p": "\u0440", "q": "\u051b", "r": "\u2c85", "s": "\u0455",
+    "t": "\U0001d69d", "u": "\u057d", "v": "\u0475", "w": "\u051d", "x": "\u00d7", "y": "\u0443",
+    "z": "\u1d22",
+}
 
-    def __init__(self, table: dict[str, str] | None = None) -> None:
-        self.table = HOMOGLYPHS if table is None else dict(table)
+
+class HomoglyphSwap(WordSwap):
+    """Replace one character by a look-alike; one candidate per replaceable position (TextBugger).
+
+    Args:
+        table: character -> look-alike; None: :data:`HOMOGLYPHS` (``"paper"``) or TextAttack's own table
+            :data:`TEXTATTACK_HOMOGLYPHS` (``"textattack"``).
+        mode: ``"textattack"`` or ``"paper"``.
+    """
+
+    def __init__(self, table: dict[str, str] | None = None, *, mode: str = "paper") -> None:
+        self.mode = check_mode(mode)
+        default = TEXTATTACK_HOMOGLYPHS if self.mode == "textattack" else HOMOGLYPHS
+        self.table = default if table is None else dict(table)
 
     def replacements(self, word: str) -> list[str]:
         return [word[:i] + self.table[c] + word[i + 1 :] for i, c in enumerate(word) if c in self.table]
 
 
 class CompositeTransformation:
-    """The candidates of several transformations, concatenated in order, duplicates dropped."""
+    """The candidates of several transformations, concatenated in order, duplicates dropped: the same words
+    (``"paper"`` texts) or the same text (``"textattack"`` texts, as TextAttack's ``AttackedText`` equality)."""
 
     def __init__(self, parts: Sequence[Transformation]) -> None:
         if not parts:
@@ -326,10 +369,10 @@ class CompositeTransformation:
         self.parts = list(parts)
 
     def __call__(self, text: AttackedText, indices: Sequence[int]) -> list[AttackedText]:
-        seen: dict[tuple[str, ...], AttackedText] = {}
+        seen: dict[Any, AttackedText] = {}
         for part in self.parts:
             for candidate in part(text, indices):
-                seen.setdefault(candidate.words, candidate)
+                seen.setdefault(candidate.text if candidate.mode == "textattack" else candidate.words, candidate)
         return list(seen.values())
 
 
@@ -456,6 +499,7 @@ class MaskedLMSwap:
 
 __all__ = [
     "HOMOGLYPHS",
+    "TEXTATTACK_HOMOGLYPHS",
     "CharacterDelete",
     "CharacterInsert",
     "CharacterSubstitute",
