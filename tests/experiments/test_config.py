@@ -33,16 +33,21 @@ def test_defaults_and_points():
         assert parse_config(changed).fingerprint() != config.fingerprint()
 
 
-def test_attack_mode():
-    from robustprune.eval.attacks.text import MODES
+def test_attack_mode(monkeypatch):
+    from robustprune.eval.attacks import text
 
-    from robustprune.experiments.config import ATTACK_MODES
+    from robustprune.experiments import config as config_module
 
-    assert ATTACK_MODES == MODES
+    assert config_module.ATTACK_MODES == text.MODES
+    assert config_module.TEXTATTACK_MODE_REVISION == text.TEXTATTACK_MODE_REVISION
     default = parse_config({"evaluation": {"attacks": ["pwws"]}})
     paper = parse_config({"evaluation": {"attacks": [{"recipe": "pwws", "mode": "paper"}]}})
     assert default.evaluation.attacks[0].mode == "textattack" and paper.evaluation.attacks[0].mode == "paper"
     assert default.fingerprint() != paper.fingerprint()  # a mode's results never resume the other's
+    revised = default.fingerprint()
+    monkeypatch.setattr(config_module, "TEXTATTACK_MODE_REVISION", text.TEXTATTACK_MODE_REVISION + 1)
+    assert default.fingerprint() != revised  # nor does an earlier revision's
+    assert paper.fingerprint() == parse_config(paper.to_dict()).fingerprint()  # the paper mode has none
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -31,6 +31,7 @@ ADVERSARIES = ("freelb", "pgd")
 PROTOCOLS = ("finetune_then_prune", "prune_then_finetune")
 ATTACK_RECIPES = ("textfooler", "textbugger", "pwws", "bert-attack", "deepwordbug")
 ATTACK_MODES = ("textattack", "paper")  # robustprune.eval.attacks.text.MODES, without importing the engine
+TEXTATTACK_MODE_REVISION = 2  # robustprune.eval.attacks.text.TEXTATTACK_MODE_REVISION, likewise
 SHIFTS = ("char_swap", "eda", "wordnet", "embedding_swap")
 PAPER_TABLES = ("essential_sparsity", "es_robust", "robust_tickets", "early_robust")
 BUNDLED_MODEL = "minilm"
@@ -263,6 +264,8 @@ class ExperimentConfig:
                 attack.pop("masked_lm")
             if attack["mode"] == "paper":  # earlier runs attacked in what is now the paper mode
                 attack.pop("mode")
+            else:  # earlier revisions' results (revision 1 hashed no key) never resume under a later one
+                attack["textattack_revision"] = TEXTATTACK_MODE_REVISION
         return _digest(content)
 
     def method_fingerprint(self, method: str) -> str | None:

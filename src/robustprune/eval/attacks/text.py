@@ -35,6 +35,9 @@ from robustprune.data.datasets import ClassifierInput
 from robustprune.eval.words import WORD_PATTERN
 
 MODES = ("textattack", "paper")
+# Raised whenever a change makes the textattack mode decide differently (2: TextFooler / TextBugger as
+# TextAttack given the same resources). Sweeps hash it, so results of two revisions are never mixed.
+TEXTATTACK_MODE_REVISION = 2
 
 # TextAttack's word characters besides \w; the edge characters are stripped from each end of a word.
 _TEXTATTACK_EDGE = "'-_*@"
