@@ -12,6 +12,7 @@ Masks from one call are nested: a higher sparsity prunes a superset of a lower o
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -24,7 +25,7 @@ from robustprune.sparse_ops.backend import (
     triton_interpreter_active,
 )
 from robustprune.sparse_ops.bracket_select import bracket_select
-from robustprune.sparse_ops.masks import clear_packed_bits_, pack_mask, packed_size
+from robustprune.sparse_ops.masks import clear_packed_bits_, packed_size
 from robustprune.sparse_ops.radix_select import (
     MAGNITUDE_BITS,
     RankSelection,
@@ -190,7 +191,7 @@ def _magnitude_mask_op(weight: torch.Tensor, threshold: float, ties_to_prune: in
     flat_mask = mask.view(-1)
     bound = _shrink_bound(threshold, weight.dtype)
     quota = ties_to_prune
-    keep_buffer = torch.empty(min(CPU_CHUNK, weight.numel()), dtype=torch.bool) if packed else None
+    scratch = _packing_scratch() if packed else None
     for start, chunk in flat_chunks(weight, CPU_CHUNK):
         if bound is not None:
             # hardshrink zeroes |w| <= lambd in one vectorised pass (|w| < threshold).
@@ -200,7 +201,7 @@ def _magnitude_mask_op(weight: torch.Tensor, threshold: float, ties_to_prune: in
             ties = torch.nonzero(chunk.abs() == (bound[1] if bound else 0.0)).view(-1)[:quota]
             chunk[ties] = 0
             quota -= ties.numel()
-        keep = keep_buffer[:chunk.numel()] if packed else flat_mask[start:start + chunk.numel()]
+        keep = scratch.keep[:chunk.numel()] if packed else flat_mask[start:start + chunk.numel()]
         if bound is not None:  # the cut is positive, so exactly the kept weights are non-zero
             keep.copy_(chunk)  # float -> bool conversion: much faster than a comparison
         else:  # nothing lies below the threshold; only zero-valued ties can be pruned
@@ -208,9 +209,39 @@ def _magnitude_mask_op(weight: torch.Tensor, threshold: float, ties_to_prune: in
             if ties is not None:
                 keep[ties] = False
         if packed:
-            packed_chunk = pack_mask(keep)
-            flat_mask[start // 8:start // 8 + packed_chunk.numel()] = packed_chunk
+            scratch.pack(chunk.numel(), flat_mask[start // 8:start // 8 + packed_size(chunk.numel())])
     return mask
+
+
+class _PackingScratch:
+    """One thread's buffers for packing a chunk's keep-mask, reused by every call: per-call buffers
+    fragment the heap between the masks a whole-model call keeps (peak extra memory 4.4-6.1 % of
+    BERT-base's weights instead of the masks' 3.1 %)."""
+
+    # Eight 0/1 bytes read as one int64 (little-endian, as on every CPU torch runs on), times this, hold
+    # their packed byte in bits 56-63.
+    _GATHER_BITS = 0x0102040810204080
+
+    def __init__(self) -> None:
+        self.keep = torch.empty(CPU_CHUNK, dtype=torch.bool)
+        self.product = torch.empty(CPU_CHUNK // 8, dtype=torch.int64)
+
+    def pack(self, size: int, out: torch.Tensor) -> None:
+        """Pack ``keep[:size]`` into ``out`` (``ceil(size / 8)`` bytes, layout of :func:`pack_mask`)."""
+        padded = packed_size(size) * 8
+        self.keep[size:padded] = False
+        product = self.product[:padded // 8]
+        torch.mul(self.keep[:padded].view(torch.uint8).view(torch.int64), self._GATHER_BITS, out=product)
+        out.copy_(product.bitwise_right_shift_(56).bitwise_and_(0xFF))
+
+
+_SCRATCH = threading.local()
+
+
+def _packing_scratch() -> _PackingScratch:
+    if not hasattr(_SCRATCH, "buffers"):
+        _SCRATCH.buffers = _PackingScratch()
+    return _SCRATCH.buffers
 
 
 @_magnitude_mask_op.register_kernel("cuda")
