@@ -201,3 +201,15 @@ def test_bracket_path_is_taken_on_large_inputs():
         assert selection.value_bits == int(value.view(torch.int32))
         assert selection.num_below == int((magnitudes < value).sum())
         assert selection.num_equal == int((magnitudes == value).sum())
+
+
+@pytest.mark.parametrize("offset, numel", [(0, 64), (3, 61), (8, 13), (5, 1)])
+def test_pack_mask_equals_numpy_packbits_on_views(offset, numel):
+    """The bit layout is numpy's little-endian packbits, also for masks that start inside a byte word."""
+    import numpy as np
+
+    mask = torch.rand(offset + numel, generator=torch.Generator().manual_seed(numel)) > 0.5
+    view = mask[offset:]
+    expected = np.packbits(view.numpy(), bitorder="little")
+    assert pack_mask(view).tolist() == expected.tolist()
+    assert torch.equal(unpack_mask(pack_mask(view), view.shape), view)

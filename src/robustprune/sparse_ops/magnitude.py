@@ -25,7 +25,7 @@ from robustprune.sparse_ops.backend import (
     triton_interpreter_active,
 )
 from robustprune.sparse_ops.bracket_select import bracket_select
-from robustprune.sparse_ops.masks import clear_packed_bits_, packed_size
+from robustprune.sparse_ops.masks import clear_packed_bits_, pack_bytes_into, packed_size
 from robustprune.sparse_ops.radix_select import (
     MAGNITUDE_BITS,
     RankSelection,
@@ -218,10 +218,6 @@ class _PackingScratch:
     fragment the heap between the masks a whole-model call keeps (peak extra memory 4.4-6.1 % of
     BERT-base's weights instead of the masks' 3.1 %)."""
 
-    # Eight 0/1 bytes read as one int64 (little-endian, as on every CPU torch runs on), times this, hold
-    # their packed byte in bits 56-63.
-    _GATHER_BITS = 0x0102040810204080
-
     def __init__(self) -> None:
         self.keep = torch.empty(CPU_CHUNK, dtype=torch.bool)
         self.product = torch.empty(CPU_CHUNK // 8, dtype=torch.int64)
@@ -230,9 +226,7 @@ class _PackingScratch:
         """Pack ``keep[:size]`` into ``out`` (``ceil(size / 8)`` bytes, layout of :func:`pack_mask`)."""
         padded = packed_size(size) * 8
         self.keep[size:padded] = False
-        product = self.product[:padded // 8]
-        torch.mul(self.keep[:padded].view(torch.uint8).view(torch.int64), self._GATHER_BITS, out=product)
-        out.copy_(product.bitwise_right_shift_(56).bitwise_and_(0xFF))
+        pack_bytes_into(self.keep[:padded], out, self.product[:padded // 8])
 
 
 _SCRATCH = threading.local()

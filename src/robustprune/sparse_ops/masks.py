@@ -19,17 +19,31 @@ def packed_size(numel: int) -> int:
     return (numel + 7) // 8
 
 
+# Eight 0/1 bytes read as one int64 (little-endian, as on every CPU torch runs on), times this, hold their
+# packed byte (first byte in the least significant bit) in bits 56-63.
+_GATHER_BITS = 0x0102040810204080
+
+
+def pack_bytes_into(keep: torch.Tensor, out: torch.Tensor, product: torch.Tensor | None = None) -> None:
+    """Pack ``keep`` (bool, a multiple of 8 entries, contiguous, starting at a multiple of 8 bytes) into
+    ``out`` (``keep.numel() // 8`` uint8). ``product``: an int64 scratch of ``keep.numel() // 8`` entries
+    to use instead of allocating one."""
+    words = keep.view(torch.uint8).view(torch.int64)
+    product = torch.mul(words, _GATHER_BITS, out=product) if product is not None else words * _GATHER_BITS
+    out.copy_(product.bitwise_right_shift_(56).bitwise_and_(0xFF))
+
+
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:
     """Pack a bool mask into ``ceil(numel / 8)`` uint8 bytes (see module docstring for the layout)."""
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
     flat = mask.reshape(-1)
-    if flat.device.type == "cpu":
-        return torch.from_numpy(np.packbits(flat.numpy(), bitorder="little"))
     pad = (-flat.numel()) % 8
-    if pad:
+    if pad or flat.storage_offset() % 8:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    return (flat.view(-1, 8).to(torch.uint8) << _SHIFTS.to(flat.device)).sum(dim=1, dtype=torch.uint8)
+    packed = torch.empty(flat.numel() // 8, dtype=torch.uint8, device=flat.device)
+    pack_bytes_into(flat, packed)
+    return packed
 
 
 def unpack_mask(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
