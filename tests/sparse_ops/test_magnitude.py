@@ -213,3 +213,20 @@ def test_pack_mask_equals_numpy_packbits_on_views(offset, numel):
     expected = np.packbits(view.numpy(), bitorder="little")
     assert pack_mask(view).tolist() == expected.tolist()
     assert torch.equal(unpack_mask(pack_mask(view), view.shape), view)
+
+
+def test_bracket_counts_ties_per_tensor():
+    """The tie value's count in each tensor comes from the collected band (no second pass over the weights)."""
+    from robustprune.sparse_ops import bracket_select
+    from robustprune.sparse_ops.radix_select import nonfinite_error
+
+    g = torch.Generator().manual_seed(5)
+    tensors = [torch.randint(-6, 7, shape, generator=g).float() for shape in [(300, 200), (7,), (500, 90)]]
+    total = sum(t.numel() for t in tensors)
+    ranks = [total // 5, total // 2]
+    selections = bracket_select.bracket_select(tensors, ranks, nonfinite_error)
+    assert selections is not None
+    for selection in selections:
+        value = torch.tensor(selection.value_bits, dtype=torch.int32).view(torch.float32)
+        expected = tuple(int((t.abs() == value).sum()) for t in tensors)
+        assert selection.equal_per_tensor == expected and sum(expected) == selection.num_equal

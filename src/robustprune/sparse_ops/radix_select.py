@@ -29,11 +29,13 @@ HistogramFn = Callable[[list[int], int, int, int], torch.Tensor]
 
 @dataclass(frozen=True)
 class RankSelection:
-    """Where rank ``rank`` (0-based, ascending) falls: value bits and how many sit below / equal."""
+    """Where rank ``rank`` (0-based, ascending) falls: value bits and how many sit below / equal;
+    ``equal_per_tensor``, when the selection already knows it, splits ``num_equal`` by tensor."""
 
     value_bits: int
     num_below: int
     num_equal: int
+    equal_per_tensor: tuple[int, ...] | None = None
 
 
 def radix_select(histogram: HistogramFn, digit_plan: Sequence[tuple[int, int]],
@@ -174,7 +176,12 @@ def select_thresholds(
         threshold_bits.append(sel.value_bits)
         quota = []
         for index in range(len(numels)):
-            here = min(ties_to_prune, count_equal(index, sel.value_bits)) if ties_to_prune else 0
+            if not ties_to_prune:
+                here = 0
+            elif sel.equal_per_tensor is not None:
+                here = min(ties_to_prune, sel.equal_per_tensor[index])
+            else:
+                here = min(ties_to_prune, count_equal(index, sel.value_bits))
             quota.append(here)
             ties_to_prune -= here
         tie_quota.append(quota)
