@@ -209,14 +209,7 @@ class AttackedText:
         """The text spanning ``size`` words around word ``index`` (as TextAttack's text window: centred,
         shifted inward at either end), separators between those words included."""
         self._check_index(index)
-        n = len(self.words)
-        half = (size - 1) / 2.0
-        if index - half < 0:
-            start, end = 0, min(size - 1, n - 1)
-        elif index + half >= n:
-            start, end = max(0, n - size), n - 1
-        else:
-            start, end = index - math.ceil(half), index + math.floor(half)
+        start, end = self._window_bounds(index, size)
         parts = [self.words[start]]
         for i in range(start + 1, end + 1):
             parts += [self.separators[i], self.words[i]]
@@ -227,6 +220,12 @@ class AttackedText:
         ``math.inf``: from the first word to the last), located as TextAttack locates them: each word's first
         case-insensitive occurrence after the previous one's end. Like TextAttack, ``index`` is not checked
         against the text's length (a candidate's index can lie past the end of a shorter reference)."""
+        start, end = self._window_bounds(index, size)
+        return self.text[self._textattack_offset(start) : self._textattack_offset(end) + len(self.words[end])]
+
+    def _window_bounds(self, index: int, size: float) -> tuple[int, int]:
+        """First and last word of the ``size``-word window around ``index``: centred, shifted inward at
+        either end (TextAttack's ``text_window_around_index``)."""
         n = len(self.words)
         half = (size - 1) / 2.0
         if index - half < 0:
@@ -235,8 +234,7 @@ class AttackedText:
             start, end = max(0, n - size), n - 1
         else:
             start, end = index - math.ceil(half), index + math.floor(half)
-        start, end = int(start), int(end)
-        return self.text[self._textattack_offset(start) : self._textattack_offset(end) + len(self.words[end])]
+        return int(start), int(end)
 
     def _textattack_offset(self, index: int) -> int:
         lower, position = self.text.lower(), 0
