@@ -35,7 +35,6 @@ def test_defaults_and_points():
 
 def test_attack_mode(monkeypatch):
     from robustprune.eval.attacks import text
-
     from robustprune.experiments import config as config_module
 
     assert config_module.ATTACK_MODES == text.MODES

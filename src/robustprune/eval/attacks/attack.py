@@ -25,7 +25,12 @@ from tqdm.auto import tqdm
 
 from robustprune.data.datasets import TextDataset
 from robustprune.eval.attacks.constraints import Constraint, PreConstraint
-from robustprune.eval.attacks.goal import ExampleQueries, GoalResult, ProbabilityModel, UntargetedClassification
+from robustprune.eval.attacks.goal import (
+    ExampleQueries,
+    GoalResult,
+    ProbabilityModel,
+    UntargetedClassification,
+)
 from robustprune.eval.attacks.search import Answer, GreedyWordSwapWIR
 from robustprune.eval.attacks.text import AttackedText, check_mode
 from robustprune.eval.attacks.transformations import EditDraws, Transformation
