@@ -153,7 +153,8 @@ def select_thresholds(
     order, then row-major index) until exactly k are pruned. When every tie is pruned, the threshold
     is moved one ulp up instead and no quota is needed, which is the common case for real weights.
     ``select_ranks`` locates 0-based ranks (e.g. :func:`radix_select` with a histogram backend);
-    ``count_equal(tensor_index, value_bits)`` counts one tensor's elements with that key. Keys are
+    ``count_equal(tensor_index, value_bits)`` counts one tensor's elements with that key (called only
+    when a selection's ``equal_per_tensor`` is None). Keys are
     those of :func:`radix_select` (magnitude bits or signed-score keys); "one ulp up" is key + 1.
     """
     total = sum(numels)
