@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -31,6 +32,34 @@ def flat_chunks(tensor: torch.Tensor, chunk: int = CPU_CHUNK):
     for start in range(0, flat.numel(), chunk):
         yield start, flat[start:start + chunk]
 
+
+
+@functools.cache
+def _plain_cpu_keys() -> tuple:
+    """Dispatch key sets of ordinary CPU tensors (with and without autograd metadata)."""
+    with torch.inference_mode():
+        inference = torch._C._dispatch_keys(torch.empty(0))
+    return torch._C._dispatch_keys(torch.empty(0)), inference
+
+
+def dispatch_reaches_cpu_kernel(*tensors: torch.Tensor | None) -> bool:
+    """Whether a custom op called on ``tensors`` would go straight to its CPU kernel, so that calling the
+    kernel directly is the same computation without the dispatcher's cost (~0.1 ms a call after a large
+    layer has flushed the caches: a fifth of a 4096 x 4096 fp16 decode step).
+
+    True only for ordinary CPU tensors (no vmap, functionalisation, fake, meta or subclass wrapping, judged by
+    their dispatch keys; ``nn.Parameter`` is ordinary) when no gradient is to be recorded, nothing is being
+    traced or compiled, and no dispatch mode, torch-function mode or functorch transform is active.
+    """
+    present = [tensor for tensor in tensors if tensor is not None]
+    if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in present):
+        return False
+    if (torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
+            or torch._C._functorch.peek_interpreter_stack() is not None or torch.compiler.is_compiling()):
+        return False
+    plain = _plain_cpu_keys()
+    return all(type(tensor) in (torch.Tensor, torch.nn.Parameter) and torch._C._dispatch_keys(tensor) in plain
+               for tensor in present)
 
 
 def _until_dynamo_loads(kernel: Callable[..., Any]) -> Callable[..., Any]:

@@ -26,7 +26,11 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
+from llvmlite import ir
+
+from robustprune.sparse_ops import native
 
 # Up to this many pieces per thread on large inputs: pieces are handed out one at a time, so a core that is
 # busy (e.g. torch's OpenMP threads still spinning after the previous op) does fewer pieces instead of
@@ -85,6 +89,15 @@ def piece_bounds(items: int, pieces: int, align: int) -> list[int]:
     return [min(items, (items * piece // pieces) // align * align) for piece in range(pieces)] + [items]
 
 
+def _split_plan(items: int, min_items: int, align: int) -> tuple[int, list[int]]:
+    """(threads, piece bounds) for ``items``: see :func:`run_split`."""
+    workers = max(1, min(torch.get_num_threads(), items // min_items))
+    if workers == 1:
+        return 1, [0, items]
+    pieces = max(workers, min(PIECES_PER_WORKER * workers, items // min_items))
+    return workers, piece_bounds(items, pieces, align)
+
+
 def run_split(run: Callable[[int, int], None], items: int, min_items: int, align: int = 1) -> None:
     """Call ``run(lo, hi)`` on ranges that together cover ``range(items)`` exactly once.
 
@@ -93,12 +106,11 @@ def run_split(run: Callable[[int, int], None], items: int, min_items: int, align
     caller and pool threads) share pieces of at least ``min_items`` items whose bounds are multiples of
     ``align``. ``run`` must release the GIL to run in parallel; an exception in it is raised here.
     """
-    workers = max(1, min(torch.get_num_threads(), items // min_items))
+    workers, bounds = _split_plan(items, min_items, align)
     if workers == 1:
         run(0, items)
         return
-    pieces = max(workers, min(PIECES_PER_WORKER * workers, items // min_items))
-    bounds = piece_bounds(items, pieces, align)
+    pieces = len(bounds) - 1
     next_piece = itertools.count()
 
     def work() -> None:
@@ -122,6 +134,81 @@ def run_split(run: Callable[[int, int], None], items: int, min_items: int, align
     pool = _executor(workers - 1)
     futures = [pool.submit(work) for _ in range(workers - 1)]
     work()
+    for future in futures:
+        future.result()
+
+
+# ------------------------------------------------------------------------------ native kernels, GIL-free
+
+_TEAM_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_GOMP_PARALLEL_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint)
+
+
+@functools.cache
+def _team() -> tuple[int, Callable[[int], None]]:
+    """(address, ctypes caller) of the native team member ``void team(int64_t *data)``.
+
+    ``data`` is ``[kernel, arguments, pieces, next piece, bounds[0] .. bounds[pieces]]``; each thread
+    takes the next piece with an atomic add and calls ``kernel(arguments, lo, hi)`` on it, never touching
+    Python (so no thread waits for the GIL between pieces).
+    """
+    module = native.new_module("robustprune_team")
+    team = ir.Function(module, ir.FunctionType(ir.VoidType(), [native.I64.as_pointer()]), "team")
+    builder = ir.IRBuilder(team.append_basic_block("entry"))
+    data = team.args[0]
+    read = native.argument_reader(builder, data)
+    kernel = read(0, native.KERNEL_TYPE.as_pointer())
+    arguments, pieces = read(1, native.I64.as_pointer()), read(2)
+    counter = builder.gep(data, [ir.Constant(native.I64, 3)], inbounds=True)
+    take = builder.append_basic_block("take")
+    run = builder.append_basic_block("run")
+    done = builder.append_basic_block("done")
+    builder.branch(take)
+    builder.position_at_end(take)
+    piece = builder.atomic_rmw("add", counter, ir.Constant(native.I64, 1), "monotonic")
+    builder.cbranch(builder.icmp_signed("<", piece, pieces), run, done)
+    builder.position_at_end(run)
+    bound = builder.add(piece, ir.Constant(native.I64, 4))
+    lo = builder.load(builder.gep(data, [bound], inbounds=True))
+    hi = builder.load(builder.gep(data, [builder.add(bound, ir.Constant(native.I64, 1))], inbounds=True))
+    builder.call(kernel, [arguments, lo, hi])
+    builder.branch(take)
+    builder.position_at_end(done)
+    builder.ret_void()
+    address = native.load(module).address("team")
+    return address, _TEAM_CTYPE(address)
+
+
+@functools.cache
+def _kernel_caller(address: int) -> Callable[[int, int, int], None]:
+    return native.KERNEL_CTYPE(address)
+
+
+@functools.cache
+def _gomp_parallel_raw() -> Callable[[int, int, int, int], None]:
+    """``GOMP_parallel`` taking the team member's address (not a Python callback)."""
+    return _GOMP_PARALLEL_CTYPE(ctypes.cast(_torch_openmp().GOMP_parallel, ctypes.c_void_p).value)
+
+
+def run_native_split(kernel: int, arguments: np.ndarray, items: int, min_items: int, align: int = 1) -> None:
+    """Run the native kernel at address ``kernel`` (C signature
+    ``void kernel(const int64_t *arguments, int64_t lo, int64_t hi)``) over ``range(items)``, split as
+    :func:`run_split` splits (same threads, same pieces), with ``arguments`` (an int64 array) passed to
+    every call. No thread holds the GIL while kernels run."""
+    workers, bounds = _split_plan(items, min_items, align)
+    if workers == 1:
+        _kernel_caller(kernel)(arguments.ctypes.data, 0, items)
+        return
+    data = np.empty(4 + len(bounds), dtype=np.int64)
+    data[:4] = (kernel, arguments.ctypes.data, len(bounds) - 1, 0)
+    data[4:] = bounds
+    address, call_team = _team()
+    if openmp_team_usable():
+        _gomp_parallel_raw()(address, data.ctypes.data, workers, 0)
+        return
+    pool = _executor(workers - 1)
+    futures = [pool.submit(call_team, data.ctypes.data) for _ in range(workers - 1)]
+    call_team(data.ctypes.data)
     for future in futures:
         future.result()
 

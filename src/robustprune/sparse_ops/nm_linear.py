@@ -20,6 +20,7 @@ import torch
 
 from robustprune.sparse_ops.backend import (
     check_triton_device,
+    dispatch_reaches_cpu_kernel,
     skip_dynamo_until_loaded,
     triton_interpreter_active,
 )
@@ -58,6 +59,8 @@ def nm_linear(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor, bia
     ``x`` has shape ``(..., in_features)``; differentiable in ``x``, ``values`` and ``bias``.
     """
     check_nm_linear(x, values, metadata, bias, n, m)
+    if dispatch_reaches_cpu_kernel(x, values, metadata, bias):
+        return _nm_linear_cpu(x, values, metadata, bias, int(n), int(m))
     return _nm_linear_op(x, values, metadata, bias, int(n), int(m))
 
 
@@ -102,6 +105,13 @@ def compiled_forward_applies(batch: int, values: torch.Tensor, n: int, m: int) -
 def _nm_linear_op(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor, bias: torch.Tensor | None,
                   n: int, m: int) -> torch.Tensor:
     check_nm_linear(x, values, metadata, bias, n, m)
+    return _nm_linear_cpu(x, values, metadata, bias, n, m)
+
+
+def _nm_linear_cpu(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor, bias: torch.Tensor | None,
+                   n: int, m: int) -> torch.Tensor:
+    """The op's CPU kernel (arguments already checked); :func:`nm_linear` calls it directly where the
+    dispatcher would do nothing else."""
     in_features, out = in_features_of(values, n, m), values.shape[0]
     x2 = x.reshape(-1, in_features)
     if compiled_forward_applies(x2.shape[0], values, n, m):

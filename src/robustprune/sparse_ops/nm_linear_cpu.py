@@ -1,4 +1,4 @@
-"""Compiled CPU forward of ``robustprune::nm_linear`` at small batch (decoding): numba, explicit vectors.
+"""Compiled CPU forward of ``robustprune::nm_linear`` at small batch (decoding): LLVM IR, explicit vectors.
 
 At batch 1 a linear layer is bound by the bytes of its weight. The compressed N:M weight is about half of
 dense (values + packed indices, :mod:`robustprune.sparse_ops.nm_format`), so reading it once, straight from
@@ -24,8 +24,10 @@ columns run in blocks of ``BLOCK_COLUMNS`` (every row of W reads that slice of `
 batch rows run one after another per weight row (whose values stay in L1 meanwhile). The kernel serves
 small batches (the op's dispatch picks it up to ``SMALL_BATCH`` rows); BLAS serves larger ones.
 
-Threads: nogil kernels on torch's OpenMP team, or Python threads
-(:mod:`robustprune.sparse_ops.cpu_threads`, which says why, and why not numba's own parallel layer). Machine code is cached on disk (``cache=True``).
+The kernel is LLVM IR written with llvmlite, compiled once per machine and cached on disk
+(:mod:`robustprune.sparse_ops.native`: later processes load it in tens of milliseconds, without numba).
+Threads: rows are split over torch's OpenMP team, or Python threads, with no thread touching Python
+between pieces (:func:`robustprune.sparse_ops.cpu_threads.run_native_split`).
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ from __future__ import annotations
 import functools
 
 import llvmlite.binding
-import numba
+import numpy as np
 import torch
 from llvmlite import ir
-from numba.core import cgutils, types
-from numba.core.extending import intrinsic
 
-from robustprune.sparse_ops.cpu_threads import run_split
+from robustprune.sparse_ops import native
+from robustprune.sparse_ops.cpu_threads import run_native_split
+from robustprune.sparse_ops.native import F32, I8, I16, I32, I64, constant_vector, splat
 from robustprune.sparse_ops.nm_format import index_bits
 
 KINDS = ("avx512", "avx2", "gather")
@@ -77,28 +79,13 @@ def supports(kind: str, n: int, m: int, kept: int) -> bool:
     return kept % lanes == 0 and (kind == "gather" or lanes % n == 0)
 
 
-def _declare(builder: ir.IRBuilder, name: str, return_type: ir.Type, *argument_types: ir.Type) -> ir.Function:
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(return_type, argument_types), name)
-
-
-def _constant_vector(element: ir.Type, values) -> ir.Constant:
-    return ir.Constant(ir.VectorType(element, len(values)), list(values))
-
-
-def _splat(builder: ir.IRBuilder, value: ir.Value, lanes: int) -> ir.Value:
-    vector = ir.VectorType(value.type, lanes)
-    first = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(first, ir.Constant(vector, ir.Undefined), _constant_vector(ir.IntType(32),
-                                                                                            [0] * lanes))
-
-
 def _horizontal_sum(builder: ir.IRBuilder, vector: ir.Value, lanes: int) -> ir.Value:
     """Pairwise sum of the lanes (halves added until one lane is left)."""
     index = ir.IntType(32)
     while lanes > 1:
         half = lanes // 2
-        low = builder.shuffle_vector(vector, vector, _constant_vector(index, range(half)))
-        high = builder.shuffle_vector(vector, vector, _constant_vector(index, range(half, lanes)))
+        low = builder.shuffle_vector(vector, vector, constant_vector(index, range(half)))
+        high = builder.shuffle_vector(vector, vector, constant_vector(index, range(half, lanes)))
         vector, lanes = builder.fadd(low, high), half
     return builder.extract_element(vector, ir.Constant(index, 0))
 
@@ -111,10 +98,10 @@ def _widen(builder: ir.IRBuilder, loaded: ir.Value, value_format: str, lanes: in
     if value_format == "fp16":
         return builder.fpext(builder.bitcast(loaded, ir.VectorType(ir.HalfType(), lanes)), f32)
     wide = builder.zext(loaded, ir.VectorType(ir.IntType(32), lanes))  # bf16: the top half of an fp32
-    return builder.bitcast(builder.shl(wide, _constant_vector(ir.IntType(32), [16] * lanes)), f32)
+    return builder.bitcast(builder.shl(wide, constant_vector(ir.IntType(32), [16] * lanes)), f32)
 
 
-# numba has no 16-bit float arrays: fp16 / bf16 values arrive as their uint16 bit patterns.
+# fp16 / bf16 values are read as their 16-bit patterns and widened in registers (``_widen``).
 VALUE_FORMATS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
@@ -122,16 +109,15 @@ def _value_vector_type(value_format: str, lanes: int) -> ir.VectorType:
     return ir.VectorType(ir.FloatType() if value_format == "fp32" else ir.IntType(16), lanes)
 
 
-@functools.cache
-def rows_dot(kind: str, n: int, m: int, value_format: str, rows: int):
-    """Intrinsic ``dot(values, metadata, x, y, row, batch_row, chunk_lo, chunk_hi, accumulate)``: rows
-    ``row .. row+rows-1`` of the compressed weight times row ``batch_row`` of ``x``, over chunks
-    ``chunk_lo .. chunk_hi-1``, stored into (``accumulate``: added to) ``y[batch_row, row ..]``.
+def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: str, rows: int) -> ir.Function:
+    """Define ``dot{rows}(values, metadata, x_row, y_out, kept, row_bytes, chunk_lo, chunk_hi, accumulate)``
+    in ``module``: ``rows`` consecutive rows of the compressed weight (starting at ``values`` / ``metadata``,
+    rows ``kept`` values / ``row_bytes`` bytes apart) times the input row ``x_row``, over chunks
+    ``chunk_lo .. chunk_hi-1``, stored into (``accumulate``: added to) ``y_out[0 .. rows-1]``.
 
     The rows advance together: each chunk's window of ``x`` is loaded once for all of them, and the
     thread reads ``rows`` independent streams of values (more memory requests in flight than one).
-    Arrays are C-contiguous: ``values`` (out, K) fp32 or uint16 (fp16 / bf16 bits, per ``value_format``),
-    ``metadata`` (out, row bytes) uint8, ``x`` (B, in) fp32, ``y`` (B, out) fp32.
+    ``values`` are fp32, or uint16 bit patterns of fp16 / bf16 (per ``value_format``); ``x`` and ``y`` fp32.
     """
     lanes = LANES[kind]
     bits = index_bits(m)
@@ -139,84 +125,67 @@ def rows_dot(kind: str, n: int, m: int, value_format: str, rows: int):
     window = lanes // n * m if kind != "gather" else 0  # input columns a chunk's kept values come from
     table = {"avx512": 2 * lanes, "avx2": lanes}.get(kind, 0)  # input lanes one permutation reads
     per_row = max(1, ACCUMULATORS // rows)  # accumulators of each row
+    element = F32 if value_format == "fp32" else I16
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [
+        element.as_pointer(), I8.as_pointer(), F32.as_pointer(), F32.as_pointer(), I64, I64, I64, I64,
+        ir.IntType(1)]), f"dot{rows}")
+    function.linkage = "internal"
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    values, metadata, x_row, y_out, kept, row_bytes, lo, hi, accumulate = function.args
+    f32v, i32v = ir.VectorType(F32, lanes), ir.VectorType(I32, lanes)
+    word_type = I32 if chunk_bits <= 32 else I64  # lanes wide enough to shift every field out
+    value_type = _value_vector_type(value_format, lanes)
+    shifts = constant_vector(word_type, [lane * bits for lane in range(lanes)])
+    group_start = constant_vector(I32, [lane // n * m for lane in range(lanes)])
+    low_bits = constant_vector(I32, [m - 1] * lanes)
+    fma = native.declare(module, f"llvm.fma.v{lanes}f32", f32v, f32v, f32v, f32v)
+    row_values = [builder.gep(values, [builder.mul(ir.Constant(I64, r), kept)], inbounds=True) for r in range(rows)]
+    row_metadata = [builder.gep(metadata, [builder.mul(ir.Constant(I64, r), row_bytes)], inbounds=True)
+                    for r in range(rows)]
+    accumulators = [[native.entry_variable(builder, ir.Constant(f32v, [0.0] * lanes)) for _ in range(per_row)]
+                    for _ in range(rows)]
 
-    @intrinsic
-    def dot(typingctx, values, metadata, x, y, row, batch_row, chunk_lo, chunk_hi, accumulate):
-        def codegen(context, builder, sig, args):
-            values_a, metadata_a, x_a, y_a = (context.make_array(ty)(context, builder, value)
-                                              for ty, value in zip(sig.args[:4], args[:4]))
-            row_v, batch_v, lo_v, hi_v, accumulate_v = args[4:]
-            i64, i32, f32 = ir.IntType(64), ir.IntType(32), ir.FloatType()
-            f32v, i32v = ir.VectorType(f32, lanes), ir.VectorType(i32, lanes)
-            word_type = i32 if chunk_bits <= 32 else i64  # lanes wide enough to shift every field out
-            kept = cgutils.unpack_tuple(builder, values_a.shape, 2)[1]
-            row_bytes = cgutils.unpack_tuple(builder, metadata_a.shape, 2)[1]
-            in_features = cgutils.unpack_tuple(builder, x_a.shape, 2)[1]
-            out_features = cgutils.unpack_tuple(builder, y_a.shape, 2)[1]
-            value_type = _value_vector_type(value_format, lanes)
-            shifts = _constant_vector(word_type, [lane * bits for lane in range(lanes)])
-            group_start = _constant_vector(i32, [lane // n * m for lane in range(lanes)])
-            low_bits = _constant_vector(i32, [m - 1] * lanes)
-            fma = _declare(builder, f"llvm.fma.v{lanes}f32", f32v, f32v, f32v, f32v)
-            x_row = builder.gep(x_a.data, [builder.mul(batch_v, in_features)], inbounds=True)
-            first_rows = [builder.add(row_v, ir.Constant(i64, r)) for r in range(rows)]
-            row_values = [builder.gep(values_a.data, [builder.mul(r, kept)], inbounds=True) for r in first_rows]
-            row_metadata = [builder.gep(metadata_a.data, [builder.mul(r, row_bytes)], inbounds=True)
-                            for r in first_rows]
-            accumulators = [[cgutils.alloca_once_value(builder, ir.Constant(f32v, [0.0] * lanes))
-                             for _ in range(per_row)] for _ in range(rows)]
+    def accumulate_chunk(chunk, slot):
+        window_start = builder.mul(chunk, ir.Constant(I64, window))
+        registers = None if kind == "gather" else _window_registers(builder, x_row, window_start, window, lanes)
+        for r in range(rows):
+            # 1. the chunk's index bits, one lane each
+            source = builder.gep(row_metadata[r], [builder.mul(chunk, ir.Constant(I64, chunk_bits // 8))])
+            word = builder.load(builder.bitcast(source, ir.IntType(chunk_bits).as_pointer()), align=1)
+            if chunk_bits < word_type.width:
+                word = builder.zext(word, word_type)
+            fields = builder.lshr(splat(builder, word, lanes), shifts)
+            indices = builder.and_(fields if word_type == I32 else builder.trunc(fields, i32v), low_bits)
+            # 2. the input element each kept value multiplies
+            if kind == "gather":
+                inputs = _gathered_inputs(builder, x_row, chunk, indices, n, m, lanes)
+            else:
+                inputs = _permuted_inputs(builder, kind, registers, builder.add(indices, group_start), table, lanes)
+            # 3. times the kept values, accumulated in fp32
+            kept_ptr = builder.gep(row_values[r], [builder.mul(chunk, ir.Constant(I64, lanes))], inbounds=True)
+            loaded = builder.load(builder.bitcast(kept_ptr, value_type.as_pointer()), align=1)
+            kept_values = _widen(builder, loaded, value_format, lanes)
+            accumulator = accumulators[r][slot]
+            builder.store(builder.call(fma, [kept_values, inputs, builder.load(accumulator)]), accumulator)
 
-            def accumulate_chunk(chunk, slot):
-                window_start = builder.mul(chunk, ir.Constant(i64, window))
-                registers = None if kind == "gather" else _window_registers(builder, x_row, window_start, window,
-                                                                            lanes)
-                for r in range(rows):
-                    # 1. the chunk's index bits, one lane each
-                    source = builder.gep(row_metadata[r], [builder.mul(chunk, ir.Constant(i64, chunk_bits // 8))])
-                    word = builder.load(builder.bitcast(source, ir.IntType(chunk_bits).as_pointer()), align=1)
-                    if chunk_bits < word_type.width:
-                        word = builder.zext(word, word_type)
-                    fields = builder.lshr(_splat(builder, word, lanes), shifts)
-                    indices = builder.and_(fields if word_type == i32 else builder.trunc(fields, i32v), low_bits)
-                    # 2. the input element each kept value multiplies
-                    if kind == "gather":
-                        inputs = _gathered_inputs(builder, x_row, chunk, indices, n, m, lanes)
-                    else:
-                        inputs = _permuted_inputs(builder, kind, registers, builder.add(indices, group_start), table,
-                                                  lanes)
-                    # 3. times the kept values, accumulated in fp32
-                    kept_ptr = builder.gep(row_values[r], [builder.mul(chunk, ir.Constant(i64, lanes))], inbounds=True)
-                    loaded = builder.load(builder.bitcast(kept_ptr, value_type.as_pointer()), align=1)
-                    kept_values = _widen(builder, loaded, value_format, lanes)
-                    accumulator = accumulators[r][slot]
-                    builder.store(builder.call(fma, [kept_values, inputs, builder.load(accumulator)]), accumulator)
+    # Whole rounds of one chunk per accumulator slot, then the remaining chunks on the first slot.
+    rounds = builder.udiv(builder.sub(hi, lo), ir.Constant(I64, per_row))
+    with native.loop(builder, ir.Constant(I64, 0), rounds) as index:
+        first = builder.add(lo, builder.mul(index, ir.Constant(I64, per_row)))
+        for slot in range(per_row):
+            accumulate_chunk(builder.add(first, ir.Constant(I64, slot)), slot)
+    with native.loop(builder, builder.add(lo, builder.mul(rounds, ir.Constant(I64, per_row))), hi) as chunk:
+        accumulate_chunk(chunk, 0)
 
-            # Whole rounds of one chunk per accumulator slot, then the remaining chunks on the first slot.
-            rounds = builder.udiv(builder.sub(hi_v, lo_v), ir.Constant(i64, per_row))
-            with cgutils.for_range(builder, rounds, intp=i64) as loop:
-                first = builder.add(lo_v, builder.mul(loop.index, ir.Constant(i64, per_row)))
-                for slot in range(per_row):
-                    accumulate_chunk(builder.add(first, ir.Constant(i64, slot)), slot)
-            rest = builder.add(lo_v, builder.mul(rounds, ir.Constant(i64, per_row)))
-            with cgutils.for_range_slice(builder, rest, hi_v, ir.Constant(i64, 1), intp=i64) as (chunk, _):
-                accumulate_chunk(chunk, 0)
-
-            y_row = builder.gep(y_a.data, [builder.add(builder.mul(batch_v, out_features), row_v)], inbounds=True)
-            adding = builder.icmp_signed("!=", accumulate_v, ir.Constant(accumulate_v.type, 0))
-            for r in range(rows):
-                vectors = [builder.load(accumulator) for accumulator in accumulators[r]]
-                while len(vectors) > 1:  # pairwise, like the lanes below
-                    vectors = [builder.fadd(a, b) for a, b in zip(vectors[::2], vectors[1::2])]
-                total = _horizontal_sum(builder, vectors[0], lanes)
-                target = builder.gep(y_row, [ir.Constant(i64, r)], inbounds=True)
-                builder.store(builder.select(adding, builder.fadd(builder.load(target), total), total), target)
-            return context.get_dummy_value()
-
-        signature = types.none(values, metadata, x, y, types.int64, types.int64, types.int64, types.int64,
-                               types.int64)
-        return signature, codegen
-
-    return dot
+    for r in range(rows):
+        vectors = [builder.load(accumulator) for accumulator in accumulators[r]]
+        while len(vectors) > 1:  # pairwise, like the lanes below
+            vectors = [builder.fadd(a, b) for a, b in zip(vectors[::2], vectors[1::2])]
+        total = _horizontal_sum(builder, vectors[0], lanes)
+        target = builder.gep(y_out, [ir.Constant(I64, r)], inbounds=True)
+        builder.store(builder.select(accumulate, builder.fadd(builder.load(target), total), total), target)
+    builder.ret_void()
+    return function
 
 
 def _window_registers(builder, x_row, window_start, window, lanes):
@@ -247,49 +216,63 @@ def _permuted_inputs(builder, kind, registers, columns, table, lanes):
     i32, f32 = ir.IntType(32), ir.FloatType()
     f32v, i32v = ir.VectorType(f32, lanes), ir.VectorType(i32, lanes)
     if kind == "avx512":  # one permutation reads two registers; the index's low 5 bits pick the lane
-        permute = _declare(builder, "llvm.x86.avx512.vpermi2var.ps.512", f32v, f32v, i32v, f32v)
+        permute = native.declare(builder.module, "llvm.x86.avx512.vpermi2var.ps.512", f32v, f32v, i32v, f32v)
         parts = [builder.call(permute, [registers[2 * p], columns, registers[2 * p + 1]])
                  for p in range(len(registers) // 2)]
     else:  # avx2: vpermps reads one register; the index's low 3 bits pick the lane
-        permute = _declare(builder, "llvm.x86.avx2.permps", f32v, f32v, i32v)
+        permute = native.declare(builder.module, "llvm.x86.avx2.permps", f32v, f32v, i32v)
         parts = [builder.call(permute, [register, columns]) for register in registers]
     if len(parts) == 1:
         return parts[0]
-    part_of_lane = builder.lshr(columns, _constant_vector(i32, [table.bit_length() - 1] * lanes))
+    part_of_lane = builder.lshr(columns, constant_vector(i32, [table.bit_length() - 1] * lanes))
     result = parts[0]
     for p in range(1, len(parts)):
-        chosen = builder.icmp_unsigned("==", part_of_lane, _constant_vector(i32, [p] * lanes))
+        chosen = builder.icmp_unsigned("==", part_of_lane, constant_vector(i32, [p] * lanes))
         result = builder.select(chosen, parts[p], result)
     return result
 
 
-def kernel_source(kind: str, n: int, m: int, value_format: str) -> str:
-    """Python source of the loop over rows ``row_lo .. row_hi-1`` (and every batch row) for one variant:
-    ``ROWS_TOGETHER`` rows at a time, the last few one by one."""
-    return f"""
-def _forward_{kind}_{n}_{m}_{value_format}(values, metadata, x, y, row_lo, row_hi, block_chunks):
-    chunks = values.shape[1] // {LANES[kind]}
-    together_hi = row_lo + (row_hi - row_lo) // {ROWS_TOGETHER} * {ROWS_TOGETHER}
-    for chunk_lo in range(0, chunks, block_chunks):
-        chunk_hi = min(chunk_lo + block_chunks, chunks)
-        for row in range(row_lo, together_hi, {ROWS_TOGETHER}):
-            for batch_row in range(x.shape[0]):  # the rows' values stay in L1 for the next batch row
-                _dot_together(values, metadata, x, y, row, batch_row, chunk_lo, chunk_hi, chunk_lo)
-        for row in range(together_hi, row_hi):
-            for batch_row in range(x.shape[0]):
-                _dot_one(values, metadata, x, y, row, batch_row, chunk_lo, chunk_hi, chunk_lo)
-"""
+# Entries of the kernel's int64 argument block (``nm_linear_forward`` fills it).
+ARGUMENTS = ("values", "metadata", "x", "y", "kept", "row_bytes", "in_features", "out_features", "batch",
+             "block_chunks")
 
 
 @functools.cache
-def kernel(kind: str, n: int, m: int, value_format: str):
-    """The compiled ``(values, metadata, x, y, row_lo, row_hi, block_chunks)`` for one kind, pattern and
-    value format."""
-    namespace = {"__name__": __name__, "_dot_together": rows_dot(kind, n, m, value_format, ROWS_TOGETHER),
-                 "_dot_one": rows_dot(kind, n, m, value_format, 1)}
-    # Compiled with this file's name so numba's on-disk cache can locate (and invalidate) it.
-    exec(compile(kernel_source(kind, n, m, value_format), __file__, "exec"), namespace)  # noqa: S102
-    return numba.njit(cache=True, nogil=True)(namespace[f"_forward_{kind}_{n}_{m}_{value_format}"])
+def kernel(kind: str, n: int, m: int, value_format: str) -> int:
+    """Address of the compiled ``forward(arguments, row_lo, row_hi)`` for one kind, pattern and value format:
+    rows ``row_lo .. row_hi-1`` of ``y`` for every batch row, in column blocks of ``block_chunks`` chunks;
+    ``ROWS_TOGETHER`` rows at a time, the last few one by one. ``arguments`` holds :data:`ARGUMENTS`."""
+    module = native.new_module(f"nm_linear_{kind}_{n}_{m}_{value_format}")
+    together = define_rows_dot(module, kind, n, m, value_format, ROWS_TOGETHER)
+    one = define_rows_dot(module, kind, n, m, value_format, 1)
+    function = ir.Function(module, native.KERNEL_TYPE, "forward")
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    arguments, row_lo, row_hi = function.args
+    read = native.argument_reader(builder, arguments)
+    element = F32 if value_format == "fp32" else I16
+    values, metadata = read(0, element.as_pointer()), read(1, I8.as_pointer())
+    x, y = read(2, F32.as_pointer()), read(3, F32.as_pointer())
+    kept, row_bytes, in_features, out_features, batch, block_chunks = (read(i) for i in range(4, 10))
+    chunks = builder.udiv(kept, ir.Constant(I64, LANES[kind]))
+    rows_together = ir.Constant(I64, ROWS_TOGETHER)
+    together_hi = builder.add(row_lo, builder.mul(builder.udiv(builder.sub(row_hi, row_lo), rows_together),
+                                                  rows_together))
+    with native.loop(builder, ir.Constant(I64, 0), chunks, block_chunks) as chunk_lo:
+        block_end = builder.add(chunk_lo, block_chunks)
+        chunk_hi = builder.select(builder.icmp_signed("<", block_end, chunks), block_end, chunks)
+        accumulate = builder.icmp_signed("!=", chunk_lo, ir.Constant(I64, 0))  # later blocks add to y
+        for dot, start, stop, step in ((together, row_lo, together_hi, ROWS_TOGETHER), (one, together_hi, row_hi, 1)):
+            with native.loop(builder, start, stop, step) as row:
+                row_values = builder.gep(values, [builder.mul(row, kept)], inbounds=True)
+                row_metadata = builder.gep(metadata, [builder.mul(row, row_bytes)], inbounds=True)
+                # Batch rows one after another: the rows' values stay in L1 for the next batch row.
+                with native.loop(builder, ir.Constant(I64, 0), batch) as batch_row:
+                    x_row = builder.gep(x, [builder.mul(batch_row, in_features)], inbounds=True)
+                    y_out = builder.gep(y, [builder.add(builder.mul(batch_row, out_features), row)], inbounds=True)
+                    builder.call(dot, [row_values, row_metadata, x_row, y_out, kept, row_bytes, chunk_lo, chunk_hi,
+                                       accumulate])
+    builder.ret_void()
+    return native.load(module).address("forward")
 
 
 def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor, n: int, m: int,
@@ -305,13 +288,13 @@ def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Ten
     out_features, kept = values.shape
     y = torch.empty(x32.shape[0], out_features, dtype=torch.float32)
     value_format = VALUE_FORMATS[values.dtype]
-    bits = values if value_format == "fp32" else values.view(torch.uint16)
-    arrays = (bits.numpy(), metadata.numpy(), x32.numpy(), y.numpy())
     run = kernel(kind, n, m, value_format)
     # Batch 1 reads x's slice in blocks; larger batches measured faster with whole rows (each batch row
     # re-reads x either way, and a row's values stay in L1 across the batch).
     whole_row = kept // LANES[kind]
     block_chunks = max(1, BLOCK_COLUMNS * n // (LANES[kind] * m)) if x32.shape[0] == 1 else whole_row
+    arguments = np.array([values.data_ptr(), metadata.data_ptr(), x32.data_ptr(), y.data_ptr(), kept,
+                          metadata.shape[1], x32.shape[1], out_features, x32.shape[0], block_chunks], dtype=np.int64)
     min_rows = -(-PARALLEL_MIN_ELEMENTS // (kept * m // n))
-    run_split(lambda lo, hi: run(*arrays, lo, hi, block_chunks), out_features, min_rows)
+    run_native_split(run, arguments, out_features, min_rows)
     return y
