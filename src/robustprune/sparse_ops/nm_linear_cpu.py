@@ -127,11 +127,11 @@ def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: 
     per_row = max(1, ACCUMULATORS // rows)  # accumulators of each row
     element = F32 if value_format == "fp32" else I16
     function = ir.Function(module, ir.FunctionType(ir.VoidType(), [
-        element.as_pointer(), I8.as_pointer(), F32.as_pointer(), F32.as_pointer(), I64, I64, I64, I64,
+        element.as_pointer(), I8.as_pointer(), F32.as_pointer(), F32.as_pointer(), I64, I64, I64, I64, I64,
         ir.IntType(1)]), f"dot{rows}")
     function.linkage = "internal"
     builder = ir.IRBuilder(function.append_basic_block("entry"))
-    values, metadata, x_row, y_out, kept, row_bytes, lo, hi, accumulate = function.args
+    values, metadata, x_row, y_out, kept, row_bytes, row_stride, lo, hi, accumulate = function.args
     f32v, i32v = ir.VectorType(F32, lanes), ir.VectorType(I32, lanes)
     word_type = I32 if chunk_bits <= 32 else I64  # lanes wide enough to shift every field out
     value_type = _value_vector_type(value_format, lanes)
@@ -139,9 +139,9 @@ def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: 
     group_start = constant_vector(I32, [lane // n * m for lane in range(lanes)])
     low_bits = constant_vector(I32, [m - 1] * lanes)
     fma = native.declare(module, f"llvm.fma.v{lanes}f32", f32v, f32v, f32v, f32v)
-    row_values = [builder.gep(values, [builder.mul(ir.Constant(I64, r), kept)], inbounds=True) for r in range(rows)]
-    row_metadata = [builder.gep(metadata, [builder.mul(ir.Constant(I64, r), row_bytes)], inbounds=True)
-                    for r in range(rows)]
+    stream_rows = [builder.mul(ir.Constant(I64, r), row_stride) for r in range(rows)]
+    row_values = [builder.gep(values, [builder.mul(r, kept)], inbounds=True) for r in stream_rows]
+    row_metadata = [builder.gep(metadata, [builder.mul(r, row_bytes)], inbounds=True) for r in stream_rows]
     accumulators = [[native.entry_variable(builder, ir.Constant(f32v, [0.0] * lanes)) for _ in range(per_row)]
                     for _ in range(rows)]
 
@@ -182,7 +182,7 @@ def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: 
         while len(vectors) > 1:  # pairwise, like the lanes below
             vectors = [builder.fadd(a, b) for a, b in zip(vectors[::2], vectors[1::2])]
         total = _horizontal_sum(builder, vectors[0], lanes)
-        target = builder.gep(y_out, [ir.Constant(I64, r)], inbounds=True)
+        target = builder.gep(y_out, [stream_rows[r]], inbounds=True)
         builder.store(builder.select(accumulate, builder.fadd(builder.load(target), total), total), target)
     builder.ret_void()
     return function
@@ -254,23 +254,24 @@ def kernel(kind: str, n: int, m: int, value_format: str) -> int:
     x, y = read(2, F32.as_pointer()), read(3, F32.as_pointer())
     kept, row_bytes, in_features, out_features, batch, block_chunks = (read(i) for i in range(4, 10))
     chunks = builder.udiv(kept, ir.Constant(I64, LANES[kind]))
-    rows_together = ir.Constant(I64, ROWS_TOGETHER)
-    together_hi = builder.add(row_lo, builder.mul(builder.udiv(builder.sub(row_hi, row_lo), rows_together),
-                                                  rows_together))
+    # The rows' streams start a quarter (for four) of the range apart: each is long and contiguous.
+    stride = builder.udiv(builder.sub(row_hi, row_lo), ir.Constant(I64, ROWS_TOGETHER))
+    together_hi = builder.add(row_lo, stride)
+    single_lo = builder.add(row_lo, builder.mul(stride, ir.Constant(I64, ROWS_TOGETHER)))
     with native.loop(builder, ir.Constant(I64, 0), chunks, block_chunks) as chunk_lo:
         block_end = builder.add(chunk_lo, block_chunks)
         chunk_hi = builder.select(builder.icmp_signed("<", block_end, chunks), block_end, chunks)
         accumulate = builder.icmp_signed("!=", chunk_lo, ir.Constant(I64, 0))  # later blocks add to y
-        for dot, start, stop, step in ((together, row_lo, together_hi, ROWS_TOGETHER), (one, together_hi, row_hi, 1)):
-            with native.loop(builder, start, stop, step) as row:
+        for dot, start, stop in ((together, row_lo, together_hi), (one, single_lo, row_hi)):
+            with native.loop(builder, start, stop) as row:
                 row_values = builder.gep(values, [builder.mul(row, kept)], inbounds=True)
                 row_metadata = builder.gep(metadata, [builder.mul(row, row_bytes)], inbounds=True)
                 # Batch rows one after another: the rows' values stay in L1 for the next batch row.
                 with native.loop(builder, ir.Constant(I64, 0), batch) as batch_row:
                     x_row = builder.gep(x, [builder.mul(batch_row, in_features)], inbounds=True)
                     y_out = builder.gep(y, [builder.add(builder.mul(batch_row, out_features), row)], inbounds=True)
-                    builder.call(dot, [row_values, row_metadata, x_row, y_out, kept, row_bytes, chunk_lo, chunk_hi,
-                                       accumulate])
+                    builder.call(dot, [row_values, row_metadata, x_row, y_out, kept, row_bytes, stride, chunk_lo,
+                                       chunk_hi, accumulate])
     builder.ret_void()
     return native.load(module).address("forward")
 
