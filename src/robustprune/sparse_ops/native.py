@@ -113,12 +113,16 @@ def _read_cached(path: Path) -> bytes | None:
 def _write_cached(path: Path, code: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as file:
-            file.write(_FORMAT + hashlib.sha256(code).digest() + code)
-        os.replace(file.name, path)  # atomic: concurrent processes see the old entry or the whole new one
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     except OSError:
-        with contextlib.suppress(OSError, UnboundLocalError):
-            os.unlink(file.name)
+        return  # not writable: compiled in memory, in every process
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(_FORMAT + hashlib.sha256(code).digest() + code)
+        os.replace(temporary, path)  # atomic: concurrent processes see no entry or a whole one
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def load(module: ir.Module) -> NativeLibrary:

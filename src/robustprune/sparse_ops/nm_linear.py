@@ -2,8 +2,8 @@
 
 CPU, small batches (decoding; up to :data:`~robustprune.sparse_ops.nm_linear_cpu.SMALL_BATCH` rows of
 ``x``): a compiled kernel reads the compressed weight once, straight from its packed form
-(:mod:`robustprune.sparse_ops.nm_linear_cpu`, numba; half the bytes of dense, so faster than dense
-``F.linear``). Larger batches, CPUs or patterns it does not cover, no numba, or
+(:mod:`robustprune.sparse_ops.nm_linear_cpu`, LLVM IR compiled once per machine; half the bytes of dense,
+so faster than dense ``F.linear``). Larger batches, CPUs or patterns it does not cover, no llvmlite, or
 ``ROBUSTPRUNE_NM_LINEAR_CPU=eager`` in the environment: W is rebuilt a block of rows at a time into a
 reused 4 MiB buffer, and each block is multiplied with BLAS; the full dense matrix is never
 materialised. The backward always takes the BLAS route. CUDA: the Triton
@@ -11,7 +11,10 @@ kernels in :mod:`robustprune.kernels.nm_matmul` (dense tile rebuilt in registers
 There is no 4:8 (or general N:M) matmul in PyTorch; for 2:4 fp16/bf16 on CUDA, PyTorch's
 ``to_sparse_semi_structured`` is an alternative this op does not dispatch to yet.
 
-Gradients flow to ``x``, to the kept ``values`` (the mask stays fixed) and to ``bias``.
+Gradients flow to ``x``, to the kept ``values`` (the mask stays fixed) and to ``bias``. Where no gradient
+is to be recorded and nothing traces or intercepts the call (``backend.dispatch_reaches_cpu_kernel``),
+:func:`nm_linear` runs the op's CPU kernel without going through the dispatcher: at decode, its cost is
+a sizeable part of a layer's time.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ CPU_SWITCH = "ROBUSTPRUNE_NM_LINEAR_CPU"
 
 
 def _compiled_cpu_module():
-    """:mod:`robustprune.sparse_ops.nm_linear_cpu`, or None when numba cannot be imported."""
+    """:mod:`robustprune.sparse_ops.nm_linear_cpu`, or None when llvmlite cannot be imported."""
     return compiled_module("nm_linear_cpu")
 
 

@@ -14,7 +14,10 @@ AVX-512, else 8), the kernel
 
 Only kept values are multiplied (half the FLOPs of dense for 2:4). ``ROWS_TOGETHER`` rows advance
 together, sharing each chunk's window of ``x`` and keeping that many streams of values in flight per thread
-(one stream left the memory system idle between requests: 4096x11008 fp16 went 1.3x -> 2.0x dense). Eight
+(one stream left the memory system idle between requests: 4096x11008 fp16 went 1.3x -> 2.0x dense). The
+rows of one step are a quarter of the thread's piece apart, so each stream runs on through consecutive rows
+(long, contiguous, what the hardware prefetcher follows); adjacent rows gave four streams that ended every
+row, a 4 KiB page in fp16 (4096x4096 fp16: 1.28x -> 1.64x dense, kernel alone). Eight
 accumulators of ``L`` lanes in all (two per row) take consecutive chunks and are summed pairwise at the end
 of the row (of each column block), so results
 differ from ``F.linear`` on the masked weight by float rounding only (fp32 accumulation in every dtype),
@@ -52,8 +55,9 @@ SMALL_BATCH = {"avx512": 32, "avx2": 32, "gather": 4}
 BLOCK_COLUMNS = 4096
 # Independent accumulation chains per row: consecutive FMAs do not wait on each other's result.
 ACCUMULATORS = 8
-# Rows of W one call advances together: the chunk's window of x is loaded once for all, and each thread
-# keeps this many independent streams of values in flight (batch 1 is bound by how fast those arrive).
+# Rows of W one call advances together (a quarter of the piece apart): the chunk's window of x is loaded
+# once for all, and each thread keeps this many independent streams of values in flight (batch 1 is bound
+# by how fast those arrive).
 ROWS_TOGETHER = 4
 # Dense weight elements per thread's piece at least (``cpu_threads.run_split``: one thread below twice
 # this): handing work to a second thread costs ~40 us, more than it saves on a 1M-element layer (34 us on
