@@ -1,4 +1,4 @@
-"""The compiled (numba) CPU N:M mask against the eager torch path, bit for bit, and the forced fallback."""
+"""The compiled (native, LLVM IR) CPU N:M mask against the eager torch path, bit for bit, and the forced fallback."""
 
 import math
 
@@ -8,11 +8,9 @@ import torch
 
 from robustprune.ops import nm_mask
 from robustprune.sparse_ops import nm as nm_module
+from robustprune.sparse_ops import nm_mask_cpu
 from robustprune.sparse_ops.nm import compiled_cpu_available, nm_mask_eager
 from tests.reference import reference_nm_mask
-
-numba = pytest.importorskip("numba")
-from robustprune.sparse_ops import nm_mask_cpu  # needs numba
 
 ALL_PATTERNS = [(n, m) for m in (4, 8, 16) for n in range(1, m)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -37,7 +35,7 @@ def special_scores(shape, dtype, seed: int) -> torch.Tensor:
     return torch.where(other_nan, bits | nan_payload, bits).view(dtype)
 
 
-def test_numba_path_is_the_default():
+def test_compiled_path_is_the_default():
     assert compiled_cpu_available()
 
 
@@ -91,7 +89,7 @@ def test_forced_fallback_runs_the_eager_path(monkeypatch):
             assert torch.equal(nm_mask(scores, n, m), nm_mask_eager(scores, n, m))
 
 
-def test_without_numba_the_eager_path_runs(monkeypatch):
+def test_without_the_compiled_kernel_the_eager_path_runs(monkeypatch):
     monkeypatch.setattr(nm_module, "_compiled_cpu_kernel", lambda: None)
     assert not compiled_cpu_available()
     scores = torch.randn(8, 32, generator=torch.Generator().manual_seed(5))

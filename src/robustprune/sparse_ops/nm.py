@@ -4,8 +4,8 @@ In every group of ``m`` consecutive elements along the last (input) dimension ke
 largest magnitude ``|score|``; on equal magnitudes the lower index within the group is kept. Any score
 works: ``|W|`` for magnitude pruning, Wanda's ``|W| * ||X||`` or SparseGPT's saliency later.
 
-CPU path: a compiled kernel (:mod:`robustprune.sparse_ops.nm_mask_cpu`, numba) when numba is
-importable, loaded on the first call; otherwise, or with ``ROBUSTPRUNE_NM_MASK_CPU=eager`` in the
+CPU path: a compiled kernel (:mod:`robustprune.sparse_ops.nm_mask_cpu`, LLVM IR compiled once per
+machine) when llvmlite is importable, loaded on the first call; otherwise, or with ``ROBUSTPRUNE_NM_MASK_CPU=eager`` in the
 environment, the eager torch path: a sorting network over the ``m`` lanes of each chunk (elementwise
 min/max on integer bit patterns, vectorised) finds each group's N-th largest magnitude; ``>=`` that
 value is the mask, and the rare groups where the N-th largest is tied are re-ranked exactly. Both give
@@ -90,13 +90,13 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 
 def _compiled_cpu_kernel():
-    """``nm_mask_cpu.nm_mask_into`` (numba), or None when numba cannot be imported."""
+    """``nm_mask_cpu.nm_mask_into``, or None when llvmlite cannot be imported."""
     module = compiled_module("nm_mask_cpu")
     return None if module is None else module.nm_mask_into
 
 
 def compiled_cpu_available() -> bool:
-    """Whether the CPU op runs the compiled kernel (numba importable, not switched off by
+    """Whether the CPU op runs the compiled kernel (llvmlite importable, not switched off by
     ``ROBUSTPRUNE_NM_MASK_CPU=eager``; ``compiled`` or unset: the default)."""
     return _eager_forced() is False and _compiled_cpu_kernel() is not None
 
@@ -116,7 +116,7 @@ def _nm_mask_op(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 
 def nm_mask_eager(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """The eager torch CPU path of ``robustprune::nm_mask`` (the fallback without numba)."""
+    """The eager torch CPU path of ``robustprune::nm_mask`` (the fallback without llvmlite)."""
     check_nm_scores(scores, n, m)
     int_dtype, magnitude_mask = _MAGNITUDE_VIEW[scores.dtype]
     groups = scores.contiguous().view(-1, m)
