@@ -17,7 +17,7 @@ from tests.conftest import DTYPES
 
 @pytest.fixture(autouse=True, params=["dispatched", "eager"])
 def cpu_path(request, monkeypatch):
-    """Every test runs on the ops as dispatched (the compiled kernels where numba is importable) and on the
+    """Every test runs on the ops as dispatched (the compiled kernels where llvmlite is importable) and on the
     eager torch path forced with ROBUSTPRUNE_HARD_CONCRETE_CPU=eager."""
     if request.param == "eager":
         monkeypatch.setenv("ROBUSTPRUNE_HARD_CONCRETE_CPU", "eager")

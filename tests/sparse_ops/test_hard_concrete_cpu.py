@@ -1,4 +1,4 @@
-"""The compiled (numba) CPU hard-concrete gate against the eager torch path, and the switch between them.
+"""The compiled (native, LLVM IR) CPU hard-concrete gate against the eager torch path, and the switch between them.
 
 Bit-identical where torch runs its vector kernels (element counts that are a multiple of 32: torch's loops
 step two 16-lane vectors at a time; torch on one thread); elsewhere torch's ``sigmoid`` computes the last
@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from llvmlite import ir
 
 from robustprune.sparse_ops import hard_concrete as hc_module
 from robustprune.sparse_ops.hard_concrete import (
@@ -25,8 +26,7 @@ from robustprune.sparse_ops.hard_concrete import (
     sample_hard_concrete_noise,
 )
 
-numba = pytest.importorskip("numba")
-from robustprune.sparse_ops import hard_concrete_cpu  # needs numba
+from robustprune.sparse_ops import cpu_threads, hard_concrete_cpu, native
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 NOISE_DTYPES = [None, torch.float32, torch.bfloat16]
@@ -189,37 +189,43 @@ def test_sigmoid_is_torchs_bit_for_bit():
                    torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, 104.0, -104.0, 100.0, -100.0])])
     x = torch.cat([x, torch.zeros(-x.numel() % 32)])
 
-    @numba.njit
-    def sigmoid(src, dst):
-        for i in range(src.size):
-            hard_concrete_cpu.store_f32(dst, i, hard_concrete_cpu.sigmoid_f32(hard_concrete_cpu.load_f32(src, i)))
-
     out = torch.empty_like(x)
-    sigmoid(x.numpy(), out.numpy())
+    elementwise("test_sigmoid", "f32", "f32", hard_concrete_cpu._sigmoid)(x, out)
     with torch_on_one_thread():
         assert_bit_equal(out, torch.sigmoid(x))
 
 
-@numba.njit
-def _widen(src, dst):
-    for i in range(src.size):
-        dst[i] = hard_concrete_cpu.load_f32(src, i)
+def elementwise(name, source, target, body=lambda builder, value: value):
+    """``dst[i] = body(src[i])`` compiled from the kernel's own load / store (``source`` / ``target``
+    storage) and IR ``body``; returns ``run(src, dst)`` over contiguous tensors."""
+    module = native.new_module(name)
+    function = ir.Function(module, native.KERNEL_TYPE, "apply")
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    arguments, lo, hi = function.args
+    read = native.argument_reader(builder, arguments)
+    pointer = {"f32": native.F32.as_pointer(), "f16": native.I16.as_pointer(), "bf16": native.I16.as_pointer()}
+    src, dst = read(0, pointer[source]), read(1, pointer[target])
+    with native.loop(builder, lo, hi) as i:
+        value = hard_concrete_cpu._load(builder, src, i, source)
+        hard_concrete_cpu._store(builder, dst, i, body(builder, value), target)
+    builder.ret_void()
+    address = native.load(module).address("apply")
 
+    def run(src_tensor, dst_tensor):
+        block = np.array([src_tensor.data_ptr(), dst_tensor.data_ptr()], dtype=np.int64)
+        cpu_threads.run_native_split(address, block, src_tensor.numel(), 1 << 16)
 
-@numba.njit
-def _narrow(src, dst):
-    for i in range(src.size):
-        hard_concrete_cpu.store_f32(dst, i, src[i])
+    return run
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_conversions_match_torch_on_every_bit_pattern(dtype):
     """Widening: all 65536 patterns. Narrowing: every value, the midpoints to its neighbours (ties go to
     even) and the fp32 values just either side of them, including subnormals, overflow and NaN."""
-    storage = np.int16 if dtype == torch.float16 else np.uint16
+    storage = hard_concrete_cpu.FORMATS[dtype]
     every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
     widened = torch.empty(every.shape)
-    _widen(every.view(torch.int16).numpy().view(storage), widened.numpy())
+    elementwise(f"test_widen_{storage}", storage, "f32")(every, widened)
     assert_bit_equal(widened, every.float())
 
     finite = every.float()
@@ -232,7 +238,7 @@ def test_half_conversions_match_torch_on_every_bit_pattern(dtype):
                       torch.nextafter(midpoints, torch.tensor(-math.inf))])
     values = torch.cat([widened, near, torch.tensor([math.inf, -math.inf, math.nan, 1e30, -1e-30])])
     narrowed = torch.empty(values.shape, dtype=dtype)
-    _narrow(values.numpy(), narrowed.view(torch.int16).numpy().view(storage))
+    elementwise(f"test_narrow_{storage}", "f32", storage)(values, narrowed)
     assert_bit_equal(narrowed, values.to(dtype))
 
 
@@ -264,7 +270,7 @@ def test_expanded_scalar_gradient_is_read_without_materialising(dtype):
     weight, log_alpha, noise, _ = problem((64, 96), dtype, dtype, seed=10)
     for value in (1.0, -0.3):
         expanded = torch.tensor(value, dtype=dtype).expand(weight.shape)
-        assert isinstance(hard_concrete_cpu._broadcast_value(expanded), np.float32)  # the register path
+        assert isinstance(hard_concrete_cpu.upstream_gradient(expanded), float)  # the register path
         for noise_or_none in (None, noise):
             for weight_grad in (True, False):
                 got = compiled_backward(expanded, weight, log_alpha, noise_or_none, weight_grad)
@@ -330,7 +336,7 @@ def test_forced_eager_path_never_calls_the_kernels(monkeypatch):
     assert la.grad is not None and bool((la.grad != 0).any())
 
 
-def test_without_numba_the_eager_path_runs(monkeypatch):
+def test_without_the_compiled_module_the_eager_path_runs(monkeypatch):
     monkeypatch.setattr(hc_module, "_compiled_cpu_module", lambda: None)
     assert not compiled_cpu_available()
     monkeypatch.setattr(hard_concrete_cpu, "gate_forward_into", None)  # would fail if called

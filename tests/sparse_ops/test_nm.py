@@ -15,7 +15,7 @@ ALL_PATTERNS = [(n, m) for m in (4, 8, 16) for n in range(1, m)]
 
 @pytest.fixture(autouse=True, params=["dispatched", "eager"])
 def cpu_path(request, monkeypatch):
-    """Every test runs on the op as dispatched (the compiled kernel where numba is importable) and on the
+    """Every test runs on the op as dispatched (the compiled kernel where llvmlite is importable) and on the
     eager torch path forced with ROBUSTPRUNE_NM_MASK_CPU=eager."""
     if request.param == "eager":
         monkeypatch.setenv("ROBUSTPRUNE_NM_MASK_CPU", "eager")

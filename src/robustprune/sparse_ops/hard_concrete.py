@@ -15,8 +15,8 @@ and agree to a few ulp (same fp32 formula, different ``sigmoid`` implementations
 lets several forward/backward passes share one gate draw (FreeLB's ascent steps attack the same
 sub-network); it costs 4 bytes per gate.
 
-CPU path: a compiled kernel (:mod:`robustprune.sparse_ops.hard_concrete_cpu`, numba) when numba is
-importable, loaded on the first call; otherwise, or with ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager`` in the
+CPU path: a compiled kernel (:mod:`robustprune.sparse_ops.hard_concrete_cpu`, LLVM IR compiled once per
+machine) when llvmlite is importable, loaded on the first call; otherwise, or with ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager`` in the
 environment, the eager torch path (:func:`hard_concrete_gate_eager`,
 :func:`hard_concrete_gate_backward_eager`). Both compute the same fp32 operations in the same order and agree
 bit for bit except where torch's ``sigmoid`` runs scalar code (the last < 32 elements of each chunk or
@@ -123,17 +123,17 @@ CPU_SWITCH = "ROBUSTPRUNE_HARD_CONCRETE_CPU"
 
 
 def _compiled_cpu_module():
-    """:mod:`robustprune.sparse_ops.hard_concrete_cpu` (numba), or None when numba cannot be imported."""
+    """:mod:`robustprune.sparse_ops.hard_concrete_cpu`, or None when llvmlite cannot be imported."""
     return compiled_module("hard_concrete_cpu")
 
 
 def _compiled_cpu():
-    """The compiled CPU module unless ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager`` or numba is missing."""
+    """The compiled CPU module unless ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager`` or llvmlite is missing."""
     return None if eager_cpu_forced(CPU_SWITCH) else _compiled_cpu_module()
 
 
 def compiled_cpu_available() -> bool:
-    """Whether the CPU ops run the compiled kernels (numba importable, not switched off by
+    """Whether the CPU ops run the compiled kernels (llvmlite importable, not switched off by
     ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager``; ``compiled`` or unset: the default)."""
     return _compiled_cpu() is not None
 
@@ -187,7 +187,7 @@ def hard_concrete_gate_eager(
     zeta: float = ZETA,
     beta: float = BETA,
 ) -> torch.Tensor:
-    """The eager torch CPU path of ``robustprune::hard_concrete_gate`` (the fallback without numba)."""
+    """The eager torch CPU path of ``robustprune::hard_concrete_gate`` (the fallback without llvmlite)."""
     check_hard_concrete(weight, log_alpha, noise, gamma, zeta, beta)
     w, la, noise = _flat(weight), _flat(log_alpha), _flat(noise)
     out = torch.empty(weight.shape, dtype=weight.dtype)

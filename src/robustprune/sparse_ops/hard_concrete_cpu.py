@@ -1,13 +1,12 @@
-"""Compiled CPU hard-concrete gate (numba): the fast CPU path of ``robustprune::hard_concrete_gate`` and
+"""Compiled CPU hard-concrete gate (LLVM IR): the fast CPU path of ``robustprune::hard_concrete_gate`` and
 ``robustprune::hard_concrete_gate_backward``.
 
-Imported lazily by :mod:`robustprune.sparse_ops.hard_concrete` on the first CPU call; when numba is not
+Imported lazily by :mod:`robustprune.sparse_ops.hard_concrete` on the first CPU call; when llvmlite is not
 importable, or ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager`` is set, the ops run their chunked torch path instead.
 One pass per direction: the forward reads weight, log_alpha (and noise) and writes the gated weight; the
 backward reads the upstream gradient, weight, log_alpha (and noise) and writes the log_alpha gradient (and
-the weight's, when requested). The element loops are plain numba loops that LLVM vectorises (16 fp32
-lanes on AVX-512); the few operations numba cannot express are LLVM intrinsics (:func:`load_f32`,
-:func:`store_f32`, :func:`sigmoid_f32`).
+the weight's, when requested). Each is one scalar element loop written in LLVM IR (:func:`kernel`), which
+LLVM's loop vectoriser turns into 16-lane fp32 code on AVX-512.
 
 Numerics: the same fp32 operations in the same order as the eager path (each a separately rounded fp32
 operation, no fused multiply-add, no ``fastmath``), and ``sigmoid`` computed the way torch's vectorised CPU
@@ -20,35 +19,32 @@ x86-64-v3 and later), results narrowed with round-to-nearest-even (fp16: ``fptru
 rounding torch uses), so only NaN payloads can differ from torch. An upstream gradient expanded from a
 scalar (``out.sum().backward()``) is passed as that scalar, not materialised.
 
-Threads: the kernels release the GIL (``nogil``) and large inputs are split over
-``torch.get_num_threads()`` threads (torch's OpenMP team, or Python threads:
-:mod:`robustprune.sparse_ops.cpu_threads`). Machine code is
-cached on disk (``cache=True``), one specialisation per combination of dtypes, compiled on first use.
+Threads: large inputs are split over ``torch.get_num_threads()`` threads (torch's OpenMP team, or Python
+threads), none of them touching Python between pieces
+(:func:`robustprune.sparse_ops.cpu_threads.run_native_split`). One kernel per direction, noise or not,
+and combination of dtypes, compiled on first use and cached on disk (:mod:`robustprune.sparse_ops.native`).
 """
 
 from __future__ import annotations
 
-import numba
+import functools
+
 import numpy as np
 import torch
 from llvmlite import ir
-from numba.core import cgutils, types
-from numba.core.extending import intrinsic
 
-from robustprune.sparse_ops.cpu_threads import run_split
+from robustprune.sparse_ops import native
+from robustprune.sparse_ops.cpu_threads import run_native_split
+from robustprune.sparse_ops.native import F32, I16, I32, I64
 
 # Threads share pieces of at least this many elements; below twice that one thread does it all. Measured
 # on 2 cores: a second thread slows a 384 x 384 gate (147k elements, ~90 us alone) by a third (the hand-off
 # costs tens of us) and gains ~10 % on 1536 x 384.
 PARALLEL_MIN_ELEMENTS = 1 << 17
 
-# numpy views the kernels see: fp16 as int16 and bf16 as uint16, so that numba specialises the loads and
-# stores on the storage format (it has no 16-bit float arithmetic).
-_STORAGE_VIEW = {torch.float32: None, torch.float16: np.int16, torch.bfloat16: np.uint16}
-
-_F32 = ir.FloatType()
-_I32 = ir.IntType(32)
-_I16 = ir.IntType(16)
+# How each dtype is stored: fp32 as it is; fp16 / bf16 as 16-bit patterns, widened and narrowed in the
+# kernel. "scalar": an upstream gradient expanded from one value, passed as that value.
+FORMATS = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 
 # SLEEF's expf_u10 (sleefsimdsp.c, xexpf): Cody-Waite reduction by ln 2, degree-6 polynomial, scaling by
 # 2^q in two halves; below -104 the result is 0, above 100 it is inf.
@@ -66,71 +62,45 @@ _EXP_POLY = (
 
 
 def _f32(value: float) -> ir.Constant:
-    return ir.Constant(_F32, float(np.float32(value)))
+    return ir.Constant(F32, float(np.float32(value)))
 
 
-def _element_pointer(context, builder, array_type, array_value, index):
-    array = context.make_array(array_type)(context, builder, array_value)
-    # In bounds by construction (the callers' loops); no wrap-around or bounds check, so LLVM vectorises.
-    return builder.gep(array.data, [index], inbounds=True)
+def _load(builder: ir.IRBuilder, array: ir.Value, index: ir.Value, storage: str) -> ir.Value:
+    """``array[index]`` widened exactly to fp32 (``array`` is the fp32 value itself for "scalar")."""
+    if storage == "scalar":
+        return array
+    value = builder.load(builder.gep(array, [index], inbounds=True))
+    if storage == "f32":
+        return value
+    if storage == "f16":
+        return builder.fpext(builder.bitcast(value, ir.HalfType()), F32)
+    return builder.bitcast(builder.shl(builder.zext(value, I32), ir.Constant(I32, 16)), F32)
 
 
-@intrinsic
-def load_f32(typingctx, array, index):
-    """``array[index]`` widened exactly to fp32: float32, int16 (fp16 bits) or uint16 (bf16 bits). An fp32
-    scalar in place of the array is every element's value (a broadcast upstream gradient)."""
-    if array == types.float32:
-        return types.float32(array, types.int64), lambda context, builder, sig, args: args[0]
-    if not isinstance(array, types.Array) or array.dtype not in (types.float32, types.int16, types.uint16):
-        return None
-
-    def codegen(context, builder, sig, args):
-        value = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1]))
-        if sig.args[0].dtype == types.float32:
-            return value
-        if sig.args[0].dtype == types.int16:
-            return builder.fpext(builder.bitcast(value, ir.HalfType()), _F32)
-        return builder.bitcast(builder.shl(builder.zext(value, _I32), ir.Constant(_I32, 16)), _F32)
-
-    return types.float32(array, types.int64), codegen
-
-
-@intrinsic
-def store_f32(typingctx, array, index, value):
-    """``array[index] = value`` rounded to nearest-even into the array's format (see :func:`load_f32`)."""
-    if array.dtype not in (types.float32, types.int16, types.uint16) or value != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        value = args[2]
-        if sig.args[0].dtype == types.int16:
-            value = builder.bitcast(builder.fptrunc(value, ir.HalfType()), _I16)
-        elif sig.args[0].dtype == types.uint16:
-            # torch's bf16 rounding: add 0x7FFF plus the lowest kept bit, keep the top half; NaN stays NaN.
-            bits = builder.bitcast(value, _I32)
-            lowest_kept = builder.and_(builder.lshr(bits, ir.Constant(_I32, 16)), ir.Constant(_I32, 1))
-            rounded = builder.add(bits, builder.add(lowest_kept, ir.Constant(_I32, 0x7FFF)))
-            narrowed = builder.trunc(builder.lshr(rounded, ir.Constant(_I32, 16)), _I16)
-            is_nan = builder.fcmp_unordered("uno", value, value)
-            value = builder.select(is_nan, ir.Constant(_I16, 0xFFFF), narrowed)
-        builder.store(value, pointer)
-        return context.get_dummy_value()
-
-    return types.void(array, types.int64, types.float32), codegen
+def _store(builder: ir.IRBuilder, array: ir.Value, index: ir.Value, value: ir.Value, storage: str) -> None:
+    """``array[index] = value`` rounded to nearest-even into the array's storage (see :func:`_load`)."""
+    if storage == "f16":
+        value = builder.bitcast(builder.fptrunc(value, ir.HalfType()), I16)
+    elif storage == "bf16":
+        # torch's bf16 rounding: add 0x7FFF plus the lowest kept bit, keep the top half; NaN stays NaN.
+        bits = builder.bitcast(value, I32)
+        lowest_kept = builder.and_(builder.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+        rounded = builder.add(bits, builder.add(lowest_kept, ir.Constant(I32, 0x7FFF)))
+        narrowed = builder.trunc(builder.lshr(rounded, ir.Constant(I32, 16)), I16)
+        value = builder.select(builder.fcmp_unordered("uno", value, value), ir.Constant(I16, 0xFFFF), narrowed)
+    builder.store(value, builder.gep(array, [index], inbounds=True))
 
 
 def _sleef_expf(builder, d):
     """IR of SLEEF's expf_u10 of the fp32 value ``d`` (FMA where SLEEF's AVX2/AVX-512 builds use it)."""
-    module = builder.module
-    rint = cgutils.get_or_insert_function(module, ir.FunctionType(_F32, [_F32]), "llvm.rint.f32")
+    rint = native.declare(builder.module, "llvm.rint.f32", F32, F32)
     # The rounded quotient comes from d clamped to [-104, 100] (NaN -> -104): the conversion to int is then
     # always defined, and d outside that range is overridden below anyway.
     low, high = _f32(-104.0), _f32(100.0)
     clamped = builder.select(builder.fcmp_ordered(">=", d, low), d, low)
     clamped = builder.select(builder.fcmp_ordered("<=", clamped, high), clamped, high)
-    q = builder.fptosi(builder.call(rint, [builder.fmul(clamped, _f32(_R_LN2))]), _I32)
-    q_float = builder.sitofp(q, _F32)
+    q = builder.fptosi(builder.call(rint, [builder.fmul(clamped, _f32(_R_LN2))]), I32)
+    q_float = builder.sitofp(q, F32)
     s = builder.fma(q_float, _f32(-_L2U), d)
     s = builder.fma(q_float, _f32(-_L2L), s)
     u = _f32(_EXP_POLY[0])
@@ -139,119 +109,133 @@ def _sleef_expf(builder, d):
     u = builder.fadd(_f32(1.0), builder.fma(builder.fmul(s, s), u, s))
 
     def pow2(exponent):
-        shifted = builder.shl(builder.add(exponent, ir.Constant(_I32, 0x7F)), ir.Constant(_I32, 23))
-        return builder.bitcast(shifted, _F32)
+        shifted = builder.shl(builder.add(exponent, ir.Constant(I32, 0x7F)), ir.Constant(I32, 23))
+        return builder.bitcast(shifted, F32)
 
-    half_q = builder.ashr(q, ir.Constant(_I32, 1))
+    half_q = builder.ashr(q, ir.Constant(I32, 1))
     u = builder.fmul(builder.fmul(u, pow2(half_q)), pow2(builder.sub(q, half_q)))
     u = builder.select(builder.fcmp_ordered("<", d, low), _f32(0.0), u)
     return builder.select(builder.fcmp_ordered("<", high, d), _f32(float("inf")), u)
 
 
-@intrinsic
-def sigmoid_f32(typingctx, x):
+def _sigmoid(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """fp32 ``1 / (1 + exp(0 - x))``, operation for operation as torch's vectorised CPU ``sigmoid``."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        e = _sleef_expf(builder, builder.fsub(_f32(0.0), args[0]))
-        return builder.fdiv(_f32(1.0), builder.fadd(e, _f32(1.0)))
-
-    return types.float32(x), codegen
+    e = _sleef_expf(builder, builder.fsub(_f32(0.0), x))
+    return builder.fdiv(_f32(1.0), builder.fadd(e, _f32(1.0)))
 
 
-_ZERO = np.float32(0.0)
-_ONE = np.float32(1.0)
+def _clamp01(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    # Compare-and-select (not min/max) so that NaN stays NaN, as in torch.clamp.
+    x = builder.select(builder.fcmp_ordered("<", x, _f32(0.0)), _f32(0.0), x)
+    return builder.select(builder.fcmp_ordered(">", x, _f32(1.0)), _f32(1.0), x)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _stretched(s, stretch, gamma):
-    return s * stretch + gamma  # two roundings, as the eager path's mul_ then add_
+# Entries of a kernel's int64 argument block: arrays (addresses), then fp32 constants (their bit patterns).
+FORWARD_ARGUMENTS = ("weight", "log_alpha", "noise", "out", "stretch", "gamma", "beta")
+BACKWARD_ARGUMENTS = ("grad", "weight", "log_alpha", "noise", "grad_weight", "grad_log_alpha", "stretch", "gamma",
+                      "beta", "scale")
+_CONSTANTS = ("stretch", "gamma", "beta", "scale")
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _clamp01(x):
-    # Written out (not min/max) so that NaN stays NaN, as in torch.clamp, whatever numba's min/max do.
-    x = _ZERO if x < _ZERO else x  # noqa: FURB136
-    return _ONE if x > _ONE else x  # noqa: FURB136
+@functools.cache
+def kernel(backward: bool, storage: tuple[tuple[str, str], ...]) -> int:
+    """Address of the compiled element loop ``gate(arguments, lo, hi)`` over elements ``lo .. hi-1``.
+
+    ``storage`` pairs each array of :data:`FORWARD_ARGUMENTS` / :data:`BACKWARD_ARGUMENTS` that is present
+    with its storage ("f32", "f16", "bf16"; the upstream gradient also "scalar"); a missing ``noise`` is the
+    deterministic (eval) gate, a missing ``grad_weight`` skips the weight's gradient. Per element, the
+    same fp32 operations in the same order as the eager path:
+
+    forward: ``s = sigmoid(log_alpha)`` (with noise: ``sigmoid((noise + log_alpha) / beta)``);
+    ``out = weight * clamp01(s * stretch + gamma)``.
+    backward: ``grad_log_alpha = ((g * w) * (1 - s)) * s * scale`` where ``0 <= s * stretch + gamma <= 1``,
+    else 0 (torch.clamp passes gradient at the bounds, NaN passes none); ``grad_weight = clamp01(...) * g``.
+    """
+    names = BACKWARD_ARGUMENTS if backward else FORWARD_ARGUMENTS
+    formats = dict(storage)
+    tag = "_".join(f"{name}-{form}" for name, form in storage)
+    module = native.new_module(f"hard_concrete_{'backward' if backward else 'forward'}_{tag}")
+    function = ir.Function(module, native.KERNEL_TYPE, "gate")
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    arguments, lo, hi = function.args
+    read = native.argument_reader(builder, arguments)
+    values = {}
+    for position, name in enumerate(names):
+        if name in _CONSTANTS:
+            values[name] = builder.bitcast(builder.trunc(read(position), I32), F32)
+        elif formats.get(name) == "scalar":
+            values[name] = builder.bitcast(builder.trunc(read(position), I32), F32)
+        elif name in formats:
+            values[name] = read(position, (F32 if formats[name] == "f32" else I16).as_pointer())
+
+    def load(name, index):
+        return _load(builder, values[name], index, formats[name])
+
+    with native.loop(builder, lo, hi) as i:
+        if "noise" in formats:
+            s = _sigmoid(builder, builder.fdiv(builder.fadd(load("noise", i), load("log_alpha", i)), values["beta"]))
+        else:
+            s = _sigmoid(builder, load("log_alpha", i))
+        # Two roundings, as the eager path's mul_ then add_ (LLVM fuses nothing without fast-math flags).
+        stretched = builder.fadd(builder.fmul(s, values["stretch"]), values["gamma"])
+        if not backward:
+            _store(builder, values["out"], i, builder.fmul(load("weight", i), _clamp01(builder, stretched)),
+                   formats["out"])
+        else:
+            g = load("grad", i)
+            # torch.ops.aten.sigmoid_backward(g * w, s) = (g * w * (1 - s)) * s
+            dsigmoid = builder.fmul(builder.fmul(builder.fmul(g, load("weight", i)), builder.fsub(_f32(1.0), s)), s)
+            inside = builder.and_(builder.fcmp_ordered(">=", stretched, _f32(0.0)),
+                                  builder.fcmp_ordered("<=", stretched, _f32(1.0)))
+            _store(builder, values["grad_log_alpha"], i,
+                   builder.select(inside, builder.fmul(dsigmoid, values["scale"]), _f32(0.0)),
+                   formats["grad_log_alpha"])
+            if "grad_weight" in formats:
+                _store(builder, values["grad_weight"], i, builder.fmul(_clamp01(builder, stretched), g),
+                       formats["grad_weight"])
+    builder.ret_void()
+    return native.load(module).address("gate")
 
 
-@numba.njit(cache=True, nogil=True)
-def _forward_eval(weight, log_alpha, out, stretch, gamma, lo, hi):
-    for i in range(lo, hi):
-        s = sigmoid_f32(load_f32(log_alpha, i))
-        store_f32(out, i, load_f32(weight, i) * _clamp01(_stretched(s, stretch, gamma)))
+def _float_bits(value: float) -> int:
+    return int(np.float32(value).view(np.int32))
 
 
-@numba.njit(cache=True, nogil=True)
-def _forward_noise(weight, log_alpha, noise, out, stretch, gamma, beta, lo, hi):
-    for i in range(lo, hi):
-        s = sigmoid_f32((load_f32(noise, i) + load_f32(log_alpha, i)) / beta)
-        store_f32(out, i, load_f32(weight, i) * _clamp01(_stretched(s, stretch, gamma)))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _backward_element(grad, weight, grad_weight, grad_log_alpha, s, stretch, gamma, scale, with_weight, i):
-    g = load_f32(grad, i)
-    # torch.ops.aten.sigmoid_backward(g * w, s) = (g * w * (1 - s)) * s
-    dsigmoid = g * load_f32(weight, i) * (_ONE - s) * s
-    stretched = _stretched(s, stretch, gamma)
-    # The clamp passes gradient inside [0, 1], bounds included (torch.clamp's convention); NaN passes none.
-    inside = (stretched >= _ZERO) & (stretched <= _ONE)
-    store_f32(grad_log_alpha, i, dsigmoid * scale if inside else _ZERO)
-    if with_weight:
-        store_f32(grad_weight, i, _clamp01(stretched) * g)
-
-
-@numba.njit(cache=True, nogil=True)
-def _backward_eval(grad, weight, log_alpha, grad_weight, grad_log_alpha, stretch, gamma, scale,
-                   with_weight, lo, hi):
-    if with_weight:  # two loops, so that neither tests the flag per element
-        for i in range(lo, hi):
-            s = sigmoid_f32(load_f32(log_alpha, i))
-            _backward_element(grad, weight, grad_weight, grad_log_alpha, s, stretch, gamma, scale, True, i)
-    else:
-        for i in range(lo, hi):
-            s = sigmoid_f32(load_f32(log_alpha, i))
-            _backward_element(grad, weight, grad_weight, grad_log_alpha, s, stretch, gamma, scale, False, i)
-
-
-@numba.njit(cache=True, nogil=True)
-def _backward_noise(grad, weight, log_alpha, noise, grad_weight, grad_log_alpha, stretch, gamma, beta, scale,
-                    with_weight, lo, hi):
-    if with_weight:
-        for i in range(lo, hi):
-            s = sigmoid_f32((load_f32(noise, i) + load_f32(log_alpha, i)) / beta)
-            _backward_element(grad, weight, grad_weight, grad_log_alpha, s, stretch, gamma, scale, True, i)
-    else:
-        for i in range(lo, hi):
-            s = sigmoid_f32((load_f32(noise, i) + load_f32(log_alpha, i)) / beta)
-            _backward_element(grad, weight, grad_weight, grad_log_alpha, s, stretch, gamma, scale, False, i)
-
-
-def _storage(tensor: torch.Tensor) -> np.ndarray:
-    """The flat numpy view of a contiguous CPU tensor, fp16/bf16 as their integer storage."""
-    view = _STORAGE_VIEW[tensor.dtype]
-    flat = tensor.view(-1)
-    if view is None:
-        return flat.numpy()
-    return flat.view(torch.int16).numpy().view(view)
-
-
-def _broadcast_value(grad: torch.Tensor) -> np.ndarray | np.float32:
-    """The one value of a gradient expanded from a scalar (all strides 0: what ``out.sum().backward()``
-    hands the backward), which the kernels then read from a register instead of memory; any other
-    non-contiguous gradient as a contiguous copy."""
-    if grad.numel() > 0 and not any(grad.stride()):
-        return np.float32(grad.reshape(-1)[0].item())  # fp16/bf16 widen exactly
-    return _storage(grad.contiguous())
-
-
-def _constants(gamma: float, zeta: float, beta: float, noise: bool):
-    """fp32 constants as the eager path's torch ops round their Python-float operands."""
+def _constants(gamma: float, zeta: float, beta: float, noise: bool) -> dict[str, int]:
+    """fp32 constants (as bit patterns) as the eager path's torch ops round their Python-float operands."""
     scale = (zeta - gamma) / (beta if noise else 1.0)
-    return np.float32(zeta - gamma), np.float32(gamma), np.float32(beta), np.float32(scale)
+    return {"stretch": _float_bits(zeta - gamma), "gamma": _float_bits(gamma), "beta": _float_bits(beta),
+            "scale": _float_bits(scale)}
+
+
+def _run(backward: bool, arrays: dict[str, torch.Tensor | float | None], constants: dict[str, int],
+         elements: int) -> None:
+    """Fill the argument block for the present ``arrays`` (a float: a scalar upstream gradient) and run."""
+    names = BACKWARD_ARGUMENTS if backward else FORWARD_ARGUMENTS
+    storage, block = [], []
+    for name in names:
+        array = arrays.get(name)
+        if name in _CONSTANTS:
+            block.append(constants[name])
+        elif array is None:
+            block.append(0)
+        elif isinstance(array, float):
+            storage.append((name, "scalar"))
+            block.append(_float_bits(array))
+        else:
+            storage.append((name, FORMATS[array.dtype]))
+            block.append(array.data_ptr())
+    run_native_split(kernel(backward, tuple(storage)), np.array(block, dtype=np.int64), elements,
+                     PARALLEL_MIN_ELEMENTS)
+
+
+def upstream_gradient(grad: torch.Tensor) -> torch.Tensor | float:
+    """The one value of a gradient expanded from a scalar (all strides 0: what ``out.sum().backward()``
+    hands the backward), which the kernel then reads from a register instead of memory; any other
+    gradient as a contiguous tensor."""
+    if grad.numel() > 0 and not any(grad.stride()):
+        return float(grad.reshape(-1)[0].float().item())  # fp16/bf16 widen exactly
+    return grad.contiguous()
 
 
 def gate_forward_into(
@@ -265,14 +249,8 @@ def gate_forward_into(
 ) -> torch.Tensor:
     """Write ``weight * z`` into ``out`` (contiguous CPU tensors of one shape; ``out`` has the weight's
     dtype) and return it. Same formulas as :func:`robustprune.sparse_ops.hard_concrete.hard_concrete_gate`."""
-    stretch, gamma32, beta32, _ = _constants(gamma, zeta, beta, noise is not None)
-    w, la, o = _storage(weight), _storage(log_alpha), _storage(out)
-    if noise is None:
-        run_split(lambda lo, hi: _forward_eval(w, la, o, stretch, gamma32, lo, hi), w.size, PARALLEL_MIN_ELEMENTS)
-    else:
-        n = _storage(noise)
-        run_split(lambda lo, hi: _forward_noise(w, la, n, o, stretch, gamma32, beta32, lo, hi), w.size,
-                  PARALLEL_MIN_ELEMENTS)
+    arrays = {"weight": weight, "log_alpha": log_alpha, "noise": noise, "out": out}
+    _run(False, arrays, _constants(gamma, zeta, beta, noise is not None), weight.numel())
     return out
 
 
@@ -289,18 +267,7 @@ def gate_backward_into(
 ) -> None:
     """Write the gradients of the gate for the upstream ``grad`` into ``grad_log_alpha`` (log_alpha's
     dtype) and, unless it is None, ``grad_weight`` (the weight's dtype). All contiguous CPU tensors of one
-    shape, except ``grad``, which may have any strides."""
-    stretch, gamma32, beta32, scale = _constants(gamma, zeta, beta, noise is not None)
-    g = _storage(grad) if grad.is_contiguous() else _broadcast_value(grad)
-    w, la, gla = _storage(weight), _storage(log_alpha), _storage(grad_log_alpha)
-    with_weight = grad_weight is not None
-    gw = _storage(grad_weight) if with_weight else gla  # a placeholder of a compiled type, never written
-    if noise is None:
-        def run(lo, hi):
-            _backward_eval(g, w, la, gw, gla, stretch, gamma32, scale, with_weight, lo, hi)
-    else:
-        n = _storage(noise)
-
-        def run(lo, hi):
-            _backward_noise(g, w, la, n, gw, gla, stretch, gamma32, beta32, scale, with_weight, lo, hi)
-    run_split(run, w.size, PARALLEL_MIN_ELEMENTS)
+    shape, except ``grad``, which may have any strides (see :func:`upstream_gradient`)."""
+    arrays = {"grad": upstream_gradient(grad), "weight": weight, "log_alpha": log_alpha, "noise": noise,
+              "grad_weight": grad_weight, "grad_log_alpha": grad_log_alpha}
+    _run(True, arrays, _constants(gamma, zeta, beta, noise is not None), weight.numel())
