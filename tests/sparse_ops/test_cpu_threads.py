@@ -1,32 +1,55 @@
-"""run_split: every range exactly once, on torch's OpenMP team and on Python threads; errors surface;
-a forked child falls back to Python threads."""
+"""run_split: every item exactly once, on torch's OpenMP team and on Python threads, in pieces of the
+asked alignment; a forked child falls back to Python threads."""
 
+import itertools
 import multiprocessing
 import sys
-import threading
 
+import numpy as np
 import pytest
 import torch
+from llvmlite import ir
 
-from robustprune.sparse_ops import cpu_threads
-
-
-def covered(items: int, min_items: int, align: int = 1) -> tuple[list[tuple[int, int]], set[int]]:
-    calls, threads, lock = [], set(), threading.Lock()
-
-    def run(lo: int, hi: int) -> None:
-        with lock:
-            calls.append((lo, hi))
-            threads.add(threading.get_ident())
-
-    cpu_threads.run_split(run, items, min_items, align)
-    return sorted(calls), threads
+from robustprune.sparse_ops import cpu_threads, native
 
 
-def assert_exact_cover(calls, items, align):
-    assert calls[0][0] == 0 and calls[-1][1] == items
-    assert all(a[1] == b[0] for a, b in zip(calls, calls[1:]))
-    assert all(lo % align == 0 for lo, _ in calls)
+def recording_kernel() -> int:
+    """``record(arguments, lo, hi)``: ``counts[i] += 1`` for every item, and ``(lo, hi)`` appended to a log.
+
+    ``arguments``: the counts' address, the log's address, the address of the log's length (taken with an
+    atomic add, as pieces run concurrently)."""
+    module = native.new_module("test_record")
+    function = ir.Function(module, native.KERNEL_TYPE, "record")
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    arguments, lo, hi = function.args
+    read = native.argument_reader(builder, arguments)
+    counts, log, length = (read(i, native.I64.as_pointer()) for i in range(3))
+    slot = builder.mul(builder.atomic_rmw("add", length, ir.Constant(native.I64, 1), "monotonic"),
+                       ir.Constant(native.I64, 2))
+    builder.store(lo, builder.gep(log, [slot]))
+    builder.store(hi, builder.gep(log, [builder.add(slot, ir.Constant(native.I64, 1))]))
+    with native.loop(builder, lo, hi) as index:
+        count = builder.gep(counts, [index], inbounds=True)
+        builder.store(builder.add(builder.load(count), ir.Constant(native.I64, 1)), count)
+    builder.ret_void()
+    return native.load(module).address("record")
+
+
+def covered(items: int, min_items: int, align: int = 1) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """(per-item call counts, sorted pieces) of one split."""
+    counts = np.zeros(items, dtype=np.int64)
+    log = np.zeros(2 * (items + 1), dtype=np.int64)
+    length = np.zeros(1, dtype=np.int64)
+    arguments = np.array([counts.ctypes.data, log.ctypes.data, length.ctypes.data], dtype=np.int64)
+    cpu_threads.run_split(recording_kernel(), arguments, items, min_items, align)
+    return counts, sorted(map(tuple, log[:2 * length[0]].reshape(-1, 2).tolist()))
+
+
+def assert_exact_cover(counts, pieces, items, align):
+    assert (counts == 1).all()
+    assert pieces[0][0] == 0 and pieces[-1][1] == items
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
+    assert all(lo % align == 0 for lo, _ in pieces)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="torch runs GNU OpenMP on Linux")
@@ -34,35 +57,24 @@ def test_torch_openmp_team_is_found_here():
     assert cpu_threads.openmp_team_usable()
 
 
+@pytest.mark.parametrize("threads", [2, 3])  # 3: more threads than this machine's cores
 @pytest.mark.parametrize("team", [True, False], ids=["openmp-team", "python-threads"])
-def test_every_item_exactly_once(monkeypatch, team):
+def test_every_item_exactly_once(monkeypatch, team, threads):
     if not team:
         monkeypatch.setattr(cpu_threads, "openmp_team_usable", lambda: False)
     threads_before = torch.get_num_threads()
     try:
-        torch.set_num_threads(2)
-        for items, min_items, align in [(10, 100, 1), (1000, 100, 1), (1000, 7, 64), (12345, 1000, 8)]:
-            calls, threads = covered(items, min_items, align)
-            assert_exact_cover(calls, items, align)
+        torch.set_num_threads(threads)
+        for items, min_items, align in [(1, 1, 1), (10, 100, 1), (1000, 100, 1), (1000, 7, 64),
+                                        (12345, 1000, 8), (100_003, 10, 8)]:
+            counts, pieces = covered(items, min_items, align)
+            assert_exact_cover(counts, pieces, items, align)
             if items >= 2 * min_items:
-                assert len(calls) > 1
+                assert len(pieces) > 1
             else:
-                assert calls == [(0, items)] and threads == {threading.get_ident()}
+                assert pieces == [(0, items)]
     finally:
         torch.set_num_threads(threads_before)
-
-
-@pytest.mark.parametrize("team", [True, False], ids=["openmp-team", "python-threads"])
-def test_an_error_in_a_piece_is_raised_to_the_caller(monkeypatch, team):
-    if not team:
-        monkeypatch.setattr(cpu_threads, "openmp_team_usable", lambda: False)
-
-    def run(lo: int, hi: int) -> None:
-        if lo > 0:
-            raise ValueError(f"piece {lo}")
-
-    with pytest.raises(ValueError, match="piece"):
-        cpu_threads.run_split(run, 1000, 10)
 
 
 def test_a_forked_child_uses_python_threads():
@@ -77,5 +89,5 @@ def test_a_forked_child_uses_python_threads():
 
 
 def _child_split(queue):
-    calls, _ = covered(1000, 10)
-    queue.put((cpu_threads.openmp_team_usable(), calls[0][0] == 0 and calls[-1][1] == 1000))
+    counts, pieces = covered(1000, 10)
+    queue.put((cpu_threads.openmp_team_usable(), bool((counts == 1).all()) and len(pieces) > 1))

@@ -14,6 +14,7 @@ import pytest
 import torch
 from llvmlite import ir
 
+from robustprune.sparse_ops import cpu_threads, hard_concrete_cpu, native
 from robustprune.sparse_ops import hard_concrete as hc_module
 from robustprune.sparse_ops.hard_concrete import (
     BETA,
@@ -25,8 +26,6 @@ from robustprune.sparse_ops.hard_concrete import (
     hard_concrete_gate_eager,
     sample_hard_concrete_noise,
 )
-
-from robustprune.sparse_ops import cpu_threads, hard_concrete_cpu, native
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 NOISE_DTYPES = [None, torch.float32, torch.bfloat16]
@@ -213,7 +212,7 @@ def elementwise(name, source, target, body=lambda builder, value: value):
 
     def run(src_tensor, dst_tensor):
         block = np.array([src_tensor.data_ptr(), dst_tensor.data_ptr()], dtype=np.int64)
-        cpu_threads.run_native_split(address, block, src_tensor.numel(), 1 << 16)
+        cpu_threads.run_split(address, block, src_tensor.numel(), 1 << 16)
 
     return run
 

@@ -1,15 +1,16 @@
-"""Splitting a compiled CPU kernel over threads, shared by the numba kernels of ``sparse_ops``.
+"""Splitting a native CPU kernel over threads, shared by the compiled kernels of ``sparse_ops``.
 
-The kernels release the GIL (numba ``nogil``), so several threads run them in parallel. Where torch runs
-on GNU OpenMP (its Linux wheels), the pieces run on torch's own OpenMP thread team (``GOMP_parallel``
-through ctypes, each thread calling back into Python for its pieces): after any torch op those threads
-spin for a while waiting for more work, and a second pool of our own would have to share the cores with
-them (measured: ``nm_linear`` at batch 16 right after a dense ``F.linear``, 0.9x dense on Python threads,
-1.3x on torch's team). Elsewhere, and in a child process forked after this module was imported (where
-GNU OpenMP's team does not exist and calls can hang), plain Python threads from a pool that is rebuilt
-after a fork. numba's own parallel threading layer is deliberately not used: its GNU OpenMP layer aborts
-a child process that calls it after a ``fork()`` (torch DataLoader workers, ``multiprocessing``), and its
-fallback layer is not thread-safe.
+The kernels are plain C-ABI functions (:mod:`robustprune.sparse_ops.native`) that never touch Python, so
+several threads run them in parallel. Each thread runs a small native "team member" that takes the next
+piece with an atomic counter and calls the kernel on it: no thread waits for the GIL between pieces
+(a Python callback per piece measured 5-15 % slower at decode, the team threads blocking on the GIL).
+Where torch runs on GNU OpenMP (its Linux wheels), the members run on torch's own OpenMP thread team
+(``GOMP_parallel`` through ctypes): after any torch op those threads spin for a while waiting for more
+work, and a second pool of our own would have to share the cores with them (measured: ``nm_linear`` at
+batch 16 right after a dense ``F.linear``, 0.9x dense on Python threads, 1.3x on torch's team).
+Elsewhere, and in a child process forked after this module was imported (where GNU OpenMP's team does
+not exist and calls can hang), Python threads from a pool that is rebuilt after a fork, each calling the
+member through ctypes (which releases the GIL for the call).
 
 Also here: :func:`compiled_module`, which loads a kernel module on first use, and
 :func:`eager_cpu_forced`, which reads the ``ROBUSTPRUNE_..._CPU=eager|compiled`` switches.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
-import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -50,7 +50,6 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool[2]
 
 
-_OPENMP_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _forked = False
 
 
@@ -72,7 +71,8 @@ def _torch_openmp():
         if path is None:
             return None
         runtime = ctypes.CDLL(path)  # already loaded by torch: the same library, not a second copy
-        runtime.GOMP_parallel.argtypes = [_OPENMP_CALLBACK, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        # GOMP_parallel(void (*member)(void *), void *data, unsigned threads, unsigned flags)
+        runtime.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
         runtime.GOMP_parallel.restype = None
     except (OSError, AttributeError):
         return None
@@ -90,7 +90,8 @@ def piece_bounds(items: int, pieces: int, align: int) -> list[int]:
 
 
 def _split_plan(items: int, min_items: int, align: int) -> tuple[int, list[int]]:
-    """(threads, piece bounds) for ``items``: see :func:`run_split`."""
+    """(threads, piece bounds) for ``items``: see :func:`run_split`. Up to ``PIECES_PER_WORKER`` pieces
+    per thread on large inputs."""
     workers = max(1, min(torch.get_num_threads(), items // min_items))
     if workers == 1:
         return 1, [0, items]
@@ -98,50 +99,7 @@ def _split_plan(items: int, min_items: int, align: int) -> tuple[int, list[int]]
     return workers, piece_bounds(items, pieces, align)
 
 
-def run_split(run: Callable[[int, int], None], items: int, min_items: int, align: int = 1) -> None:
-    """Call ``run(lo, hi)`` on ranges that together cover ``range(items)`` exactly once.
-
-    Below ``2 * min_items`` items the calling thread does it all in one call (a thread hand-off costs tens
-    of microseconds). Otherwise up to ``torch.get_num_threads()`` threads (torch's OpenMP team, or the
-    caller and pool threads) share pieces of at least ``min_items`` items whose bounds are multiples of
-    ``align``. ``run`` must release the GIL to run in parallel; an exception in it is raised here.
-    """
-    workers, bounds = _split_plan(items, min_items, align)
-    if workers == 1:
-        run(0, items)
-        return
-    pieces = len(bounds) - 1
-    next_piece = itertools.count()
-
-    def work() -> None:
-        while (piece := next(next_piece)) < pieces:  # next() on a count is atomic under the GIL
-            run(bounds[piece], bounds[piece + 1])
-
-    if openmp_team_usable():
-        errors: list[BaseException] = []
-
-        def team_member(_data) -> None:  # on each OpenMP thread, holding the GIL between pieces
-            try:
-                work()
-            except BaseException as error:  # noqa: BLE001  (re-raised below, in the caller)
-                errors.append(error)
-
-        # ctypes releases the GIL for the call; the calling thread is the team's first member.
-        _torch_openmp().GOMP_parallel(_OPENMP_CALLBACK(team_member), None, workers, 0)
-        if errors:
-            raise errors[0]
-        return
-    pool = _executor(workers - 1)
-    futures = [pool.submit(work) for _ in range(workers - 1)]
-    work()
-    for future in futures:
-        future.result()
-
-
-# ------------------------------------------------------------------------------ native kernels, GIL-free
-
 _TEAM_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_GOMP_PARALLEL_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint)
 
 
 @functools.cache
@@ -184,17 +142,17 @@ def _kernel_caller(address: int) -> Callable[[int, int, int], None]:
     return native.KERNEL_CTYPE(address)
 
 
-@functools.cache
-def _gomp_parallel_raw() -> Callable[[int, int, int, int], None]:
-    """``GOMP_parallel`` taking the team member's address (not a Python callback)."""
-    return _GOMP_PARALLEL_CTYPE(ctypes.cast(_torch_openmp().GOMP_parallel, ctypes.c_void_p).value)
+def run_split(kernel: int, arguments: np.ndarray, items: int, min_items: int, align: int = 1) -> None:
+    """Call the native kernel at address ``kernel`` (C signature
+    ``void kernel(const int64_t *arguments, int64_t lo, int64_t hi)``, :mod:`robustprune.sparse_ops.native`)
+    on ranges that together cover ``range(items)`` exactly once, passing ``arguments`` (an int64 array)
+    to every call.
 
-
-def run_native_split(kernel: int, arguments: np.ndarray, items: int, min_items: int, align: int = 1) -> None:
-    """Run the native kernel at address ``kernel`` (C signature
-    ``void kernel(const int64_t *arguments, int64_t lo, int64_t hi)``) over ``range(items)``, split as
-    :func:`run_split` splits (same threads, same pieces), with ``arguments`` (an int64 array) passed to
-    every call. No thread holds the GIL while kernels run."""
+    Below ``2 * min_items`` items the calling thread does it all in one call (a thread hand-off costs tens
+    of microseconds). Otherwise up to ``torch.get_num_threads()`` threads (torch's OpenMP team, or the
+    caller and pool threads) share pieces of at least ``min_items`` items whose bounds are multiples of
+    ``align``. No thread holds the GIL while kernels run.
+    """
     workers, bounds = _split_plan(items, min_items, align)
     if workers == 1:
         _kernel_caller(kernel)(arguments.ctypes.data, 0, items)
@@ -204,7 +162,8 @@ def run_native_split(kernel: int, arguments: np.ndarray, items: int, min_items: 
     data[4:] = bounds
     address, call_team = _team()
     if openmp_team_usable():
-        _gomp_parallel_raw()(address, data.ctypes.data, workers, 0)
+        # ctypes releases the GIL for the call; the calling thread is the team's first member.
+        _torch_openmp().GOMP_parallel(address, data.ctypes.data, workers, 0)
         return
     pool = _executor(workers - 1)
     futures = [pool.submit(call_team, data.ctypes.data) for _ in range(workers - 1)]
@@ -215,8 +174,8 @@ def run_native_split(kernel: int, arguments: np.ndarray, items: int, min_items: 
 
 @functools.cache
 def compiled_module(name: str):
-    """The numba kernel module ``robustprune.sparse_ops.<name>``, imported on first use, or None when
-    numba cannot be imported (the ops then run their eager torch path)."""
+    """The compiled kernel module ``robustprune.sparse_ops.<name>``, imported on first use, or None when
+    it cannot be imported (no llvmlite: the ops then run their eager torch path)."""
     try:
         return importlib.import_module(f"robustprune.sparse_ops.{name}")
     except ImportError:

@@ -21,7 +21,7 @@ scalar (``out.sum().backward()``) is passed as that scalar, not materialised.
 
 Threads: large inputs are split over ``torch.get_num_threads()`` threads (torch's OpenMP team, or Python
 threads), none of them touching Python between pieces
-(:func:`robustprune.sparse_ops.cpu_threads.run_native_split`). One kernel per direction, noise or not,
+(:func:`robustprune.sparse_ops.cpu_threads.run_split`). One kernel per direction, noise or not,
 and combination of dtypes, compiled on first use and cached on disk (:mod:`robustprune.sparse_ops.native`).
 """
 
@@ -34,8 +34,8 @@ import torch
 from llvmlite import ir
 
 from robustprune.sparse_ops import native
-from robustprune.sparse_ops.cpu_threads import run_native_split
-from robustprune.sparse_ops.native import F32, I16, I32, I64
+from robustprune.sparse_ops.cpu_threads import run_split
+from robustprune.sparse_ops.native import F32, I16, I32
 
 # Threads share pieces of at least this many elements; below twice that one thread does it all. Measured
 # on 2 cores: a second thread slows a 384 x 384 gate (147k elements, ~90 us alone) by a third (the hand-off
@@ -161,9 +161,7 @@ def kernel(backward: bool, storage: tuple[tuple[str, str], ...]) -> int:
     read = native.argument_reader(builder, arguments)
     values = {}
     for position, name in enumerate(names):
-        if name in _CONSTANTS:
-            values[name] = builder.bitcast(builder.trunc(read(position), I32), F32)
-        elif formats.get(name) == "scalar":
+        if name in _CONSTANTS or formats.get(name) == "scalar":
             values[name] = builder.bitcast(builder.trunc(read(position), I32), F32)
         elif name in formats:
             values[name] = read(position, (F32 if formats[name] == "f32" else I16).as_pointer())
@@ -225,7 +223,7 @@ def _run(backward: bool, arrays: dict[str, torch.Tensor | float | None], constan
         else:
             storage.append((name, FORMATS[array.dtype]))
             block.append(array.data_ptr())
-    run_native_split(kernel(backward, tuple(storage)), np.array(block, dtype=np.int64), elements,
+    run_split(kernel(backward, tuple(storage)), np.array(block, dtype=np.int64), elements,
                      PARALLEL_MIN_ELEMENTS)
 
 

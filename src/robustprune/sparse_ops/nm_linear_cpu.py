@@ -30,7 +30,7 @@ small batches (the op's dispatch picks it up to ``SMALL_BATCH`` rows); BLAS serv
 The kernel is LLVM IR written with llvmlite, compiled once per machine and cached on disk
 (:mod:`robustprune.sparse_ops.native`: later processes load it in tens of milliseconds, without numba).
 Threads: rows are split over torch's OpenMP team, or Python threads, with no thread touching Python
-between pieces (:func:`robustprune.sparse_ops.cpu_threads.run_native_split`).
+between pieces (:func:`robustprune.sparse_ops.cpu_threads.run_split`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import torch
 from llvmlite import ir
 
 from robustprune.sparse_ops import native
-from robustprune.sparse_ops.cpu_threads import run_native_split
+from robustprune.sparse_ops.cpu_threads import run_split
 from robustprune.sparse_ops.native import F32, I8, I16, I32, I64, constant_vector, splat
 from robustprune.sparse_ops.nm_format import index_bits
 
@@ -301,5 +301,5 @@ def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Ten
     arguments = np.array([values.data_ptr(), metadata.data_ptr(), x32.data_ptr(), y.data_ptr(), kept,
                           metadata.shape[1], x32.shape[1], out_features, x32.shape[0], block_chunks], dtype=np.int64)
     min_rows = -(-PARALLEL_MIN_ELEMENTS // (kept * m // n))
-    run_native_split(run, arguments, out_features, min_rows)
+    run_split(run, arguments, out_features, min_rows)
     return y

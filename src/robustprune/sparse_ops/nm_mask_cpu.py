@@ -14,7 +14,7 @@ byte store); the last partial vector runs a scalar loop with every lane and comp
 
 Threads: large inputs are split over ``torch.get_num_threads()`` threads, torch's OpenMP team or Python
 threads, none of them touching Python between pieces
-(:func:`robustprune.sparse_ops.cpu_threads.run_native_split`).
+(:func:`robustprune.sparse_ops.cpu_threads.run_split`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from llvmlite import ir
 
 from robustprune.sparse_ops import native
-from robustprune.sparse_ops.cpu_threads import run_native_split
+from robustprune.sparse_ops.cpu_threads import run_split
 from robustprune.sparse_ops.native import I8, I32, I64, constant_vector, splat
 
 # Bytes of scores one explicit vector holds (16 fp32 or 32 fp16/bf16 lanes: one AVX-512 register; LLVM
@@ -111,6 +111,6 @@ def nm_mask_into(scores: torch.Tensor, mask: torch.Tensor, n: int, m: int) -> to
     int_dtype = _INT_VIEW[scores.dtype]
     arguments = np.array([scores.data_ptr(), mask.data_ptr(), n], dtype=np.int64)
     # Pieces of whole vectors: 64 groups is a multiple of any vector's groups.
-    run_native_split(kernel(m, int_dtype.itemsize * 8), arguments, scores.numel() // m,
+    run_split(kernel(m, int_dtype.itemsize * 8), arguments, scores.numel() // m,
                      min_items=PARALLEL_MIN_ELEMENTS // m, align=64)
     return mask
