@@ -168,7 +168,7 @@ class NMResult:
     copy_bytes: dict[str, int]  # per dtype name: read + written by the copy
     mask_bytes: dict[str, int]  # per dtype name: read + written by one N:M mask (scores in, bool out)
     matches_topk: bool  # ours == topk + scatter (fp32 randn: no ties) and ours == the eager path, bit for bit
-    compiled: bool  # ours dispatched to the compiled (numba) CPU kernel
+    compiled: bool  # ours dispatched to the compiled (native) CPU kernel
     first_call_s: dict[str, float]  # per dtype name: first call of ours in this process (JIT or cache load)
 
 
@@ -247,7 +247,7 @@ def report_speed(glob: GlobalResult, nm: NMResult, cold: dict[str, float]) -> No
 
 
 def report_bandwidth(nm: NMResult) -> None:
-    path = "compiled numba kernel" if nm.compiled else "eager torch path (numba not importable or switched off)"
+    path = "compiled native kernel" if nm.compiled else "eager torch path (llvmlite not importable or switched off)"
     print(f"Bandwidth (ours = the op as dispatched: {path}; eager = the torch CPU path, for reference; "
           "read the scores + write 1 B per element; reference: dst.copy_(src) of the same matrix)")
     rows = []
@@ -262,7 +262,7 @@ def report_bandwidth(nm: NMResult) -> None:
                          f"{fraction:.2f}", f"{eager:.2f}", f"{fmt_time(nm.times[f'copy {name}'])}",
                          f">= {GOAL_NM_BANDWIDTH}", status(fraction >= GOAL_NM_BANDWIDTH)])
     print_table(["workload", "ours effective", "of copy", "eager of copy", "copy", "goal", "status"], rows)
-    print("  note: first call of ours in this process (numba import + JIT, or loading its on-disk cache): "
+    print("  note: first call of ours in this process (loading the kernel from its on-disk cache, or compiling it): "
           + ", ".join(f"{name} {fmt_time(seconds)}" for name, seconds in nm.first_call_s.items()))
 
 
@@ -346,7 +346,7 @@ def report_sparse_forward(repeats: int) -> bool:
                 rows)
     print(f"copy bandwidth (read + write of a {sparse_linear.STREAM_BYTES >> 21} MiB fp32 copy, measured first): "
           f"{copy_bandwidth / 1e9:.1f} GB/s")
-    print("first call in this process (numba import + compile, or load from its on-disk cache): "
+    print("first call in this process (loading the kernel from its on-disk cache, or compiling it): "
           + ", ".join(f"{n}:{m} {name} {fmt_time(seconds)}" for (n, m, name), seconds in first_calls.items()))
     return correct
 

@@ -10,8 +10,8 @@ Workloads (fp32, CPU):
 Used by ``bench/test_bench_hard_concrete.py`` (pytest-benchmark) and :func:`report` (side-by-side ratios
 in one process: ``python -m bench.hard_concrete``). The report also gives the bandwidth the fused op reaches
 (the bytes its forward and backward must move, over its time) as a fraction of a plain ``copy_`` of as many
-bytes timed in the same rounds, and the first call's cost (numba import and loading or compiling the
-kernels), apart from the medians.
+bytes timed in the same rounds, and the first call's cost (loading the kernels' cached machine code, or
+compiling it), apart from the medians.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ print(time.perf_counter() - start)
 
 def first_call_seconds() -> float:
     """Seconds of the first gate forward + backward in this process (fp32, noise, frozen weight: the
-    workload's kernels): numba's import and loading the kernels' cached machine code, or compiling them."""
+    workload's kernels): loading the kernels' cached machine code, or compiling them."""
     weights, log_alphas, noise = gate_problem()
     w, la, n = weights[0][:16, :16], log_alphas[0].detach()[:16, :16].clone(), noise[0][:16, :16]
     start = time.perf_counter()
@@ -164,10 +164,10 @@ def first_call_seconds() -> float:
 
 
 def cold_compile_seconds() -> float:
-    """Seconds of the first gate forward + backward in a fresh process with an empty numba cache (importing
+    """Seconds of the first gate forward + backward in a fresh process with an empty kernel cache (importing
     the package and compiling the kernels), measured from before the import."""
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env = dict(os.environ, ROBUSTPRUNE_KERNEL_CACHE=cache)
         result = subprocess.run([sys.executable, "-c", FIRST_CALL_SCRIPT], env=env, check=True,
                                 capture_output=True, text=True)
     return float(result.stdout.split()[-1])
@@ -212,7 +212,7 @@ def report(repeats: int, cold: bool = True) -> bool:
     first call; return the correctness check."""
     weights, _, _ = gate_problem()
     gates = sum(w.numel() for w in weights)
-    path = "compiled numba kernels" if compiled_cpu_available() else "eager torch path"
+    path = "compiled native kernels" if compiled_cpu_available() else "eager torch path"
     print(
         f"Hard-concrete gate CPU (fp32, MiniLM targets: {gates / 1e6:.1f}M gates; median of {repeats} "
         f"interleaved rounds after one warm-up, {torch.get_num_threads()} threads; fused op: {path})"
@@ -271,7 +271,7 @@ def report(repeats: int, cold: bool = True) -> bool:
     cold_s = f"; compiling the kernels from an empty cache (fresh process, from the import on): " \
              f"{cold_compile_seconds():.2f} s" if cold and compiled_cpu_available() else ""
     print(f"  first call (16x16 forward + backward, not in the medians): {first_call_s:.2f} s in this process "
-          f"(numba import + loading the cached machine code, or compiling it){cold_s}")
+          f"(loading the cached machine code, or compiling it){cold_s}")
     return max_rel <= 1e-5
 
 
