@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -144,6 +145,79 @@ def cold_prune_probe() -> dict[str, float]:
 def measure_cold_prune() -> dict[str, float]:
     """Run :func:`cold_prune_probe` in a fresh interpreter and return its result."""
     return _in_fresh_process("cold_prune_probe()", "cold magnitude_prune probe")
+
+
+# Ops probed for their first call in a fresh process (item: a user's first call pays nothing big beyond its
+# own work); each gets a process of its own, so no op profits from another's one-off costs.
+FIRST_CALL_OPS = ("nm_mask", "nm_compress", "nm_decompress", "nm_linear", "hard_concrete_gate",
+                  "magnitude_mask_", "score_keep_mask", "pack_mask", "sparsegpt_prune_")
+# Allowed one-off cost of a first call beyond the op's own (warm) time.
+GOAL_FIRST_CALL_S = 0.2
+
+
+def _first_call_workload(op: str):
+    """A zero-argument call of ``robustprune.ops.<op>`` on a moderate input (1024 x 1024 fp32)."""
+    from robustprune import ops
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(1024, 1024, generator=generator)
+    if op == "nm_mask":
+        return lambda: ops.nm_mask(weight, 2, 4)
+    masked = weight * (torch.arange(4).repeat(256) < 2)  # a 2:4 weight, built without the ops
+    if op == "nm_compress":
+        return lambda: ops.nm_compress(masked, 2, 4)
+    values, metadata = ops.nm_compress(masked, 2, 4) if op in ("nm_decompress", "nm_linear") else (None, None)
+    if op == "nm_decompress":
+        return lambda: ops.nm_decompress(values, metadata, 2, 4, 1024)
+    if op == "nm_linear":
+        x = torch.randn(1, 1024, generator=generator)
+        return lambda: ops.nm_linear(x, values, metadata, None, 2, 4)
+    if op == "hard_concrete_gate":
+        log_alpha = torch.zeros(1024, 1024, requires_grad=True)
+        noise = ops.sample_hard_concrete_noise(weight)
+        return lambda: ops.hard_concrete_gate(weight, log_alpha, noise).sum().backward()
+    if op == "magnitude_mask_":
+        return lambda: ops.magnitude_mask_(weight.clone(), 1.0)
+    if op == "score_keep_mask":
+        return lambda: ops.score_keep_mask(weight, 1.0)
+    if op == "pack_mask":
+        mask = weight > 0
+        return lambda: ops.pack_mask(mask)
+    if op == "sparsegpt_prune_":
+        inputs = torch.randn(2048, 1024, generator=generator)
+        _, hinv = ops.sparsegpt_hinv(inputs.t() @ inputs / 2048)
+        return lambda: ops.sparsegpt_prune_(weight[:128].clone(), hinv, 0.5)
+    raise ValueError(f"no first-call workload for {op!r}")
+
+
+def first_call_probe(op: str) -> dict[str, float | str | bool]:
+    """Run in a fresh process: the first call of ``op`` (all its one-off costs: loading or compiling compiled
+    kernels, torch's first-call machinery) and the median of five later calls (its own work)."""
+    call = _first_call_workload(op)
+    start = time.perf_counter()
+    call()
+    first_s = time.perf_counter() - start
+    warm = []
+    for _ in range(5):
+        start = time.perf_counter()
+        call()
+        warm.append(time.perf_counter() - start)
+    return {"op": op, "first_s": first_s, "warm_s": statistics.median(warm),
+            "numba_imported": "numba" in sys.modules, "dynamo_imported": "torch._dynamo" in sys.modules}
+
+
+def measure_first_calls() -> list[dict[str, float | str | bool]]:
+    """:func:`first_call_probe` for every op of :data:`FIRST_CALL_OPS`, each in a fresh interpreter."""
+    return [_in_fresh_process(f"first_call_probe({op!r})", f"first-call probe of {op}") for op in FIRST_CALL_OPS]
+
+
+def report_first_calls(probes: list[dict[str, float | str | bool]]) -> None:
+    print("First call of each op in a fresh process (its own process each; 1024x1024 fp32 inputs; compiled kernels "
+          "loaded from the on-disk cache, which an earlier process filled)")
+    rows = [[probe["op"], fmt_time(probe["first_s"]), fmt_time(probe["warm_s"]),
+             fmt_time(probe["first_s"] - probe["warm_s"]), f"<= {GOAL_FIRST_CALL_S} s",
+             status(probe["first_s"] - probe["warm_s"] <= GOAL_FIRST_CALL_S)] for probe in probes]
+    print_table(["op", "first call", "later calls", "one-off cost", "goal", "status"], rows)
 
 
 # ------------------------------------------------------------------------------------------------ timing
@@ -361,6 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="fewer repeats; the torch global baseline runs once without warm-up")
     parser.add_argument("--sparse-linear-only", action="store_true",
                         help="only the SparseLinear forward table (with its correctness check)")
+    parser.add_argument("--first-calls-only", action="store_true",
+                        help="only the first-call table (each op in a fresh process)")
     parser.add_argument("--nm-only", action="store_true",
                         help="only the N:M mask bandwidth table (with its speed rows' correctness checks)")
     args = parser.parse_args(argv)
@@ -380,6 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Checks: nm_linear equals F.linear on the masked weight: {'ok' if ok else 'FAILED'}")
         return 0 if ok else 1
 
+    if args.first_calls_only:
+        report_first_calls(measure_first_calls())
+        return 0
+
     if args.nm_only:
         nm = measure_nm(budget)
         report_bandwidth(nm)
@@ -391,8 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     nm = measure_nm(budget)
     memory = {method: measure_peak_extra(method) for method in MEMORY_METHODS}
     cold = measure_cold_prune()
+    first_calls = measure_first_calls()
 
     report_speed(glob, nm, cold)
+    print()
+    report_first_calls(first_calls)
     print()
     report_bandwidth(nm)
     print()
