@@ -1,11 +1,11 @@
-"""Native CPU kernels from LLVM IR: built with llvmlite, cached on disk as machine code, loaded without numba.
+"""Native CPU kernels: LLVM IR written with llvmlite, compiled once per machine, cached on disk as machine code.
 
-A kernel module here is LLVM IR written with ``llvmlite.ir``. The first process on a machine that needs it
+A kernel module is LLVM IR built with ``llvmlite.ir``. The first process on a machine that needs it
 optimises it (LLVM's level-3 pipeline, loop and SLP vectorisers on) and compiles it for the host CPU, then
 stores the object code in the cache directory; every later process loads that object with llvmlite's
-MCJIT (tens of milliseconds, no compiler, no numba). Kernels release nothing and take nothing from
-Python: they are plain C-ABI functions, called through ctypes (which drops the GIL for the call) or from
-an OpenMP team (:func:`robustprune.sparse_ops.cpu_threads.run_native_split`).
+MCJIT (milliseconds; no C compiler, no numba). Kernels are plain C-ABI functions that never call back
+into Python, run through ctypes (which releases the GIL for the call) or on an OpenMP team
+(:func:`robustprune.sparse_ops.cpu_threads.run_split`).
 
 Cache directory: ``$ROBUSTPRUNE_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/robustprune/kernels``, else
 ``~/.cache/robustprune/kernels``. An entry's name hashes the IR text, the CPU's name and features and the
