@@ -44,9 +44,12 @@ def _vector_block(builder: ir.IRBuilder, src, dst, start, n, m: int, bits: int) 
     """The mask of the ``VECTOR_BYTES`` of scores from element ``start``.
 
     One contiguous vector load; lane ``l`` is compared with the lane ``s`` places further round its own
-    group for every ``s`` in ``1 .. m-1`` (a constant in-register shuffle), counting the lanes that beat
+    group for every ``s`` in ``1 .. m/2`` (a constant in-register shuffle), counting the lanes that beat
     it: ``partner > mine``, or ``partner >= mine`` (``partner > mine - 1``, magnitudes are >= 0) where
-    the partner has the lower index. Lanes with rank < n are kept; one contiguous byte store.
+    the partner has the lower index. Shift ``m - s`` pairs the same lanes as shift ``s`` the other way
+    round, and of two lanes exactly one beats the other, so its counts are ``1 -`` shift ``s``'s results,
+    shuffled back: one shuffle and a subtraction instead of a comparison (a fifth fewer operations for
+    m = 8). Lanes with rank < n are kept; one contiguous byte store.
     """
     lanes = VECTOR_BYTES * 8 // bits
     element = ir.IntType(bits)
@@ -54,13 +57,18 @@ def _vector_block(builder: ir.IRBuilder, src, dst, start, n, m: int, bits: int) 
     source = builder.gep(src, [start], inbounds=True)
     loaded = builder.load(builder.bitcast(source, vector.as_pointer()), align=1)
     magnitude = builder.and_(loaded, ir.Constant(vector, [(1 << (bits - 1)) - 1] * lanes))
-    rank = ir.Constant(vector, [0] * lanes)
+    mirrored = [shift for shift in range(1, m) if shift > m // 2]  # shifts counted from shift m - s
+    rank = ir.Constant(vector, [len(mirrored)] * lanes)  # the 1 of each "1 - beaten"
+    beaten = {}  # shift -> 1 where the lane's partner at that shift beats it
     for shift in range(1, m):
-        partner_lane = [(lane // m) * m + (lane % m + shift) % m for lane in range(lanes)]
-        partner = builder.shuffle_vector(magnitude, magnitude, constant_vector(I32, partner_lane))
-        lower = ir.Constant(vector, [int(p % m < lane % m) for lane, p in enumerate(partner_lane)])
-        beats = builder.icmp_signed(">", partner, builder.sub(magnitude, lower))
-        rank = builder.add(rank, builder.zext(beats, vector))
+        partner_lane = constant_vector(I32, [(lane // m) * m + (lane % m + shift) % m for lane in range(lanes)])
+        if shift in mirrored:
+            rank = builder.sub(rank, builder.shuffle_vector(beaten[m - shift], beaten[m - shift], partner_lane))
+            continue
+        partner = builder.shuffle_vector(magnitude, magnitude, partner_lane)
+        lower = ir.Constant(vector, [int((lane % m + shift) % m < lane % m) for lane in range(lanes)])
+        beaten[shift] = builder.zext(builder.icmp_signed(">", partner, builder.sub(magnitude, lower)), vector)
+        rank = builder.add(rank, beaten[shift])
     keep = builder.icmp_signed("<", rank, splat(builder, builder.trunc(n, element), lanes))
     target = builder.gep(dst, [start], inbounds=True)
     builder.store(builder.zext(keep, ir.VectorType(I8, lanes)), builder.bitcast(target, ir.VectorType(I8, lanes)
