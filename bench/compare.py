@@ -185,7 +185,7 @@ def _first_call_workload(op: str):
         return lambda: ops.pack_mask(mask)
     if op == "sparsegpt_prune_":
         inputs = torch.randn(2048, 1024, generator=generator)
-        _, hinv = ops.sparsegpt_hinv(inputs.t() @ inputs / 2048)
+        hinv, _ = ops.sparsegpt_hinv(inputs.t() @ inputs / 2048)
         return lambda: ops.sparsegpt_prune_(weight[:128].clone(), hinv, 0.5)
     raise ValueError(f"no first-call workload for {op!r}")
 
