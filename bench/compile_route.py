@@ -3,16 +3,18 @@
 One workload, the 2:4 mask of a 4096x4096 fp32 matrix, three ways, each probed in a fresh process (the
 first call of an op is what a one-shot pruning script pays):
 
-- ours: ``robustprune.ops.nm_mask`` (the native kernel, machine code from the on-disk cache);
-- Inductor: ``torch.compile(fullgraph=True)`` of the same mask written as elementwise comparisons Inductor can
-  fuse into one loop (each lane's rank in its group, ties to the lower lane), first with an empty Inductor cache (a new machine),
-  then again in another process with the cache that run filled;
+- ours: ``robustprune.ops.nm_mask`` (the native kernel: machine code from the on-disk cache, or compiled
+  when the cache has none yet);
+- Inductor: ``torch.compile(fullgraph=True)`` of the same mask written as elementwise comparisons Inductor
+  can fuse into one loop (each lane's rank in its group, ties to the lower lane), first with an empty
+  Inductor cache (a new machine), then again in another process with the cache that run filled;
 - eager: the op's torch fallback (a sorting network over integer bit patterns).
 
 Reported per probe: the import it needs (``robustprune.ops``, or ``torch._dynamo`` for Inductor), the first
-call after it (compiling or loading machine code), the warm median,
-its effective bandwidth (read fp32 + write 1 B per element) as a fraction of ``copy_`` of the same matrix
-timed in the same process, and whether the mask equals ours. Inductor needs a C++ compiler at run time.
+call after it (compiling or loading machine code), the warm median, its effective bandwidth (read fp32 +
+write 1 B per element) as a fraction of ``copy_`` of the same matrix timed in the same process, and whether
+the mask equals ours (on the benchmark's matrix and on a small one full of ties). Inductor needs a C++
+compiler at run time.
 """
 
 from __future__ import annotations
@@ -69,15 +71,21 @@ def probe(route: str) -> dict[str, float | bool]:
                           "copy": Case(lambda: target.copy_(scores))}, REPEATS)
     import robustprune.ops
 
+    tied = torch.randint(-3, 4, (64, 64), generator=torch.Generator().manual_seed(1)).float()
+    equal = all(torch.equal(route_mask, robustprune.ops.nm_mask(x, N, M))
+                for x, route_mask in ((scores, mask), (tied, mask_of(tied, N, M))))
     return {"import": imported - start, "first": first, "warm": times["route"], "copy": times["copy"],
-            "equal": bool(torch.equal(mask, robustprune.ops.nm_mask(scores, N, M)))}
+            "equal": equal}
 
 
 def run_probe(route: str, inductor_cache: str) -> dict[str, float | bool]:
     environment = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=inductor_cache)
-    output = subprocess.run([sys.executable, "-m", "bench.compile_route", "--probe", route], env=environment,
-                            capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    finished = subprocess.run([sys.executable, "-m", "bench.compile_route", "--probe", route], env=environment,
+                              capture_output=True, text=True, check=False)
+    if finished.returncode != 0:  # e.g. no C++ compiler for Inductor: say so instead of a bare exit status
+        lines = finished.stderr.strip().splitlines() or ["(no output)"]
+        raise SystemExit(f"the {route} probe failed: {lines[-1]}")
+    return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
 def report() -> None:
@@ -86,7 +94,7 @@ def report() -> None:
           f"({torch.get_num_threads()} torch threads; warm = median of {REPEATS} after one warm-up)")
     rows = []
     with tempfile.TemporaryDirectory() as inductor_cache:
-        for label, route in (("ours (native kernel, cached machine code)", "ours"),
+        for label, route in (("ours (native kernel)", "ours"),
                              ("torch.compile, empty Inductor cache", "inductor"),
                              ("torch.compile, Inductor cache filled by the run above", "inductor"),
                              ("eager torch path (sorting network)", "eager")):
