@@ -1,4 +1,4 @@
-"""The ``robustprune`` command: ``run``, ``report``, ``demo`` and ``bench``."""
+"""The ``robustprune`` command: ``run``, ``report``, ``demo``, ``bench``, ``prune`` and ``eval``."""
 
 from __future__ import annotations
 
@@ -82,6 +82,35 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call(command, cwd=root, env=env)
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from robustprune.experiments.prune_model import prune_pretrained
+
+    summary = prune_pretrained(args.model, method=args.method, out=args.out, sparsity=args.sparsity,
+                               pattern=args.pattern, scope=args.scope, calibration=args.calibration,
+                               samples=args.samples, seq_len=args.seq_len, device=args.device,
+                               output_format=args.format, seed=args.seed, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                               progress=not args.no_progress)
+    record = summary.record
+    line = (f"{record['model_type']} ({record['architecture']}) pruned by {record['method']}: "
+            f"{record['pattern'] if record['pattern'] != 'unstructured' else 'unstructured'} at "
+            f"{record['sparsity_measured']:.4f} measured ({record['sparsity_asked']:.4g} asked) over "
+            f"{len(record['matrices'])} matrices; {summary.weight_bytes / 2**20:.2f} MiB of weights in "
+            f"{summary.directory} ({record['format']})")
+    if "bytes_at_rest" in record:
+        at_rest = record["bytes_at_rest"]
+        line += (f"; pruned matrices {at_rest['pruned_matrices'] / 2**20:.2f} MiB at rest vs "
+                 f"{at_rest['dense_equivalent'] / 2**20:.2f} MiB dense ({at_rest['ratio']:.4f}x)")
+    print(line)
+    return 0
+
+
+def _sparsity(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustprune", description="Pruning and robustness experiments on "
                                      "pre-trained transformers.")
@@ -125,6 +154,34 @@ def build_parser() -> argparse.ArgumentParser:
                            help="kernel benchmarks: side-by-side ratios (python -m bench.compare)")
     bench.add_argument("--quick", action="store_true", help="fewer repeats")
     bench.set_defaults(func=_cmd_bench)
+
+    prune = sub.add_parser("prune", parents=[common],
+                           help="prune any Hugging Face model one-shot and write it as a checkpoint directory")
+    prune.add_argument("model", help="a checkpoint directory or a Hugging Face Hub name (loaded with its own head)")
+    prune.add_argument("--method", required=True, choices=["magnitude", "wanda", "sparsegpt", "random"])
+    amount = prune.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--sparsity", type=_sparsity, help="unstructured: the fraction of weights removed, in [0, 1)")
+    amount.add_argument("--pattern", help="N:M: N weights KEPT in every group of M along the input dimension "
+                                          "(2:4, 4:8)")
+    prune.add_argument("--scope", choices=["global", "layer"],
+                       help="magnitude / random unstructured: one threshold over all matrices (global, default) "
+                            "or one per matrix")
+    prune.add_argument("--calibration", metavar="DATA",
+                       help="wanda / sparsegpt: calibration text: embedded, sst2-sample, a .txt/.tsv/.csv/.jsonl "
+                            "file, or a Hugging Face dataset name")
+    prune.add_argument("--samples", type=int, default=128, help="calibration sequences (default 128)")
+    prune.add_argument("--seq-len", type=int, default=128, help="calibration tokens per sequence (default 128)")
+    prune.add_argument("--seed", type=int, default=0, help="seed of random pruning and calibration windows")
+    prune.add_argument("--device", help="where the blocks run: cpu, cuda, cuda:1 (default: cpu)")
+    prune.add_argument("--out", required=True, help="the new checkpoint directory")
+    prune.add_argument("--format", choices=["dense", "sparse"], default="dense",
+                       help="dense: model.safetensors for any from_pretrained; sparse: pruned matrices as "
+                            "values + bitmask (any sparsity) or N:M compressed, read by robustprune.load_pretrained")
+    prune.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                       help="write the pruned model in this dtype (default: the checkpoint's)")
+    prune.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own modelling code")
+    prune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    prune.set_defaults(func=_cmd_prune)
     return parser
 
 
