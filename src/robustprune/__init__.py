@@ -32,7 +32,9 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         # sparse layers
         "sparse_ops.patterns": ["NMPattern"],
         "sparse_ops.sparse_linear": ["SparseLinear"],
-        "sparse_ops.convert": ["load_sparse_model", "save_sparse_model", "sparse_bytes_report", "sparsify_model"],
+        "sparse_ops.convert": ["load_compressed_tensors", "load_sparse_model", "save_sparse_model",
+                               "sparse_bytes_report", "sparsify_model"],
+        "sparse_ops.pretrained": ["load_pretrained", "save_pruned_model"],
         # training
         "train.finetune": ["finetune_classifier"],
         "train.schedule": ["TrainingSchedule"],

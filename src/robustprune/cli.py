@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from robustprune import __version__
@@ -82,14 +83,28 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call(command, cwd=root, env=env)
 
 
+@contextlib.contextmanager
+def _hf_progress(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars (loading, writing) on or off for the duration of a command."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     from robustprune.experiments.prune_model import prune_pretrained
 
-    summary = prune_pretrained(args.model, method=args.method, out=args.out, sparsity=args.sparsity,
-                               pattern=args.pattern, scope=args.scope, calibration=args.calibration,
-                               samples=args.samples, seq_len=args.seq_len, device=args.device,
-                               output_format=args.format, seed=args.seed, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                               progress=not args.no_progress)
+    with _hf_progress(not args.no_progress):
+        summary = prune_pretrained(args.model, method=args.method, out=args.out, sparsity=args.sparsity,
+                                   pattern=args.pattern, scope=args.scope, calibration=args.calibration,
+                                   samples=args.samples, seq_len=args.seq_len, device=args.device,
+                                   output_format=args.format, seed=args.seed, dtype=args.dtype,
+                                   trust_remote_code=args.trust_remote_code, progress=not args.no_progress)
     record = summary.record
     line = (f"{record['model_type']} ({record['architecture']}) pruned by {record['method']}: "
             f"{record['pattern'] if record['pattern'] != 'unstructured' else 'unstructured'} at "

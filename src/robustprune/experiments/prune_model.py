@@ -14,13 +14,13 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from robustprune import __version__
 from robustprune.data.bundled import BUNDLED_DATA
 from robustprune.data.texts import read_text_lines, read_utf8
 from robustprune.sparse_ops.convert import sparse_bytes_report
@@ -85,7 +85,7 @@ def calibration_texts(source: str) -> list[str]:
                 except json.JSONDecodeError as error:
                     raise ValueError(f"--calibration {source} line {number}: not JSON ({error})") from None
                 if not isinstance(row, dict):
-                    raise ValueError(f"--calibration {source} line {number}: expected a JSON object")
+                    raise ValueError(f"--calibration {source} line {number}: expected a JSON object")  # noqa: TRY004
                 value = row.get(_text_column(sorted(row), source, f"object on line {number}"))
                 if isinstance(value, str) and value.strip():
                     texts.append(value)
@@ -140,6 +140,13 @@ def _check_request(method: str, sparsity: float | None, pattern: str | None, sco
     if output_format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {output_format!r}")
     return asked, nm
+
+
+def _version() -> str:
+    try:
+        return metadata.version("robustprune")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 def _model_type(model: nn.Module) -> str:
@@ -267,7 +274,7 @@ def prune_pretrained(model: str, *, method: str, out: str | Path, sparsity: floa
     if dtype is not None:
         loaded.to(getattr(torch, dtype))
     record = {
-        "robustprune_version": __version__, "model": str(model), "model_type": _model_type(loaded),
+        "robustprune_version": _version(), "model": str(model), "model_type": _model_type(loaded),
         "architecture": type(loaded).__name__, "dtype": str(next(loaded.parameters()).dtype).removeprefix("torch."),
         "method": method, "pattern": str(nm) if nm is not None else "unstructured", "sparsity_asked": asked,
         "scope": (scope or "global") if method in ("magnitude", "random") and nm is None else None,
