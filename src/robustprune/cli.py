@@ -119,6 +119,25 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from robustprune.experiments.evaluate_model import evaluate_pretrained, format_record
+
+    def listed(text: str | None) -> list[str]:
+        return [item.strip() for item in text.split(",") if item.strip()] if text else []
+
+    with _hf_progress(not args.no_progress):
+        record = evaluate_pretrained(args.model, data=args.data, task=args.task, split=args.split,
+                                     attacks=listed(args.attacks), robust_set=args.robust_set,
+                                     shifts=listed(args.shifts), max_examples=args.max_examples, device=args.device,
+                                     out=args.out, baseline=args.baseline, seed=args.seed,
+                                     progress=not args.no_progress)
+    print(format_record(record))
+    if args.out:
+        print(f"results: {Path(args.out) / 'results.json'}, per-example predictions: "
+              f"{Path(args.out) / 'predictions.json'}")
+    return 0
+
+
 def _sparsity(text: str) -> float:
     try:
         return float(text)
@@ -197,6 +216,27 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own modelling code")
     prune.add_argument("--no-progress", action="store_true", help="no progress bar")
     prune.set_defaults(func=_cmd_prune)
+
+    evaluate = sub.add_parser("eval", parents=[common],
+                              help="evaluate a sequence-classification checkpoint (clean, attacks, robust set, "
+                                   "shifts), optionally against a baseline")
+    evaluate.add_argument("model", help="a checkpoint directory (dense, robustprune sparse, compressed-tensors) "
+                                        "or a Hugging Face Hub name")
+    evaluate.add_argument("--data", required=True,
+                          help="a GLUE-format directory or .tsv file, or a shipped set: embedded, sst2-sample")
+    evaluate.add_argument("--task", default="sst2", help="GLUE task of a --data directory (default sst2)")
+    evaluate.add_argument("--split", default="dev", help="split of a --data directory (default dev)")
+    evaluate.add_argument("--attacks", help="comma-separated recipes: textfooler, pwws, textbugger, deepwordbug")
+    evaluate.add_argument("--robust-set", help="an AdvGLUE-style JSON file evaluated as an extra set")
+    evaluate.add_argument("--shifts", help="comma-separated shifts: char_swap, eda, wordnet, embedding_swap")
+    evaluate.add_argument("--max-examples", type=int,
+                          help="evaluate and attack at most this many examples (the first ones of --data)")
+    evaluate.add_argument("--device", help="where the model runs: cpu, cuda, cuda:1 (default: cpu)")
+    evaluate.add_argument("--out", help="write results.json, predictions.json (and attack_examples.json) here")
+    evaluate.add_argument("--baseline", help="a second checkpoint evaluated on the same examples, with paired tests")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the attack subsets (default 0)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=_cmd_eval)
     return parser
 
 
