@@ -188,3 +188,35 @@ def test_bad_input_is_one_line(tmp_path, calibration_file, capsys):
     assert status == 0
     status, _, stderr = run(capsys, source, "--method", "magnitude", "--sparsity", 0.5, "--out", tmp_path / "done")
     assert status == 2 and "already holds a checkpoint" in stderr
+
+
+@pytest.mark.slow
+def test_minilm_at_50_percent_sparse_is_small_exact_and_evaluates(minilm_path, tmp_path, capsys):
+    """The issue's acceptance: the shipped MiniLM (with a seeded, untrained classification head, so that
+    ``eval`` has logits to score) pruned at 50 % into a sparse directory of at most 0.57x the pruned
+    matrices' dense bytes, loaded bit-exactly, and evaluated."""
+    torch.manual_seed(0)
+    source = tmp_path / "minilm"
+    transformers.AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2).save_pretrained(source)
+    transformers.AutoTokenizer.from_pretrained(minilm_path).save_pretrained(source)
+    outputs = {}
+    for output_format in ("dense", "sparse"):
+        outputs[output_format] = tmp_path / f"minilm-{output_format}"
+        status, _, stderr = run(capsys, source, "--method", "magnitude", "--sparsity", 0.5, "--dtype", "float16",
+                                "--format", output_format, "--out", outputs[output_format])
+        assert status == 0, stderr
+    record = json.loads((outputs["sparse"] / "pruning.json").read_text())
+    assert len(record["matrices"]) == 36 and record["sparsity_measured"] == pytest.approx(0.5, abs=1e-6)
+    assert record["bytes_at_rest"]["ratio"] <= 0.57
+    dense_bytes = (outputs["dense"] / "model.safetensors").stat().st_size
+    sparse_bytes = (outputs["sparse"] / "sparse_model.safetensors").stat().st_size
+    saved = record["bytes_at_rest"]["dense_equivalent"] - record["bytes_at_rest"]["pruned_matrices"]
+    assert dense_bytes - sparse_bytes == pytest.approx(saved, abs=64 * 1024)  # the file shrinks by what was saved
+    sparse, dense = load_pretrained(outputs["sparse"]), load_pretrained(outputs["dense"])
+    assert sparse.dtype == torch.float16
+    for key, tensor in dense.state_dict().items():
+        assert torch.equal(sparse.state_dict()[key], tensor), key
+    status, stdout, stderr = main(["eval", str(outputs["sparse"]), "--data", "sst2-sample", "--max-examples", "16",
+                                   "--no-progress"]), *capsys.readouterr()
+    assert status == 0, stderr
+    assert "clean: accuracy" in stdout

@@ -78,10 +78,12 @@ def save_pruned_model(model: nn.Module, directory: str | Path, *, pruned: Sequen
             save_sparse_model(model, directory / SPARSE_WEIGHTS)
         else:
             save_sparse_model(model, directory / SPARSE_WEIGHTS, bitmask=list(pruned))
+        model.config.architectures = [type(model).__name__]  # as save_pretrained records it: the head to rebuild
         model.config.save_pretrained(directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
-    payload = dict(record or {}, format=format)
+    payload = {"dtype": str(next(model.parameters()).dtype).removeprefix("torch."), **(record or {}),
+               "format": format}
     (directory / RECORD).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return directory
 
@@ -112,16 +114,20 @@ def _checkpoint_dtype(directory: Path, config: Any) -> torch.dtype | None:
 
 
 def _first_float_dtype(directory: Path) -> torch.dtype | None:
-    from safetensors import safe_open
+    """The dtype of the first floating-point tensor in the directory's safetensors files (None when there is
+    none or a file is unreadable: the loader then reports the file)."""
+    from safetensors import SafetensorError, safe_open
 
-    files = sorted(directory.glob("*.safetensors"))
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
-                tensor = handle.get_slice(key)
-                dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}.get(tensor.get_dtype())
-                if dtype is not None:
-                    return dtype
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
+                    kind = handle.get_slice(key).get_dtype()
+                    dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}.get(kind)
+                    if dtype is not None:
+                        return dtype
+        except (SafetensorError, OSError):
+            return None
     return None
 
 
