@@ -36,6 +36,16 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
 
 
+def bash_blocks(text: str, section: str) -> list[str]:
+    """The ```bash blocks of one ``## section`` of the README."""
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```bash\n(.*?)^```", body, flags=re.DOTALL | re.MULTILINE)
+
+
+# The command-line example of "Prune and evaluate your own model", shrunk like the Python ones.
+COMMAND_SHRINK = [("--samples 128", "--samples 8", 1), ("--max-examples 200", "--max-examples 8", 1)]
+
+
 def yaml_blocks(text: str) -> list[str]:
     return re.findall(r"^```yaml\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
 
@@ -58,7 +68,7 @@ def test_readme_paths_exist_in_the_repository():
 @pytest.mark.slow
 def test_every_python_block_runs(in_checkout_copy):
     blocks = python_blocks(README)
-    assert len(blocks) == 7  # Use (4), Evaluate, Train, Decoder LLMs
+    assert len(blocks) == 8  # Use (4), Evaluate, Prune and evaluate your own model, Train, Decoder LLMs
     source = "\n# ---- next block ----\n".join(blocks)
     for old, new, count in SHRINK:
         assert source.count(old) == count, f"README example changed: {old!r} appears {source.count(old)} times"
@@ -73,6 +83,29 @@ def test_every_python_block_runs(in_checkout_copy):
     kept = sum(int(m.sum()) for m in namespace["ticket"].masks.values())
     total = sum(m.numel() for m in namespace["ticket"].masks.values())
     assert 1 - kept / total == pytest.approx(0.7, abs=1e-6)  # robust_ticket(..., sparsity=0.7)
+    run_commands(in_checkout_copy)
+
+
+def run_commands(directory):
+    """The ```bash block of "Prune and evaluate your own model", shrunk, on the checkpoint the Python block
+    before it saved; each line is one ``robustprune`` command, run in this process."""
+    import json
+    import shlex
+
+    from robustprune.cli import main
+
+    (block,) = bash_blocks(README, "Prune and evaluate your own model")
+    for old, new, count in COMMAND_SHRINK:
+        assert block.count(old) == count, f"README command changed: {old!r} appears {block.count(old)} times"
+        block = block.replace(old, new)
+    commands = [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    assert [c[:2] for c in commands] == [["robustprune", "prune"], ["robustprune", "eval"]]
+    for command in commands:
+        assert main([*command[1:], "--no-progress"]) == 0, command
+    record = json.loads((directory / "minilm-sst2-wanda50" / "pruning.json").read_text())
+    assert record["format"] == "sparse" and record["bytes_at_rest"]["ratio"] <= 0.57
+    results = json.loads((directory / "eval-wanda50" / "results.json").read_text())
+    assert results["comparison"]["tests"] == 3  # clean, the attack, the shift
 
 
 @pytest.mark.slow
