@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="a checkpoint directory (dense, robustprune sparse, compressed-tensors) "
                                         "or a Hugging Face Hub name")
     evaluate.add_argument("--data", required=True,
-                          help="a GLUE-format directory or .tsv file, or a shipped set: embedded, sst2-sample")
+                          help="a GLUE-format directory or .tsv file, a .csv/.jsonl file (sentence or text, "
+                               "and label), or a shipped set: embedded, sst2-sample")
     evaluate.add_argument("--task", default="sst2", help="GLUE task of a --data directory (default sst2)")
     evaluate.add_argument("--split", default="dev", help="split of a --data directory (default dev)")
     evaluate.add_argument("--attacks", help="comma-separated recipes: textfooler, pwws, textbugger, deepwordbug")

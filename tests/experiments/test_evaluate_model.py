@@ -103,3 +103,24 @@ def test_bad_input_is_one_line(classifier_dir, tmp_path, capsys):
         lines = stderr.strip().splitlines()
         assert status == 2 and len(lines) == 1 and lines[0].startswith("robustprune eval: "), stderr
         assert re.search(message, lines[0]), (message, lines[0])
+
+
+def test_csv_and_jsonl_data_give_the_tsv_result(classifier_dir, tmp_path, capsys):
+    dev = load_glue_tsv(SENTIMENT_DIR / "dev.tsv").subset(range(12))
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(dev.texts, dev.labels)),
+                   encoding="utf-8")
+    csv_file = tmp_path / "dev.csv"
+    csv_file.write_text("label,text\n" + "".join(f'{y},"{t}"\n' for t, y in zip(dev.texts, dev.labels)),
+                        encoding="utf-8")
+    jsonl = tmp_path / "dev.jsonl"
+    jsonl.write_text("".join(json.dumps({"sentence": t, "label": y}) + "\n" for t, y in zip(dev.texts, dev.labels)),
+                     encoding="utf-8")
+    accuracies = []
+    for data in (tsv, csv_file, jsonl):
+        status, _, stderr = command(capsys, "eval", classifier_dir, "--data", data, "--out", tmp_path / data.suffix[1:])
+        assert status == 0, stderr
+        record = json.loads((tmp_path / data.suffix[1:] / "results.json").read_text())
+        assert record["examples"] == 12
+        accuracies.append(record["clean"])
+    assert accuracies[0] == accuracies[1] == accuracies[2]

@@ -11,6 +11,8 @@ over the tests made.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from dataclasses import replace
@@ -20,7 +22,8 @@ from typing import Any
 from torch import nn
 
 from robustprune.data.bundled import bundled_data_dir
-from robustprune.data.datasets import TextDataset, load_glue_task, load_glue_tsv
+from robustprune.data.datasets import TextDataset, load_csv, load_glue_task, load_glue_tsv, load_jsonl
+from robustprune.data.texts import read_utf8
 from robustprune.eval.analysis import wilson_interval
 from robustprune.experiments.config import ConfigError, parse_config
 from robustprune.sparse_ops.pretrained import load_pretrained
@@ -52,9 +55,27 @@ def _load_classifier(source: str, device: str | None, what: str) -> tuple[nn.Mod
     return model, tokenizer
 
 
+def _text_field(names: list[str], data: str) -> str:
+    for name in ("sentence", "text"):
+        if name in names:
+            return name
+    raise ValueError(f"--data {data}: no 'sentence' or 'text' column/field (it has {names})")
+
+
 def _evaluation_set(data: str, task: str, split: str) -> TextDataset:
     path = Path(data)
     if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            header = next(csv.reader(io.StringIO(read_utf8(path))), [])
+            return load_csv(path, _text_field(header, data), "label")
+        if suffix == ".jsonl":
+            first = next((line for line in read_utf8(path).split("\n") if line.strip()), "{}")
+            try:
+                fields = sorted(json.loads(first))
+            except (json.JSONDecodeError, TypeError):
+                raise ValueError(f"--data {data}: the first line is not a JSON object") from None
+            return load_jsonl(path, _text_field(fields, data), "label")
         return load_glue_tsv(path)
     directory = bundled_data_dir(data)
     if not directory.is_dir():
@@ -141,7 +162,8 @@ def evaluate_pretrained(model: str, *, data: str, task: str = "sst2", split: str
 
     Args:
         model: a checkpoint directory (dense, ``robustprune prune`` sparse, compressed-tensors) or Hub name.
-        data: a GLUE-format directory, a GLUE-format ``.tsv`` file, or ``embedded`` / ``sst2-sample``.
+        data: a GLUE-format directory, a GLUE-format ``.tsv`` file, a ``.csv`` / ``.jsonl`` file with a
+            ``sentence`` (or ``text``) and a ``label`` column / field, or ``embedded`` / ``sst2-sample``.
         task, split: the GLUE task and split read from a directory.
         attacks: recipes (``textfooler``, ``pwws``, ``textbugger``, ``deepwordbug``); each attacks the first
             ``max_examples`` of a seeded order of the evaluation set (all of it without ``max_examples``).

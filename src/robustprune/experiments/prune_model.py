@@ -124,10 +124,12 @@ def _check_request(method: str, sparsity: float | None, pattern: str | None, sco
     if scope is not None:
         if scope not in ("global", "layer"):
             raise ValueError(f"--scope must be global or layer, got {scope!r}")
-        if method in CALIBRATED or nm is not None:
-            raise ValueError(f"--scope applies to unstructured magnitude and random pruning only ({method} "
-                             f"{'compares within each output row' if method == 'wanda' else 'prunes per matrix'}"
-                             f"{'' if nm is None else '; N:M compares within each group'})")
+        if method in CALIBRATED:
+            raise ValueError(f"--scope applies to unstructured magnitude and random pruning only; {method} "
+                             f"{'compares within each output row' if method == 'wanda' else 'prunes per matrix'}")
+        if nm is not None:
+            raise ValueError(f"--scope applies to unstructured pruning only; --pattern {nm} compares within each "
+                             "group of M weights")
     if method in CALIBRATED and calibration is None:
         raise ValueError(f"--method {method} needs calibration text: give --calibration DATA (a shipped set "
                          "such as sst2-sample, a text/TSV/CSV/JSONL file, or a Hugging Face dataset)")
