@@ -215,7 +215,7 @@ def test_minilm_at_50_percent_sparse_is_small_exact_and_evaluates(minilm_path, t
     sparse, dense = load_pretrained(outputs["sparse"]), load_pretrained(outputs["dense"])
     assert sparse.dtype == torch.float16
     for key, tensor in dense.state_dict().items():
-        assert torch.equal(sparse.state_dict()[key], tensor), key
+        assert sparse.state_dict()[key].dtype == tensor.dtype and torch.equal(sparse.state_dict()[key], tensor), key
     status, stdout, stderr = main(["eval", str(outputs["sparse"]), "--data", "sst2-sample", "--max-examples", "16",
                                    "--no-progress"]), *capsys.readouterr()
     assert status == 0, stderr
