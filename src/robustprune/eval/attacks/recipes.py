@@ -291,13 +291,13 @@ def pwws(
     lemma names as TextAttack does.
 
     Raises:
-        FileNotFoundError: WordNet is needed and not installed (the message says how to install it).
+        FileNotFoundError: WordNet is needed and ``$ROBUSTPRUNE_WORDNET_DIR`` names no WordNet dict directory.
     """
     check_mode(mode)
     if synonyms is None:
-        from robustprune.eval.wordnet import wordnet_dir
+        from robustprune.eval.wordnet import wordnet_source
 
-        wordnet_dir()
+        wordnet_source()
     if mode == "textattack":
         ranking = ("word ranking weighs the best swap's score, not its drop below the clean score (the paper's "
                    "delta p), as TextAttack does")
