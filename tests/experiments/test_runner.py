@@ -244,7 +244,9 @@ def test_cli_errors_are_one_line(interrupted_then_resumed, tmp_path, capsys):
     bad_model.write_text("model: {name: /no/such/model/dir}\ndata: {max_train_examples: 8}\n", encoding="utf-8")
     assert main(["run", str(bad_model), "--out", str(tmp_path / "m"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and _error_line(err).startswith("robustprune run: config key 'model.name': cannot")
+    assert "Traceback" not in err and _error_line(err).startswith(
+        "robustprune run: 1 resource(s) missing, nothing was run: model '/no/such/model/dir' (needed by model.name)")
+    assert not (tmp_path / "m").exists()
     assert _error_line(err).endswith("(--debug for the traceback)")
 
     torn = tmp_path / "torn" / "results.jsonl"

@@ -94,9 +94,10 @@ def wordnet_source() -> str:
         directory = Path(override).expanduser()
         missing = [name for name in _NEEDED if not (directory / name).is_file()]
         if missing:
+            lacks = "it does not exist" if not directory.is_dir() else f"it lacks {', '.join(missing)}"
             raise FileNotFoundError(
-                f"${ENV_OVERRIDE}={override} is not a WordNet 3.0 dict directory: it lacks {', '.join(missing)}; "
-                f"unset ${ENV_OVERRIDE} to use the WordNet the package ships")
+                f"${ENV_OVERRIDE}={override} is not a WordNet 3.0 dict directory ({lacks}); "
+                f"unset {ENV_OVERRIDE} to use the WordNet the package ships")
         return str(_prepared(directory))
     if not ARCHIVE.is_file():
         raise FileNotFoundError(f"robustprune's WordNet archive {ARCHIVE} is missing: the installation is "

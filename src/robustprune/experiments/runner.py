@@ -402,7 +402,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
         Which point keys were computed now and which were already done.
 
     Raises:
-        FileNotFoundError / ValueError: missing or malformed data, before any training.
+        MissingResourcesError: models, packages or files the config needs are missing (all named at once;
+            checked before anything is written or trained).
+        FileNotFoundError / ValueError: malformed data, before any training.
         OutputLockedError: another run holds ``out_dir``.
         ResultsMismatchError: ``out_dir`` holds results of another config.
         PermissionError: ``out_dir`` or its results file is not writable (checked before any work).
@@ -411,8 +413,11 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if address is not None and executor != "ray":
         raise ValueError("address is a Ray cluster's address: use it with executor='ray'")
+    from robustprune.experiments.resources import check_resources
+
+    check_resources(config, executor)  # every missing model, package or file named at once, before any work
     out = Path(out_dir)
-    data = load_sweep_data(config)  # data errors surface before any work
+    data = load_sweep_data(config)  # malformed data surfaces before any work too
     check_against_data(config, data.train)
     with lock_output(out):
         return _run_locked(config, data, out, progress, on_point, executor, address)
