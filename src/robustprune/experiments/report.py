@@ -426,6 +426,10 @@ def point_tests(paired: dict[tuple[str, str], PairedCurve]) -> dict[str, list[Po
     return out
 
 
+def _metric_name(key: str) -> str:
+    return "clean acc" if key == "clean_accuracy" else _column_name(key)
+
+
 def tests_section(families: dict[str, list[PointTest]]) -> str:
     """The part of ``analysis.md`` that lists the per-point tests: per metric how many were made and which
     survive Holm's correction, then one table line per test."""
@@ -440,10 +444,11 @@ def tests_section(families: dict[str, list[PointTest]]) -> str:
     for key, family in families.items():
         kept = [t for t in family if t.survives]
         which = ": " + ", ".join(f"{t.method} {t.row.sparsity:.2f}" for t in kept) if kept else ""
-        lines.append(f"- {_column_name(key)}: {len(family)} tests, {len(kept)} survive Holm at {ALPHA:g}{which}.")
+        verb = "survives" if len(kept) == 1 else "survive"
+        lines.append(f"- {_metric_name(key)}: {len(family)} tests, {len(kept)} {verb} Holm at {ALPHA:g}{which}.")
     header = ["metric", "method", "sparsity", "lost", "gained", "p (exact McNemar, one-sided)", "p (Holm)",
               "survives"]
-    body = [[_column_name(t.key), t.method, f"{t.row.sparsity:.2f}", str(t.test.lost), str(t.test.gained),
+    body = [[_metric_name(t.key), t.method, f"{t.row.sparsity:.2f}", str(t.test.lost), str(t.test.gained),
              f"{t.test.pvalue:.4g}", f"{t.adjusted:.4g}", "yes" if t.survives else "no"]
             for family in families.values() for t in family]
     return "\n".join(lines) + "\n\n" + _markdown(header, body)
