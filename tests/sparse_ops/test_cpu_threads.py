@@ -11,6 +11,9 @@ import torch
 from llvmlite import ir
 
 from robustprune.sparse_ops import cpu_threads, native
+from robustprune.sparse_ops.native import I64
+
+RECORD_ARGUMENTS = native.Arguments("counts", "log", "length")
 
 
 def recording_kernel() -> int:
@@ -22,15 +25,14 @@ def recording_kernel() -> int:
     function = ir.Function(module, native.KERNEL_TYPE, "record")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     arguments, lo, hi = function.args
-    read = native.argument_reader(builder, arguments)
-    counts, log, length = (read(i, native.I64.as_pointer()) for i in range(3))
-    slot = builder.mul(builder.atomic_rmw("add", length, ir.Constant(native.I64, 1), "monotonic"),
-                       ir.Constant(native.I64, 2))
-    builder.store(lo, builder.gep(log, [slot]))
-    builder.store(hi, builder.gep(log, [builder.add(slot, ir.Constant(native.I64, 1))]))
+    read = RECORD_ARGUMENTS.reader(builder, arguments)
+    counts, log, length = (read(name, pointer=True) for name in RECORD_ARGUMENTS.names)
+    slot = builder.mul(builder.atomic_rmw("add", length, ir.Constant(I64, 1), "monotonic"), ir.Constant(I64, 2))
+    builder.store(lo, native.address(builder, I64, log, slot))
+    builder.store(hi, native.address(builder, I64, log, builder.add(slot, ir.Constant(I64, 1))))
     with native.loop(builder, lo, hi) as index:
-        count = builder.gep(counts, [index], inbounds=True)
-        builder.store(builder.add(builder.load(count), ir.Constant(native.I64, 1)), count)
+        count = native.address(builder, I64, counts, index)
+        builder.store(builder.add(builder.load(count, typ=I64), ir.Constant(I64, 1)), count)
     builder.ret_void()
     return native.load(module).address("record")
 
@@ -40,7 +42,7 @@ def covered(items: int, min_items: int, align: int = 1) -> tuple[np.ndarray, lis
     counts = np.zeros(items, dtype=np.int64)
     log = np.zeros(2 * (items + 1), dtype=np.int64)
     length = np.zeros(1, dtype=np.int64)
-    arguments = np.array([counts.ctypes.data, log.ctypes.data, length.ctypes.data], dtype=np.int64)
+    arguments = RECORD_ARGUMENTS.pack(counts=counts.ctypes.data, log=log.ctypes.data, length=length.ctypes.data)
     cpu_threads.run_split(recording_kernel(), arguments, items, min_items, align)
     return counts, sorted(map(tuple, log[:2 * length[0]].reshape(-1, 2).tolist()))
 
