@@ -48,7 +48,7 @@ print(json.dumps({"refused": sorted(refused), "warnings": messages, "llvmlite": 
 @pytest.mark.slow
 def test_without_llvmlite_every_op_runs_its_eager_path(tmp_path):
     saved = tmp_path / "results.pt"
-    done = subprocess.run([sys.executable, "-c", _WITHOUT_LLVMLITE, str(saved)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_LLVMLITE, str(saved)], check=False, capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -132,15 +132,14 @@ _TEAM_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 TEAM_ARGUMENTS = native.Arguments("kernel", "arguments", "pieces", "next_piece", tail="bounds")
 
 
-@functools.cache
-def _team() -> tuple[int, Callable[[int], None]]:
-    """(address, ctypes caller) of the native team member ``void team(int64_t *data)``.
+def build_team(target: native.Target | None = None) -> ir.Module:
+    """IR of the native team member ``void team(int64_t *data)`` for ``target`` (default this machine).
 
     ``data`` is a :data:`TEAM_ARGUMENTS` block; each thread takes the next piece with an atomic add and
     calls ``kernel(arguments, lo, hi)`` on it, never touching Python (so no thread waits for the GIL
     between pieces).
     """
-    module = native.new_module("robustprune_team")
+    module = native.new_module("robustprune_team", target)
     team = ir.Function(module, ir.FunctionType(ir.VoidType(), [native.PTR]), "team")
     builder = ir.IRBuilder(team.append_basic_block("entry"))
     data = team.args[0]
@@ -163,7 +162,13 @@ def _team() -> tuple[int, Callable[[int], None]]:
     builder.branch(take)
     builder.position_at_end(done)
     builder.ret_void()
-    address = native.load(module).address("team")
+    return module
+
+
+@functools.cache
+def _team() -> tuple[int, Callable[[int], None]]:
+    """(address, ctypes caller) of :func:`build_team`'s member compiled for this machine."""
+    address = native.load(build_team()).address("team")
     return address, _TEAM_CTYPE(address)
 
 

@@ -180,7 +180,8 @@ def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: 
     shifts = constant_vector(word_type, [lane * bits for lane in range(lanes)])
     group_start = constant_vector(I32, [lane // n * m for lane in range(lanes)])
     low_bits = constant_vector(I32, [m - 1] * lanes)
-    fma = native.declare(module, f"llvm.fma.v{lanes}f32", f32v, f32v, f32v, f32v)
+    # fmuladd: fused where the target has FMA, a multiply and an add elsewhere (llvm.fma would call fmaf there)
+    fma = native.declare(module, f"llvm.fmuladd.v{lanes}f32", f32v, f32v, f32v, f32v)
     stream_rows = [builder.mul(ir.Constant(I64, r), row_stride) for r in range(rows)]
     row_values = [native.address(builder, element, values, builder.mul(r, kept)) for r in stream_rows]
     row_metadata = [native.address(builder, I8, metadata, builder.mul(r, row_bytes)) for r in stream_rows]
