@@ -61,29 +61,30 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool[2]
 
 
-def _torch_cpu_library() -> Path | None:
-    """The ``libtorch_cpu`` shared library ``import torch`` loaded."""
-    candidates = sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*"))
-    return candidates[0] if candidates else None
+def _torch_cpu_libraries() -> list[str]:
+    """Names under which ``import torch`` loaded ``libtorch_cpu``: the file beside torch's package (pip
+    wheels), then the bare library names the dynamic loader matches against what is loaded (conda and
+    system builds keep it elsewhere)."""
+    return [*map(str, sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*"))),
+            "libtorch_cpu.so", "libtorch_cpu.dylib"]
 
 
 @functools.cache
 def _torch_openmp():
     """``GOMP_parallel`` as torch's own library resolves it (a ctypes function), or None (see the module
     docstring)."""
-    library = _torch_cpu_library()
-    if library is None:
-        return None
-    try:
-        # RTLD_NOLOAD: the copy torch loaded, or nothing; never a second one.
-        torch_cpu = ctypes.CDLL(str(library), mode=getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 1))
-        parallel = torch_cpu.GOMP_parallel
-    except (OSError, AttributeError):
-        return None
-    # GOMP_parallel(void (*member)(void *), void *data, unsigned threads, unsigned flags)
-    parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
-    parallel.restype = None
-    return parallel
+    # RTLD_NOLOAD: the copy torch loaded, or nothing; never a second one.
+    mode = getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 1)
+    for name in _torch_cpu_libraries():
+        try:
+            parallel = ctypes.CDLL(name, mode=mode).GOMP_parallel
+        except (OSError, AttributeError):
+            continue
+        # GOMP_parallel(void (*member)(void *), void *data, unsigned threads, unsigned flags)
+        parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        parallel.restype = None
+        return parallel
+    return None
 
 
 class _SymbolInfo(ctypes.Structure):
