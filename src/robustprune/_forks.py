@@ -6,7 +6,9 @@ module first, so a fork after ``import robustprune`` is always noticed (an at-fo
 (``import torch``, a parallel op, ``fork``, then ``import robustprune`` in the child) leaves no hook: on
 Linux the child is then recognised by still mapping torch's CPU library at the same address as its parent
 does (a fresh process, even one exec'd from this one, maps it elsewhere); where that cannot be told (no
-/proc, a parent that has exited), the process counts as not forked.
+/proc, a parent that has exited), the process counts as not forked. With address-space randomisation off, a
+process started by one that had loaded torch counts as forked: its kernels then run on Python threads,
+slower but safe.
 """
 
 from __future__ import annotations
