@@ -108,3 +108,21 @@ def test_baseline_fp16_widening_is_exact_for_every_pattern():
     finite = torch.isfinite(expected) | torch.isinf(expected)
     assert torch.equal(got[finite].view(torch.int32), expected[finite].view(torch.int32))  # bit for bit
     assert bool(torch.isnan(got[~finite]).all())
+
+
+def test_decode_without_f16c_equals_decode_with_it():
+    """The fp16 decode kernel built as for a CPU without F16C (integer widening), run here, against the host's."""
+    host = native.host()
+    no_half = Target(host.triple, host.cpu, "")  # no features named: the gather kind, integer widening
+    assert not nm_linear_cpu.half_instructions(no_half) or host.arch == "aarch64"
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(64, 256, generator=g).half()
+    w[0, :8] = torch.tensor([6e-8, -6e-8, 1e-5, 65504.0, -0.0, 2.0 ** -14, 3e-5, 1.0], dtype=torch.half)
+    from robustprune.ops import nm_compress, nm_mask
+
+    values, metadata = nm_compress(w * nm_mask(w, 2, 4), 2, 4)
+    x = torch.randn(2, 256, generator=g)
+    ours = nm_linear_cpu.nm_linear_forward(x, values, metadata, 2, 4, "gather", target=no_half)
+    reference = nm_linear_cpu.nm_linear_forward(x, values, metadata, 2, 4, "gather")
+    # Both compiled for this CPU, the values widened exactly either way: the same sums, bit for bit.
+    assert torch.equal(ours, reference)

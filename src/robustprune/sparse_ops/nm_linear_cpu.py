@@ -330,11 +330,12 @@ def kernel(kind: str, n: int, m: int, value_format: str) -> int:
 
 
 def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor, n: int, m: int,
-                      kind: str | None = None) -> torch.Tensor:
+                      kind: str | None = None, target: Target | None = None) -> torch.Tensor:
     """fp32 ``(B, out)`` product of ``x`` ``(B, in)`` with the compressed weight (no bias, no cast back).
 
-    ``kind`` forces an instruction set (tests); default :func:`host_kind`. The caller checks
-    :func:`supports` first.
+    ``kind`` forces an instruction set (tests); default :func:`host_kind`. ``target`` (tests) builds the
+    kernel's IR for a target this CPU can also run (e.g. without F16C: fp16 widened in integer code), and
+    compiles it for this CPU. The caller checks :func:`supports` first.
     """
     kind = kind or host_kind()
     values, metadata = values.contiguous(), metadata.contiguous()
@@ -342,7 +343,8 @@ def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Ten
     out_features, kept = values.shape
     y = torch.empty(x32.shape[0], out_features, dtype=torch.float32)
     value_format = VALUE_FORMATS[values.dtype]
-    run = kernel(kind, n, m, value_format)
+    run = kernel(kind, n, m, value_format) if target is None else native.load(
+        build(kind, n, m, value_format, target)).address("forward")
     # Batch 1 reads x's slice in blocks; larger batches measured faster with whole rows (each batch row
     # re-reads x either way, and a row's values stay in L1 across the batch).
     whole_row = kept // LANES[kind]
