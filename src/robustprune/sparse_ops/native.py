@@ -288,14 +288,13 @@ def evict(directory: Path, max_entries: int | None = None, max_bytes: int | None
             status = path.stat()
             entries.append((status.st_mtime_ns, status.st_size, path))
     entries.sort()  # oldest first
-    total = sum(size for _, size, _ in entries)
+    count, total = len(entries), sum(size for _, size, _ in entries)
     for _, size, path in entries:
-        if len(entries) <= max_entries and total <= max_bytes:
+        if count <= max_entries and total <= max_bytes:
             break
         with contextlib.suppress(OSError):
             path.unlink()
-        entries = entries[1:]
-        total -= size
+        count, total = count - 1, total - size
 
 
 def load(module: ir.Module) -> NativeLibrary:
