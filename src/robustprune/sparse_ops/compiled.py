@@ -56,7 +56,8 @@ def _import_kernel_module(name: str) -> ModuleType | None:
             return None
         try:
             return importlib.import_module(f"robustprune.sparse_ops.{name}")
-        except ImportError as error:  # llvmlite missing, or its native library fails to load
+        # llvmlite missing (ImportError), or its LLVM library failing to load (llvmlite raises OSError)
+        except (ImportError, OSError) as error:
             _import_failure = f"{type(error).__name__}: {error}"
             warnings.warn(f"robustprune's compiled CPU kernels are unavailable ({_import_failure}); the ops run "
                           "their eager torch paths", RuntimeWarning, stacklevel=4)
