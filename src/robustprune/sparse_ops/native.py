@@ -98,9 +98,16 @@ class Target:
 @functools.cache
 def host() -> Target:
     """This machine's target: the process triple, the CPU's name and every feature it reports."""
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    return Target(llvm.get_process_triple(), llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten())
+    try:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+    except RuntimeError as error:
+        raise KernelBuildError(f"LLVM has no native target here: {error}") from error
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # some platforms report none: the CPU's name still selects its instructions
+        features = ""
+    return Target(llvm.get_process_triple(), llvm.get_host_cpu_name(), features)
 
 
 @functools.cache
@@ -240,7 +247,7 @@ def usable_cache_directory() -> Path | None:
 
 
 def _cache_key(ir_text: str) -> str:
-    identity = "\n".join([llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
+    identity = "\n".join([host().cpu, host().features,
                           ".".join(map(str, llvm.llvm_version_info)), llvmlite.__version__, ir_text])
     return hashlib.sha256(_FORMAT + identity.encode()).hexdigest()[:32]
 
