@@ -75,7 +75,8 @@ def test_records_hold_real_measurements(interrupted_then_resumed):
     from safetensors.torch import load_file
 
     from robustprune.eval.classifier import TextClassifier, evaluate_classifier
-    from robustprune.experiments.runner import load_pretrained, load_sweep_data
+    from robustprune.experiments.methods import load_pretrained
+    from robustprune.experiments.runner import load_sweep_data
 
     config = reduced_config()
     data = load_sweep_data(config)
@@ -93,7 +94,7 @@ def test_records_hold_real_measurements(interrupted_then_resumed):
         assert 0.0 <= record["shifts"]["char_swap"]["accuracy"] <= 100.0
         assert record["attacks"]["deepwordbug"]["deviations"]
     # the attack subset is drawn once per run (evaluation.subset_seed) and is the same at every point
-    from robustprune.experiments.runner import seeded_order
+    from robustprune.experiments.points import seeded_order
 
     drawn = sorted(seeded_order(24, config.evaluation.subset_seed)[:3])
     assert all(r["attacks"]["deepwordbug"]["example_indices"] == drawn for r in records.values())

@@ -21,7 +21,8 @@ from robustprune.pruners.robust_tickets import (
     robust_ticket,
     train_hard_concrete_masks,
 )
-from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE, FreeLB
+from robustprune.train.adversarial import FreeLB
+from robustprune.train.finetune import ADVERSARIAL_SCHEDULE
 
 
 def sigmoid(x):

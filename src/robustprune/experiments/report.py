@@ -25,7 +25,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,34 +44,16 @@ from robustprune.eval.analysis import (
 )
 from robustprune.experiments.config import STRUCTURED_PATTERN
 from robustprune.experiments.results import ResultsFile, ResultsMismatchError
-
-
-@dataclass(frozen=True)
-class Row:
-    """One point of the sweep, over its seeds: mean metrics, and for accuracies the 95 % Wilson interval
-    over the examples of every seed pooled (``intervals``) and the standard deviation over seeds
-    (``spread``, with two or more seeds)."""
-
-    method: str
-    pattern: str
-    sparsity: float
-    seeds: int
-    metrics: dict[str, float]
-    balance: dict[int, float]
-    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-    spread: dict[str, float] = field(default_factory=dict)
-    set_balances: dict[str, dict[int, float]] = field(default_factory=dict)  # robust set, shifts
-    resumed: bool = False  # some seed's training continued from an earlier run: its time is partial
+from robustprune.experiments.tables import Row
+from robustprune.experiments.tables import column_name as _column_name
+from robustprune.experiments.tables import fmt as _fmt
+from robustprune.experiments.tables import fmt_accuracy as _fmt_accuracy
+from robustprune.experiments.tables import markdown as _markdown
+from robustprune.experiments.tables import robust_keys as _robust_keys
+from robustprune.experiments.tables import set_of as _set_of
 
 
 # Evaluated sets: "clean", "robust_set", "shift:<name>". Attacks run on clean examples.
-def _set_of(metric_key: str) -> str:
-    """The evaluated set a metric is measured on (collapse is judged per set)."""
-    if metric_key.startswith("shift:") or metric_key == "robust_set":
-        return metric_key
-    return "clean"
-
-
 def _set_name(set_key: str) -> str:
     return {"clean": "clean", "robust_set": "robust set"}.get(set_key, set_key[6:])
 
@@ -184,40 +166,7 @@ def _collapsed_flags(rows: Sequence[Row], majorities: dict[str, float]) -> list[
     return flags
 
 
-def _robust_keys(rows: Sequence[Row]) -> list[str]:
-    keys = sorted({k for r in rows for k in r.metrics if k.startswith(("attack:", "shift:", "robust_set"))})
-    return [k for k in keys if not k.endswith((":success_rate", ":queries"))]
-
-
 _NOT_METRICS = ("measured_sparsity", "parameters", "prune_seconds", "finetune_seconds")  # facts of a point
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.{digits}f}"
-
-
-def _fmt_accuracy(row: Row, key: str) -> str:
-    """``mean [low, high]`` (95 % Wilson), ``mean ± sd [low, high]`` over several seeds, else the mean."""
-    text = _fmt(row.metrics.get(key))
-    if key in row.spread:
-        text += f" ± {row.spread[key]:.1f}"
-    if key in row.intervals:
-        low, high = row.intervals[key]
-        text += f" [{low:.1f}, {high:.1f}]"
-    return text
-
-
-def _column_name(key: str) -> str:
-    """Table header of a metric key: attacks in TextAttack's terms (Aua%, Suc%, #Query)."""
-    if key.startswith("attack:"):
-        parts = key.split(":")
-        what = {"success_rate": "Suc%", "queries": "#Query"}.get(parts[2], parts[2]) if len(parts) > 2 else "Aua%"
-        return f"{parts[1]} {what}"
-    if key.startswith("shift:"):
-        return f"{key[6:]} acc"
-    return "robust set acc" if key == "robust_set" else key
 
 
 def results_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], *, split_intervals: bool = False
@@ -497,12 +446,6 @@ def findings(rows: Sequence[Row], paired: dict[tuple[str, str], PairedCurve], ma
             lines.append(f"{method}: {name} never rises significantly above the dense model's "
                          f"{dense.metrics[key]:.1f} at a non-collapsed point ({how}){chance}.")
     return lines
-
-
-def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines) + "\n"
 
 
 def _csv(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:

@@ -35,7 +35,6 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from robustprune.eval.attacks.attack import Recipe
 from robustprune.eval.attacks.constraints import (
     LevenshteinEditDistance,
     MaxWordsPerturbed,
@@ -45,6 +44,7 @@ from robustprune.eval.attacks.constraints import (
     StopwordModification,
     WordEmbeddingDistance,
 )
+from robustprune.eval.attacks.recipe import Recipe
 from robustprune.eval.attacks.search import GreedyWordSwapWIR
 from robustprune.eval.attacks.text import check_mode
 from robustprune.eval.attacks.transformations import (
