@@ -16,7 +16,8 @@ ALLOWED = {
     "kernels": set(),
     "targets": set(),
     "data": set(),
-    "sparse_ops": {"kernels", "targets"},
+    "_forks": set(),  # standard library only: noticing forks (robustprune._forks)
+    "sparse_ops": {"kernels", "targets", "_forks"},
     "models": set(),
     "train": {"data", "sparse_ops", "kernels", "targets", "models"},
     "eval": {"data", "sparse_ops", "kernels", "targets", "models"},
@@ -24,7 +25,7 @@ ALLOWED = {
     "ops": {"sparse_ops"},
     "experiments": {"data", "train", "eval", "pruners", "sparse_ops", "kernels", "targets", "models"},
     "cli": {"experiments", "package"},
-    "package": {"data", "train", "eval", "pruners", "sparse_ops", "targets", "models", "ops"},
+    "package": {"data", "train", "eval", "pruners", "sparse_ops", "targets", "models", "ops", "_forks"},
 }
 
 

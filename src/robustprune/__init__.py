@@ -10,6 +10,8 @@ from importlib import metadata as _metadata
 
 import lazy_loader as _lazy
 
+from robustprune import _forks  # noqa: F401  (first: notes a fork of this process from here on)
+
 try:  # one source of truth: the version in pyproject.toml, as installed
     __version__ = _metadata.version("robustprune")
 except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed

@@ -183,3 +183,183 @@ def test_paired_essential_sparsity_separates_noise_from_drops():
     assert result.es_interval[0] <= fixed <= result.es_interval[1]
     with pytest.raises(ValueError, match="one correctness value per dense example"):
         essential_sparsity_paired(sparsities, [p[:10] for p in points], dense)
+
+
+# Boundaries and independent values: each test below pins a comparison or a constant that a one-character
+# change would otherwise leave unnoticed.
+
+def test_a_drop_of_exactly_epsilon_stays_within():
+    # 90.5 - 89.5 is exactly 1.0 in binary floating point: "within epsilon" means a drop of at most epsilon
+    assert essential_sparsity([0.1, 0.2, 0.3], [90.5, 89.5, 89.0], 90.5, epsilon=1.0) == 0.2
+    assert essential_sparsity([0.1, 0.2], [90.5, 90.5], 90.5, epsilon=0.0) == 0.2  # no drop at all, epsilon 0
+
+
+def test_collapse_thresholds_are_inclusive():
+    # accuracy exactly majority + tolerance (50.5 + 2.0 = 52.5, exact) is "at most" the threshold: collapsed
+    assert flag_collapsed([CurvePoint(0.5, 52.5), CurvePoint(0.6, 52.75)], majority_rate=50.5) == [True, False]
+    # exactly max_class_share (0.9) of the predictions in one class: collapsed
+    points = [CurvePoint(0.5, 80.0, {0: 0.9, 1: 0.1}), CurvePoint(0.6, 80.0, {0: 0.875, 1: 0.125})]
+    assert flag_collapsed(points, majority_rate=None) == [True, False]
+
+
+def _wilson_closed_form(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson (1927) score interval without continuity correction, in percent, written out."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p = correct / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return 100 * (center - half), 100 * (center + half)
+
+
+def test_wilson_interval_is_the_95_percent_wilson_score_interval():
+    from robustprune.eval.analysis import wilson_interval
+
+    # by hand, 8 of 10 at z = 1.959964: center (8 + z^2/2) / (10 + z^2) = 0.716744, half-width
+    # z / (10 + z^2) * sqrt(8 * 2 / 10 + z^2 / 4) = 0.226575
+    assert wilson_interval(8, 10) == pytest.approx((49.0169, 94.3319), abs=1e-3)
+    for correct, n in [(8, 10), (0, 24), (24, 24), (160, 200), (3, 148), (700, 872)]:
+        assert wilson_interval(correct, n) == pytest.approx(_wilson_closed_form(correct, n), abs=1e-9)
+        assert wilson_interval(correct, n, 0.90) == pytest.approx(_wilson_closed_form(correct, n, 0.90), abs=1e-9)
+    # not Clopper-Pearson: for 8 of 10 the exact interval is (44.39, 97.48) (beta quantiles)
+    from scipy.stats import beta
+
+    assert (100 * beta.ppf(0.025, 8, 3), 100 * beta.ppf(0.975, 9, 2)) == pytest.approx((44.39, 97.48), abs=0.01)
+    assert wilson_interval(8, 10)[0] > 48.0
+
+
+def _lost(n: int, lost: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense right everywhere; the point wrong on the first ``lost`` examples: the resampled drop is
+    100 * Binomial(n, lost / n) / n, whose quantiles scipy gives exactly."""
+    dense = np.ones(n, dtype=bool)
+    point = dense.copy()
+    point[:lost] = False
+    return dense, point
+
+
+def test_paired_es_is_not_significant_at_exactly_epsilon():
+    from robustprune.eval.analysis import essential_sparsity_paired
+
+    dense = np.arange(200) % 4 != 0
+    # identical to dense: every resampled drop is exactly 0, so "larger than epsilon = 0" never holds
+    result = essential_sparsity_paired([0.1, 0.2], [dense, dense], dense, epsilon=0.0, resamples=200)
+    assert result.es == 0.2 and result.drop_lower == [0.0, 0.0] and result.es_interval == (0.2, 0.2)
+    # the dense model right everywhere, the point nowhere: every resampled drop is exactly 100 points
+    result = essential_sparsity_paired([0.1], [np.zeros(200, dtype=bool)], np.ones(200, dtype=bool), epsilon=100.0,
+                                       resamples=200)
+    assert result.es == 0.1 and result.drop_lower == [100.0]
+
+
+def test_paired_drop_bounds_are_the_one_sided_alpha_quantiles():
+    from scipy.stats import binom
+
+    from robustprune.eval.analysis import essential_sparsity_paired
+
+    n, lost = 1000, 500  # drop 50 points, bootstrap sd ~1.6 points
+    dense, point = _lost(n, lost)
+    result = essential_sparsity_paired([0.5], [point], dense, epsilon=1.0, alpha=0.05, resamples=4000, seed=0)
+
+    def quantile(q):  # of the drop in points, from the binomial law of the resampled losses
+        return 100 * binom.ppf(q, n, lost / n) / n
+
+    assert quantile(0.05) == 47.4 and quantile(0.025) == 46.9  # what one-sided vs two-sided would give
+    assert result.drop_lower[0] == pytest.approx(quantile(0.05), abs=0.15)
+    assert result.drop_upper[0] == pytest.approx(quantile(0.95), abs=0.15)
+
+
+def test_es_interval_is_the_2_5_to_97_5_percent_range():
+    from scipy.stats import binom
+
+    from robustprune.eval.analysis import essential_sparsity_paired
+
+    # epsilons sit between attainable drops (multiples of 0.25 point), so no resample lands on them
+    n, lost = 400, 8  # drop 2 points; ES falls to 0 on a resample that loses > 12 examples (> 3.1 points)
+    share = binom.sf(12, n, lost / n)  # P(resampled drop > 3.1 points) = 0.062
+    assert 0.04 < share < 0.075  # between the 2.5 % and the 10 % quantile, clear of both
+    dense, point = _lost(n, lost)
+    result = essential_sparsity_paired([0.5], [point], dense, epsilon=3.1, resamples=2000, seed=0)
+    assert np.mean(np.asarray(result.es_resampled) == 0.0) == pytest.approx(share, abs=0.015)
+    assert result.es == 0.5 and result.es_interval == (0.0, 0.5)  # a 10-90 % range would read (0.5, 0.5)
+    # the upper end: 0.3 always holds (no loss); 0.6 (drop 3.5 points) only on resamples losing <= 8 examples
+    far = _lost(n, 14)[1]
+    share = binom.cdf(8, n, 14 / n)  # P(resampled drop <= 2.1 points) = 0.059
+    assert 0.04 < share < 0.075
+    result = essential_sparsity_paired([0.3, 0.6], [dense, far], dense, epsilon=2.1, resamples=2000, seed=0)
+    assert np.mean(np.asarray(result.es_resampled) == 0.6) == pytest.approx(share, abs=0.015)
+    assert result.es_interval == (0.3, 0.6)  # a 10-90 % range would read (0.3, 0.3)
+
+
+def test_mcnemar_exact_against_binomtest_and_the_bootstrap_case():
+    from scipy.stats import binomtest
+
+    from robustprune.eval.analysis import essential_sparsity_paired, mcnemar_exact
+
+    # n = 100, 6 gained vs 1 lost: P(X >= 6 | X ~ Bin(7, 1/2)) = (7 + 1) / 128 = 0.0625 by hand
+    dense = np.arange(100) % 2 == 0
+    point = dense.copy()
+    point[np.flatnonzero(~dense)[:6]] = True
+    point[np.flatnonzero(dense)[:1]] = False
+    result = mcnemar_exact(dense, point, "greater")
+    assert (result.lost, result.gained) == (1, 6)
+    assert result.pvalue == pytest.approx(8 / 128, abs=1e-12) and result.pvalue > 0.05  # not significant
+    assert result.pvalue == pytest.approx(binomtest(6, 7, 0.5, alternative="greater").pvalue, abs=1e-12)
+    assert mcnemar_exact(dense, point).pvalue == pytest.approx(16 / 128, abs=1e-12)  # two-sided
+    assert mcnemar_exact(dense, point, "less").pvalue == pytest.approx(127 / 128, abs=1e-12)
+    # the paired bootstrap on the same pairs declares the +5 points a significant rise (its one-sided upper
+    # bound of the drop is below 0): with 7 discordant pairs it is liberal
+    bootstrap = essential_sparsity_paired([0.5], [point], dense, epsilon=1.0, resamples=2000, seed=0)
+    assert bootstrap.drops == [pytest.approx(-5.0)] and bootstrap.drop_upper[0] < 0
+    rng = np.random.default_rng(3)
+    dense, point = rng.random(300) < 0.7, rng.random(300) < 0.6
+    b, c = int(np.sum(dense & ~point)), int(np.sum(~dense & point))
+    for alternative in ("two-sided", "greater", "less"):
+        assert mcnemar_exact(dense, point, alternative).pvalue == pytest.approx(
+            binomtest(c, b + c, 0.5, alternative=alternative).pvalue, rel=1e-12)
+    assert mcnemar_exact(dense, dense, "greater").pvalue == 1.0  # no discordant pair
+    with pytest.raises(ValueError, match="alternative"):
+        mcnemar_exact(dense, point, "larger")
+    with pytest.raises(ValueError, match="one value per dense example"):
+        mcnemar_exact(dense, point[:10])
+
+
+def test_holm_on_a_hand_made_example():
+    from robustprune.eval.analysis import holm
+
+    # m = 4, sorted 0.005, 0.01, 0.03, 0.04: 4 * 0.005 = 0.02; 3 * 0.01 = 0.03; 2 * 0.03 = 0.06;
+    # 1 * 0.04 = 0.04, raised to 0.06 (adjusted p-values never fall with the rank)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    # 0.04 was below 5 % alone; after correction two of four survive at 5 %
+    assert [p <= 0.05 for p in holm([0.01, 0.04, 0.03, 0.005])] == [True, False, False, True]
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.02]) == [0.02] and holm([]) == []
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.5, 1.5])
+
+
+def _rho(x, y):  # Spearman without ties, by the textbook formula
+    n = len(x)
+    rx = {v: i for i, v in enumerate(sorted(x))}
+    ry = {v: i for i, v in enumerate(sorted(y))}
+    d2 = sum((rx[a] - ry[b]) ** 2 for a, b in zip(x, y))
+    return 1 - 6 * d2 / (n * (n * n - 1))
+
+
+def test_spearman_permutation_p_by_enumeration():
+    import itertools
+
+    from robustprune.eval.analysis import spearman_test
+
+    assert spearman_test([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx((1.0, 2 / 24))  # 4 points: never < 5 %
+    assert spearman_test([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx((-1.0, 2 / 120))
+    x, y = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [2.0, 1.0, 4.0, 3.0, 6.0, 5.0]
+    observed = _rho(x, y)  # 1 - 6 * 6 / 210
+    assert observed == pytest.approx(1 - 36 / 210)
+    rhos = [_rho(x, list(p)) for p in itertools.permutations(y)]
+    expected = 2 * min(np.mean([r >= observed - 1e-12 for r in rhos]), np.mean([r <= observed + 1e-12 for r in rhos]))
+    rho, p = spearman_test(x, y)
+    assert rho == pytest.approx(observed) and p == pytest.approx(expected)
+    assert p == pytest.approx(42 / 720)  # 21 of the 720 orders reach rho >= 0.829
+    rho, p = spearman_test(list(range(10)), [0, 2, 1, 3, 5, 4, 6, 8, 7, 9], resamples=2000, seed=1)
+    assert 0 < p < 0.01  # Monte Carlo beyond 7 points
+    assert all(math.isnan(v) for v in spearman_test([1, 1, 1], [1, 2, 3]))

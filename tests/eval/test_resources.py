@@ -1,8 +1,15 @@
-"""Language resources: word vectors (real GloVe + small files), WordNet (real Debian files), stopwords."""
+"""Language resources: word vectors (real GloVe + small files), WordNet (the package's archive of Debian's
+files), stopwords."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +18,18 @@ import pytest
 from robustprune.eval import wordnet as wn_module
 from robustprune.eval.stopwords import STOPWORDS, is_stopword
 from robustprune.eval.word_vectors import WordVectors, load_glove
-from robustprune.eval.wordnet import synonyms, word_pos, wordnet, wordnet_available, wordnet_dir
+from robustprune.eval.wordnet import (
+    ARCHIVE,
+    ARCHIVE_MEMBERS,
+    lexnames_text,
+    synonyms,
+    word_pos,
+    wordnet,
+    wordnet_available,
+    wordnet_source,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # ---------------------------------------------------------------------------------------------------
 # word vectors on a hand-made table
@@ -161,33 +179,39 @@ def test_real_glove_neighbours(glove):
 # ---------------------------------------------------------------------------------------------------
 # WordNet
 
-needs_wordnet = pytest.mark.skipif(not wordnet_available(),
-                                   reason="WordNet 3.0 dict files not found (apt-get install wordnet-base)")
+def test_archive_holds_the_debian_files_and_lexnames():
+    """Every member's SHA-256 is the one recorded from Debian's wordnet-base 1:3.0-37 files (SHA256SUMS)."""
+    sums = dict(line.split()[::-1] for line in (ARCHIVE.parent / "SHA256SUMS").read_text().splitlines())
+    with zipfile.ZipFile(ARCHIVE) as archive:
+        assert sorted(archive.namelist()) == sorted(f"wordnet/{name}" for name in ARCHIVE_MEMBERS)
+        for name in archive.namelist():
+            assert hashlib.sha256(archive.read(name)).hexdigest() == sums[name], name
+        assert archive.read("wordnet/lexnames").decode() == lexnames_text()
+    assert sums["wordnet/data.noun"] == "fea17d2f9656611334eac790e5d69e47645fa180c4aa481fb4cd9b3520754ca2"
+    assert ARCHIVE.stat().st_size < 15e6
+    assert "Princeton University" in (ARCHIVE.parent / "LICENSE").read_text()
 
 
-@needs_wordnet
 def test_lexnames_agree_with_the_data_files():
     """Every synset's lexicographer file number names a file of its own part of speech."""
-    directory = wordnet_dir()
-    lexnames = [line.split("\t") for line in (directory / "lexnames").read_text().splitlines()]
-    assert len(lexnames) == 45 and [int(n) for n, _, _ in lexnames] == list(range(45))
-    category = {int(n): (name.split(".")[0], int(c)) for n, name, c in lexnames}
-    expected = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
-    for pos in expected:
-        seen = set()
-        with open(directory / f"data.{pos}", encoding="utf-8") as f:
-            for line in f:
-                if not line.startswith("  "):
-                    seen.add(int(line.split(" ", 2)[1]))
-        assert seen, pos
-        assert {category[n][1] for n in seen} == {expected[pos]}
-        assert {category[n][0] for n in seen} == {pos}
+    with zipfile.ZipFile(ARCHIVE) as archive:
+        lexnames = [line.split("\t") for line in archive.read("wordnet/lexnames").decode().splitlines()]
+        assert len(lexnames) == 45 and [int(n) for n, _, _ in lexnames] == list(range(45))
+        category = {int(n): (name.split(".")[0], int(c)) for n, name, c in lexnames}
+        expected = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+        for pos in expected:
+            seen = {int(line.split(" ", 2)[1])
+                    for line in archive.read(f"wordnet/data.{pos}").decode().splitlines()
+                    if not line.startswith("  ")}
+            assert seen, pos
+            assert {category[n][1] for n in seen} == {expected[pos]}
+            assert {category[n][0] for n in seen} == {pos}
 
 
-@needs_wordnet
 def test_reader_lexnames_and_synonyms():
     reader = wordnet()
     assert reader is wordnet()
+    assert reader.get_version() == "3.0"
     assert reader.synset("dog.n.01").lexname() == "noun.animal"
     assert reader.synset("run.v.01").lexname() == "verb.motion"
     movie = synonyms("movie")
@@ -202,7 +226,6 @@ def test_reader_lexnames_and_synonyms():
         synonyms("good", "adjective")
 
 
-@needs_wordnet
 def test_word_pos():
     assert word_pos("quickly") == {"adv"}
     assert word_pos("movies") == {"noun"}
@@ -210,32 +233,92 @@ def test_word_pos():
     assert word_pos("the") == frozenset() and word_pos("qwxzzv") == frozenset()
 
 
-def test_wordnet_dir_missing(monkeypatch, tmp_path):
-    monkeypatch.setenv("ROBUSTPRUNE_WORDNET_DIR", str(tmp_path / "nowhere"))
-    monkeypatch.setattr(wn_module, "_SYSTEM_DIR", tmp_path / "no-system")
-    monkeypatch.setattr(wn_module, "_nltk_candidates", lambda: [tmp_path / "nltk" / "corpora" / "wordnet"])
+def test_the_package_archive_is_the_default(monkeypatch):
+    monkeypatch.delenv(wn_module.ENV_OVERRIDE, raising=False)
+    assert wordnet_source() == f"{ARCHIVE}/wordnet/" and wordnet_available()
+
+
+def test_override_that_is_not_a_dict_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv(wn_module.ENV_OVERRIDE, str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError) as info:
-        wordnet_dir()
+        wordnet_source()
     message = str(info.value)
-    assert "wordnet-base" in message and str(tmp_path / "nowhere") in message and "no-system" in message
+    assert wn_module.ENV_OVERRIDE in message and str(tmp_path / "nowhere") in message and "does not exist" in message
+    (tmp_path / "nowhere").mkdir()
+    with pytest.raises(FileNotFoundError, match="it lacks index.noun, .*, adv.exc"):
+        wordnet_source()
     assert not wordnet_available()
 
 
-@needs_wordnet
-def test_wordnet_dir_from_env_gets_a_private_copy(monkeypatch, tmp_path):
+def test_override_directory_gets_a_private_copy_with_lexnames(monkeypatch, tmp_path):
     source = tmp_path / "dict"
-    source.mkdir()
-    for name in wn_module._COPIED:
-        src = wn_module._SYSTEM_DIR / name
-        if src.is_file():
-            (source / name).symlink_to(src)
-    monkeypatch.setenv("ROBUSTPRUNE_WORDNET_DIR", str(source))
+    with zipfile.ZipFile(ARCHIVE) as archive:
+        for name in ARCHIVE_MEMBERS[:-1]:  # the dict files without lexnames, as Debian installs them
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes(archive.read(f"wordnet/{name}"))
+    monkeypatch.setenv(wn_module.ENV_OVERRIDE, str(source))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    prepared = wordnet_dir()
+    prepared = Path(wordnet_source())
     assert prepared.is_relative_to(tmp_path / "cache") and not (source / "lexnames").exists()
-    assert (prepared / "lexnames").read_text().startswith("00\tadj.all\t3\n")
-    assert not (prepared / "data.noun").is_symlink()
-    assert wordnet_dir() == prepared  # idempotent
+    assert (prepared / "lexnames").read_text() == lexnames_text()
+    assert (prepared / "data.noun").read_bytes() == (source / "data.noun").read_bytes()
+    assert Path(wordnet_source()) == prepared  # idempotent
+
+
+HIDDEN_WORDNET_RUN = """
+import json, os, sys
+from pathlib import Path
+
+# Hide every WordNet but the package's own: opening anything under a system or nltk WordNet location fails.
+HIDDEN = ("/usr/share/wordnet", "nltk_data", "/usr/share/nltk", "/usr/local/share/nltk", "/usr/lib/nltk")
+def refuse(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.fsdecode(args[0])
+        if any(h in path for h in HIDDEN):
+            raise PermissionError(f"hidden by the test: {path}")
+sys.addaudithook(refuse)
+import nltk.data
+nltk.data.path[:] = []
+
+from robustprune.eval.attacks import attack
+from robustprune.eval.attacks.recipes import pwws
+from robustprune.eval.wordnet import wordnet_source
+from tests.eval.attacks.bow_classifier import BagOfWordsClassifier
+from tests.eval.attacks.test_textattack_fixture import dataset_of, examples_of, FIXTURE
+
+examples = examples_of(json.loads(FIXTURE.read_text(encoding="utf-8")), "pwws")[:int(sys.argv[1])]
+report = attack(BagOfWordsClassifier(), dataset_of(examples), pwws(), progress=False)
+print(json.dumps({"source": wordnet_source(), "nltk_path": nltk.data.path,
+                  "results": [[r.status, r.perturbed, r.queries] for r in report.results]}))
+"""
+
+
+def test_pwws_with_every_other_wordnet_hidden(tmp_path):
+    """In a fresh process that cannot open any system or nltk WordNet, and with no override set, PWWS makes
+    the substitutions TextAttack 0.3.11 recorded over Debian's WordNet files (fixtures/textattack_sst2_bow.json)."""
+    from tests.eval.attacks.test_textattack_fixture import FIXTURE, examples_of, tie_order_reproduced
+
+    count = 20
+    env = {k: v for k, v in os.environ.items() if k not in (wn_module.ENV_OVERRIDE, "NLTK_DATA")}
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])))
+    run = subprocess.run([sys.executable, "-c", HIDDEN_WORDNET_RUN, str(count)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["source"] == f"{ARCHIVE}/wordnet/"
+    assert out["nltk_path"] == [str(ARCHIVE)]
+    assert not (tmp_path / "cache").exists()  # read in place: nothing unpacked
+    recorded = examples_of(json.loads(FIXTURE.read_text(encoding="utf-8")), "pwws")[:count]
+    compared = swapped = 0
+    for (status, perturbed, queries), theirs in zip(out["results"], recorded, strict=True):
+        if not tie_order_reproduced(theirs):
+            continue
+        compared += 1
+        swapped += perturbed != theirs["text"]
+        assert (status, perturbed, queries) == (theirs["status"], theirs["perturbed_text"],
+                                                int(theirs["num_queries"])), theirs["text"]
+    assert compared >= count - 3 and swapped >= 5
 
 
 # ---------------------------------------------------------------------------------------------------

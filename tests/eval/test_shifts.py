@@ -27,12 +27,10 @@ from robustprune.eval.shifts import (
 )
 from robustprune.eval.stopwords import is_stopword
 from robustprune.eval.word_vectors import WordVectors
-from robustprune.eval.wordnet import synonyms, wordnet, wordnet_available
+from robustprune.eval.wordnet import synonyms, wordnet
 from robustprune.eval.words import recover_case
 from tests.conftest import SST2_DEV
 
-needs_wordnet = pytest.mark.skipif(not wordnet_available(),
-                                   reason="WordNet 3.0 dict files not found (apt-get install wordnet-base)")
 TEXT = "The acting , costumes and music are all astounding given the production 's austere locales ."
 
 
@@ -43,8 +41,6 @@ def sst2_sample() -> TextDataset:
 
 @pytest.fixture(scope="module")
 def loaded_wordnet():
-    if not wordnet_available():
-        pytest.skip("WordNet 3.0 dict files not found (apt-get install wordnet-base)")
     return wordnet()
 
 
@@ -106,7 +102,6 @@ def test_char_swap_swaps_adjacent_interior_letters():
         CharSwap(rate=1.5)
 
 
-@needs_wordnet
 def test_synonym_replace_uses_wordnet_synonyms(loaded_wordnet):
     for seed in range(5):
         out = SynonymReplace(alpha=0.2)(TEXT, random.Random(seed))
@@ -116,7 +111,6 @@ def test_synonym_replace_uses_wordnet_synonyms(loaded_wordnet):
             assert not is_stopword(old) and new.lower() in synonyms(old)
 
 
-@needs_wordnet
 def test_random_insert_adds_synonyms(loaded_wordnet):
     out = RandomInsert(alpha=0.2)(TEXT, random.Random(1))
     before, after = tokenize(TEXT), tokenize(out)
@@ -139,7 +133,6 @@ def test_random_swap_and_delete():
     assert len(survivors) == 1
 
 
-@needs_wordnet
 def test_eda_applies_one_operation(loaded_wordnet):
     only_swap = EDA(alpha_sr=0, alpha_ri=0, alpha_rs=0.2, p_rd=0)
     assert only_swap(TEXT, random.Random(4)) == RandomSwap(0.2)(TEXT, _after_choice(4))
@@ -155,7 +148,6 @@ def _after_choice(seed: int) -> random.Random:
     return rng
 
 
-@needs_wordnet
 def test_wordnet_swap(loaded_wordnet):
     out = WordNetShift(rate=0.5)(TEXT, random.Random(2))
     changes = _changed(TEXT, out)

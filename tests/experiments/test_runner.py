@@ -75,7 +75,8 @@ def test_records_hold_real_measurements(interrupted_then_resumed):
     from safetensors.torch import load_file
 
     from robustprune.eval.classifier import TextClassifier, evaluate_classifier
-    from robustprune.experiments.runner import load_pretrained, load_sweep_data
+    from robustprune.experiments.methods import load_pretrained
+    from robustprune.experiments.runner import load_sweep_data
 
     config = reduced_config()
     data = load_sweep_data(config)
@@ -93,7 +94,7 @@ def test_records_hold_real_measurements(interrupted_then_resumed):
         assert 0.0 <= record["shifts"]["char_swap"]["accuracy"] <= 100.0
         assert record["attacks"]["deepwordbug"]["deviations"]
     # the attack subset is drawn once per run (evaluation.subset_seed) and is the same at every point
-    from robustprune.experiments.runner import seeded_order
+    from robustprune.experiments.points import seeded_order
 
     drawn = sorted(seeded_order(24, config.evaluation.subset_seed)[:3])
     assert all(r["attacks"]["deepwordbug"]["example_indices"] == drawn for r in records.values())
@@ -244,7 +245,9 @@ def test_cli_errors_are_one_line(interrupted_then_resumed, tmp_path, capsys):
     bad_model.write_text("model: {name: /no/such/model/dir}\ndata: {max_train_examples: 8}\n", encoding="utf-8")
     assert main(["run", str(bad_model), "--out", str(tmp_path / "m"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and _error_line(err).startswith("robustprune run: config key 'model.name': cannot")
+    assert "Traceback" not in err and _error_line(err).startswith(
+        "robustprune run: 1 resource(s) missing, nothing was run: model '/no/such/model/dir' (needed by model.name)")
+    assert not (tmp_path / "m").exists()
     assert _error_line(err).endswith("(--debug for the traceback)")
 
     torn = tmp_path / "torn" / "results.jsonl"
@@ -326,22 +329,30 @@ def test_every_accuracy_can_be_redone_from_the_per_example_files(interrupted_the
             pytest.approx(metrics["avg_queries"] * (3 - metrics["skipped"]))
 
 
+def _wilson(correct: int, n: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval in percent, from its closed form (not the function under test)."""
+    from statistics import NormalDist
+
+    z, p = NormalDist().inv_cdf(0.975), correct / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return 100 * (center - half), 100 * (center + half)
+
+
 def test_report_gives_wilson_intervals(interrupted_then_resumed, tmp_path):
     import csv
-
-    from robustprune.eval.analysis import wilson_interval
 
     _, out, _, _, _, _ = interrupted_then_resumed
     report = build_report(out / "results.jsonl", tmp_path / "r")
     rows = list(csv.DictReader(report.results_csv.read_text().splitlines()))
     dense = next(r for r in rows if r["method"] == "dense")
     record = next(r for r in ResultsFile(out / "results.jsonl").records() if r["method"] == "dense")
-    low, high = wilson_interval(round(record["clean"]["accuracy"] * 24 / 100), 24)
+    low, high = _wilson(round(record["clean"]["accuracy"] * 24 / 100), 24)
     assert float(dense["clean acc 95% low"]) == pytest.approx(low, abs=0.006)
     assert float(dense["clean acc 95% high"]) == pytest.approx(high, abs=0.006)
     assert dense["clean acc sd over seeds"] == ""  # one seed
     failed = record["attacks"]["deepwordbug"]["metrics"]["failed"]
-    assert float(dense["deepwordbug Aua% 95% high"]) == pytest.approx(wilson_interval(failed, 3)[1], abs=0.006)
+    assert float(dense["deepwordbug Aua% 95% high"]) == pytest.approx(_wilson(failed, 3)[1], abs=0.006)
     assert f"[{low:.1f}, {high:.1f}]" in report.results_md.read_text()
     assert "Wilson" in report.analysis_md.read_text()
     lines = list(csv.DictReader(report.analysis_csv.read_text().splitlines()))
@@ -354,7 +365,6 @@ def test_report_gives_wilson_intervals(interrupted_then_resumed, tmp_path):
 def test_seeds_pool_their_examples_and_report_their_spread():
     import statistics
 
-    from robustprune.eval.analysis import wilson_interval
     from robustprune.experiments.report import aggregate
 
     def record(seed, accuracy, n):
@@ -365,7 +375,8 @@ def test_seeds_pool_their_examples_and_report_their_spread():
     (row,), _ = aggregate([record(0, 80.0, 200), record(1, 85.0, 200), record(2, 90.0, 200)])
     assert row.seeds == 3 and row.metrics["clean_accuracy"] == pytest.approx(85.0)
     assert row.spread["clean_accuracy"] == pytest.approx(statistics.stdev([80.0, 85.0, 90.0]))
-    assert row.intervals["clean_accuracy"] == pytest.approx(wilson_interval(160 + 170 + 180, 600))
+    assert row.intervals["clean_accuracy"] == pytest.approx(_wilson(160 + 170 + 180, 600))
+    assert row.intervals["clean_accuracy"] == pytest.approx((81.9206, 87.6340), abs=1e-3)  # 510 of 600
     legacy = record(0, 80.0, 200)
     del legacy["clean"]["n"]  # written before records carried n: no interval, nothing invented
     (old,), _ = aggregate([legacy])
@@ -439,3 +450,54 @@ def test_analysis_says_in_words_what_the_paired_tests_support(tmp_path):
     assert "steady keeps clean accuracy to a significantly higher sparsity than fragile" in text
     assert "fragile: robust set acc rises significantly above the dense model's 25.0 at sparsity 0.30 (40.0)" in text
     assert "steady: robust set acc never rises significantly" in text
+
+
+def test_analysis_counts_the_per_point_tests_and_says_which_survive_holm(tmp_path):
+    """Three robust-set gains on 100 examples, each against the dense model on the same examples: 6 vs 0
+    discordant pairs (exact one-sided McNemar p = 1/64), 5 vs 0 (1/32) and 6 vs 1 (8/128 = 0.0625). Alone,
+    the first two are below 5 %; Holm over the three (3 * 1/64 = 0.047; 2 * 1/32 = 0.0625; 0.0625) keeps
+    only the first. Clean accuracy is unchanged: three tests, p = 1, none survives."""
+    import numpy as np
+
+    n = 100
+    labels = [i % 2 for i in range(n)]
+    clean_right = np.arange(n) % 5 != 0
+    robust_dense = np.arange(n) % 4 == 0  # 25 %
+
+    def changed(gained, lost):
+        right = robust_dense.copy()
+        right[np.flatnonzero(~robust_dense)[:gained]] = True
+        right[np.flatnonzero(robust_dense)[:lost]] = False
+        return right
+
+    def write(method, pattern, sparsity, robust_right):
+        key = f"{method}|{sparsity}"
+        predictions = {name: {"predictions": [y if ok else 1 - y for y, ok in zip(labels, vector)], "labels": labels}
+                       for name, vector in (("clean", clean_right), ("robust_set", robust_right))}
+        path = tmp_path / "predictions" / f"{key.replace('|', '_')}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(predictions))
+        entry = {"accuracy": 100.0 * clean_right.mean(), "f1": 0.0, "n": n, "majority_rate": 50.0,
+                 "prediction_balance": {"0": 0.5, "1": 0.5}}
+        return {"key": key, "fingerprint": "f", "seed": 0, "method": method, "pattern": pattern,
+                "sparsity": sparsity, "clean": entry, "robust_set": {**entry, "accuracy": 100.0 * robust_right.mean()},
+                "files": {"predictions": f"predictions/{path.name}"}}
+
+    records = [write("dense", "dense", 0.0, robust_dense), write("omp", "unstructured", 0.3, changed(6, 0)),
+               write("omp", "unstructured", 0.5, changed(5, 0)), write("omp", "unstructured", 0.7, changed(6, 1))]
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    text = build_report(tmp_path / "results.jsonl", plots=False).analysis_md.read_text()
+    assert "- clean acc: 3 tests, 0 survive Holm at 0.05.\n" in text
+    assert "- robust set acc: 3 tests, 1 survives Holm at 0.05: omp 0.30.\n" in text
+    table = {(cells[0], cells[2]): cells[3:] for cells in
+             ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines())
+             if len(cells) == 8 and cells[1] == "omp"}
+    expected = {"0.30": (0, 6, 1 / 64, 3 / 64, "yes"), "0.50": (0, 5, 1 / 32, 2 / 32, "no"),
+                "0.70": (1, 6, 8 / 128, 8 / 128, "no")}
+    for sparsity, (lost, gained, p, adjusted, survives) in expected.items():
+        cells = table[("robust set acc", sparsity)]
+        assert (int(cells[0]), int(cells[1]), cells[4]) == (lost, gained, survives)
+        assert float(cells[2]) == pytest.approx(p, rel=1e-3) and float(cells[3]) == pytest.approx(adjusted, rel=1e-3)
+        assert table[("clean acc", sparsity)] == ["0", "0", "1", "1", "no"]
+    assert ("omp: robust set acc rises significantly above the dense model's 25.0 at sparsity 0.30 (31.0), at "
+            "points not collapsed on that set (exact McNemar, one-sided, Holm over the 3 tests of robust set acc)") in text

@@ -77,6 +77,13 @@ def test_early_bird_needs_consecutive_small_distances():
     assert restored.found_at == 50 and restored.distances == bird.distances
     with pytest.raises(ValueError, match="gamma"):
         EarlyBird(gamma=0.0)
+    # a distance exactly equal to gamma is not below it: 1 of 10 neurons differs, distance 0.1 = gamma
+    edge = EarlyBird(gamma=0.1, patience=1)
+    one_off = neurons.clone()
+    one_off[0, 3] = False
+    assert not edge.update(1, heads, neurons) and not edge.update(2, heads, one_off)
+    assert edge.distances == [(2, 0.0, 0.1)] and edge.streak == 0
+    assert edge.update(3, heads, one_off) and edge.found_at == 3  # distance 0 < gamma
     # the search's settings are checked when made, each naming itself
     for bad, message in (({"lambda_heads": -1.0}, "lambda_heads"), ({"coef_lr": 0.0}, "coef_lr"),
                          ({"check_every": 0}, "check_every"), ({"gamma": 2.0}, "gamma"),

@@ -21,7 +21,8 @@ from robustprune.pruners.robust_tickets import (
     robust_ticket,
     train_hard_concrete_masks,
 )
-from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE, FreeLB
+from robustprune.train.adversarial import FreeLB
+from robustprune.train.finetune import ADVERSARIAL_SCHEDULE
 
 
 def sigmoid(x):
@@ -78,6 +79,21 @@ def test_ticket_ties_are_pruned_in_target_then_row_major_order():
         draw_ticket({"a": torch.tensor([0.0, float("nan")])}, 0.5)
     with pytest.raises(ValueError, match=r"sparsity must lie in \[0, 1\)"):
         draw_ticket(scores, 1.0)
+
+
+def test_log_alpha_starts_at_the_official_init_for_the_drop_rate():
+    """The L0 reference init (Louizos et al.; the Robust Tickets code): log_alpha = log(1 - p) - log(p), so the
+    eval gate sigmoid(log_alpha) starts at the keep rate 1 - p. p = 0.2 is where the sign matters (at 0.5 it
+    cannot): log_alpha = log(0.8 / 0.2) = log 4 = 1.386294, eval mask 0.8 * (1.1 + 0.1) - 0.1 = 0.86, and the
+    L0 penalty sigmoid(1.386294 + 1.598597) = 0.951887."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    masks = HardConcreteMasks(model, "0", init_drop_rate=0.2, init_std=0.0).eval()
+    assert torch.allclose(masks.log_alphas[0].detach(), torch.full((3, 4), 1.3862944))
+    assert torch.allclose(masks.gate(0, torch.ones(3, 4)).detach(), torch.full((3, 4), 0.86))
+    assert float(masks.l0_penalty().detach()) == pytest.approx(0.951887, abs=1e-6)
+    # a drop rate of 0.95: log_alpha = log(0.05 / 0.95) = -2.944439, every eval gate closed (0.05 * 1.2 < 0.1)
+    closed = HardConcreteMasks(model, "0", init_drop_rate=0.95, init_std=0.0).eval()
+    assert float(closed.log_alphas[0][0, 0].detach()) == pytest.approx(-2.944439, abs=1e-6) and closed.eval_density() == 0.0
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from transformers import AutoModel, LlamaConfig, LlamaForCausalLM
 
 from robustprune import magnitude_prune
 from robustprune.pruners.calibration_data import calibration_batches
-from robustprune.pruners.wanda import InputNorms, row_mask, wanda_prune
+from robustprune.pruners.wanda import InputNorms, row_mask, wanda_prune, wanda_scores
 from tests.reference import reference_nm_mask
 
 
@@ -108,6 +108,18 @@ def test_llama_from_config_prunes_end_to_end():
         weight = model.get_parameter(name)
         assert not bool((weight[~mask] != 0).any())
         assert bool((mask.view(-1, 8).sum(1) == 4).all())
+
+
+def test_tied_scores_in_a_row_prune_the_lower_column_first():
+    """The reference sorts each row with torch.sort(stable=True) and prunes the first int(sparsity * columns)
+    indices: among equal scores the lower column is pruned first. Here exactly one of two tied weights goes."""
+    weight = torch.tensor([[0.5, -1.0, 1.0, 2.0]])
+    scores = wanda_scores(weight, torch.tensor([4.0, 1.0, 1.0, 1.0]))  # |W| * ||X||: [2, 1, 1, 2]
+    assert scores.tolist() == [[2.0, 1.0, 1.0, 2.0]]
+    assert row_mask(scores, 0.25).tolist() == [[True, False, True, True]]  # column 1 of the tied 1, 2
+    assert row_mask(scores, 0.75).tolist() == [[False, False, False, True]]  # then column 0 of the tied 0, 3
+    flat = torch.ones(3, 64)  # a whole row tied: its first half goes
+    assert torch.equal(row_mask(flat, 0.5), (torch.arange(64) >= 32).expand(3, 64))
 
 
 def test_helpers_and_errors(minilm, tokenizer):

@@ -11,6 +11,9 @@ import torch
 from llvmlite import ir
 
 from robustprune.sparse_ops import cpu_threads, native
+from robustprune.sparse_ops.native import I64
+
+RECORD_ARGUMENTS = native.Arguments("counts", "log", "length")
 
 
 def recording_kernel() -> int:
@@ -22,15 +25,14 @@ def recording_kernel() -> int:
     function = ir.Function(module, native.KERNEL_TYPE, "record")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     arguments, lo, hi = function.args
-    read = native.argument_reader(builder, arguments)
-    counts, log, length = (read(i, native.I64.as_pointer()) for i in range(3))
-    slot = builder.mul(builder.atomic_rmw("add", length, ir.Constant(native.I64, 1), "monotonic"),
-                       ir.Constant(native.I64, 2))
-    builder.store(lo, builder.gep(log, [slot]))
-    builder.store(hi, builder.gep(log, [builder.add(slot, ir.Constant(native.I64, 1))]))
+    read = RECORD_ARGUMENTS.reader(builder, arguments)
+    counts, log, length = (read(name, pointer=True) for name in RECORD_ARGUMENTS.names)
+    slot = builder.mul(builder.atomic_rmw("add", length, ir.Constant(I64, 1), "monotonic"), ir.Constant(I64, 2))
+    builder.store(lo, native.address(builder, I64, log, slot))
+    builder.store(hi, native.address(builder, I64, log, builder.add(slot, ir.Constant(I64, 1))))
     with native.loop(builder, lo, hi) as index:
-        count = builder.gep(counts, [index], inbounds=True)
-        builder.store(builder.add(builder.load(count), ir.Constant(native.I64, 1)), count)
+        count = native.address(builder, I64, counts, index)
+        builder.store(builder.add(builder.load(count, typ=I64), ir.Constant(I64, 1)), count)
     builder.ret_void()
     return native.load(module).address("record")
 
@@ -40,7 +42,7 @@ def covered(items: int, min_items: int, align: int = 1) -> tuple[np.ndarray, lis
     counts = np.zeros(items, dtype=np.int64)
     log = np.zeros(2 * (items + 1), dtype=np.int64)
     length = np.zeros(1, dtype=np.int64)
-    arguments = np.array([counts.ctypes.data, log.ctypes.data, length.ctypes.data], dtype=np.int64)
+    arguments = RECORD_ARGUMENTS.pack(counts=counts.ctypes.data, log=log.ctypes.data, length=length.ctypes.data)
     cpu_threads.run_split(recording_kernel(), arguments, items, min_items, align)
     return counts, sorted(map(tuple, log[:2 * length[0]].reshape(-1, 2).tolist()))
 
@@ -91,3 +93,59 @@ def test_a_forked_child_uses_python_threads():
 def _child_split(queue):
     counts, pieces = covered(1000, 10)
     queue.put((cpu_threads.openmp_team_usable(), bool((counts == 1).all()) and len(pieces) > 1))
+
+
+# Forks after a parallel torch op (torch's OpenMP team exists in the parent) and runs nm_mask in the child, with
+# robustprune imported before the fork ("before") or only in the child ("after"). The child must not enter the
+# inherited team (that hangs: torch's own parallel ops hang there too, so the child runs none of them).
+_FORK_AFTER_PARALLEL_OP = """
+import os, sys
+import numpy as np
+import torch
+order = sys.argv[1]
+if order == "before":
+    from robustprune.ops import nm_mask
+torch.set_num_threads(2)
+scores = torch.randn(256, 4096, generator=torch.Generator().manual_seed(0))
+(scores * 2).sum()  # a parallel torch op: the OpenMP team now exists
+pid = os.fork()
+if pid == 0:
+    from robustprune.ops import nm_mask
+    from robustprune.sparse_ops import cpu_threads
+    mask = nm_mask(scores, 2, 4)
+    np.save(sys.argv[2], mask.numpy())
+    os._exit(0 if not cpu_threads.openmp_team_usable() else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["before", "after"], ids=["imported-before-fork", "imported-in-child"])
+def test_a_child_forked_after_a_parallel_torch_op_runs_the_op(tmp_path, order):
+    import subprocess
+
+    from robustprune.sparse_ops.nm import nm_mask_eager
+
+    saved = tmp_path / "mask.npy"
+    done = subprocess.run([sys.executable, "-c", _FORK_AFTER_PARALLEL_OP, order, str(saved)], check=False,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    scores = torch.randn(256, 4096, generator=torch.Generator().manual_seed(0))
+    assert np.array_equal(np.load(saved), nm_mask_eager(scores, 2, 4).numpy())
+
+
+def test_the_team_is_torch_own_openmp_runtime():
+    runtime = cpu_threads.openmp_runtime()
+    if runtime is None:
+        pytest.skip("torch's library resolves no GOMP_parallel here")
+    # The runtime libtorch_cpu itself links against (its directory or the system's), never a guess.
+    assert "omp" in runtime.rsplit("/", 1)[-1]
+    assert cpu_threads._torch_openmp() is cpu_threads._torch_openmp()
+
+
+def test_a_replaced_pool_is_shut_down():
+    first = cpu_threads._executor(1)
+    second = cpu_threads._executor(2)
+    assert second is not first and first._shutdown
+    assert cpu_threads._executor(2) is second

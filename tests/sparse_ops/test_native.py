@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from robustprune.ops import nm_compress, nm_linear, nm_mask
 from robustprune.sparse_ops import native
 from robustprune.sparse_ops.backend import dispatch_reaches_cpu_kernel
+from robustprune.sparse_ops.compiled import KernelBuildError
 
 
 def empty_kernel(name: str) -> ir.Module:
@@ -81,6 +83,88 @@ def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(native.CACHE_VARIABLE)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert native.cache_directory() == tmp_path / "robustprune" / "kernels"
+
+
+def test_cache_directory_is_created_private(monkeypatch, tmp_path):
+    monkeypatch.setenv(native.CACHE_VARIABLE, str(tmp_path / "new" / "kernels"))
+    assert native.usable_cache_directory() == tmp_path / "new" / "kernels"
+    assert stat.S_IMODE((tmp_path / "new" / "kernels").stat().st_mode) == 0o700
+    native.load(empty_kernel("test_private_cache"))
+    entries = list((tmp_path / "new" / "kernels").glob("test_private_cache-*.o"))
+    assert len(entries) == 1 and stat.S_IMODE(entries[0].stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707], ids=["group-writable", "world-writable"])
+def test_a_cache_others_can_write_is_refused(monkeypatch, tmp_path, mode):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    monkeypatch.setenv(native.CACHE_VARIABLE, str(shared))
+    with pytest.warns(RuntimeWarning, match="writable by group or others"):
+        assert native.usable_cache_directory() is None
+    library = native.load(empty_kernel(f"test_shared_cache_{mode:o}"))  # compiled in memory
+    assert library.address("nothing") and not library.from_cache
+    assert list(shared.iterdir()) == []
+
+
+def test_an_entry_someone_else_could_write_is_not_loaded(monkeypatch, tmp_path):
+    monkeypatch.setenv(native.CACHE_VARIABLE, str(tmp_path))
+    module = empty_kernel("test_foreign_entry")
+    path = tmp_path / f"test_foreign_entry-{native._cache_key(str(module))}.o"
+    code = native.compile_object(module)
+    native._write_cached(path, code)
+    assert native._read_cached(path) == code
+    path.chmod(0o666)
+    assert native._read_cached(path) is None
+
+
+def test_eviction_removes_the_least_recently_used_first(tmp_path):
+    for age, name in enumerate(["newest", "middle", "older", "oldest"]):
+        entry = tmp_path / f"{name}.o"
+        entry.write_bytes(b"x" * 100)
+        os.utime(entry, (1_000_000 - age * 10, 1_000_000 - age * 10))
+    (tmp_path / "other.txt").write_text("not an entry")
+    native.evict(tmp_path, max_entries=3)
+    assert sorted(p.name for p in tmp_path.glob("*.o")) == ["middle.o", "newest.o", "older.o"]
+    native.evict(tmp_path, max_bytes=150)
+    assert [p.name for p in tmp_path.glob("*.o")] == ["newest.o"]
+    assert (tmp_path / "other.txt").exists()
+
+
+def test_the_cache_keeps_its_bound(monkeypatch, tmp_path):
+    monkeypatch.setenv(native.CACHE_VARIABLE, str(tmp_path))
+    monkeypatch.setattr(native, "CACHE_MAX_ENTRIES", 2)
+    for index in range(3):
+        native.load(empty_kernel(f"test_bound_{index}"))
+        for entry in tmp_path.glob("*.o"):  # distinct times whatever the file system's resolution
+            os.utime(entry, (entry.stat().st_mtime - 10,) * 2)
+    names = sorted(p.name.split("-")[0] for p in tmp_path.glob("*.o"))
+    assert names == ["test_bound_1", "test_bound_2"]
+
+
+def test_dump_writes_ir_and_assembly(monkeypatch, tmp_path):
+    monkeypatch.setenv(native.DUMP_VARIABLE, str(tmp_path / "dump"))
+    monkeypatch.setenv(native.CACHE_VARIABLE, str(tmp_path / "cache"))
+    native.load(empty_kernel("test_dump"))
+    key = native._cache_key(str(empty_kernel("test_dump")))
+    dumped = sorted(p.name for p in (tmp_path / "dump").iterdir())
+    assert dumped == [f"test_dump-{key}{suffix}" for suffix in (".ll", ".opt.ll", ".s")]
+    assert 'define void @"nothing"' in (tmp_path / "dump" / f"test_dump-{key}.ll").read_text()
+    assert "nothing:" in (tmp_path / "dump" / f"test_dump-{key}.s").read_text()
+
+
+def test_undefined_symbols_are_read_from_the_object():
+    module = native.new_module("test_symbols")
+    function = ir.Function(module, native.KERNEL_TYPE, "calls_out")
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    builder.call(native.declare(module, "robustprune_elsewhere", ir.VoidType()), [])
+    builder.ret_void()
+    code = native.compile_object(module)
+    assert "robustprune_elsewhere" in native.undefined_symbols(code)
+    with pytest.raises(KernelBuildError, match="robustprune_elsewhere"):
+        native.check_symbols(code, "test_symbols")
+    with pytest.raises(KernelBuildError, match="LLVM refused the IR"):
+        native.compile_object("define void @broken() {")
 
 
 # ----------------------------------------------------------------------------------- direct CPU call

@@ -125,8 +125,9 @@ def test_forced_eager_takes_the_blas_route(monkeypatch):
     assert torch.allclose(nm_linear(x, values, metadata, None, 2, 4), F.linear(x, w), atol=1e-5)
 
 
-def test_without_the_compiled_module_the_blas_route_runs(monkeypatch):
-    monkeypatch.setattr(nm_linear_module, "_compiled_cpu_module", lambda: None)
+def test_a_route_switched_off_takes_the_blas_route(monkeypatch):
+    monkeypatch.setattr(nm_linear_module.CPU_ROUTE, "failure", "KernelBuildError: (test)")
+    monkeypatch.setattr(nm_linear_cpu, "nm_linear_forward", None)  # would fail if called
     w, x = problem(8, 64, 2, 4, torch.float32, 1)
     values, metadata = nm_compress(w, 2, 4)
     assert not nm_linear_module.compiled_forward_applies(1, values, 2, 4)

@@ -82,15 +82,15 @@ def test_forced_fallback_runs_the_eager_path(monkeypatch):
         raise AssertionError("the compiled kernel ran although ROBUSTPRUNE_NM_MASK_CPU=eager")
 
     monkeypatch.setattr(nm_mask_cpu, "nm_mask_into", refuse)
-    monkeypatch.setattr(nm_module, "_compiled_cpu_kernel", lambda: refuse)
     for dtype in DTYPES:
         scores = special_scores((9, 32), dtype, seed=3)
         for n, m in [(2, 4), (4, 8), (2, 8), (5, 16)]:
             assert torch.equal(nm_mask(scores, n, m), nm_mask_eager(scores, n, m))
 
 
-def test_without_the_compiled_kernel_the_eager_path_runs(monkeypatch):
-    monkeypatch.setattr(nm_module, "_compiled_cpu_kernel", lambda: None)
+def test_a_route_switched_off_runs_the_eager_path(monkeypatch):
+    monkeypatch.setattr(nm_module.CPU_ROUTE, "failure", "KernelBuildError: (test)")
+    monkeypatch.setattr(nm_mask_cpu, "nm_mask_into", None)  # would fail if called
     assert not compiled_cpu_available()
     scores = torch.randn(8, 32, generator=torch.Generator().manual_seed(5))
     for n, m in [(2, 4), (3, 8), (7, 16)]:

@@ -18,10 +18,10 @@ from robustprune.train.adversarial import (
     PGD,
     FreeLB,
     adversarial_backward,
-    adversarial_finetune,
     ascend,
     initial_delta,
 )
+from robustprune.train.finetune import adversarial_finetune
 from robustprune.train.schedule import TrainingSchedule
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from robustprune.pruners.robust_tickets import MASK_SCHEDULE
-from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE
+from robustprune.train.finetune import ADVERSARIAL_SCHEDULE
 from robustprune.train.schedule import TrainingSchedule
 
 

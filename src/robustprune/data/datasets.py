@@ -339,15 +339,12 @@ def load_glue_tsv(path: str | Path, text_column: str = "sentence", pair_column: 
                     label_names if label_names is not None else _label_names_from_map(label_map))
 
 
-def load_glue_task(data_dir: str | Path, task: str, split: str = "dev") -> TextDataset:
-    """One labelled split of a GLUE task from the standard GLUE distribution files.
+def glue_task_file(data_dir: str | Path, task: str, split: str = "dev") -> Path:
+    """The file :func:`load_glue_task` reads for ``task``'s ``split`` under ``data_dir`` (not read here).
 
-    Args:
-        data_dir: the GLUE root (holding ``SST-2/``, ``MNLI/``, ...), the task's own folder, or a
-            folder named by the task key (``sst2/``).
-        task: a key of :data:`GLUE_TASKS` (``"sst2"``, ``"mnli"``, ...; ``"SST-2"`` works too).
-        split: ``"train"`` or ``"dev"`` (MNLI: ``"train"``, ``"dev_matched"``, ``"dev_mismatched"``).
-            GLUE test files carry no labels and are not loadable.
+    Raises:
+        ValueError: ``split`` is not a labelled split of the task.
+        FileNotFoundError: the directory or the file is missing (the message lists the places tried).
     """
     spec = task_spec(task)
     if split not in spec.splits:
@@ -362,6 +359,21 @@ def load_glue_task(data_dir: str | Path, task: str, split: str = "dev") -> TextD
     path = next((p for p in tried if p.is_file()), None)
     if path is None:
         raise FileNotFoundError(f"{spec.name} {split} file not found; tried {[str(p) for p in tried]}")
+    return path
+
+
+def load_glue_task(data_dir: str | Path, task: str, split: str = "dev") -> TextDataset:
+    """One labelled split of a GLUE task from the standard GLUE distribution files.
+
+    Args:
+        data_dir: the GLUE root (holding ``SST-2/``, ``MNLI/``, ...), the task's own folder, or a
+            folder named by the task key (``sst2/``).
+        task: a key of :data:`GLUE_TASKS` (``"sst2"``, ``"mnli"``, ...; ``"SST-2"`` works too).
+        split: ``"train"`` or ``"dev"`` (MNLI: ``"train"``, ``"dev_matched"``, ``"dev_mismatched"``).
+            GLUE test files carry no labels and are not loadable.
+    """
+    spec = task_spec(task)
+    path = glue_task_file(data_dir, task, split)
     dataset = load_glue_tsv(path, spec.text_column, spec.pair_column, spec.label_column, spec.num_labels,
                             label_map=spec.label_map, label_names=spec.label_names, columns=spec.columns)
     return replace(dataset, name=f"glue/{spec.name}/{split} ({path})")
@@ -599,5 +611,5 @@ def load_hf_dataset(name: str, split: str, config: str | None = None, text_colum
                     num_labels, label_names)
 
 
-__all__ = ["ClassifierInput", "GLUE_TASKS", "TaskSpec", "TextDataset", "load_advglue_json", "load_csv",
-           "load_glue_task", "load_glue_tsv", "load_hf_dataset", "load_jsonl", "task_spec"]
+__all__ = ["GLUE_TASKS", "ClassifierInput", "TaskSpec", "TextDataset", "glue_task_file", "load_advglue_json",
+           "load_csv", "load_glue_task", "load_glue_tsv", "load_hf_dataset", "load_jsonl", "task_spec"]

@@ -11,8 +11,9 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submodules=["attacks", "shifts"],
     submod_attrs={
-        "analysis": ["PairedEssentialSparsity", "es_robust", "essential_sparsity", "essential_sparsity_paired",
-                     "flag_collapsed", "hamming_distance", "mask_cosine", "spearman", "wilson_interval"],
+        "analysis": ["McNemarResult", "PairedEssentialSparsity", "es_robust", "essential_sparsity",
+                     "essential_sparsity_paired", "flag_collapsed", "hamming_distance", "holm", "mask_cosine",
+                     "mcnemar_exact", "spearman", "spearman_test", "wilson_interval"],
         "attacks": ["AttackReport", "attack", "build_recipe"],
         "classifier": ["ClassificationResult", "TextClassifier", "evaluate_classifier"],
         "perplexity": ["file_perplexity", "perplexity"],

@@ -1,10 +1,14 @@
-"""WordNet 3.0 through nltk's reader, without nltk's downloader.
+"""WordNet 3.0 through nltk's reader, shipped inside the package: no apt, no nltk download.
 
-nltk's :class:`~nltk.corpus.reader.wordnet.WordNetCorpusReader` reads the standard WordNet database
-files (``index.*``, ``data.*``, ``*.exc``) but also wants a ``lexnames`` file, which the Debian /
-Ubuntu package ``wordnet-base`` does not ship. :func:`wordnet_dir` therefore prepares a per-user
-cache copy of the dict files plus a ``lexnames`` written from WordNet's documented table
-(lexnames(5WN)); nothing is written beside the system files.
+``data/wordnet/wordnet-3.0.zip`` holds the WordNet 3.0 database files nltk's
+:class:`~nltk.corpus.reader.wordnet.WordNetCorpusReader` reads (``index.*``, ``data.*``, ``*.exc``)
+exactly as Debian's ``wordnet-base`` 1:3.0-37 installs them (``SHA256SUMS`` beside it), plus the
+``lexnames`` file nltk also wants, written from WordNet's documented table (lexnames(5WN)). nltk reads
+the archive in place; nothing is unpacked. WordNet's licence is ``data/wordnet/LICENSE``.
+
+``$ROBUSTPRUNE_WORDNET_DIR`` overrides it with another WordNet 3.0 dict directory; when that directory
+has no ``lexnames`` file, the dict files are copied once into a per-user cache beside one (nothing is
+written beside the user's files).
 
 Used for WordNet synonym swaps (PWWS, EDA) and as the part-of-speech source that stands in for a
 tagger (no NLTK tagger data is installable here).
@@ -15,16 +19,16 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-_ENV = "ROBUSTPRUNE_WORDNET_DIR"
-_SYSTEM_DIR = Path("/usr/share/wordnet")
+ENV_OVERRIDE = "ROBUSTPRUNE_WORDNET_DIR"
+ARCHIVE = Path(__file__).resolve().parents[1] / "data" / "wordnet" / "wordnet-3.0.zip"
 _NEEDED = ("index.noun", "index.verb", "index.adj", "index.adv",
            "data.noun", "data.verb", "data.adj", "data.adv",
            "noun.exc", "verb.exc", "adj.exc", "adv.exc")
+ARCHIVE_MEMBERS = _NEEDED + ("lexnames",)
 _COPIED = _NEEDED + ("cntlist.rev", "index.sense")  # what nltk's reader opens, when present
 
 # The 45 lexicographer files of WordNet 3.0, in file-number order (lexnames(5WN)); the third field
@@ -43,7 +47,6 @@ _LEXNAMES = (
     ("verb.weather", 2), ("adj.ppl", 3),
 )
 POS_TAGS: dict[str, str] = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}
-_POS_NAMES = {"n": "noun", "v": "verb", "a": "adj", "s": "adj", "r": "adv"}
 
 
 def _cache_root() -> Path:
@@ -51,19 +54,8 @@ def _cache_root() -> Path:
     return Path(base) / "robustprune" / "wordnet"
 
 
-def _has_dict_files(directory: Path) -> bool:
-    return all((directory / name).is_file() for name in _NEEDED)
-
-
-def _nltk_candidates() -> list[Path]:
-    try:
-        import nltk.data
-    except ImportError:
-        return []
-    return [Path(p) / "corpora" / "wordnet" for p in nltk.data.path]
-
-
-def _lexnames_text() -> str:
+def lexnames_text() -> str:
+    """WordNet 3.0's ``lexnames`` file: ``NN<TAB>name<TAB>category`` for the 45 lexicographer files."""
     return "".join(f"{i:02d}\t{name}\t{category}\n" for i, (name, category) in enumerate(_LEXNAMES))
 
 
@@ -71,8 +63,8 @@ def _prepared(source: Path) -> Path:
     """``source`` itself when it has a lexnames file, else a per-user cache copy plus lexnames."""
     if (source / "lexnames").is_file():
         return source
-    # One cache dir per source, so $ROBUSTPRUNE_WORDNET_DIR and the system copy never mix. Copies, not
-    # symlinks: nltk's reader refuses files that resolve outside its root directory.
+    # One cache dir per source, so two override directories never mix. Copies, not symlinks: nltk's
+    # reader refuses files that resolve outside its root directory.
     target = _cache_root() / str(source.resolve()).strip("/").replace("/", "_")
     target.mkdir(parents=True, exist_ok=True)
     for name in _COPIED:
@@ -82,63 +74,48 @@ def _prepared(source: Path) -> Path:
             shutil.copyfile(src, tmp)
             tmp.replace(dst)  # atomic: a concurrent reader never sees a half-written file
     lexnames = target / "lexnames"
-    if not lexnames.is_file() or lexnames.read_text() != _lexnames_text():
+    if not lexnames.is_file() or lexnames.read_text() != lexnames_text():
         tmp = target / f"lexnames.{os.getpid()}.tmp"
-        tmp.write_text(_lexnames_text())
+        tmp.write_text(lexnames_text())
         tmp.replace(lexnames)
     return target
 
 
-def _unzipped(archive: Path) -> Path | None:
-    target = _cache_root() / "nltk-wordnet"
-    if not _has_dict_files(target / "wordnet"):
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(target)
-    return target / "wordnet" if _has_dict_files(target / "wordnet") else None
-
-
-def wordnet_dir() -> Path:
-    """A directory nltk can read WordNet 3.0 from (dict files plus ``lexnames``).
-
-    Searched in order: the directory in ``$ROBUSTPRUNE_WORDNET_DIR``, ``/usr/share/wordnet`` (Debian /
-    Ubuntu ``wordnet-base``), then nltk's data path (``corpora/wordnet`` or ``corpora/wordnet.zip``).
-    When the found directory has no ``lexnames`` file, the dict files are copied once (~28 MB) into a
-    per-user cache (``$XDG_CACHE_HOME/robustprune/wordnet``, default ``~/.cache``) beside a lexnames.
+def wordnet_source() -> str:
+    """Where nltk reads WordNet 3.0 from: the package's archive (``.../wordnet-3.0.zip/wordnet/``), or
+    the directory named by ``$ROBUSTPRUNE_WORDNET_DIR`` (prepared with a ``lexnames`` when it lacks one).
 
     Raises:
-        FileNotFoundError: no WordNet dict files were found; the message lists what was searched.
+        FileNotFoundError: ``$ROBUSTPRUNE_WORDNET_DIR`` is set but lacks the dict files, or the package's
+            archive is missing (a broken install); the message names the path and what to do.
     """
-    searched: list[str] = []
-    candidates: list[Path] = []
-    if os.environ.get(_ENV):
-        candidates.append(Path(os.environ[_ENV]).expanduser())
-    candidates.append(_SYSTEM_DIR)
-    candidates.extend(_nltk_candidates())
-    for directory in candidates:
-        searched.append(str(directory))
-        if _has_dict_files(directory):
-            return _prepared(directory)
-        archive = directory.with_suffix(".zip")
-        if directory.parent.name == "corpora" and archive.is_file():
-            searched.append(str(archive))
-            unzipped = _unzipped(archive)
-            if unzipped is not None:
-                return _prepared(unzipped)
-    raise FileNotFoundError(
-        f"WordNet 3.0 dict files ({', '.join(_NEEDED[:4])}, ...) not found; searched: {searched}. "
-        f"Install them with 'apt-get install wordnet-base' (Debian/Ubuntu), or nltk.download('wordnet'), "
-        f"or point ${_ENV} at a WordNet 3.0 dict directory.")
+    override = os.environ.get(ENV_OVERRIDE)
+    if override:
+        directory = Path(override).expanduser()
+        missing = [name for name in _NEEDED if not (directory / name).is_file()]
+        if missing:
+            lacks = "it does not exist" if not directory.is_dir() else f"it lacks {', '.join(missing)}"
+            raise FileNotFoundError(
+                f"${ENV_OVERRIDE}={override} is not a WordNet 3.0 dict directory ({lacks}); "
+                f"unset {ENV_OVERRIDE} to use the WordNet the package ships")
+        return str(_prepared(directory))
+    if not ARCHIVE.is_file():
+        raise FileNotFoundError(f"robustprune's WordNet archive {ARCHIVE} is missing: the installation is "
+                                f"incomplete; reinstall robustprune")
+    return f"{ARCHIVE}/wordnet/"
 
 
 @lru_cache(maxsize=1)
 def wordnet() -> Any:
-    """The shared nltk ``WordNetCorpusReader`` over :func:`wordnet_dir` (loaded once, ~2 s)."""
+    """The shared nltk ``WordNetCorpusReader`` over :func:`wordnet_source` (loaded once, ~2 s)."""
     import nltk.data
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    root = str(wordnet_dir())
-    if root not in nltk.data.path:
-        nltk.data.path.append(root)  # nltk only opens files under its data path (its documented opt-in)
+    root = wordnet_source()
+    allowed = str(ARCHIVE) if root.startswith(f"{ARCHIVE}/") else root
+    if allowed not in nltk.data.path:
+        nltk.data.path.append(allowed)  # nltk only opens files under its data path (its documented opt-in)
+
     class EnglishWordNet(WordNetCorpusReader):
         def map_wn(self, version: str = "wordnet") -> None:
             # nltk maps synset offsets to the version of its own downloaded 'wordnet' corpus for
@@ -151,14 +128,11 @@ def wordnet() -> Any:
 
 
 def wordnet_available() -> bool:
-    """Whether WordNet can be loaded here (for tests and optional features to skip cleanly)."""
+    """Whether WordNet can be loaded here: nltk imports and :func:`wordnet_source` finds the files."""
     try:
-        wordnet_dir()
-    except FileNotFoundError:
-        return False
-    try:
+        wordnet_source()
         import nltk  # noqa: F401
-    except ImportError:
+    except (FileNotFoundError, ImportError):
         return False
     return True
 
@@ -225,4 +199,5 @@ def word_pos(word: str) -> frozenset[str]:
     return frozenset(name for name, tag in POS_TAGS.items() if reader.synsets(word, pos=tag))
 
 
-__all__ = ["POS_TAGS", "lemma_names", "synonyms", "word_pos", "wordnet", "wordnet_available", "wordnet_dir"]
+__all__ = ["ARCHIVE", "ENV_OVERRIDE", "POS_TAGS", "lemma_names", "lexnames_text", "synonyms", "word_pos", "wordnet",
+           "wordnet_available", "wordnet_source"]

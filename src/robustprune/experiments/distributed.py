@@ -29,12 +29,12 @@ import torch
 
 from robustprune.experiments.config import ExperimentConfig
 from robustprune.experiments.methods import PointPruner, load_pretrained
-from robustprune.experiments.runner import (
+from robustprune.experiments.points import (
+    Evaluator,
     Point,
     PointResult,
     SeedSetup,
     SweepData,
-    _Evaluator,
     compute_point,
     prepare_seed,
 )
@@ -52,7 +52,7 @@ def _point_task(config: ExperimentConfig, data: SweepData, point: Point, base_st
     setup = SeedSetup(point.seed, model.eval(), tokenizer, dense_finetune_seconds)
     pruner = PointPruner(config, setup.base, tokenizer, data.train, point.seed, Path(checkpoints), progress=False)
     pruner.adopt(shared)
-    evaluator = _Evaluator(config, data, progress=False)
+    evaluator = Evaluator(config, data, progress=False)
     evaluator.adopt(shifted)
     return compute_point(config, setup, pruner, evaluator, point, progress=False)
 
@@ -75,7 +75,7 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
-def run_on_ray(config: ExperimentConfig, data: SweepData, out: Path, todo: Sequence[Point], evaluator: _Evaluator,
+def run_on_ray(config: ExperimentConfig, data: SweepData, out: Path, todo: Sequence[Point], evaluator: Evaluator,
                finish: Callable[[PointResult], None], *, address: str | None = None, progress: bool = True) -> None:
     """Compute ``todo`` as Ray tasks, calling ``finish`` (which writes) in this process as each returns.
 

@@ -5,8 +5,8 @@ in either format), optionally compared example by example with a baseline checkp
 The evaluation is the sweep runner's own (the same clean / robust-set / attack / shift code, the same seeded
 attack subsets); this module turns the command's flags into that configuration, adds Wilson intervals, and
 with a baseline runs paired tests on the same examples: the exact McNemar test on the discordant examples
-(scipy's ``binomtest``) and the paired-bootstrap 95 % interval of the accuracy difference, Holm-corrected
-over the tests made.
+and the paired-bootstrap 95 % interval of the accuracy difference, Holm-corrected over the tests made
+(the sweep report's own tests, :mod:`robustprune.eval.analysis`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 from robustprune.data.bundled import bundled_data_dir
 from robustprune.data.datasets import TextDataset, load_csv, load_glue_task, load_glue_tsv, load_jsonl
 from robustprune.data.texts import read_utf8
-from robustprune.eval.analysis import wilson_interval
+from robustprune.eval.analysis import holm, mcnemar_exact, wilson_interval
 from robustprune.experiments.config import ConfigError, parse_config
 from robustprune.sparse_ops.pretrained import load_pretrained
 
@@ -117,12 +117,11 @@ def paired_comparison(model_correct: dict[str, list[bool]], baseline_correct: di
     """Paired tests of a model against a baseline on the same examples, per evaluated set.
 
     Per set: both accuracies, their difference (model - baseline, points), the discordant counts, the
-    exact two-sided McNemar p-value (``binomtest(b, b + c)``), its Holm-adjusted value over all sets
-    tested, and the paired-bootstrap 95 % interval of the difference (``resamples`` resamples of the
-    examples, the same for both models).
+    exact two-sided McNemar p-value (:func:`robustprune.eval.analysis.mcnemar_exact`), its Holm-adjusted
+    value over all sets tested (:func:`robustprune.eval.analysis.holm`), and the paired-bootstrap 95 %
+    interval of the difference (``resamples`` resamples of the examples, the same for both models).
     """
     import numpy as np
-    from scipy.stats import binomtest
 
     tests: dict[str, Any] = {}
     rng = np.random.default_rng(seed)
@@ -133,21 +132,16 @@ def paired_comparison(model_correct: dict[str, list[bool]], baseline_correct: di
         b = np.asarray(baseline_correct[key], dtype=bool)
         if a.size != b.size or a.size == 0:
             raise ValueError(f"{key}: the model was evaluated on {a.size} examples, the baseline on {b.size}")
-        only_model, only_baseline = int((a & ~b).sum()), int((~a & b).sum())
-        discordant = only_model + only_baseline
-        p = 1.0 if discordant == 0 else float(binomtest(only_model, discordant, 0.5).pvalue)
+        test = mcnemar_exact(b, a)  # "dense" = the baseline: gained = right only for the model
         index = rng.integers(0, a.size, size=(resamples, a.size))
         differences = 100.0 * (a[index].mean(axis=1) - b[index].mean(axis=1))
         low, high = np.quantile(differences, [0.025, 0.975])
-        tests[key] = {"n": int(a.size), "accuracy": 100.0 * float(a.mean()), "baseline_accuracy": 100.0 * float(b.mean()),
-                      "difference": 100.0 * float(a.mean() - b.mean()), "model_only_correct": only_model,
-                      "baseline_only_correct": only_baseline, "mcnemar_p": p,
-                      "difference_interval": [float(low), float(high)]}
-    order = sorted(tests, key=lambda k: tests[k]["mcnemar_p"])
-    running = 0.0
-    for rank, key in enumerate(order):  # Holm step-down, made monotone
-        running = max(running, min(1.0, (len(order) - rank) * tests[key]["mcnemar_p"]))
-        tests[key]["mcnemar_p_holm"] = running
+        tests[key] = {"n": int(a.size), "accuracy": 100.0 * float(a.mean()),
+                      "baseline_accuracy": 100.0 * float(b.mean()), "difference": 100.0 * float(a.mean() - b.mean()),
+                      "model_only_correct": test.gained, "baseline_only_correct": test.lost,
+                      "mcnemar_p": test.pvalue, "difference_interval": [float(low), float(high)]}
+    for key, adjusted in zip(tests, holm([t["mcnemar_p"] for t in tests.values()])):
+        tests[key]["mcnemar_p_holm"] = adjusted
     return {"tests": len(tests), "correction": "holm", "sets": tests}
 
 
@@ -178,7 +172,7 @@ def evaluate_pretrained(model: str, *, data: str, task: str = "sst2", split: str
     Raises:
         ValueError / FileNotFoundError: bad input, named by its command-line flag.
     """
-    from robustprune.experiments.runner import SweepData, _Evaluator, seeded_order
+    from robustprune.experiments.points import Evaluator, SweepData, seeded_order
 
     if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
                                      or max_examples < 1):
@@ -201,7 +195,7 @@ def evaluate_pretrained(model: str, *, data: str, task: str = "sst2", split: str
         robust = load_advglue_json(robust_set, task)
     sweep = SweepData(evaluation, evaluation, robust, seeded_order(len(evaluation), seed),
                       list(range(len(robust))) if robust is not None else None)
-    evaluator = _Evaluator(config, sweep, progress)
+    evaluator = Evaluator(config, sweep, progress)
     loaded, tokenizer = _load_classifier(str(model), device, "MODEL")
     record, predictions, examples = evaluator.evaluate(loaded, tokenizer)
     record = {"model": str(model), "data": str(data), "task": task, "split": split, "examples": len(evaluation),

@@ -398,7 +398,7 @@ class PointPruner:
 
     def _early_robust(self, point: Any, directory: Path) -> PrunedPoint:
         from robustprune.pruners.early_robust import SearchSettings, early_robust
-        from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE
+        from robustprune.train.finetune import ADVERSARIAL_SCHEDULE
 
         block = self.config.pruning.early_robust
         model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)

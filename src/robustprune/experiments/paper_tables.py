@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from robustprune.experiments.report import (
+from robustprune.experiments.tables import (
     Row,
-    _column_name,
-    _fmt,
-    _fmt_accuracy,
-    _markdown,
-    _robust_keys,
-    _set_of,
+    column_name,
+    fmt,
+    fmt_accuracy,
+    markdown,
+    robust_keys,
+    set_of,
 )
 
 Analysis = tuple[list[str], list[list[str]]]  # analysis.md's header and lines
@@ -61,34 +61,34 @@ def _grid(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], key: str, a
     ``analysis.md``."""
     methods = sorted({r.method for r in rows if r.method != "dense" and key in r.metrics})
     dense = next((r for r in rows if r.method == "dense" and key in r.metrics), None)
-    flag = {id(r): f.get(_set_of(key), False) for r, f in zip(rows, collapsed)}
+    flag = {id(r): f.get(set_of(key), False) for r, f in zip(rows, collapsed)}
     cells = {(r.method, r.pattern, r.sparsity): r for r in rows}
     grid_keys = sorted({(r.pattern != "unstructured", r.pattern, r.sparsity) for r in rows if r.method != "dense"})
     header = ["sparsity", *(_name(m) for m in methods)]
     body = []
     if dense is not None:
-        body.append(["0 (dense)", *(_fmt_accuracy(dense, key) for _ in methods)])
+        body.append(["0 (dense)", *(fmt_accuracy(dense, key) for _ in methods)])
     for _, pattern, sparsity in grid_keys:
         label = f"{sparsity:.2f}" if pattern == "unstructured" else f"{pattern} ({sparsity:.2f})"
         line = [label]
         for method in methods:
             row = cells.get((method, pattern, sparsity))
-            text = _fmt_accuracy(row, key) if row is not None and key in row.metrics else ""
+            text = fmt_accuracy(row, key) if row is not None and key in row.metrics else ""
             line.append(text + (" (collapsed)" if row is not None and flag[id(row)] else ""))
         if any(line[1:]):
             body.append(line)
     header_names, lines = analysis
     by_method = {line[0]: dict(zip(header_names, line)) for line in lines}
-    column = "ES (clean)" if key == "clean_accuracy" else f"ES_robust ({_column_name(key)})"
+    column = "ES (clean)" if key == "clean_accuracy" else f"ES_robust ({column_name(key)})"
     name = "ES" if key == "clean_accuracy" else "ES_robust"
     for title, suffix in ((f"{name} (fixed rule)", ""), (f"{name} (paired test)", ", paired test")):
         wanted = column[:-1] + suffix + ")"
         body.append([title, *(by_method.get(m, {}).get(wanted, "") for m in methods)])
-    return f"{_metric_title(key)} by sparsity and method\n\n" + _markdown(header, body)
+    return f"{_metric_title(key)} by sparsity and method\n\n" + markdown(header, body)
 
 
 def _attack_recipes(rows: Sequence[Row]) -> list[str]:
-    return [k.split(":", 1)[1] for k in _robust_keys(rows) if k.startswith("attack:")]
+    return [k.split(":", 1)[1] for k in robust_keys(rows) if k.startswith("attack:")]
 
 
 def _model_rows(rows: Sequence[Row], methods: Sequence[str]) -> list[Row]:
@@ -105,12 +105,12 @@ def robust_tickets_table(rows: Sequence[Row]) -> str:
         header += [f"{recipe} Aua%", f"{recipe} Suc%", f"{recipe} #Query"]
     body = []
     for row in _model_rows(rows, ["dense", "adversarial", "magnitude", "imp", "robust_ticket", "random"]):
-        line = [_label(row), f"{row.sparsity:.2f}", _fmt_accuracy(row, "clean_accuracy")]
+        line = [_label(row), f"{row.sparsity:.2f}", fmt_accuracy(row, "clean_accuracy")]
         for recipe in recipes:
-            line += [_fmt_accuracy(row, f"attack:{recipe}"), _fmt(row.metrics.get(f"attack:{recipe}:success_rate")),
-                     _fmt(row.metrics.get(f"attack:{recipe}:queries"))]
+            line += [fmt_accuracy(row, f"attack:{recipe}"), fmt(row.metrics.get(f"attack:{recipe}:success_rate")),
+                     fmt(row.metrics.get(f"attack:{recipe}:queries"))]
         body.append(line)
-    return _markdown(header, body)
+    return markdown(header, body)
 
 
 def early_robust_table(rows: Sequence[Row]) -> str:
@@ -126,11 +126,11 @@ def early_robust_table(rows: Sequence[Row]) -> str:
         seconds = row.metrics.get("finetune_seconds")
         ratio = seconds / reference if seconds is not None and reference else None
         mark = "*" if row.resumed else ""
-        body.append([_label(row), _fmt(row.metrics.get("measured_sparsity"), 3),
-                     _fmt(row.metrics["parameters"] / 1e6, 2) if "parameters" in row.metrics else "",
-                     _fmt(seconds, 0) + mark, _fmt(ratio, 2) + mark, _fmt_accuracy(row, "clean_accuracy"),
-                     *(_fmt_accuracy(row, f"attack:{recipe}") for recipe in recipes)])
-    return _markdown(header, body)
+        body.append([_label(row), fmt(row.metrics.get("measured_sparsity"), 3),
+                     fmt(row.metrics["parameters"] / 1e6, 2) if "parameters" in row.metrics else "",
+                     fmt(seconds, 0) + mark, fmt(ratio, 2) + mark, fmt_accuracy(row, "clean_accuracy"),
+                     *(fmt_accuracy(row, f"attack:{recipe}") for recipe in recipes)])
+    return markdown(header, body)
 
 
 def paper_table(kind: str, rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], analysis: Analysis) -> str:
@@ -139,7 +139,7 @@ def paper_table(kind: str, rows: Sequence[Row], collapsed: Sequence[dict[str, bo
     if kind == "essential_sparsity":
         return _grid(rows, collapsed, "clean_accuracy", analysis)
     if kind == "es_robust":
-        return "\n".join(_grid(rows, collapsed, key, analysis) for key in ["clean_accuracy", *_robust_keys(rows)])
+        return "\n".join(_grid(rows, collapsed, key, analysis) for key in ["clean_accuracy", *robust_keys(rows)])
     if kind == "robust_tickets":
         return robust_tickets_table(rows)
     if kind == "early_robust":

@@ -7,7 +7,9 @@
   each attack (with success rate and queries), on each shift and on the robust set;
 - ``analysis.md`` (and ``analysis.csv``): per method, the essential sparsity (ES) of clean accuracy and
   ES_robust of every robust metric over the non-collapsed points, with the Spearman correlation of the
-  clean and robust curves (:mod:`robustprune.eval.analysis` defines both);
+  clean and robust curves and its permutation p-value (:mod:`robustprune.eval.analysis` defines them);
+  then every per-point exact McNemar test against the dense model, Holm-corrected per metric, with how
+  many were made and which survive;
 - ``plots/<metric>.png``: the metric against sparsity per method (unstructured curves, N:M points as
   markers, the dense model dashed), ES marked by dotted lines, collapsed points crossed out;
 - ``paper.md``, when the run's config names a ``paper_table``: the table shaped like that paper's main
@@ -23,50 +25,35 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from robustprune.eval.analysis import (
     CurvePoint,
+    McNemarResult,
     PairedEssentialSparsity,
     es_robust,
     essential_sparsity,
     essential_sparsity_paired,
     flag_collapsed,
-    spearman,
+    holm,
+    mcnemar_exact,
+    spearman_test,
     wilson_interval,
 )
 from robustprune.experiments.config import STRUCTURED_PATTERN
 from robustprune.experiments.results import ResultsFile, ResultsMismatchError
-
-
-@dataclass(frozen=True)
-class Row:
-    """One point of the sweep, over its seeds: mean metrics, and for accuracies the 95 % Wilson interval
-    over the examples of every seed pooled (``intervals``) and the standard deviation over seeds
-    (``spread``, with two or more seeds)."""
-
-    method: str
-    pattern: str
-    sparsity: float
-    seeds: int
-    metrics: dict[str, float]
-    balance: dict[int, float]
-    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-    spread: dict[str, float] = field(default_factory=dict)
-    set_balances: dict[str, dict[int, float]] = field(default_factory=dict)  # robust set, shifts
-    resumed: bool = False  # some seed's training continued from an earlier run: its time is partial
+from robustprune.experiments.tables import Row
+from robustprune.experiments.tables import column_name as _column_name
+from robustprune.experiments.tables import fmt as _fmt
+from robustprune.experiments.tables import fmt_accuracy as _fmt_accuracy
+from robustprune.experiments.tables import markdown as _markdown
+from robustprune.experiments.tables import robust_keys as _robust_keys
+from robustprune.experiments.tables import set_of as _set_of
 
 
 # Evaluated sets: "clean", "robust_set", "shift:<name>". Attacks run on clean examples.
-def _set_of(metric_key: str) -> str:
-    """The evaluated set a metric is measured on (collapse is judged per set)."""
-    if metric_key.startswith("shift:") or metric_key == "robust_set":
-        return metric_key
-    return "clean"
-
-
 def _set_name(set_key: str) -> str:
     return {"clean": "clean", "robust_set": "robust set"}.get(set_key, set_key[6:])
 
@@ -179,40 +166,7 @@ def _collapsed_flags(rows: Sequence[Row], majorities: dict[str, float]) -> list[
     return flags
 
 
-def _robust_keys(rows: Sequence[Row]) -> list[str]:
-    keys = sorted({k for r in rows for k in r.metrics if k.startswith(("attack:", "shift:", "robust_set"))})
-    return [k for k in keys if not k.endswith((":success_rate", ":queries"))]
-
-
 _NOT_METRICS = ("measured_sparsity", "parameters", "prune_seconds", "finetune_seconds")  # facts of a point
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.{digits}f}"
-
-
-def _fmt_accuracy(row: Row, key: str) -> str:
-    """``mean [low, high]`` (95 % Wilson), ``mean ± sd [low, high]`` over several seeds, else the mean."""
-    text = _fmt(row.metrics.get(key))
-    if key in row.spread:
-        text += f" ± {row.spread[key]:.1f}"
-    if key in row.intervals:
-        low, high = row.intervals[key]
-        text += f" [{low:.1f}, {high:.1f}]"
-    return text
-
-
-def _column_name(key: str) -> str:
-    """Table header of a metric key: attacks in TextAttack's terms (Aua%, Suc%, #Query)."""
-    if key.startswith("attack:"):
-        parts = key.split(":")
-        what = {"success_rate": "Suc%", "queries": "#Query"}.get(parts[2], parts[2]) if len(parts) > 2 else "Aua%"
-        return f"{parts[1]} {what}"
-    if key.startswith("shift:"):
-        return f"{key[6:]} acc"
-    return "robust set acc" if key == "robust_set" else key
 
 
 def results_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], *, split_intervals: bool = False
@@ -251,7 +205,7 @@ def results_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], *, 
 
 
 ANALYSIS_CLEAN_COLUMNS = 6  # method, points, collapsed, ES, ES paired, ES interval
-ANALYSIS_COLUMNS_PER_METRIC = 4  # ES_robust, ES_robust paired, Spearman, points excluded as collapsed
+ANALYSIS_COLUMNS_PER_METRIC = 5  # ES_robust, ES_robust paired, Spearman, its p, points excluded as collapsed
 ALPHA = 0.05
 
 
@@ -283,13 +237,20 @@ def _correct_vectors(records: Sequence[dict[str, Any]], folder: Path) -> dict[tu
     return out
 
 
+def _alternative(key: str) -> str:
+    """The one-sided claim a per-point test of ``key`` makes: clean accuracy drops below the dense model's
+    ("less"), a robust metric rises above it ("greater", the gain the robustness papers report)."""
+    return "less" if key == "clean_accuracy" else "greater"
+
+
 def _paired(curve: Sequence[Row], dense: Row, key: str, vectors: dict[tuple[str, str, float], dict[str, Any]],
-            epsilon: float) -> PairedEssentialSparsity | None:
+            epsilon: float) -> tuple[PairedEssentialSparsity, list[McNemarResult]] | None:
     dense_vector = vectors.get(_point_of(dense), {}).get(key)
     point_vectors = [vectors.get(_point_of(r), {}).get(key) for r in curve]
     if dense_vector is None or any(v is None or v.shape != dense_vector.shape for v in point_vectors) or not curve:
         return None
-    return essential_sparsity_paired([r.sparsity for r in curve], point_vectors, dense_vector, epsilon, ALPHA)
+    tests = [mcnemar_exact(dense_vector, v, _alternative(key)) for v in point_vectors]
+    return essential_sparsity_paired([r.sparsity for r in curve], point_vectors, dense_vector, epsilon, ALPHA), tests
 
 
 def _point_of(row: Row) -> tuple[str, str, float]:
@@ -298,11 +259,14 @@ def _point_of(row: Row) -> tuple[str, str, float]:
 
 @dataclass(frozen=True)
 class PairedCurve:
-    """The paired test of one method's curve on one metric: the points tested (not collapsed on the
-    metric's set) and the result (None without per-example files)."""
+    """The paired tests of one method's curve on one metric: the points tested (not collapsed on the
+    metric's set), the paired-bootstrap ES (``result``) and per point the exact McNemar test against the
+    dense model, one-sided in the direction :func:`_alternative` gives (``tests``); both None without
+    per-example files."""
 
     points: list[Row]
     result: PairedEssentialSparsity | None
+    tests: list[McNemarResult] | None = None
 
 
 def paired_curves(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], epsilon: float,
@@ -320,7 +284,8 @@ def paired_curves(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], eps
             else:
                 points = [r for r, f in curve if not f.get(_set_of(key), False)]
             if points and key in dense.metrics and all(key in r.metrics for r in points):
-                out[(method, key)] = PairedCurve(points, _paired(points, dense, key, vectors, epsilon))
+                done = _paired(points, dense, key, vectors, epsilon)
+                out[(method, key)] = PairedCurve(points, *(done or (None, None)))
     return out
 
 
@@ -333,7 +298,8 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], ep
 
     With ``paired`` (:func:`paired_curves`), ES and ES_robust are also decided by paired bootstrap tests
     against the dense model (:func:`essential_sparsity_paired`, level :data:`ALPHA`), and ES's own 95 %
-    bootstrap interval is given."""
+    bootstrap interval is given. Spearman's p-value is a two-sided permutation test
+    (:func:`~robustprune.eval.analysis.spearman_test`)."""
     paired = paired or {}
 
     def tested(method: str, key: str) -> PairedEssentialSparsity | None:
@@ -347,7 +313,7 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], ep
     for key in robust_keys:
         name = _column_name(key)
         header += [f"ES_robust ({name})", f"ES_robust ({name}, paired test)", f"Spearman clean vs {name}",
-                   f"excluded as collapsed ({name})"]
+                   f"Spearman p ({name}, permutation)", f"excluded as collapsed ({name})"]
     body = []
     if dense is None or "clean_accuracy" not in dense.metrics:
         return header, body
@@ -372,11 +338,69 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], ep
             robust_test = tested(method, key)
             paired_cell = ("0.00" if all(flags) else "" if robust_test is None else _fmt(robust_test.es, 2))
             kept = [i for i, (f, c) in enumerate(zip(flags, clean_flags)) if not (f or c)]
-            rho = spearman([dense.metrics["clean_accuracy"], *[clean[i] for i in kept]],
-                           [dense.metrics[key], *[robust[i] for i in kept]]) if kept else math.nan
-            line += [_fmt(es, 2), paired_cell, _fmt(rho, 3), str(len(curve) - len(kept))]
+            rho, p = spearman_test([dense.metrics["clean_accuracy"], *[clean[i] for i in kept]],
+                                   [dense.metrics[key], *[robust[i] for i in kept]]) if kept else (math.nan, math.nan)
+            line += [_fmt(es, 2), paired_cell, _fmt(rho, 3), _fmt(p, 4), str(len(curve) - len(kept))]
         body.append(line)
     return header, body
+
+
+@dataclass(frozen=True)
+class PointTest:
+    """One per-point test of a metric's family: the exact McNemar test of ``row`` against the dense model
+    and its Holm-adjusted p-value over all tests of that metric in the sweep."""
+
+    key: str
+    method: str
+    row: Row
+    test: McNemarResult
+    adjusted: float
+
+    @property
+    def survives(self) -> bool:
+        return self.adjusted <= ALPHA
+
+
+def point_tests(paired: dict[tuple[str, str], PairedCurve]) -> dict[str, list[PointTest]]:
+    """Per metric key (clean accuracy first), the per-point exact McNemar tests of every method's points,
+    one family per metric: the p-values are Holm-adjusted over that family (:func:`holm`)."""
+    families: dict[str, list[tuple[str, Row, McNemarResult]]] = defaultdict(list)
+    for (method, key), entry in sorted(paired.items(), key=lambda item: (item[0][1] != "clean_accuracy", item[0])):
+        for row, test in zip(entry.points, entry.tests or []):
+            families[key].append((method, row, test))
+    out: dict[str, list[PointTest]] = {}
+    for key, members in families.items():
+        adjusted = holm([test.pvalue for _, _, test in members])
+        out[key] = [PointTest(key, method, row, test, p) for (method, row, test), p in zip(members, adjusted)]
+    return out
+
+
+def _metric_name(key: str) -> str:
+    return "clean acc" if key == "clean_accuracy" else _column_name(key)
+
+
+def tests_section(families: dict[str, list[PointTest]]) -> str:
+    """The part of ``analysis.md`` that lists the per-point tests: per metric how many were made and which
+    survive Holm's correction, then one table line per test."""
+    if not families:
+        return ""
+    intro = ("Per-point tests: the exact McNemar test of each point against the dense model on the same examples "
+             "(binomial test on the discordant pairs: `lost` = right only for the dense model, `gained` = right "
+             "only for the point), one-sided in the direction of the claim (clean accuracy: below the dense "
+             "model; robust metrics: above it), p-values Holm-adjusted over all the tests of one metric in this "
+             f"sweep; a point survives when its adjusted p is <= {ALPHA:g}.")
+    lines = ["", intro, ""]
+    for key, family in families.items():
+        kept = [t for t in family if t.survives]
+        which = ": " + ", ".join(f"{t.method} {t.row.sparsity:.2f}" for t in kept) if kept else ""
+        verb = "survives" if len(kept) == 1 else "survive"
+        lines.append(f"- {_metric_name(key)}: {len(family)} tests, {len(kept)} {verb} Holm at {ALPHA:g}{which}.")
+    header = ["metric", "method", "sparsity", "lost", "gained", "p (exact McNemar, one-sided)", "p (Holm)",
+              "survives"]
+    body = [[_metric_name(t.key), t.method, f"{t.row.sparsity:.2f}", str(t.test.lost), str(t.test.gained),
+             f"{t.test.pvalue:.4g}", f"{t.adjusted:.4g}", "yes" if t.survives else "no"]
+            for family in families.values() for t in family]
+    return "\n".join(lines) + "\n\n" + _markdown(header, body)
 
 
 def findings(rows: Sequence[Row], paired: dict[tuple[str, str], PairedCurve], majorities: dict[str, float]
@@ -384,7 +408,8 @@ def findings(rows: Sequence[Row], paired: dict[tuple[str, str], PairedCurve], ma
     """What the numbers support, in plain words: for each pair of methods whether one keeps clean accuracy
     to a significantly higher sparsity (paired bootstrap over the same resamples of the examples), and for
     each method and robust metric whether a non-collapsed point scores significantly above the dense
-    model, next to what always answering the majority class would score."""
+    model (exact McNemar, one-sided, surviving Holm's correction over that metric's tests:
+    :func:`point_tests`), next to what always answering the majority class would score."""
     dense = next((r for r in rows if r.method == "dense"), None)
     lines: list[str] = []
     clean = {method: entry.result for (method, key), entry in paired.items()
@@ -404,28 +429,23 @@ def findings(rows: Sequence[Row], paired: dict[tuple[str, str], PairedCurve], ma
             lines.append(f"{verdict} (fixed-rule ES {_fmt(ra.es_interval[0], 2)}-{_fmt(ra.es_interval[1], 2)} vs "
                          f"{_fmt(rb.es_interval[0], 2)}-{_fmt(rb.es_interval[1], 2)} over the resamples; {a} higher "
                          f"in {100 * higher:.0f}%, lower in {100 * lower:.0f}% of them).")
+    families = point_tests(paired)
     for (method, key), entry in sorted(paired.items()):
-        if key == "clean_accuracy" or entry.result is None or dense is None:
+        if key == "clean_accuracy" or entry.tests is None or dense is None:
             continue
         name = _column_name(key)
         baseline = majorities.get(_set_of(key))
         chance = "" if baseline is None else f"; always answering the majority class would score {baseline:.1f}"
-        rises = [(r, -drop) for r, drop, upper in zip(entry.points, entry.result.drops, entry.result.drop_upper)
-                 if upper < 0]
+        how = f"exact McNemar, one-sided, Holm over the {len(families[key])} tests of {name}"
+        rises = [t.row for t in families[key] if t.method == method and t.survives]
         if rises:
-            where = ", ".join(f"{r.sparsity:.2f} ({r.metrics[key]:.1f})" for r, _ in rises)
+            where = ", ".join(f"{r.sparsity:.2f} ({r.metrics[key]:.1f})" for r in rises)
             lines.append(f"{method}: {name} rises significantly above the dense model's {dense.metrics[key]:.1f} at "
-                         f"sparsity {where}, at points not collapsed on that set{chance}.")
+                         f"sparsity {where}, at points not collapsed on that set ({how}){chance}.")
         else:
             lines.append(f"{method}: {name} never rises significantly above the dense model's "
-                         f"{dense.metrics[key]:.1f} at a non-collapsed point{chance}.")
+                         f"{dense.metrics[key]:.1f} at a non-collapsed point ({how}){chance}.")
     return lines
-
-
-def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines) + "\n"
 
 
 def _csv(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -567,12 +587,14 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
             "evaluated set: accuracy within 2 points of the set's majority-class rate (clean: "
             f"{_fmt(majorities.get('clean'))}%), or >= 90% of predictions in one class; on the robust set the "
             "prediction share alone, since adversarial sets put even the dense model below chance. Spearman "
-            "also leaves out points collapsed on the clean set; the excluded columns count what was left out. In results.md, accuracies read mean [low, high]: the 95% "
+            "also leaves out points collapsed on the clean set; the excluded columns count what was left out; its p "
+            "is a two-sided permutation test (exact up to 7 points). In results.md, accuracies read mean [low, high]: the 95% "
             "Wilson interval over the evaluated examples (pooled over seeds), with ± the standard deviation "
             "over seeds when there are several; plots draw the interval as a band.\n")
     supported = findings(rows, paired, majorities)
     words = "\nWhat the numbers support:\n\n" + "".join(f"- {line}\n" for line in supported) if supported else ""
-    paths["analysis.md"].write_text(_markdown(a_header, a_body) + note + words, encoding="utf-8")
+    paths["analysis.md"].write_text(_markdown(a_header, a_body) + note + words + tests_section(point_tests(paired)),
+                                    encoding="utf-8")
     drawn: list[Path] = []
     if plots:
         es_clean = {line[0]: float(line[3]) if line[3] else math.nan for line in a_body}

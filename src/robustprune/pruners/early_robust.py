@@ -39,9 +39,14 @@ from robustprune.eval.analysis import hamming_distance
 from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
 from robustprune.pruners.structured import bert_layers, count_parameters, prune_heads_, prune_neurons_
 from robustprune.sparse_ops.validation import check_sparsity
-from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE, Attack, FreeLB, adversarial_finetune
+from robustprune.train.adversarial import Attack, FreeLB
 from robustprune.train.checkpoint import TrainingHistory, run_resumable
-from robustprune.train.finetune import epoch_batch_fn, parameter_groups
+from robustprune.train.finetune import (
+    ADVERSARIAL_SCHEDULE,
+    adversarial_finetune,
+    epoch_batch_fn,
+    parameter_groups,
+)
 from robustprune.train.loop import StepHooks, check_training_arguments, training_run
 from robustprune.train.schedule import TrainingSchedule
 

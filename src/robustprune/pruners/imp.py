@@ -38,7 +38,8 @@ from robustprune.pruners.magnitude import masks_sparsity
 from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
 from robustprune.sparse_ops.validation import check_sparsity
 from robustprune.targets import select_targets
-from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE, Attack, adversarial_finetune
+from robustprune.train.adversarial import Attack
+from robustprune.train.finetune import ADVERSARIAL_SCHEDULE, adversarial_finetune
 from robustprune.train.loop import require_attack
 from robustprune.train.schedule import TrainingSchedule
 

@@ -37,9 +37,9 @@ from robustprune.sparse_ops.hard_concrete import (
 from robustprune.sparse_ops.scores import score_keep_mask, score_thresholds
 from robustprune.sparse_ops.validation import check_finite, check_float_tensor, check_sparsity
 from robustprune.targets import select_targets
-from robustprune.train.adversarial import ADVERSARIAL_SCHEDULE, Attack, FreeLB, adversarial_finetune
+from robustprune.train.adversarial import Attack, FreeLB
 from robustprune.train.checkpoint import TrainingHistory, run_resumable
-from robustprune.train.finetune import epoch_batch_fn
+from robustprune.train.finetune import ADVERSARIAL_SCHEDULE, adversarial_finetune, epoch_batch_fn
 from robustprune.train.loop import StepHooks, check_training_arguments, training_run
 from robustprune.train.schedule import TrainingSchedule
 
@@ -262,7 +262,7 @@ def train_hard_concrete_masks(
             truncation and seed; default :data:`MASK_SCHEDULE`. Adam at a constant rate has neither weight
             decay nor warm-up: a schedule with either is refused.
         checkpoint_dir, checkpoint_every, stop_after: as in
-            :func:`~robustprune.train.adversarial.adversarial_finetune` (checkpoints hold ``log_alpha``,
+            :func:`~robustprune.train.finetune.adversarial_finetune` (checkpoints hold ``log_alpha``,
             Adam's state, the RNG and the history).
         l0_lambda, l0_warmup_ratio: the L0 weight and the fraction of steps over which it rises from 0.
 

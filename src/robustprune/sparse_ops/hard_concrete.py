@@ -15,12 +15,10 @@ and agree to a few ulp (same fp32 formula, different ``sigmoid`` implementations
 lets several forward/backward passes share one gate draw (FreeLB's ascent steps attack the same
 sub-network); it costs 4 bytes per gate.
 
-CPU path: a compiled kernel (:mod:`robustprune.sparse_ops.hard_concrete_cpu`, LLVM IR compiled once per
-machine) when llvmlite is importable, loaded on the first call; otherwise, or with ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager`` in the
-environment, the eager torch path (:func:`hard_concrete_gate_eager`,
-:func:`hard_concrete_gate_backward_eager`). Both compute the same fp32 operations in the same order and agree
-bit for bit except where torch's ``sigmoid`` runs scalar code (the last < 32 elements of each chunk or
-thread's share: the C library's ``expf``): there ``s`` may differ by 1 ulp.
+CPU path: the eager torch code below (:func:`hard_concrete_gate_eager`,
+:func:`hard_concrete_gate_backward_eager`). A compiled (LLVM IR) kernel for it was measured 7.2x faster on
+the gate alone but only 1.08x on a whole mask-training step (``python -m bench.hard_concrete``: the model's
+own forward and backward dominate), too little to carry native code for, so the CPU runs torch's ops.
 
 Fused: neither path materialises ``z`` or any intermediate for autograd. The forward reads W, log_alpha
 (and noise) once and writes the gated weight; the backward recomputes the gate and writes both gradients in
@@ -36,7 +34,6 @@ import math
 import torch
 
 from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, skip_dynamo_until_loaded
-from robustprune.sparse_ops.cpu_threads import compiled_module, eager_cpu_forced
 from robustprune.sparse_ops.validation import check_float_tensor
 
 GAMMA = -0.1
@@ -119,25 +116,6 @@ def hard_concrete_gate(
 
 # ------------------------------------------------------------------------------------------------ CPU path
 
-CPU_SWITCH = "ROBUSTPRUNE_HARD_CONCRETE_CPU"
-
-
-def _compiled_cpu_module():
-    """:mod:`robustprune.sparse_ops.hard_concrete_cpu`, or None when llvmlite cannot be imported."""
-    return compiled_module("hard_concrete_cpu")
-
-
-def _compiled_cpu():
-    """The compiled CPU module unless ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager`` or llvmlite is missing."""
-    return None if eager_cpu_forced(CPU_SWITCH) else _compiled_cpu_module()
-
-
-def compiled_cpu_available() -> bool:
-    """Whether the CPU ops run the compiled kernels (llvmlite importable, not switched off by
-    ``ROBUSTPRUNE_HARD_CONCRETE_CPU=eager``; ``compiled`` or unset: the default)."""
-    return _compiled_cpu() is not None
-
-
 def _chunks(numel: int):
     for start in range(0, numel, CPU_CHUNK):
         yield slice(start, min(start + CPU_CHUNK, numel))
@@ -165,17 +143,6 @@ def _gate_op(
     beta: float,
 ) -> torch.Tensor:
     check_hard_concrete(weight, log_alpha, noise, gamma, zeta, beta)
-    compiled = _compiled_cpu()
-    if compiled is not None:
-        return compiled.gate_forward_into(
-            weight.contiguous(),
-            log_alpha.contiguous(),
-            None if noise is None else noise.contiguous(),
-            torch.empty(weight.shape, dtype=weight.dtype),
-            gamma,
-            zeta,
-            beta,
-        )
     return hard_concrete_gate_eager(weight, log_alpha, noise, gamma, zeta, beta)
 
 
@@ -187,7 +154,7 @@ def hard_concrete_gate_eager(
     zeta: float = ZETA,
     beta: float = BETA,
 ) -> torch.Tensor:
-    """The eager torch CPU path of ``robustprune::hard_concrete_gate`` (the fallback without llvmlite)."""
+    """The CPU path of ``robustprune::hard_concrete_gate`` (chunked torch ops, see the module docstring)."""
     check_hard_concrete(weight, log_alpha, noise, gamma, zeta, beta)
     w, la, noise = _flat(weight), _flat(log_alpha), _flat(noise)
     out = torch.empty(weight.shape, dtype=weight.dtype)
@@ -247,16 +214,11 @@ def _gate_backward_op(
     weight_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_weight, grad_log_alpha); grad_weight is empty (shape (0,)) unless ``weight_grad``."""
-    compiled = _compiled_cpu()
-    if compiled is None:
-        return hard_concrete_gate_backward_eager(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
-    # any strides for grad: an expanded scalar is read once, not materialised
-    return _backward_into(compiled.gate_backward_into, grad, weight, log_alpha, noise, gamma, zeta, beta,
-                          weight_grad)
+    return hard_concrete_gate_backward_eager(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
 
 
 def _backward_into(fill, grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad):
-    """Allocate the gradients and let ``fill`` (a compiled kernel's ``..._backward_into``) write them."""
+    """Allocate the gradients and let ``fill`` (the Triton launcher ``hard_concrete_backward``) write them."""
     grad_weight, grad_log_alpha = _grad_shapes(weight, log_alpha, weight_grad)
     fill(grad, weight.contiguous(), log_alpha.contiguous(), None if noise is None else noise.contiguous(),
          grad_weight if weight_grad else None, grad_log_alpha, gamma, zeta, beta)
@@ -319,8 +281,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     weight, log_alpha, noise = ctx.saved_tensors
     weight_grad = bool(ctx.needs_input_grad[0])
-    # grad as autograd hands it: each kernel makes it contiguous, except the compiled CPU one for a scalar
-    # expanded to the weight's shape (``out.sum().backward()``), which it reads without materialising.
+    # grad as autograd hands it (maybe a scalar expanded to the weight's shape): each path makes it contiguous.
     grad_weight, grad_log_alpha = _gate_backward_op(grad, weight, log_alpha, noise, *ctx.constants, weight_grad)
     return (grad_weight if weight_grad else None), grad_log_alpha, None, None, None, None
 

@@ -5,8 +5,9 @@ largest magnitude ``|score|``; on equal magnitudes the lower index within the gr
 works: ``|W|`` for magnitude pruning, Wanda's ``|W| * ||X||`` or SparseGPT's saliency later.
 
 CPU path: a compiled kernel (:mod:`robustprune.sparse_ops.nm_mask_cpu`, LLVM IR compiled once per
-machine) when llvmlite is importable, loaded on the first call; otherwise, or with ``ROBUSTPRUNE_NM_MASK_CPU=eager`` in the
-environment, the eager torch path: a sorting network over the ``m`` lanes of each chunk (elementwise
+machine) when llvmlite is importable, loaded on the first call; otherwise (llvmlite missing, the kernel
+failing to build: one warning names why; :mod:`robustprune.sparse_ops.compiled`), or with
+``ROBUSTPRUNE_NM_MASK_CPU=eager`` in the environment, the eager torch path: a sorting network over the ``m`` lanes of each chunk (elementwise
 min/max on integer bit patterns, vectorised) finds each group's N-th largest magnitude; ``>=`` that
 value is the mask, and the rare groups where the N-th largest is tied are re-ranked exactly. Both give
 bit-identical masks.
@@ -19,7 +20,7 @@ import functools
 import torch
 
 from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, skip_dynamo_until_loaded
-from robustprune.sparse_ops.cpu_threads import compiled_module, eager_cpu_forced
+from robustprune.sparse_ops.compiled import CompiledRoute
 from robustprune.sparse_ops.patterns import check_nm
 from robustprune.sparse_ops.validation import check_float_tensor
 
@@ -89,34 +90,25 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return _nm_mask_op(scores, int(n), int(m))
 
 
-def _compiled_cpu_kernel():
-    """``nm_mask_cpu.nm_mask_into``, or None when llvmlite cannot be imported."""
-    module = compiled_module("nm_mask_cpu")
-    return None if module is None else module.nm_mask_into
+CPU_ROUTE = CompiledRoute("nm_mask_cpu", "ROBUSTPRUNE_NM_MASK_CPU", "nm_mask")
 
 
 def compiled_cpu_available() -> bool:
-    """Whether the CPU op runs the compiled kernel (llvmlite importable, not switched off by
-    ``ROBUSTPRUNE_NM_MASK_CPU=eager``; ``compiled`` or unset: the default)."""
-    return _eager_forced() is False and _compiled_cpu_kernel() is not None
-
-
-def _eager_forced() -> bool:
-    return eager_cpu_forced("ROBUSTPRUNE_NM_MASK_CPU")
+    """Whether the CPU op runs the compiled kernel (llvmlite importable, no kernel failed to build, not
+    switched off by ``ROBUSTPRUNE_NM_MASK_CPU=eager``; ``compiled`` or unset: the default)."""
+    return CPU_ROUTE.available()
 
 
 @torch.library.custom_op("robustprune::nm_mask", mutates_args=(), device_types="cpu")
 def _nm_mask_op(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     check_nm_scores(scores, n, m)
-    if not _eager_forced():
-        compiled = _compiled_cpu_kernel()
-        if compiled is not None:
-            return compiled(scores.contiguous(), torch.empty(scores.shape, dtype=torch.bool), n, m)
-    return nm_mask_eager(scores, n, m)
+    mask = CPU_ROUTE.run(lambda kernels: kernels.nm_mask_into(scores.contiguous(),
+                                                              torch.empty(scores.shape, dtype=torch.bool), n, m))
+    return nm_mask_eager(scores, n, m) if mask is None else mask
 
 
 def nm_mask_eager(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """The eager torch CPU path of ``robustprune::nm_mask`` (the fallback without llvmlite)."""
+    """The eager torch CPU path of ``robustprune::nm_mask`` (where the compiled kernel is unavailable)."""
     check_nm_scores(scores, n, m)
     int_dtype, magnitude_mask = _MAGNITUDE_VIEW[scores.dtype]
     groups = scores.contiguous().view(-1, m)

@@ -3,7 +3,8 @@
 CPU, small batches (decoding; up to :data:`~robustprune.sparse_ops.nm_linear_cpu.SMALL_BATCH` rows of
 ``x``): a compiled kernel reads the compressed weight once, straight from its packed form
 (:mod:`robustprune.sparse_ops.nm_linear_cpu`, LLVM IR compiled once per machine; half the bytes of dense,
-so faster than dense ``F.linear``). Larger batches, CPUs or patterns it does not cover, no llvmlite, or
+so faster than dense ``F.linear``). Larger batches, CPUs or patterns it does not cover, no llvmlite or a
+kernel that fails to build (one warning names why: :mod:`robustprune.sparse_ops.compiled`), or
 ``ROBUSTPRUNE_NM_LINEAR_CPU=eager`` in the environment: W is rebuilt a block of rows at a time into a
 reused 4 MiB buffer, and each block is multiplied with BLAS; the full dense matrix is never
 materialised. The backward always takes the BLAS route. CUDA: the Triton
@@ -27,7 +28,7 @@ from robustprune.sparse_ops.backend import (
     skip_dynamo_until_loaded,
     triton_interpreter_active,
 )
-from robustprune.sparse_ops.cpu_threads import compiled_module, eager_cpu_forced
+from robustprune.sparse_ops.compiled import CompiledRoute
 from robustprune.sparse_ops.nm_format import check_compressed, unpack_indices
 
 # Dense bytes rebuilt per CPU block: large enough to amortise per-op overhead at batch 1, small enough to
@@ -86,18 +87,12 @@ def _rebuild(values: torch.Tensor, lanes: torch.Tensor, buffer: torch.Tensor, n:
 
 
 CPU_SWITCH = "ROBUSTPRUNE_NM_LINEAR_CPU"
-
-
-def _compiled_cpu_module():
-    """:mod:`robustprune.sparse_ops.nm_linear_cpu`, or None when llvmlite cannot be imported."""
-    return compiled_module("nm_linear_cpu")
+CPU_ROUTE = CompiledRoute("nm_linear_cpu", CPU_SWITCH, "nm_linear")
 
 
 def compiled_forward_applies(batch: int, values: torch.Tensor, n: int, m: int) -> bool:
     """Whether the CPU forward of ``batch`` rows runs the compiled kernel (see the module docstring)."""
-    if eager_cpu_forced(CPU_SWITCH):
-        return False
-    compiled = _compiled_cpu_module()
+    compiled = CPU_ROUTE.module()
     if compiled is None:
         return False
     kind = compiled.host_kind()
@@ -118,10 +113,11 @@ def _nm_linear_cpu(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor
     in_features, out = in_features_of(values, n, m), values.shape[0]
     x2 = x.reshape(-1, in_features)
     if compiled_forward_applies(x2.shape[0], values, n, m):
-        y = _compiled_cpu_module().nm_linear_forward(x2, values, metadata, n, m)
-        if bias is not None:
-            y += bias
-        return y.to(x.dtype).view(*x.shape[:-1], out)
+        y = CPU_ROUTE.run(lambda kernels: kernels.nm_linear_forward(x2, values, metadata, n, m))
+        if y is not None:
+            if bias is not None:
+                y += bias
+            return y.to(x.dtype).view(*x.shape[:-1], out)
     return nm_linear_blas(x2, values, metadata, bias, n, m).view(*x.shape[:-1], out)
 
 

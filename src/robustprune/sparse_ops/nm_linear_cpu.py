@@ -37,14 +37,12 @@ from __future__ import annotations
 
 import functools
 
-import llvmlite.binding
-import numpy as np
 import torch
 from llvmlite import ir
 
 from robustprune.sparse_ops import native
 from robustprune.sparse_ops.cpu_threads import run_split
-from robustprune.sparse_ops.native import F32, I8, I16, I32, I64, constant_vector, splat
+from robustprune.sparse_ops.native import F32, I1, I8, I16, I32, I64, PTR, Target, constant_vector, splat
 from robustprune.sparse_ops.nm_format import index_bits
 
 KINDS = ("avx512", "avx2", "gather")
@@ -65,15 +63,20 @@ ROWS_TOGETHER = 4
 PARALLEL_MIN_ELEMENTS = 1 << 21
 
 
+def kinds_for(target: Target) -> tuple[str, ...]:
+    """The kinds of kernel ``target`` can run, fastest first (x86-64: by its vector instructions)."""
+    if target.arch in ("x86_64", "amd64"):
+        if target.has("avx512f"):
+            return KINDS
+        if target.has("avx2"):
+            return KINDS[1:]
+    return KINDS[2:]
+
+
 @functools.cache
 def host_kind() -> str:
     """The vector instructions this CPU offers the kernel: "avx512", "avx2" or "gather" (portable)."""
-    features = llvmlite.binding.get_host_cpu_features()
-    if features.get("avx512f"):
-        return "avx512"
-    if features.get("avx2"):
-        return "avx2"
-    return "gather"
+    return kinds_for(native.host())[0]
 
 
 def supports(kind: str, n: int, m: int, kept: int) -> bool:
@@ -94,12 +97,45 @@ def _horizontal_sum(builder: ir.IRBuilder, vector: ir.Value, lanes: int) -> ir.V
     return builder.extract_element(vector, ir.Constant(index, 0))
 
 
-def _widen(builder: ir.IRBuilder, loaded: ir.Value, value_format: str, lanes: int) -> ir.Value:
-    """fp32 vector from the loaded values: fp32 as they are, fp16 / bf16 from their 16-bit patterns."""
+def half_instructions(target: Target) -> bool:
+    """Whether ``target`` converts fp16 to fp32 in an instruction (x86-64: F16C; AArch64: always). Elsewhere
+    LLVM would call ``__extendhfsf2``, which a process may not have (GCC >= 12's libgcc), so the kernel
+    converts in integer code (:func:`_half_to_float`)."""
+    return target.arch == "aarch64" or target.has("f16c")
+
+
+def _half_to_float(builder: ir.IRBuilder, bits: ir.Value, lanes: int) -> ir.Value:
+    """Exact fp32 of the fp16 bit patterns ``bits`` (an i16 vector) in integer code: normals by moving the
+    exponent and mantissa into place and rebiasing, subnormals as ``mantissa * 2^-24`` (exact, and not
+    flushed to zero under denormals-are-zero), inf / NaN with their payload."""
+    i32v, f32v = ir.VectorType(I32, lanes), ir.VectorType(F32, lanes)
+
+    def splat_i32(value):
+        return constant_vector(I32, [value] * lanes)
+
+    wide = builder.zext(bits, i32v)
+    sign = builder.shl(builder.and_(wide, splat_i32(0x8000)), splat_i32(16))
+    magnitude = builder.and_(wide, splat_i32(0x7FFF))
+    moved = builder.shl(magnitude, splat_i32(13))
+    normal = builder.add(moved, splat_i32((127 - 15) << 23))
+    subnormal = builder.bitcast(builder.fmul(builder.uitofp(magnitude, f32v),
+                                             ir.Constant(f32v, [2.0 ** -24] * lanes)), i32v)
+    special = builder.or_(moved, splat_i32(0x7F800000))
+    result = builder.select(builder.icmp_unsigned("<", magnitude, splat_i32(0x400)), subnormal, normal)
+    result = builder.select(builder.icmp_unsigned(">=", magnitude, splat_i32(0x7C00)), special, result)
+    return builder.bitcast(builder.or_(result, sign), f32v)
+
+
+def _widen(builder: ir.IRBuilder, loaded: ir.Value, value_format: str, lanes: int,
+           native_half: bool = True) -> ir.Value:
+    """fp32 vector from the loaded values: fp32 as they are, fp16 / bf16 from their 16-bit patterns
+    (fp16 by ``fpext`` where ``native_half``, else :func:`_half_to_float`)."""
     f32 = ir.VectorType(ir.FloatType(), lanes)
     if value_format == "fp32":
         return loaded
     if value_format == "fp16":
+        if not native_half:
+            return _half_to_float(builder, loaded, lanes)
         return builder.fpext(builder.bitcast(loaded, ir.VectorType(ir.HalfType(), lanes)), f32)
     wide = builder.zext(loaded, ir.VectorType(ir.IntType(32), lanes))  # bf16: the top half of an fp32
     return builder.bitcast(builder.shl(wide, constant_vector(ir.IntType(32), [16] * lanes)), f32)
@@ -113,15 +149,18 @@ def _value_vector_type(value_format: str, lanes: int) -> ir.VectorType:
     return ir.VectorType(ir.FloatType() if value_format == "fp32" else ir.IntType(16), lanes)
 
 
-def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: str, rows: int) -> ir.Function:
-    """Define ``dot{rows}(values, metadata, x_row, y_out, kept, row_bytes, chunk_lo, chunk_hi, accumulate)``
-    in ``module``: ``rows`` consecutive rows of the compressed weight (starting at ``values`` / ``metadata``,
-    rows ``kept`` values / ``row_bytes`` bytes apart) times the input row ``x_row``, over chunks
-    ``chunk_lo .. chunk_hi-1``, stored into (``accumulate``: added to) ``y_out[0 .. rows-1]``.
+def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: str, rows: int,
+                    native_half: bool = True) -> ir.Function:
+    """Define ``dot{rows}(values, metadata, x_row, y_out, kept, row_bytes, row_stride, chunk_lo, chunk_hi,
+    accumulate)`` in ``module``: ``rows`` rows of the compressed weight ``row_stride`` rows apart (row ``r``
+    is row ``r * row_stride`` from ``values`` / ``metadata``; one row is ``kept`` values / ``row_bytes``
+    bytes) times the input row ``x_row``, over chunks ``chunk_lo .. chunk_hi-1``, stored into
+    (``accumulate``: added to) ``y_out[r * row_stride]`` for ``r`` in ``0 .. rows-1``.
 
     The rows advance together: each chunk's window of ``x`` is loaded once for all of them, and the
     thread reads ``rows`` independent streams of values (more memory requests in flight than one).
-    ``values`` are fp32, or uint16 bit patterns of fp16 / bf16 (per ``value_format``); ``x`` and ``y`` fp32.
+    ``values`` are fp32, or uint16 bit patterns of fp16 / bf16 (per ``value_format``; fp16 widened as
+    :func:`_widen` with ``native_half``); ``x`` and ``y`` fp32.
     """
     lanes = LANES[kind]
     bits = index_bits(m)
@@ -130,9 +169,8 @@ def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: 
     table = {"avx512": 2 * lanes, "avx2": lanes}.get(kind, 0)  # input lanes one permutation reads
     per_row = max(1, ACCUMULATORS // rows)  # accumulators of each row
     element = F32 if value_format == "fp32" else I16
-    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [
-        element.as_pointer(), I8.as_pointer(), F32.as_pointer(), F32.as_pointer(), I64, I64, I64, I64, I64,
-        ir.IntType(1)]), f"dot{rows}")
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, PTR, I64, I64, I64, I64, I64, I1]),
+                           f"dot{rows}")
     function.linkage = "internal"
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     values, metadata, x_row, y_out, kept, row_bytes, row_stride, lo, hi, accumulate = function.args
@@ -142,10 +180,11 @@ def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: 
     shifts = constant_vector(word_type, [lane * bits for lane in range(lanes)])
     group_start = constant_vector(I32, [lane // n * m for lane in range(lanes)])
     low_bits = constant_vector(I32, [m - 1] * lanes)
-    fma = native.declare(module, f"llvm.fma.v{lanes}f32", f32v, f32v, f32v, f32v)
+    # fmuladd: fused where the target has FMA, a multiply and an add elsewhere (llvm.fma would call fmaf there)
+    fma = native.declare(module, f"llvm.fmuladd.v{lanes}f32", f32v, f32v, f32v, f32v)
     stream_rows = [builder.mul(ir.Constant(I64, r), row_stride) for r in range(rows)]
-    row_values = [builder.gep(values, [builder.mul(r, kept)], inbounds=True) for r in stream_rows]
-    row_metadata = [builder.gep(metadata, [builder.mul(r, row_bytes)], inbounds=True) for r in stream_rows]
+    row_values = [native.address(builder, element, values, builder.mul(r, kept)) for r in stream_rows]
+    row_metadata = [native.address(builder, I8, metadata, builder.mul(r, row_bytes)) for r in stream_rows]
     accumulators = [[native.entry_variable(builder, ir.Constant(f32v, [0.0] * lanes)) for _ in range(per_row)]
                     for _ in range(rows)]
 
@@ -154,8 +193,8 @@ def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: 
         registers = None if kind == "gather" else _window_registers(builder, x_row, window_start, window, lanes)
         for r in range(rows):
             # 1. the chunk's index bits, one lane each
-            source = builder.gep(row_metadata[r], [builder.mul(chunk, ir.Constant(I64, chunk_bits // 8))])
-            word = builder.load(builder.bitcast(source, ir.IntType(chunk_bits).as_pointer()), align=1)
+            source = native.address(builder, I8, row_metadata[r], builder.mul(chunk, ir.Constant(I64, chunk_bits // 8)))
+            word = builder.load(source, typ=ir.IntType(chunk_bits), align=1)
             if chunk_bits < word_type.width:
                 word = builder.zext(word, word_type)
             fields = builder.lshr(splat(builder, word, lanes), shifts)
@@ -166,9 +205,9 @@ def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: 
             else:
                 inputs = _permuted_inputs(builder, kind, registers, builder.add(indices, group_start), table, lanes)
             # 3. times the kept values, accumulated in fp32
-            kept_ptr = builder.gep(row_values[r], [builder.mul(chunk, ir.Constant(I64, lanes))], inbounds=True)
-            loaded = builder.load(builder.bitcast(kept_ptr, value_type.as_pointer()), align=1)
-            kept_values = _widen(builder, loaded, value_format, lanes)
+            kept_ptr = native.address(builder, element, row_values[r], builder.mul(chunk, ir.Constant(I64, lanes)))
+            loaded = builder.load(kept_ptr, typ=value_type, align=1)
+            kept_values = _widen(builder, loaded, value_format, lanes, native_half)
             accumulator = accumulators[r][slot]
             builder.store(builder.call(fma, [kept_values, inputs, builder.load(accumulator)]), accumulator)
 
@@ -186,18 +225,17 @@ def define_rows_dot(module: ir.Module, kind: str, n: int, m: int, value_format: 
         while len(vectors) > 1:  # pairwise, like the lanes below
             vectors = [builder.fadd(a, b) for a, b in zip(vectors[::2], vectors[1::2])]
         total = _horizontal_sum(builder, vectors[0], lanes)
-        target = builder.gep(y_out, [stream_rows[r]], inbounds=True)
-        builder.store(builder.select(accumulate, builder.fadd(builder.load(target), total), total), target)
+        target = native.address(builder, F32, y_out, stream_rows[r])
+        builder.store(builder.select(accumulate, builder.fadd(builder.load(target, typ=F32), total), total), target)
     builder.ret_void()
     return function
 
 
 def _window_registers(builder, x_row, window_start, window, lanes):
     """The chunk's window of ``x_row`` (``window`` elements from ``window_start``) as fp32 vectors."""
-    f32v = ir.VectorType(ir.FloatType(), lanes)
-    first = builder.gep(x_row, [window_start], inbounds=True)
-    return [builder.load(builder.bitcast(builder.gep(first, [ir.Constant(ir.IntType(64), r * lanes)], inbounds=True),
-                                         f32v.as_pointer()), align=4)
+    f32v = ir.VectorType(F32, lanes)
+    first = native.address(builder, F32, x_row, window_start)
+    return [builder.load(native.address(builder, F32, first, r * lanes), typ=f32v, align=4)
             for r in range(window // lanes)]
 
 
@@ -210,7 +248,7 @@ def _gathered_inputs(builder, x_row, chunk, indices, n, m, lanes):
         group = builder.udiv(builder.add(first_kept, ir.Constant(i64, lane)), ir.Constant(i64, n))
         index = builder.zext(builder.extract_element(indices, ir.Constant(i32, lane)), i64)
         column = builder.add(builder.mul(group, ir.Constant(i64, m)), index)
-        element = builder.load(builder.gep(x_row, [column], inbounds=True))
+        element = native.load_at(builder, F32, x_row, column)
         inputs = builder.insert_element(inputs, element, ir.Constant(i32, lane))
     return inputs
 
@@ -236,27 +274,32 @@ def _permuted_inputs(builder, kind, registers, columns, table, lanes):
     return result
 
 
-# Entries of the kernel's int64 argument block (``nm_linear_forward`` fills it).
-ARGUMENTS = ("values", "metadata", "x", "y", "kept", "row_bytes", "in_features", "out_features", "batch",
-             "block_chunks")
+# The kernel's int64 argument block, filled by ``nm_linear_forward`` and read by the kernel's IR.
+ARGUMENTS = native.Arguments("values", "metadata", "x", "y", "kept", "row_bytes", "in_features", "out_features",
+                             "batch", "block_chunks")
 
 
-@functools.cache
-def kernel(kind: str, n: int, m: int, value_format: str) -> int:
-    """Address of the compiled ``forward(arguments, row_lo, row_hi)`` for one kind, pattern and value format:
-    rows ``row_lo .. row_hi-1`` of ``y`` for every batch row, in column blocks of ``block_chunks`` chunks;
-    ``ROWS_TOGETHER`` rows at a time, the last few one by one. ``arguments`` holds :data:`ARGUMENTS`."""
-    module = native.new_module(f"nm_linear_{kind}_{n}_{m}_{value_format}")
-    together = define_rows_dot(module, kind, n, m, value_format, ROWS_TOGETHER)
-    one = define_rows_dot(module, kind, n, m, value_format, 1)
+def build(kind: str, n: int, m: int, value_format: str, target: Target | None = None) -> ir.Module:
+    """IR of ``forward(arguments, row_lo, row_hi)`` for one kind, pattern and value format, for ``target``
+    (default this machine): rows ``row_lo .. row_hi-1`` of ``y`` for every batch row, in column blocks of
+    ``block_chunks`` chunks; ``ROWS_TOGETHER`` rows at a time, the last few one by one. ``arguments`` is an
+    :data:`ARGUMENTS` block."""
+    target = target or native.host()
+    if kind not in kinds_for(target):
+        raise ValueError(f"kind {kind!r} does not run on {target}; it runs {kinds_for(target)}")
+    module = native.new_module(f"nm_linear_{kind}_{n}_{m}_{value_format}", target)
+    native_half = half_instructions(target)
+    together = define_rows_dot(module, kind, n, m, value_format, ROWS_TOGETHER, native_half)
+    one = define_rows_dot(module, kind, n, m, value_format, 1, native_half)
     function = ir.Function(module, native.KERNEL_TYPE, "forward")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     arguments, row_lo, row_hi = function.args
-    read = native.argument_reader(builder, arguments)
+    read = ARGUMENTS.reader(builder, arguments)
     element = F32 if value_format == "fp32" else I16
-    values, metadata = read(0, element.as_pointer()), read(1, I8.as_pointer())
-    x, y = read(2, F32.as_pointer()), read(3, F32.as_pointer())
-    kept, row_bytes, in_features, out_features, batch, block_chunks = (read(i) for i in range(4, 10))
+    values, metadata = read("values", pointer=True), read("metadata", pointer=True)
+    x, y = read("x", pointer=True), read("y", pointer=True)
+    kept, row_bytes, in_features, out_features, batch, block_chunks = (
+        read(name) for name in ("kept", "row_bytes", "in_features", "out_features", "batch", "block_chunks"))
     chunks = builder.udiv(kept, ir.Constant(I64, LANES[kind]))
     # The rows' streams start a quarter (for four) of the range apart: each is long and contiguous.
     stride = builder.udiv(builder.sub(row_hi, row_lo), ir.Constant(I64, ROWS_TOGETHER))
@@ -268,24 +311,31 @@ def kernel(kind: str, n: int, m: int, value_format: str) -> int:
         accumulate = builder.icmp_signed("!=", chunk_lo, ir.Constant(I64, 0))  # later blocks add to y
         for dot, start, stop in ((together, row_lo, together_hi), (one, single_lo, row_hi)):
             with native.loop(builder, start, stop) as row:
-                row_values = builder.gep(values, [builder.mul(row, kept)], inbounds=True)
-                row_metadata = builder.gep(metadata, [builder.mul(row, row_bytes)], inbounds=True)
+                row_values = native.address(builder, element, values, builder.mul(row, kept))
+                row_metadata = native.address(builder, I8, metadata, builder.mul(row, row_bytes))
                 # Batch rows one after another: the rows' values stay in L1 for the next batch row.
                 with native.loop(builder, ir.Constant(I64, 0), batch) as batch_row:
-                    x_row = builder.gep(x, [builder.mul(batch_row, in_features)], inbounds=True)
-                    y_out = builder.gep(y, [builder.add(builder.mul(batch_row, out_features), row)], inbounds=True)
+                    x_row = native.address(builder, F32, x, builder.mul(batch_row, in_features))
+                    y_out = native.address(builder, F32, y, builder.add(builder.mul(batch_row, out_features), row))
                     builder.call(dot, [row_values, row_metadata, x_row, y_out, kept, row_bytes, stride, chunk_lo,
                                        chunk_hi, accumulate])
     builder.ret_void()
-    return native.load(module).address("forward")
+    return module
+
+
+@functools.cache
+def kernel(kind: str, n: int, m: int, value_format: str) -> int:
+    """Address of :func:`build`'s kernel compiled for this machine."""
+    return native.load(build(kind, n, m, value_format)).address("forward")
 
 
 def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor, n: int, m: int,
-                      kind: str | None = None) -> torch.Tensor:
+                      kind: str | None = None, target: Target | None = None) -> torch.Tensor:
     """fp32 ``(B, out)`` product of ``x`` ``(B, in)`` with the compressed weight (no bias, no cast back).
 
-    ``kind`` forces an instruction set (tests); default :func:`host_kind`. The caller checks
-    :func:`supports` first.
+    ``kind`` forces an instruction set (tests); default :func:`host_kind`. ``target`` (tests) builds the
+    kernel's IR for a target this CPU can also run (e.g. without F16C: fp16 widened in integer code), and
+    compiles it for this CPU. The caller checks :func:`supports` first.
     """
     kind = kind or host_kind()
     values, metadata = values.contiguous(), metadata.contiguous()
@@ -293,13 +343,15 @@ def nm_linear_forward(x: torch.Tensor, values: torch.Tensor, metadata: torch.Ten
     out_features, kept = values.shape
     y = torch.empty(x32.shape[0], out_features, dtype=torch.float32)
     value_format = VALUE_FORMATS[values.dtype]
-    run = kernel(kind, n, m, value_format)
+    run = kernel(kind, n, m, value_format) if target is None else native.load(
+        build(kind, n, m, value_format, target)).address("forward")
     # Batch 1 reads x's slice in blocks; larger batches measured faster with whole rows (each batch row
     # re-reads x either way, and a row's values stay in L1 across the batch).
     whole_row = kept // LANES[kind]
     block_chunks = max(1, BLOCK_COLUMNS * n // (LANES[kind] * m)) if x32.shape[0] == 1 else whole_row
-    arguments = np.array([values.data_ptr(), metadata.data_ptr(), x32.data_ptr(), y.data_ptr(), kept,
-                          metadata.shape[1], x32.shape[1], out_features, x32.shape[0], block_chunks], dtype=np.int64)
+    arguments = ARGUMENTS.pack(values=values.data_ptr(), metadata=metadata.data_ptr(), x=x32.data_ptr(),
+                               y=y.data_ptr(), kept=kept, row_bytes=metadata.shape[1], in_features=x32.shape[1],
+                               out_features=out_features, batch=x32.shape[0], block_chunks=block_chunks)
     min_rows = -(-PARALLEL_MIN_ELEMENTS // (kept * m // n))
     run_split(run, arguments, out_features, min_rows)
     return y

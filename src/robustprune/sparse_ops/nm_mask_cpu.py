@@ -1,7 +1,8 @@
 """Compiled CPU N:M mask (LLVM IR): the fast CPU implementation of ``robustprune::nm_mask``.
 
-Imported lazily by :mod:`robustprune.sparse_ops.nm` on the first CPU call; when llvmlite is not
-importable, or ``ROBUSTPRUNE_NM_MASK_CPU=eager`` is set, the op runs its vectorised torch path instead. The masks are bit-identical to that path: each element's magnitude is
+Imported lazily by :mod:`robustprune.sparse_ops.nm` on the first CPU call (through
+:mod:`robustprune.sparse_ops.compiled`); when llvmlite is not importable, a kernel fails to build, or
+``ROBUSTPRUNE_NM_MASK_CPU=eager`` is set, the op runs its vectorised torch path instead. The masks are bit-identical to that path: each element's magnitude is
 its integer bit pattern with the sign bit cleared (``bits & 0x7FFFFFFF`` for fp32, ``& 0x7FFF`` for
 fp16/bf16), compared as integers, so ``-0 == +0`` and NaNs order above inf by payload exactly as there.
 
@@ -21,13 +22,12 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 from llvmlite import ir
 
 from robustprune.sparse_ops import native
 from robustprune.sparse_ops.cpu_threads import run_split
-from robustprune.sparse_ops.native import I8, I32, I64, constant_vector, splat
+from robustprune.sparse_ops.native import I8, I32, I64, Target, constant_vector, splat
 
 # Bytes of scores one explicit vector holds (16 fp32 or 32 fp16/bf16 lanes: one AVX-512 register; LLVM
 # splits it where the CPU's registers are narrower).
@@ -54,8 +54,7 @@ def _vector_block(builder: ir.IRBuilder, src, dst, start, n, m: int, bits: int) 
     lanes = VECTOR_BYTES * 8 // bits
     element = ir.IntType(bits)
     vector = ir.VectorType(element, lanes)
-    source = builder.gep(src, [start], inbounds=True)
-    loaded = builder.load(builder.bitcast(source, vector.as_pointer()), align=1)
+    loaded = builder.load(native.address(builder, element, src, start), typ=vector, align=1)
     magnitude = builder.and_(loaded, ir.Constant(vector, [(1 << (bits - 1)) - 1] * lanes))
     mirrored = [shift for shift in range(1, m) if shift > m // 2]  # shifts counted from shift m - s
     rank = ir.Constant(vector, [len(mirrored)] * lanes)  # the 1 of each "1 - beaten"
@@ -70,38 +69,41 @@ def _vector_block(builder: ir.IRBuilder, src, dst, start, n, m: int, bits: int) 
         beaten[shift] = builder.zext(builder.icmp_signed(">", partner, builder.sub(magnitude, lower)), vector)
         rank = builder.add(rank, beaten[shift])
     keep = builder.icmp_signed("<", rank, splat(builder, builder.trunc(n, element), lanes))
-    target = builder.gep(dst, [start], inbounds=True)
-    builder.store(builder.zext(keep, ir.VectorType(I8, lanes)), builder.bitcast(target, ir.VectorType(I8, lanes)
-                                                                                .as_pointer()), align=1)
+    builder.store(builder.zext(keep, ir.VectorType(I8, lanes)), native.address(builder, I8, dst, start), align=1)
 
 
 def _scalar_group(builder: ir.IRBuilder, src, dst, group, n, m: int, bits: int) -> None:
     """The mask of group ``group``, every lane and comparison written out (branch-free)."""
     element = ir.IntType(bits)
     first = builder.mul(group, ir.Constant(I64, m))
-    sources = [builder.gep(src, [builder.add(first, ir.Constant(I64, i))], inbounds=True) for i in range(m)]
     magnitude = ir.Constant(element, (1 << (bits - 1)) - 1)
-    scores = [builder.and_(builder.load(source), magnitude) for source in sources]
+    scores = [builder.and_(native.load_at(builder, element, src, builder.add(first, ir.Constant(I64, i))), magnitude)
+              for i in range(m)]
     for i in range(m):
         # Lane j beats lane i: larger magnitude, or equal magnitude at a lower index.
         beats = [builder.icmp_signed(">=" if j < i else ">", scores[j], scores[i]) for j in range(m) if j != i]
         rank = ir.Constant(I64, 0)
         for beat in beats:
             rank = builder.add(rank, builder.zext(beat, I64))
-        target = builder.gep(dst, [builder.add(first, ir.Constant(I64, i))], inbounds=True)
+        target = native.address(builder, I8, dst, builder.add(first, ir.Constant(I64, i)))
         builder.store(builder.zext(builder.icmp_signed("<", rank, n), I8), target)
 
 
-@functools.cache
-def kernel(m: int, bits: int) -> int:
-    """Address of the compiled ``mask(arguments, lo, hi)`` for group size ``m`` and ``bits``-bit scores: the
-    mask of groups ``lo .. hi-1``; ``arguments`` holds the scores' and the mask's addresses and ``n``."""
-    module = native.new_module(f"nm_mask_m{m}_i{bits}")
+# The kernel's argument block: the scores' and the mask's addresses, then n.
+ARGUMENTS = native.Arguments("scores", "mask", "n")
+# Group sizes and score widths the kernel is built for (every m the op accepts; fp32, and fp16 / bf16).
+GROUP_SIZES, SCORE_BITS = (4, 8, 16), (32, 16)
+
+
+def build(m: int, bits: int, target: Target | None = None) -> ir.Module:
+    """IR of ``mask(arguments, lo, hi)`` for group size ``m`` and ``bits``-bit scores, for ``target``
+    (default this machine): the mask of groups ``lo .. hi-1``; ``arguments`` is an :data:`ARGUMENTS` block."""
+    module = native.new_module(f"nm_mask_m{m}_i{bits}", target)
     function = ir.Function(module, native.KERNEL_TYPE, "mask")
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     arguments, lo, hi = function.args
-    read = native.argument_reader(builder, arguments)
-    src, dst, n = read(0, ir.IntType(bits).as_pointer()), read(1, I8.as_pointer()), read(2)
+    read = ARGUMENTS.reader(builder, arguments)
+    src, dst, n = read("scores", pointer=True), read("mask", pointer=True), read("n")
     lanes = ir.Constant(I64, VECTOR_BYTES * 8 // bits)
     start = builder.mul(lo, ir.Constant(I64, m))
     whole = builder.mul(builder.udiv(builder.sub(builder.mul(hi, ir.Constant(I64, m)), start), lanes), lanes)
@@ -111,13 +113,19 @@ def kernel(m: int, bits: int) -> int:
     with native.loop(builder, builder.udiv(vector_end, ir.Constant(I64, m)), hi) as group:
         _scalar_group(builder, src, dst, group, n, m, bits)
     builder.ret_void()
-    return native.load(module).address("mask")
+    return module
+
+
+@functools.cache
+def kernel(m: int, bits: int) -> int:
+    """Address of :func:`build`'s kernel compiled for this machine."""
+    return native.load(build(m, bits)).address("mask")
 
 
 def nm_mask_into(scores: torch.Tensor, mask: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Write the N:M keep-mask of contiguous CPU ``scores`` into the bool tensor ``mask`` (same shape)."""
     int_dtype = _INT_VIEW[scores.dtype]
-    arguments = np.array([scores.data_ptr(), mask.data_ptr(), n], dtype=np.int64)
+    arguments = ARGUMENTS.pack(scores=scores.data_ptr(), mask=mask.data_ptr(), n=n)
     # Pieces of whole vectors: 64 groups is a multiple of any vector's groups.
     run_split(kernel(m, int_dtype.itemsize * 8), arguments, scores.numel() // m,
                      min_items=PARALLEL_MIN_ELEMENTS // m, align=64)

@@ -14,30 +14,26 @@ over the example's whole ``(length, hidden)`` block:
 ``delta`` ascends between passes (K - 1 updates). :class:`PGD` (Madry et al.): K ascent steps whose
 gradients reach ``delta`` only, then one forward/backward on the final adversarial example (K + 1 passes).
 
-:func:`adversarial_backward` does one batch; :func:`adversarial_finetune` is
-:func:`robustprune.train.finetune.finetune_classifier` (the one training loop: AdamW, linear schedule, fixed
-masks, resumable checkpoints) with an attack.
+:func:`adversarial_backward` does one batch; the adversarial fine-tuning loop is
+:func:`robustprune.train.finetune.adversarial_finetune` (the one training loop with an attack; this module
+holds the maths only, so the loop imports it and not the other way round).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from robustprune.data.datasets import TextDataset
 from robustprune.train.checkpoint import (
     Batch,
     ResumableRun,
-    TrainingHistory,
     load_checkpoint,
     run_resumable,
     save_checkpoint,
 )
-from robustprune.train.schedule import TrainingSchedule
 
 
 @dataclass(frozen=True)
@@ -194,29 +190,12 @@ def adversarial_backward(model: nn.Module, batch: Batch, attack: Attack) -> Adve
 # ---------------------------------------------------------------------------------------- resumable loop
 
 
-ADVERSARIAL_SCHEDULE = TrainingSchedule(lr=2e-5)  # the smaller learning rate of adversarial recipes
-
-
-def adversarial_finetune(model: nn.Module, tokenizer: Any, train: TextDataset, attack: Attack | None,
-                         schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE, **options: Any) -> TrainingHistory:
-    """Fine-tune ``model`` in place under FreeLB / PGD (or plainly with ``attack=None``), resumably.
-
-    :func:`robustprune.train.finetune.finetune_classifier` with ``attack`` and, by default, the smaller
-    learning rate of adversarial fine-tuning recipes (``lr=2e-5``); ``options`` are its keyword arguments
-    (masks, checkpoint_dir, checkpoint_every, stop_after, progress).
-    """
-    from robustprune.train.finetune import finetune_classifier
-
-    return finetune_classifier(model, tokenizer, train, schedule, attack=attack, **options)
-
 __all__ = [
-    "ADVERSARIAL_SCHEDULE",
     "PGD",
     "AdversarialStep",
     "FreeLB",
     "ResumableRun",
     "adversarial_backward",
-    "adversarial_finetune",
     "ascend",
     "initial_delta",
     "load_checkpoint",

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from robustprune.data.datasets import TextDataset
+from robustprune.train.adversarial import Attack
 from robustprune.train.checkpoint import TrainingHistory, run_resumable
 from robustprune.train.loop import apply_masks_, check_training_arguments, training_run
 from robustprune.train.schedule import TrainingSchedule
@@ -146,5 +147,19 @@ def finetune_classifier(
         model.train(was_training)
 
 
-__all__ = ["TrainingHistory", "TrainingSchedule", "epoch_batch_fn", "finetune_classifier",
-           "length_bucketed_batches", "parameter_groups", "resolve_masks"]
+ADVERSARIAL_SCHEDULE = TrainingSchedule(lr=2e-5)  # the smaller learning rate of adversarial recipes
+
+
+def adversarial_finetune(model: nn.Module, tokenizer: Any, train: TextDataset, attack: Attack | None,
+                         schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE, **options: Any) -> TrainingHistory:
+    """Fine-tune ``model`` in place under FreeLB / PGD (or plainly with ``attack=None``), resumably.
+
+    :func:`robustprune.train.finetune.finetune_classifier` with ``attack`` and, by default, the smaller
+    learning rate of adversarial fine-tuning recipes (``lr=2e-5``); ``options`` are its keyword arguments
+    (masks, checkpoint_dir, checkpoint_every, stop_after, progress).
+    """
+    return finetune_classifier(model, tokenizer, train, schedule, attack=attack, **options)
+
+
+__all__ = ["ADVERSARIAL_SCHEDULE", "TrainingHistory", "TrainingSchedule", "adversarial_finetune", "epoch_batch_fn",
+           "finetune_classifier", "length_bucketed_batches", "parameter_groups", "resolve_masks"]

@@ -163,10 +163,10 @@ def test_bert_attack_refuses_a_masked_lm_without_a_trained_head(minilm_path):
     with pytest.raises(ValueError, match="no trained masked-LM head"):
         bert_attack(minilm_path)
     from robustprune.experiments.config import ConfigError
-    from robustprune.experiments.runner import _masked_lm_options
+    from robustprune.experiments.points import masked_lm_options
 
     with pytest.raises(ConfigError, match=r"evaluation.attacks\[0\].masked_lm.*no trained masked-LM head"):
-        _masked_lm_options(minilm_path, "evaluation.attacks[0]")
+        masked_lm_options(minilm_path, "evaluation.attacks[0]")
 
 
 def test_bert_attack_loads_a_saved_masked_lm_by_name(random_mlm, minilm_tokenizer, tmp_path):

@@ -35,7 +35,6 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from robustprune.eval.attacks.attack import Recipe
 from robustprune.eval.attacks.constraints import (
     LevenshteinEditDistance,
     MaxWordsPerturbed,
@@ -45,6 +44,7 @@ from robustprune.eval.attacks.constraints import (
     StopwordModification,
     WordEmbeddingDistance,
 )
+from robustprune.eval.attacks.recipe import Recipe
 from robustprune.eval.attacks.search import GreedyWordSwapWIR
 from robustprune.eval.attacks.text import check_mode
 from robustprune.eval.attacks.transformations import (
@@ -291,13 +291,13 @@ def pwws(
     lemma names as TextAttack does.
 
     Raises:
-        FileNotFoundError: WordNet is needed and not installed (the message says how to install it).
+        FileNotFoundError: WordNet is needed and ``$ROBUSTPRUNE_WORDNET_DIR`` names no WordNet dict directory.
     """
     check_mode(mode)
     if synonyms is None:
-        from robustprune.eval.wordnet import wordnet_dir
+        from robustprune.eval.wordnet import wordnet_source
 
-        wordnet_dir()
+        wordnet_source()
     if mode == "textattack":
         ranking = ("word ranking weighs the best swap's score, not its drop below the clean score (the paper's "
                    "delta p), as TextAttack does")

