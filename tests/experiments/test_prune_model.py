@@ -151,6 +151,27 @@ def test_nm_sparse_checkpoint_comes_back_as_sparse_linear(tmp_path, calibration_
     assert record["bytes_at_rest"]["ratio"] == pytest.approx(0.53125)
 
 
+def test_random_and_layer_scope_prune_every_matrix_exactly(tmp_path, calibration_file, capsys):
+    source = tmp_path / "llama"
+    original = tiny_checkpoint("llama", source, calibration_file)
+    for method in ("random", "magnitude"):
+        out = tmp_path / method
+        status, _, stderr = run(capsys, source, "--method", method, "--sparsity", 0.3, "--scope", "layer",
+                                "--seed", 3, "--device", "cpu", "--out", out)
+        assert status == 0, stderr
+        record = json.loads((out / "pruning.json").read_text())
+        assert record["scope"] == "layer" and record["seed"] == (3 if method == "random" else None)
+        for name, matrix in record["matrices"].items():
+            numel = original.get_submodule(name).weight.numel()
+            assert matrix["sparsity"] == round(0.3 * numel) / numel, name
+    first = load_pretrained(tmp_path / "random")
+    status, _, _ = run(capsys, source, "--method", "random", "--sparsity", 0.3, "--scope", "layer", "--seed", 3,
+                       "--out", tmp_path / "again")
+    again = load_pretrained(tmp_path / "again")
+    for key, tensor in first.state_dict().items():  # the seed fixes the masks
+        assert torch.equal(again.state_dict()[key], tensor), key
+
+
 def test_bad_input_is_one_line(tmp_path, calibration_file, capsys):
     source = tmp_path / "bert"
     tiny_checkpoint("bert", source, calibration_file)
@@ -176,6 +197,7 @@ def test_bad_input_is_one_line(tmp_path, calibration_file, capsys):
          "--scope applies to unstructured magnitude and random pruning only"),
         ([source, "--method", "magnitude", "--pattern", "3:4:5"], "--pattern: pattern must be"),
         ([t5, "--method", "magnitude", "--sparsity", 0.5], "model type 't5' is an encoder-decoder"),
+        (["nosuch-org/nosuch-model", "--method", "magnitude", "--sparsity", 0.5], "nosuch-org/nosuch-model"),
     ]
     for argv, message in cases:
         status, _, stderr = run(capsys, *argv, "--out", tmp_path / "out")

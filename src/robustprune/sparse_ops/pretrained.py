@@ -157,6 +157,7 @@ def load_pretrained(name_or_path: str | Path, *, dtype: torch.dtype | None = Non
 
     Raises:
         FileNotFoundError: a local path that does not exist.
+        OSError: a Hub name that cannot be found (or fetched offline), naming it.
         ValueError: the checkpoint cannot be read (damaged or mismatched weights, an unsupported
             compressed-tensors format, remote code without ``trust_remote_code``).
     """
@@ -166,7 +167,10 @@ def load_pretrained(name_or_path: str | Path, *, dtype: torch.dtype | None = Non
     local = path.exists()
     if not local and (path.is_absolute() or str(name_or_path).startswith((".", "~")) or str(name_or_path).count("/") > 1):
         raise FileNotFoundError(f"no such model directory {str(name_or_path)!r}")
-    config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    except OSError as error:  # transformers' message often omits the name it could not find
+        raise OSError(f"cannot load model {str(name_or_path)!r}: {error}") from error
     cls = _model_class(config, trust_remote_code)
     sparse_file = path / SPARSE_WEIGHTS if local else None
     if sparse_file is not None and sparse_file.is_file():
