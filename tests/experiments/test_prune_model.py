@@ -172,6 +172,18 @@ def test_random_and_layer_scope_prune_every_matrix_exactly(tmp_path, calibration
         assert torch.equal(again.state_dict()[key], tensor), key
 
 
+def test_fewer_texts_than_samples_calibrates_on_windows(tmp_path, calibration_file, capsys):
+    source = tmp_path / "opt"
+    tiny_checkpoint("opt", source, calibration_file)
+    out = tmp_path / "opt-wanda"
+    status, _, stderr = run(capsys, source, "--method", "wanda", "--sparsity", 0.5, "--calibration", calibration_file,
+                            "--samples", 64, "--seq-len", 16, "--out", out)
+    assert status == 0, stderr
+    calibration = json.loads((out / "pruning.json").read_text())["calibration"]
+    assert calibration["texts"] == 40 and calibration["mode"] == "windows"
+    assert calibration["tokens"] == 64 * 16  # windows of exactly seq_len tokens, no padding
+
+
 def test_bad_input_is_one_line(tmp_path, calibration_file, capsys):
     source = tmp_path / "bert"
     tiny_checkpoint("bert", source, calibration_file)

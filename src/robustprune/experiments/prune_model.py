@@ -53,12 +53,13 @@ def _text_column(names: list[str], source: str, kind: str) -> str:
                      f"{', '.join(_TEXT_FIELDS)}; it has {names})")
 
 
-def calibration_texts(source: str) -> list[str]:
+def calibration_texts(source: str, hub_limit: int | None = None) -> list[str]:
     """Texts from a calibration source: a shipped set (``embedded``, ``sst2-sample``: their training
     sentences), a ``.tsv`` / ``.csv`` file with a header (column ``text``, ``sentence``, ``content`` or
     ``document``), a ``.jsonl`` file (the same fields), any other file as plain text (one text per
-    non-empty line), or else a Hugging Face dataset name (its ``train`` split, column ``text``; needs the
-    ``datasets`` package and the network).
+    non-empty line), or else a Hugging Face dataset name (its ``train`` split, column ``text``, streamed:
+    the first ``hub_limit`` non-empty texts, all of them when None; needs the ``datasets`` package and the
+    network).
 
     Raises:
         ValueError: the source holds no text, or a table has no text column.
@@ -97,7 +98,7 @@ def calibration_texts(source: str) -> list[str]:
     else:
         from robustprune.data.texts import texts_from_hf_dataset
 
-        texts = texts_from_hf_dataset(source)
+        texts = texts_from_hf_dataset(source, limit=hub_limit)
     if not texts:
         raise ValueError(f"--calibration {source}: empty calibration file (no text found)")
     return texts
@@ -220,7 +221,10 @@ def prune_pretrained(model: str, *, method: str, out: str | Path, sparsity: floa
         sparsity: unstructured sparsity in [0, 1); exclusive with ``pattern``.
         pattern: ``"N:M"``, N kept of every M along the input dimension.
         scope: ``global`` (default) or ``layer``, for unstructured magnitude and random pruning.
-        calibration: text source for Wanda / SparseGPT (see :func:`calibration_texts`).
+        calibration: text source for Wanda / SparseGPT (see :func:`calibration_texts`; a Hub dataset gives
+            its first ``samples`` texts). With at least ``samples`` texts the first ``samples`` are used,
+            truncated to ``seq_len`` tokens; with fewer, ``samples`` random windows of ``seq_len`` tokens
+            (``robustprune.calibration_batches`` modes ``first`` / ``windows``; ``pruning.json`` says which).
         samples, seq_len: calibration sequences and their maximum length in tokens.
         device: where blocks run (``cpu``, ``cuda``, ``cuda:1``); None keeps the model where it loads.
         output_format: ``dense`` (``model.safetensors``) or ``sparse`` (values + bitmask, or N:M compressed).
@@ -240,7 +244,8 @@ def prune_pretrained(model: str, *, method: str, out: str | Path, sparsity: floa
     out = Path(out)
     if (out / RECORD).exists() or (out / "config.json").exists():
         raise ValueError(f"--out {out} already holds a checkpoint; choose a new directory")
-    texts = calibration_texts(calibration) if calibration is not None else None  # fail on bad data before loading
+    # bad data fails before the model loads; a Hub dataset is streamed, only the texts the samples use
+    texts = calibration_texts(calibration, hub_limit=samples) if calibration is not None else None
     loaded = load_pretrained(model, trust_remote_code=trust_remote_code)
     targets = _targets(loaded, nm)
     tokenizer = _tokenizer(str(model), method in CALIBRATED, trust_remote_code)
