@@ -1,6 +1,7 @@
-"""The five recipes end to end on all-MiniLM-L6-v2 fine-tuned on SST-2 (shared session fixture).
+"""The five recipes end to end on two victims: the bag-of-words SST-2 classifier of the TextAttack fixtures
+(fast tier) and all-MiniLM-L6-v2 fine-tuned on SST-2 (shared session fixture; slow tier, it trains first).
 
-Each recipe attacks the first dev sentences of at most 12 words (kept short so the file stays fast on two
+Each recipe attacks the first dev sentences of at most 12 words (12 of them for the bag-of-words model, 8 for MiniLM) (kept short so the file stays fast on two
 cores). Checked: the attack lowers accuracy; every successful adversarial example really flips the
 model's prediction (re-queried) and satisfies the recipe's constraints, re-verified independently of the
 engine; every failure leaves a correct prediction; skipped examples cost exactly one query.
@@ -22,24 +23,40 @@ from robustprune.eval.stopwords import nltk_english_stopwords
 from robustprune.eval.words import recover_case
 
 NLTK_STOPWORDS = frozenset(nltk_english_stopwords())
-EXAMPLES = 8
+EXAMPLES = {"bow": 12, "minilm": 8}  # the bag-of-words model gets 4 of the first 8 right, 8 of 12
 MAX_WORDS = 12
 RECIPE_NAMES = ("textfooler", "textbugger", "pwws", "bert-attack", "deepwordbug")
 
 
 @pytest.fixture(scope="module")
 def short_dev(sst2_dev):
-    keep = [i for i, text in enumerate(sst2_dev.texts) if len(text.split()) <= MAX_WORDS][:EXAMPLES]
+    keep = [i for i, text in enumerate(sst2_dev.texts) if len(text.split()) <= MAX_WORDS][:max(EXAMPLES.values())]
     return sst2_dev.subset(keep)
 
 
+VICTIMS = (pytest.param("bow", id="bow"), pytest.param("minilm", id="minilm", marks=pytest.mark.slow))
+
+
 @pytest.fixture(scope="module")
-def reports(request, sst2_classifier, short_dev, glove, sentence_encoder, minilm_tokenizer, random_mlm):
-    """One report per recipe, made on first use."""
+def victims(request):
+    """The victim classifier by name, made on first use (MiniLM fine-tunes on SST-2 first)."""
+    def get(kind):
+        if kind == "bow":
+            from tests.eval.attacks.bow_classifier import BagOfWordsClassifier
+
+            return BagOfWordsClassifier()
+        return request.getfixturevalue("sst2_classifier")
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def reports(request, victims, short_dev, glove, sentence_encoder, minilm_tokenizer, random_mlm):
+    """One report per (victim, recipe), made on first use."""
     made = {}
 
-    def get(name):
-        if name not in made:
+    def get(kind, name):
+        if (kind, name) not in made:
             if name == "pwws":
                 request.getfixturevalue("wordnet_ok")
             options = {
@@ -51,8 +68,9 @@ def reports(request, sst2_classifier, short_dev, glove, sentence_encoder, minilm
                     "encoder": sentence_encoder,
                 },
             }.get(name, {})
-            made[name] = attack(sst2_classifier, short_dev, name, progress=False, **options)
-        return made[name]
+            made[kind, name] = attack(victims(kind), short_dev.subset(range(EXAMPLES[kind])), name, progress=False,
+                                      **options)
+        return made[kind, name]
 
     return get
 
@@ -75,24 +93,25 @@ def is_char_bug(old: str, new: str, inner: bool) -> bool:
 
 
 @pytest.mark.parametrize("name", RECIPE_NAMES)
-def test_recipe_lowers_accuracy_and_respects_constraints(
-    name, reports, sst2_classifier, glove, sentence_encoder, short_dev
-):
-    report = reports(name)
-    assert report.total == len(short_dev)
+@pytest.mark.parametrize("kind", VICTIMS)
+def test_recipe_lowers_accuracy_and_respects_constraints(kind, name, reports, victims, glove, sentence_encoder,
+                                                         short_dev):
+    report = reports(kind, name)
+    victim = victims(kind)
+    assert report.total == EXAMPLES[kind]
     assert report.clean_accuracy > 50.0
     assert report.accuracy_under_attack < report.clean_accuracy
     assert report.count("succeeded") > 0 and report.success_rate > 0
     assert report.deviations and json.loads(json.dumps(report.to_dict()))["recipe"] == name
 
     for r in report.results:
-        p_original = sst2_classifier.predict_proba([r.original])[0]
+        p_original = victim.predict_proba([r.original])[0]
         assert int(p_original.argmax()) == r.original_prediction
         if r.status == "skipped":
             assert r.queries == 1 and r.original_prediction != r.label
             continue
         assert r.original_prediction == r.label and r.queries > 1
-        p_final = sst2_classifier.predict_proba([r.perturbed])[0]
+        p_final = victim.predict_proba([r.perturbed])[0]
         if r.status == "failed":
             assert int(p_final.argmax()) == r.label
             continue
@@ -143,6 +162,7 @@ def test_deviations_name_the_substitutes(glove, sentence_encoder, wordnet_ok, ra
         build_recipe("bert-attack")
 
 
+@pytest.mark.slow
 def test_batched_and_one_query_at_a_time_agree(sst2_classifier, short_dev):
     subset = short_dev.subset(range(4))
     batched = attack(sst2_classifier, subset, "deepwordbug", progress=False)
