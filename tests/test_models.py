@@ -17,6 +17,7 @@ def test_smollm2_path_points_at_the_packaged_gguf():
     assert path.read_bytes()[:4] == b"GGUF"
 
 
+@pytest.mark.slow
 def test_smollm2_loads_offline_as_llama(smollm2):
     model, tokenizer = smollm2
     config = model.config
@@ -29,6 +30,7 @@ def test_smollm2_loads_offline_as_llama(smollm2):
     assert tokenizer.chat_template  # the instruct model's chat template travels with the GGUF
 
 
+@pytest.mark.slow
 def test_smollm2_knows_the_capital_of_france(smollm2):
     model, tokenizer = smollm2
     inputs = tokenizer("The capital of France is", return_tensors="pt")
@@ -36,6 +38,7 @@ def test_smollm2_knows_the_capital_of_france(smollm2):
     assert "Paris" in tokenizer.decode(out[0, inputs["input_ids"].shape[1]:])
 
 
+@pytest.mark.slow
 def test_require_causal_lm_refuses_models_without_lm_head(smollm2, minilm_path):
     model, _ = smollm2
     require_causal_lm(model)

@@ -1,4 +1,5 @@
-"""Clean evaluation on the real fine-tuned SST-2 classifier."""
+"""Clean evaluation: accuracy on the real fine-tuned SST-2 classifier (slow tier: it trains first); batching,
+F1 and errors on MiniLM with a seeded, untrained head (the arithmetic does not need a trained one)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,16 @@ from robustprune.data.datasets import TextDataset
 from robustprune.eval.classifier import TextClassifier, evaluate_classifier
 
 
+@pytest.fixture(scope="module")
+def minilm_with_head(minilm_path, minilm_tokenizer):
+    """(all-MiniLM-L6-v2 with a seeded two-class head, its tokenizer), eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2).eval(), minilm_tokenizer
+
+
+@pytest.mark.slow
 def test_finetuned_minilm_beats_chance_on_sst2_dev(sst2_classifier, sst2_dev):
     result = evaluate_classifier(sst2_classifier, sst2_dev)
     assert result.accuracy >= 80.0
@@ -22,8 +33,8 @@ def test_finetuned_minilm_beats_chance_on_sst2_dev(sst2_classifier, sst2_dev):
     assert evaluate_classifier(sst2_classifier, subset).predictions == manual
 
 
-def test_batched_prediction_matches_one_at_a_time(sst2_finetuned):
-    model, tokenizer = sst2_finetuned
+def test_batched_prediction_matches_one_at_a_time(minilm_with_head):
+    model, tokenizer = minilm_with_head
     texts = ["a gripping , beautifully acted film .", "dull .", "it never finds its footing , and the jokes "
              "land with a thud that echoes long after the credits roll .", "fine"]
     batched = TextClassifier(model, tokenizer, batch_size=3).predict_proba(texts)
@@ -33,8 +44,8 @@ def test_batched_prediction_matches_one_at_a_time(sst2_finetuned):
     assert model.training is False
 
 
-def test_f1_and_pairs_by_hand(sst2_finetuned):
-    model, tokenizer = sst2_finetuned
+def test_f1_and_pairs_by_hand(minilm_with_head):
+    model, tokenizer = minilm_with_head
     classifier = TextClassifier(model, tokenizer)
     data = TextDataset(texts=["great fun", "awful , boring mess", "a triumph", "painfully bad"], labels=[1, 0, 0, 1])
     result = evaluate_classifier(classifier, data)
@@ -48,8 +59,8 @@ def test_f1_and_pairs_by_hand(sst2_finetuned):
     assert pairs.shape == (2, 2)
 
 
-def test_errors(sst2_finetuned):
-    model, tokenizer = sst2_finetuned
+def test_errors(minilm_with_head):
+    model, tokenizer = minilm_with_head
     classifier = TextClassifier(model, tokenizer)
     with pytest.raises(ValueError, match="empty"):
         evaluate_classifier(classifier, TextDataset(texts=[], labels=[]))

@@ -1,4 +1,5 @@
-"""Perplexity over non-overlapping windows on the real SmolLM2 with real prose."""
+"""Perplexity over non-overlapping windows: the arithmetic on a tiny random LLaMA (fast tier), the real SmolLM2
+on real prose (slow tier)."""
 
 import math
 import random
@@ -16,6 +17,31 @@ from tests.llm_fixtures import PARAGRAPH
 smollm2 = llm_fixtures.smollm2
 
 
+def tiny_llama() -> torch.nn.Module:
+    """A 2-layer random-weight LLaMA (vocabulary 97): the perplexity arithmetic without loading SmolLM2."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_windows_match_the_models_own_loss_on_a_tiny_llama():
+    model = tiny_llama()
+    ids = torch.randint(0, 97, (100,), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        losses = [float(model(input_ids=ids[i * 32:(i + 1) * 32][None], labels=ids[i * 32:(i + 1) * 32][None]).loss)
+                  for i in range(3)]  # each window scores its 31 predicted tokens on its own
+    result = token_perplexity(model, ids, seq_len=32, batch_size=2, progress=False)
+    assert (result.windows, result.tokens, result.dropped_tokens) == (3, 93, 4)
+    assert result.nll == pytest.approx(sum(losses) / 3, rel=1e-5)
+    assert result.perplexity == pytest.approx(math.exp(result.nll))
+    with pytest.raises(ValueError, match="exceeds the model's maximum of 128 positions"):
+        token_perplexity(model, ids, seq_len=256, progress=False)
+
+
+@pytest.mark.slow
 def test_perplexity_of_prose_is_finite_and_sane(smollm2):
     model, tokenizer = smollm2
     result = perplexity(model, tokenizer, PARAGRAPH, seq_len=128, progress=False)
@@ -28,6 +54,7 @@ def test_perplexity_of_prose_is_finite_and_sane(smollm2):
     assert result.perplexity == pytest.approx(math.exp(result.nll))
 
 
+@pytest.mark.slow
 def test_one_window_matches_the_models_own_loss(smollm2):
     model, tokenizer = smollm2
     ids = torch.tensor(tokenizer(PARAGRAPH)["input_ids"][:96])
@@ -38,6 +65,7 @@ def test_one_window_matches_the_models_own_loss(smollm2):
     assert result.nll == pytest.approx(float(reference), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_windows_are_independent_and_batching_does_not_change_the_result(smollm2):
     model, tokenizer = smollm2
     ids = torch.tensor(tokenizer(PARAGRAPH)["input_ids"])
@@ -52,6 +80,7 @@ def test_windows_are_independent_and_batching_does_not_change_the_result(smollm2
     assert first_two.windows == 2 and first_two.nll == pytest.approx(sum(per_window[:2]) / 2, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_word_order_matters(smollm2):
     model, tokenizer = smollm2
     words = PARAGRAPH.split()
@@ -61,6 +90,7 @@ def test_word_order_matters(smollm2):
     assert shuffled.perplexity > 3 * real.perplexity
 
 
+@pytest.mark.slow
 def test_texts_datasets_and_files_are_joined_like_the_literature(smollm2, tmp_path):
     model, tokenizer = smollm2
     sentences = [s.strip() + "." for s in PARAGRAPH.split(".") if s.strip()]
@@ -75,6 +105,7 @@ def test_texts_datasets_and_files_are_joined_like_the_literature(smollm2, tmp_pa
         model, tokenizer, PARAGRAPH, seq_len=128, progress=False)
 
 
+@pytest.mark.slow
 def test_clear_errors(smollm2, minilm_path, tmp_path):
     model, tokenizer = smollm2
     with pytest.raises(ValueError, match="fewer than one window of seq_len=512"):

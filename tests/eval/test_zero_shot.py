@@ -26,6 +26,7 @@ PAIRS = TextDataset(
     labels=[0, 1, 0, 1], name="hand-written RTE-style pairs")
 
 
+@pytest.mark.slow
 def test_sst2_dev_accuracy_is_above_chance(smollm2, sst2_dev):
     model, tokenizer = smollm2
     data = sst2_dev.subset(range(40))
@@ -39,6 +40,7 @@ def test_sst2_dev_accuracy_is_above_chance(smollm2, sst2_dev):
     assert result.predictions == result.scores.argmax(dim=1).tolist()
 
 
+@pytest.mark.slow
 def test_label_scores_sum_the_spellings_of_each_label_word(smollm2, sst2_dev):
     model, tokenizer = smollm2
     template = get_template("sst2")
@@ -57,6 +59,7 @@ def test_label_scores_sum_the_spellings_of_each_label_word(smollm2, sst2_dev):
         torch.testing.assert_close(result.scores[row], expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_generate_and_parse_counts_unparseable_answers(smollm2, sst2_dev):
     model, tokenizer = smollm2
     data = sst2_dev.subset(range(16))
@@ -69,6 +72,7 @@ def test_generate_and_parse_counts_unparseable_answers(smollm2, sst2_dev):
     assert result.accuracy > 0.5, result.answers
 
 
+@pytest.mark.slow
 def test_accuracy_per_attack_method(smollm2, sst2_dev):
     model, tokenizer = smollm2
     base = sst2_dev.subset(range(40, 52))
@@ -85,6 +89,7 @@ def test_accuracy_per_attack_method(smollm2, sst2_dev):
     assert ungrouped.groups == {}
 
 
+@pytest.mark.slow
 def test_sentence_pair_task(smollm2):
     model, tokenizer = smollm2
     template = get_template("rte")
@@ -99,6 +104,7 @@ def test_sentence_pair_task(smollm2):
     assert get_template("mnli-mm").label_words == ("yes", "maybe", "no")
 
 
+@pytest.mark.slow
 def test_calibration_formatter_appends_the_gold_answer(smollm2):
     _, tokenizer = smollm2
     template = get_template("sst2")
@@ -133,6 +139,7 @@ def test_template_errors():
     assert set(GLUE_TEMPLATES) >= {"sst2", "qqp", "mnli", "qnli", "rte"}  # the AdvGLUE tasks
 
 
+@pytest.mark.slow
 def test_data_the_template_cannot_express(smollm2, sst2_dev, minilm_path):
     model, tokenizer = smollm2
     single = sst2_dev.subset(range(4))

@@ -75,6 +75,7 @@ def _kill_first_point_worker(stop: threading.Event, killed: list[int]) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_ray_records_equal_local_and_survive_a_killed_worker(local_run, tmp_path):
     config = sweep_config()
     out = tmp_path / "ray"
@@ -108,6 +109,7 @@ def test_executor_arguments_are_checked(tmp_path):
         run_experiment(sweep_config(), tmp_path, address="auto")
 
 
+@pytest.mark.slow
 def test_an_attack_split_across_ray_workers_equals_one_process(sst2_classifier, sst2_dev):
     from robustprune.eval.attacks.attack import attack
     from robustprune.experiments.distributed import attack_on_ray

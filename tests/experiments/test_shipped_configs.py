@@ -52,6 +52,7 @@ def test_quick_keeps_the_experiment_and_shrinks_its_size():
     assert raw["pruning"]["sparsities"] == [0.5, 0.7]  # the original is not modified
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_quick_run_end_to_end_writes_the_paper_table(name, tmp_path, capsys):
     out = tmp_path / name

@@ -49,6 +49,7 @@ def reference(tmp_path_factory):
     return config, out, {r["method"] + "|" + r["pattern"]: r for r in ResultsFile(out / "results.jsonl").records()}
 
 
+@pytest.mark.slow
 def test_every_method_is_a_recorded_point(reference):
     config, out, records = reference
     assert [p.key for p in sweep_points(config)] == [r["key"] for r in ResultsFile(out / "results.jsonl").records()]
@@ -75,6 +76,7 @@ def test_every_method_is_a_recorded_point(reference):
     assert adversarial["measured_sparsity"] < 1e-4 and adversarial["sparsity"] == 0.0
 
 
+@pytest.mark.slow
 def test_finished_points_leave_only_shared_checkpoints(reference):
     config, out, _ = reference
     root = out / "checkpoints" / config.fingerprint()
@@ -84,6 +86,7 @@ def test_finished_points_leave_only_shared_checkpoints(reference):
     assert (root / "rewind-step2-seed0.safetensors").is_file()  # IMP's rewind point, made once per seed
 
 
+@pytest.mark.slow
 def test_report_tables_the_trained_methods(reference, tmp_path):
     _, out, _ = reference
     build_report(out / "results.jsonl", tmp_path)
@@ -93,6 +96,7 @@ def test_report_tables_the_trained_methods(reference, tmp_path):
     assert "heads+neurons" in table
 
 
+@pytest.mark.slow
 def test_changed_method_settings_are_refused_before_anything_is_written(reference):
     _, out, _ = reference
     before = (out / "config.json").read_text()
@@ -102,6 +106,7 @@ def test_changed_method_settings_are_refused_before_anything_is_written(referenc
     assert (out / "config.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_a_run_killed_inside_imp_training_resumes_from_its_checkpoint(reference, tmp_path):
     config, reference_out, records = reference
     raw = trained_raw(["imp"])

@@ -47,6 +47,7 @@ def compiled(tmp_path_factory):
     return run, json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else []
 
 
+@pytest.mark.slow
 def test_every_kernel_compiles_for_sm80_and_sm90_without_spills(compiled):
     run, results = compiled
     assert run.returncode == 0, run.stderr[-3000:]
@@ -57,6 +58,7 @@ def test_every_kernel_compiles_for_sm80_and_sm90_without_spills(compiled):
     assert not [r for r in results if r["problems"]]
 
 
+@pytest.mark.slow
 def test_every_autotune_config_compiles_for_sm80_and_sm90(compiled):
     _, results = compiled
     assert {name for module in kernel_modules() for name, value in vars(module).items()
@@ -68,6 +70,7 @@ def test_every_autotune_config_compiles_for_sm80_and_sm90(compiled):
     assert not [r for r in results if r["config"] and r["kernel"] not in AUTOTUNED]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["nm_linear_kernel", "nm_linear_grad_input_kernel", "nm_linear_grad_values_kernel"])
 def test_each_group_size_compiles_the_configs_it_may_pick(compiled, kernel):
     _, results = compiled
@@ -78,6 +81,7 @@ def test_each_group_size_compiles_the_configs_it_may_pick(compiled, kernel):
             assert found == {config_label(c) for c in nm_matmul.configs_for_group_size(AUTOTUNED[kernel], m)}
 
 
+@pytest.mark.slow
 def test_tensor_cores_only_where_asked(compiled):
     _, results = compiled
     dots = [r for r in results if r["uses_dot"]]

@@ -176,6 +176,7 @@ SEARCH = {"head_ratio": 0.25, "neuron_ratio": 0.3, "attack": FreeLB(steps=2), "p
 SMALL = TrainingSchedule(batch_size=8, max_length=32)
 
 
+@pytest.mark.slow
 def test_search_stops_at_the_early_bird_and_resumes(pretrained, minilm_tokenizer, train_set, tmp_path):
     settings = dict(SEARCH, schedule=SMALL.replace(epochs=2, lr=1e-4))
     result = early_robust_search(copy.deepcopy(pretrained), minilm_tokenizer, train_set, **settings)
@@ -195,6 +196,7 @@ def test_search_stops_at_the_early_bird_and_resumes(pretrained, minilm_tokenizer
     assert torch.equal(resumed.head_keep, result.head_keep) and torch.equal(resumed.neuron_keep, result.neuron_keep)
 
 
+@pytest.mark.slow
 def test_early_robust_pipeline_on_minilm(pretrained, minilm_tokenizer, train_set, tmp_path, capsys):
     settings = dict(SEARCH, search_schedule=SMALL.replace(epochs=3, lr=1e-4),
                     finetune_schedule=SMALL.replace(epochs=1, lr=1e-4), compare_full_adversarial=True,

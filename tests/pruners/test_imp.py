@@ -59,6 +59,7 @@ def tiny_train():
     return load_glue_tsv(SST2_TRAIN).subset(range(32))
 
 
+@pytest.mark.slow
 def test_one_shot_masks_equal_magnitude_prune(sst2_finetuned):
     model = copy.deepcopy(sst2_finetuned[0])
     params = dict(model.named_parameters())
@@ -70,6 +71,7 @@ def test_one_shot_masks_equal_magnitude_prune(sst2_finetuned):
     assert all(torch.equal(ours[name], reference[name]) for name in ours)
 
 
+@pytest.mark.slow
 def test_rewind_restores_pretrained_values_and_zeroes_pruned(sst2_finetuned, pretrained_state):
     model = copy.deepcopy(sst2_finetuned[0])
     name = "bert.encoder.layer.0.attention.self.query.weight"
@@ -85,6 +87,7 @@ def test_rewind_restores_pretrained_values_and_zeroes_pruned(sst2_finetuned, pre
         rewind_(model, headless, {name: mask})
 
 
+@pytest.mark.slow
 def test_two_real_rounds_with_resume(sst2_finetuned, minilm_tokenizer, pretrained_state, tiny_train, tmp_path):
     start = sst2_finetuned[0]
     settings = {"prune_rate": 0.2, "schedule": TrainingSchedule(batch_size=16, lr=1e-4, max_length=32),

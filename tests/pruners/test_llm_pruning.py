@@ -60,6 +60,7 @@ def _check_exact(model, masks, pattern):
             assert bool((kept == n).all()), name
 
 
+@pytest.mark.slow
 def test_sequential_capture_reproduces_the_forward_pass(smollm2):
     """Replaying the 30 blocks on the captured inputs (RoPE cos/sin, causal + padding mask, GQA) gives the
     model's own final hidden states on a right-padded batch."""
@@ -75,6 +76,7 @@ def test_sequential_capture_reproduces_the_forward_pass(smollm2):
     torch.testing.assert_close(replayed[real], expected[real], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.5), ("2:4", None)])
 def test_prune_smollm2(smollm2, calibration, dense_ppl, pattern, sparsity):
     dense, tokenizer = smollm2
@@ -94,6 +96,7 @@ def test_prune_smollm2(smollm2, calibration, dense_ppl, pattern, sparsity):
     assert ppl["wanda"] < ppl["magnitude"], ppl
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sparsity,pattern", [(0.1, "unstructured"), (0.7, "unstructured"), (None, "4:8")])
 def test_other_targets_are_exact(smollm2, sparsity, pattern):
     model = copy.deepcopy(smollm2[0])
@@ -146,6 +149,7 @@ def test_dataset_calibration_texts_errors():
         dataset_calibration_texts(clean, None, format=lambda t, p, y: None)
 
 
+@pytest.mark.slow
 def test_wanda_on_task_prompt_calibration(smollm2, sst2_dev, calibration):
     """Calibrating on SST-2 prompts (the zero-shot chat prompt + gold answer, right-padded batches of unequal
     length) prunes exactly and gives different masks from generic-text calibration."""
@@ -166,6 +170,7 @@ def test_wanda_on_task_prompt_calibration(smollm2, sst2_dev, calibration):
     assert 0.001 < changed < 0.5, changed
 
 
+@pytest.mark.slow
 def test_sparse_linear_decoder_generates_as_the_masked_model(smollm2):
     """2:4 SparseLinear swapped into SmolLM2: same greedy tokens as the masked dense model (decoding runs
     the compiled batch-1 kernel, the 16-token prompt its batch-16 path) and the same perplexity."""

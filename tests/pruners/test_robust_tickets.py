@@ -192,6 +192,7 @@ def test_reset_to_pretrained(minilm_classifier, minilm_path):
         reset_to_pretrained(model, {name: torch.zeros(2)})
 
 
+@pytest.mark.slow
 def test_robust_ticket_pipeline_on_finetuned_minilm(sst2_finetuned, minilm_path, tiny_train):
     finetuned, tokenizer = sst2_finetuned
     model = copy.deepcopy(finetuned)
