@@ -135,7 +135,7 @@ def test_nm_shape_not_divisible():
         magnitude_prune(model, pattern="2:4")
 
 
-@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("scope", ["global", pytest.param("layer", marks=pytest.mark.slow)])
 def test_sweep_from_one_selection_equals_separate_prunes(minilm, scope):
     import copy
 

@@ -12,6 +12,7 @@ from transformers import AutoModel
 from robustprune import calibration_batches, magnitude_prune, sparsegpt_prune, wanda_prune
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.5), ("2:4", None)])
 def test_reconstruction_error_ordering(minilm_path, minilm_tokenizer, sst2_sentences, pattern, sparsity):
     calibration = calibration_batches(minilm_tokenizer, sst2_sentences, num_samples=128, seq_len=64, batch_size=16,

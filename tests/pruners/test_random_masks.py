@@ -35,6 +35,7 @@ def test_global_masks_prune_exactly_the_share_and_zero_those_weights(encoder):
     assert max(abs(s - 0.37) for s in shares) < 0.01
 
 
+@pytest.mark.slow
 def test_same_seed_same_masks_other_seed_other_masks(encoder):
     first = random_prune(fresh(encoder), 0.5, seed=1)
     again = random_prune(fresh(encoder), 0.5, seed=1)

@@ -128,6 +128,7 @@ def test_gated_forward_equals_manually_gated_weights(minilm_classifier, minilm_t
     assert 0.3 < masks.eval_density() < 0.95  # init_std=2 spreads log_alpha across the closed end too
 
 
+@pytest.mark.slow
 def test_mask_training_under_freelb_and_resume(minilm_classifier, minilm_tokenizer, tiny_train, tmp_path):
     settings = dict(
         schedule=MASK_SCHEDULE.replace(epochs=1, batch_size=4, lr=0.5, max_length=32),

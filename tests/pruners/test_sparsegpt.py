@@ -55,7 +55,7 @@ def count_hinv_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.5), ("2:4", None)])
+@pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.5), pytest.param("2:4", None, marks=pytest.mark.slow)])
 def test_minilm_sparsity_and_reconstruction(minilm_setup, monkeypatch, pattern, sparsity):
     dense, calibration, held_out = minilm_setup
     model = copy.deepcopy(dense)
@@ -229,6 +229,7 @@ def minilm_sweep(minilm_path, minilm_tokenizer, sst2_sentences):
     return dense, batches, hessians
 
 
+@pytest.mark.slow
 def test_collect_once_prune_a_sweep(minilm_sweep, monkeypatch):
     dense, _, hessians = minilm_sweep
     targets = select_targets(dense)
@@ -261,6 +262,7 @@ def test_collect_once_prune_a_sweep(minilm_sweep, monkeypatch):
         assert torch.equal(hessian, snapshot[name]), name
 
 
+@pytest.mark.slow
 def test_sweep_matches_sequential_on_first_block(minilm_sweep):
     dense, batches, hessians = minilm_sweep
     sequential, sweep = copy.deepcopy(dense), copy.deepcopy(dense)
@@ -278,6 +280,7 @@ def test_sweep_matches_sequential_on_first_block(minilm_sweep):
     assert any(not torch.equal(params_sequential[name], params_sweep[name]) for name in later)
 
 
+@pytest.mark.slow
 def test_sweep_errors(minilm_sweep):
     dense, _, hessians = minilm_sweep
     model = copy.deepcopy(dense)

@@ -74,6 +74,7 @@ def test_masks_follow_the_definition_sequentially(minilm, minilm_path, tokenizer
         assert int((~mask[0]).sum()) == mask.shape[1] // 2
 
 
+@pytest.mark.slow
 def test_2_4_and_reconstruction_beats_magnitude(minilm_path, tokenizer, sentences):
     calibration = calibration_batches(tokenizer, sentences, num_samples=32, seq_len=48, batch_size=8)
     held_out = tokenizer(sentences[1000:1024], padding=True, truncation=True, max_length=48, return_tensors="pt")
@@ -140,6 +141,7 @@ def test_helpers_and_errors(minilm, tokenizer):
         wanda_prune(minilm, batch, 0.3, pattern="2:4")
 
 
+@pytest.mark.slow
 def test_sweep_reuses_dense_statistics(minilm_path, tokenizer, sentences):
     from robustprune.pruners.wanda import collect_input_norms
 
