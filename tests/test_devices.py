@@ -15,6 +15,7 @@ from robustprune.devices import (
     grad_scaler,
     resolve_device,
     runtime_info,
+    use_device,
 )
 from robustprune.eval.classifier import TextClassifier
 from robustprune.train.adversarial import FreeLB
@@ -32,11 +33,12 @@ def test_bad_device_names_are_one_line_errors(name):
 
 @no_gpu
 def test_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused():
-    assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")
+    assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu") == use_device("auto")
     for name in ("cuda", "cuda:0", "cuda:3"):
         assert "needs a CUDA GPU, but this process sees none" in device_problem(name)
-        with pytest.raises(DeviceError, match="needs a CUDA GPU"):
-            resolve_device(name)
+        for resolve in (resolve_device, use_device):
+            with pytest.raises(DeviceError, match="needs a CUDA GPU"):
+                resolve(name)
     assert not torch.cuda.is_initialized()  # asking did not initialise CUDA
 
 

@@ -78,6 +78,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def use_device(name: str = "auto") -> torch.device:
+    """:func:`resolve_device`, and for a CUDA device also make it this process's current device: Triton
+    launches its kernels on the current device, so ``cuda:1`` must be current for tensors there.
+
+    Raises:
+        DeviceError: as :func:`resolve_device`.
+    """
+    device = resolve_device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of ``precision`` (None for ``fp32``: no autocast)."""
     dtype = _DTYPES[check_precision(precision)]
@@ -124,4 +137,5 @@ def runtime_info(device: torch.device | str, precision: str) -> dict[str, Any]:
 
 
 __all__ = ["DEVICES_HELP", "PRECISIONS", "DeviceError", "autocast", "autocast_dtype", "check_device_name",
-           "check_precision", "device_problem", "grad_scaler", "resolve_device", "runtime_info"]
+           "check_precision", "device_problem", "grad_scaler", "resolve_device", "runtime_info",
+           "use_device"]

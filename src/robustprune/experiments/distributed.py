@@ -7,7 +7,7 @@ work stays in Ray's object store and the driver submits one task per point; each
 model from the shared state, prunes, trains and evaluates, and returns its record and per-example
 payloads.
 
-Devices: every task resolves the config's device itself (:func:`robustprune.devices.resolve_device`), so
+Devices: every task resolves the config's device itself (:func:`robustprune.devices.use_device`), so
 the driver never initialises CUDA and needs no GPU. When the device is not ``cpu`` and the cluster has
 GPUs, each task asks for ``resources.gpus_per_point`` of them (a fraction shares a GPU) and Ray makes only
 its GPU visible to it (``CUDA_VISIBLE_DEVICES``, stated in each record's ``runtime``); ``device: cuda``
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from robustprune.devices import resolve_device
+from robustprune.devices import use_device
 from robustprune.experiments.config import ExperimentConfig
 from robustprune.experiments.methods import PointPruner, load_pretrained
 from robustprune.experiments.points import (
@@ -56,7 +56,7 @@ def _seed_task(config: ExperimentConfig, data: SweepData, out: str, seed: int, p
                progress: bool) -> tuple[dict[str, torch.Tensor], float, dict[str, Any]]:
     """The work one seed's points share, in a Ray worker on ``device``: (the base model's state, the seconds
     its fine-tuning took, :meth:`PointPruner.shared_work`)."""
-    setup = prepare_seed(config, data, Path(out), seed, progress, resolve_device(device))
+    setup = prepare_seed(config, data, Path(out), seed, progress, use_device(device))
     checkpoints = Path(out) / "checkpoints" / config.fingerprint()
     pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed, checkpoints, progress)
     shared = pruner.shared_work(points)
@@ -69,7 +69,7 @@ def _point_task(config: ExperimentConfig, data: SweepData, point: Point, base_st
                 checkpoints: str, device: str) -> PointResult:
     """One point in a Ray worker on ``device``: the seed's base rebuilt from ``base_state``, the shared work
     adopted."""
-    model, tokenizer = load_pretrained(config, data.train.num_labels, point.seed, resolve_device(device))
+    model, tokenizer = load_pretrained(config, data.train.num_labels, point.seed, use_device(device))
     model.load_state_dict(base_state)
     setup = SeedSetup(point.seed, model.eval(), tokenizer, dense_finetune_seconds)
     pruner = PointPruner(config, setup.base, tokenizer, data.train, point.seed, Path(checkpoints), progress=False)

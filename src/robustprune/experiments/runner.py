@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robustprune.devices import resolve_device
+from robustprune.devices import use_device
 from robustprune.experiments.config import ExperimentConfig
 from robustprune.experiments.methods import PointPruner, check_against_data
 from robustprune.experiments.points import (
@@ -96,7 +96,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
             aside); only this process writes results.
         address: a Ray cluster's address (``"ray://head:10001"`` or ``"auto"``) for ``executor="ray"``.
 
-    Every stage computes on ``config.device``, resolved once (:func:`robustprune.devices.resolve_device`):
+    Every stage computes on ``config.device``, resolved once (:func:`robustprune.devices.use_device`):
     here for the local executor, in each task for Ray (whose tasks ask for ``config.resources`` GPUs when the
     cluster has GPUs and the device is not ``cpu``); this process then never initialises CUDA.
 
@@ -173,7 +173,7 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
 
             run_on_ray(config, data, out, todo, evaluator, finish, address=address, progress=progress)
             return RunSummary(results.path, computed, skipped)
-        device = resolve_device(config.device)  # the one device of this run, checked by check_resources
+        device = use_device(config.device)  # the one device of this run, checked by check_resources
         for seed in config.seeds:
             seed_points = [p for p in todo if p.seed == seed]
             if not seed_points:
