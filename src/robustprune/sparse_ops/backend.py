@@ -32,7 +32,7 @@ def check_triton_device(tensor: torch.Tensor, name: str) -> None:
 ROUTES = ("cpu", "triton")
 _route = {"name": "cpu"}  # process-wide, so that the ops called from any thread (attack pools) take it
 _route_lock = threading.Lock()
-_launches: Counter[str] = Counter()
+_launches: Counter[tuple[str, str]] = Counter()
 
 
 @contextlib.contextmanager
@@ -67,15 +67,16 @@ def triton_route() -> bool:
     return _route["name"] == "triton"
 
 
-def count_launch(op: str) -> None:
-    """Count one call of ``op``'s Triton implementation (one dict increment; see :func:`launch_counts`)."""
-    _launches[op] += 1
+def count_launch(op: str, implementation: str = "triton") -> None:
+    """Count one call of ``op``'s ``implementation`` (``"triton"``: its CUDA implementation, the Triton
+    kernels; ``"cpu"``: its CPU kernel); one dict increment (see :func:`launch_counts`)."""
+    _launches[(op, implementation)] += 1
 
 
-def launch_counts() -> dict[str, int]:
-    """Calls of each op's Triton implementation (``robustprune::NAME`` -> count) since the last
-    :func:`reset_launch_counts`, on CUDA tensors or through ``route("triton")``."""
-    return dict(_launches)
+def launch_counts(implementation: str = "triton") -> dict[str, int]:
+    """Calls of each op's ``implementation`` (``"triton"``: on CUDA tensors or through ``route("triton")``;
+    ``"cpu"``: its CPU kernel), ``robustprune::NAME`` -> count, since the last :func:`reset_launch_counts`."""
+    return {op: count for (op, kind), count in _launches.items() if kind == implementation}
 
 
 def reset_launch_counts() -> None:

@@ -150,6 +150,7 @@ def _gate_op(
 ) -> torch.Tensor:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _gate_triton(weight, log_alpha, noise, gamma, zeta, beta)
+    count_launch("robustprune::hard_concrete_gate", "cpu")
     check_hard_concrete(weight, log_alpha, noise, gamma, zeta, beta)
     return hard_concrete_gate_eager(weight, log_alpha, noise, gamma, zeta, beta)
 
@@ -225,6 +226,7 @@ def _gate_backward_op(
     """(grad_weight, grad_log_alpha); grad_weight is empty (shape (0,)) unless ``weight_grad``."""
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _gate_backward_triton(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
+    count_launch("robustprune::hard_concrete_gate_backward", "cpu")
     return hard_concrete_gate_backward_eager(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
 
 

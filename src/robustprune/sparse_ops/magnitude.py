@@ -80,6 +80,7 @@ def magnitude_thresholds(tensors: Sequence[torch.Tensor],
 def _magnitude_thresholds_op(tensors: list[torch.Tensor], sparsities: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _magnitude_thresholds_triton(tensors, sparsities)
+    count_launch("robustprune::magnitude_thresholds", "cpu")
     _check_threshold_inputs(tensors, sparsities)
     tensors = [t.contiguous() for t in tensors]
     histogram = chunked_histogram(tensors, _magnitude_bits, MAGNITUDE_BITS, raise_if_nonfinite)
@@ -193,6 +194,7 @@ def magnitude_mask_(weight: torch.Tensor, threshold: float, ties_to_prune: int =
 def _magnitude_mask_op(weight: torch.Tensor, threshold: float, ties_to_prune: int, packed: bool) -> torch.Tensor:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _magnitude_mask_triton(weight, threshold, ties_to_prune, packed)
+    count_launch("robustprune::magnitude_mask_", "cpu")
     _check_mask_inputs(weight, threshold, ties_to_prune)
     mask = _empty_mask(weight, packed)
     flat_mask = mask.view(-1)

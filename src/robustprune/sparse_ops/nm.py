@@ -109,6 +109,7 @@ def compiled_cpu_available() -> bool:
 def _nm_mask_op(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _nm_mask_triton(scores, n, m)
+    count_launch("robustprune::nm_mask", "cpu")
     check_nm_scores(scores, n, m)
     mask = CPU_ROUTE.run(lambda kernels: kernels.nm_mask_into(scores.contiguous(),
                                                               torch.empty(scores.shape, dtype=torch.bool), n, m))

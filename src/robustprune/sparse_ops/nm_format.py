@@ -125,6 +125,7 @@ def nm_compress(weight: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, tor
 def _nm_compress_op(weight: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _nm_compress_triton(weight, n, m)
+    count_launch("robustprune::nm_compress", "cpu")
     _check_compress_input(weight, n, m)
     out, in_features = weight.shape
     kept = kept_per_row(in_features, n, m)
@@ -195,6 +196,7 @@ def decompress_rows(values: torch.Tensor, metadata: torch.Tensor, n: int, m: int
 def _nm_decompress_op(values: torch.Tensor, metadata: torch.Tensor, n: int, m: int, in_features: int) -> torch.Tensor:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _nm_decompress_triton(values, metadata, n, m, in_features)
+    count_launch("robustprune::nm_decompress", "cpu")
     check_compressed(values, metadata, n, m, in_features)
     dense = torch.empty(values.shape[0], in_features, dtype=values.dtype)
     for start in range(0, values.shape[0], _ROWS_PER_STEP):

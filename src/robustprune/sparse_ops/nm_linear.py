@@ -114,6 +114,7 @@ def _nm_linear_cpu(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor
     dispatcher would do nothing else."""
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _nm_linear_triton(x, values, metadata, bias, n, m)
+    count_launch("robustprune::nm_linear", "cpu")
     in_features, out = in_features_of(values, n, m), values.shape[0]
     x2 = x.reshape(-1, in_features)
     if compiled_forward_applies(x2.shape[0], values, n, m):
@@ -179,6 +180,7 @@ def _nm_linear_backward_op(grad_y: torch.Tensor, x: torch.Tensor, values: torch.
                            n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _nm_linear_backward_triton(grad_y, x, values, metadata, n, m)
+    count_launch("robustprune::nm_linear_backward", "cpu")
     in_features = in_features_of(values, n, m)
     gy = grad_y.reshape(-1, values.shape[0])
     x2 = x.reshape(-1, in_features)

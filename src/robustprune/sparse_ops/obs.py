@@ -273,6 +273,7 @@ def _sparsegpt_prune_op(weight: torch.Tensor, hinv: torch.Tensor, sparsity: floa
                         blocksize: int) -> torch.Tensor:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _sparsegpt_prune_triton(weight, hinv, sparsity, n, m, blocksize)
+    count_launch("robustprune::sparsegpt_prune_", "cpu")
     _check_prune_inputs(weight, hinv, sparsity, n, m, blocksize)
     rows, columns = weight.shape
     hinv = hinv.contiguous()  # row slices hinv[i, i+1:] are read per column
