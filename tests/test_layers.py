@@ -19,11 +19,12 @@ ALLOWED = {
     "_forks": set(),  # standard library only: noticing forks (robustprune._forks)
     "sparse_ops": {"kernels", "targets", "_forks"},
     "models": set(),
-    "train": {"data", "sparse_ops", "kernels", "targets", "models"},
-    "eval": {"data", "sparse_ops", "kernels", "targets", "models"},
-    "pruners": {"data", "train", "eval", "sparse_ops", "kernels", "targets", "models"},
+    "devices": set(),  # device names and precision, torch only (robustprune.devices)
+    "train": {"data", "sparse_ops", "kernels", "targets", "models", "devices"},
+    "eval": {"data", "sparse_ops", "kernels", "targets", "models", "devices"},
+    "pruners": {"data", "train", "eval", "sparse_ops", "kernels", "targets", "models", "devices"},
     "ops": {"sparse_ops"},
-    "experiments": {"data", "train", "eval", "pruners", "sparse_ops", "kernels", "targets", "models"},
+    "experiments": {"data", "train", "eval", "pruners", "sparse_ops", "kernels", "targets", "models", "devices"},
     "cli": {"experiments", "package"},
     "package": {"data", "train", "eval", "pruners", "sparse_ops", "targets", "models", "ops", "_forks"},
 }

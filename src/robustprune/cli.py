@@ -40,6 +40,33 @@ def _run(config, out: Path, progress: bool, epsilon: float | None = None, execut
     return 0
 
 
+def _device_flag(value: str) -> str:
+    """``--device``: checked as the config key ``device`` is (argparse names the flag in its error)."""
+    from robustprune.experiments.config import DeviceError, check_device_name
+
+    try:
+        return check_device_name(value)
+    except DeviceError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _override_device(config, args: argparse.Namespace):
+    """``config`` with ``--device`` / ``--precision`` (when given) in place of its own keys."""
+    import dataclasses
+
+    changes = {key: getattr(args, key) for key in ("device", "precision") if getattr(args, key) is not None}
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _add_device_flags(parser: argparse.ArgumentParser) -> None:
+    from robustprune.experiments.config import DEVICES_HELP, PRECISIONS
+
+    parser.add_argument("--device", type=_device_flag, help=f"where every stage computes: {DEVICES_HELP} "
+                        "(default: the config's device key, itself 'auto': CUDA when a GPU is visible)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="autocast precision of training and evaluation "
+                        "(default: the config's precision key, itself fp32)")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from robustprune.experiments.catalog import load_named_config, shipped_configs
 
@@ -50,6 +77,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.config is None:
         raise ValueError("give a config file or the name of a shipped config (robustprune run --list shows them)")
     config = load_named_config(args.config, quick=args.quick)  # every config error is raised here, before any work
+    config = _override_device(config, args)
     out = Path(args.out) if args.out else Path("results") / config.name
     return _run(config, out, not args.no_progress, executor=args.executor, address=args.address)
 
@@ -57,7 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from robustprune.experiments.demo import demo_config
 
-    config = demo_config(args.data_dir, quick=args.quick)
+    config = _override_device(demo_config(args.data_dir, quick=args.quick), args)
     out = Path(args.out) if args.out else Path("results") / ("demo-quick" if args.quick else "demo")
     print(f"robustprune demo: {config.model.name} on {config.data.data_dir} ({config.data.task}); "
           f"methods {', '.join(config.pruning.methods)}; patterns {', '.join(config.pruning.patterns)}; "
@@ -167,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                           'task (pip install "robustprune[ray]")')
     run.add_argument("--address", help="with --executor ray: a Ray cluster's address (default: start a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_device_flags(run)
     run.set_defaults(func=_cmd_run)
 
     report = sub.add_parser("report", parents=[common],
@@ -182,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="results directory (default: results/demo)")
     demo.add_argument("--quick", action="store_true", help="a much smaller smoke run (one sparsity, few examples)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_device_flags(demo)
     demo.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("bench", parents=[common],

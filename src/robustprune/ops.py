@@ -2,8 +2,13 @@
 
 Each op has a vectorised CPU implementation, a CUDA implementation that launches a Triton kernel and a
 fake implementation for ``torch.compile``; see :mod:`robustprune.sparse_ops` for the code.
+
+``route("triton")`` (a context manager) sends the ops' CPU tensors through their CUDA implementations,
+the Triton kernels, under ``TRITON_INTERPRET=1``; :func:`launch_counts` counts the calls of each op's
+Triton implementation (CUDA tensors or the route), :func:`reset_launch_counts` starts them from zero.
 """
 
+from robustprune.sparse_ops.backend import ROUTES, launch_counts, reset_launch_counts, route
 from robustprune.sparse_ops.hard_concrete import hard_concrete_gate, sample_hard_concrete_noise
 from robustprune.sparse_ops.magnitude import magnitude_mask_, magnitude_thresholds
 from robustprune.sparse_ops.masks import pack_mask, packed_size, unpack_mask
@@ -15,8 +20,10 @@ from robustprune.sparse_ops.patterns import NMPattern, parse_pattern
 from robustprune.sparse_ops.scores import score_keep_mask, score_thresholds
 
 __all__ = [
+    "ROUTES",
     "NMPattern",
     "hard_concrete_gate",
+    "launch_counts",
     "magnitude_mask_",
     "magnitude_thresholds",
     "nm_compress",
@@ -26,6 +33,8 @@ __all__ = [
     "pack_mask",
     "packed_size",
     "parse_pattern",
+    "reset_launch_counts",
+    "route",
     "sample_hard_concrete_noise",
     "score_keep_mask",
     "score_thresholds",

@@ -37,8 +37,10 @@ def sweep_config():
 
 
 def comparable(record):
-    """A record without its wall-clock measurements (the points' times, the attacks' speeds)."""
+    """A record without its wall-clock measurements (the points' times, the attacks' speeds) and without the
+    GPU Ray gave its task (``runtime.cuda_visible_devices``)."""
     out = {k: v for k, v in record.items() if k not in TIMING_KEYS}
+    out["runtime"] = {k: v for k, v in record["runtime"].items() if k != "cuda_visible_devices"}
     out["details"] = {k: v for k, v in record.get("details", {}).items() if not k.endswith("seconds")}
     out["attacks"] = {recipe: {**summary, "metrics": {k: v for k, v in summary["metrics"].items()
                                                       if not k.endswith(("seconds", "per_second"))}}
@@ -119,3 +121,53 @@ def test_an_attack_split_across_ray_workers_equals_one_process(sst2_classifier, 
     split = attack_on_ray(sst2_classifier, dev, "deepwordbug", shards=3)
     assert split.results == local.results  # texts, predictions, statuses and query counts, example by example
     assert split.parameters == local.parameters and split.summary() == local.summary()
+
+
+def test_task_resources_follow_the_device_and_the_cluster():
+    from robustprune.experiments.distributed import task_resources
+
+    def config(device, gpus=1.0):
+        return parse_config({"device": device, "resources": {"gpus_per_point": gpus}})
+
+    assert task_resources(config("cpu"), 2) == ({"num_cpus": 1}, "cpu")  # a CPU sweep never takes a GPU
+    assert task_resources(config("auto"), 0) == ({"num_cpus": 1}, "cpu")
+    assert task_resources(config("auto"), 2) == ({"num_cpus": 1, "num_gpus": 1.0}, "auto")
+    assert task_resources(config("cuda", 0.5), 1) == ({"num_cpus": 1, "num_gpus": 0.5}, "cuda")
+    for device, gpus, cluster, message in (("cuda", 1, 0, r"^config key 'device': 'cuda' needs GPUs, but the Ray "),
+                                           ("cuda:1", 1, 2, r"^config key 'device': 'cuda:1' pins one GPU"),
+                                           ("auto", 3, 2, r"^config key 'resources.gpus_per_point': 3 GPUs per")):
+        with pytest.raises(ValueError, match=message):
+            task_resources(config(device, gpus), cluster)
+
+
+def gpu_sweep_config():
+    raw = demo_config_dict()
+    raw.update(name="gpus", device="auto", resources={"gpus_per_point": 1})
+    raw["data"].update({"max_train_examples": 16, "max_eval_examples": 16})
+    raw["finetune"].update({"epochs": 1.0, "max_length": 32, "batch_size": 8})
+    raw["pruning"] = {"methods": ["magnitude", "random"], "patterns": ["unstructured"], "sparsities": [0.3, 0.6]}
+    raw["evaluation"] = {"clean": True}
+    return parse_config(raw)
+
+
+@pytest.mark.slow
+def test_points_are_spread_over_declared_gpus_and_equal_the_local_records(tmp_path):
+    """Ray with two declared GPUs (none real): every task asks for one, sees only its own
+    (``CUDA_VISIBLE_DEVICES``), computes where ``auto`` resolves there (the CPU: no real GPU), and the
+    records equal the local executor's; the driver never initialises CUDA."""
+    import torch
+
+    config = gpu_sweep_config()
+    run_experiment(config, tmp_path / "local", progress=False)
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        run_experiment(config, tmp_path / "ray", progress=False, executor="ray")
+    finally:
+        ray.shutdown()
+    assert not torch.cuda.is_initialized()
+    records = ResultsFile(tmp_path / "ray" / "results.jsonl").records()
+    visible = [r["runtime"]["cuda_visible_devices"] for r in records]
+    assert len(records) == 5 and set(visible) == {"0", "1"}  # one declared GPU per task, both in use
+    assert all(r["runtime"]["device"] == "cpu" for r in records)
+    assert by_key(tmp_path / "ray") == by_key(tmp_path / "local")

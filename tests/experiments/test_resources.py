@@ -25,7 +25,8 @@ def test_every_recipe_and_shift_declares_its_needs():
 
 def test_the_demo_finds_everything_it_needs():
     found = {r.what: r for r in check_resources(demo_config())}
-    assert set(found) == {"model 'minilm'", "data 'embedded' (sst2)", "word vectors", "sentence encoder", "WordNet"}
+    assert set(found) == {"device 'auto'", "model 'minilm'", "data 'embedded' (sst2)", "word vectors",
+                          "sentence encoder", "WordNet"}
     assert found["WordNet"].needed_by == ["evaluation.attacks[0] (textfooler)"]
     assert all(r.problem is None for r in found.values())
 
@@ -86,3 +87,34 @@ def test_cli_stops_in_one_line_before_any_work(command, tmp_path, monkeypatch, c
         assert "WordNet (needed by evaluation.attacks[0] (textfooler))" in err[0]
         assert "sentence encoder (needed by evaluation.attacks[0] (textfooler))" in err[0]
     assert not out.exists()
+
+
+needs_no_gpu = pytest.mark.skipif(__import__("torch").cuda.device_count() > 0, reason="this machine has a GPU")
+
+
+@needs_no_gpu
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_a_cuda_device_without_a_gpu_is_one_line_before_any_work(tmp_path, device):
+    config = parse_config({**demo_config_dict(), "device": device})
+    with pytest.raises(MissingResourcesError, match=rf"^1 resource\(s\) missing, nothing was run: device '{device}' "
+                       r"\(needed by device \(--device\)\): device .* needs a CUDA GPU, but this process sees none"
+                       ) as info:
+        run_experiment(config, tmp_path / "out", progress=False)
+    assert "\n" not in str(info.value) and "--device cpu" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+@needs_no_gpu
+def test_the_cli_device_flag_overrides_the_config_and_fails_before_work(tmp_path, capsys):
+    status = main(["run", "robust-tickets", "--quick", "--device", "cuda", "--out", str(tmp_path / "out"),
+                   "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "\n" not in err
+    assert err.startswith("robustprune run: 1 resource(s) missing, nothing was run: device 'cuda'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_ray_executor_leaves_the_device_to_its_workers():
+    """The driver of a Ray run needs no GPU: the device is checked on the cluster, not here."""
+    config = parse_config({**demo_config_dict(), "device": "cuda"})
+    assert "device 'cuda'" not in {r.what for r in required_resources(config, "ray")}

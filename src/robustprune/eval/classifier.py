@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from robustprune.data.datasets import ClassifierInput, TextDataset
+from robustprune.devices import autocast, check_precision
 
 
 def _split_inputs(inputs: Sequence[ClassifierInput]) -> tuple[list[str], list[str] | None]:
@@ -35,12 +36,14 @@ class TextClassifier:
         batch_size: examples per forward pass.
         max_length: inputs are truncated to this many tokens (special tokens included).
         device: where to run the model; None: the device of its first parameter.
+        precision: ``fp32``, ``bf16`` or ``fp16``: forward passes under autocast at that precision
+            (:func:`robustprune.devices.autocast`); logits come back as float32 either way.
 
     The model is put in eval mode for each call and restored to its previous mode afterwards.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, *, batch_size: int = 64, max_length: int = 128,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, precision: str = "fp32") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_length < 2:
@@ -58,6 +61,7 @@ class TextClassifier:
             param = next(model.parameters(), None)
             device = param.device if param is not None else "cpu"
         self.device = torch.device(device)
+        self.precision = check_precision(precision)
 
     def _encode(self, inputs: Sequence[ClassifierInput]) -> list[dict[str, list[int]]]:
         texts, pairs = _split_inputs(inputs)
@@ -79,8 +83,10 @@ class TextClassifier:
             for start in range(0, len(order), self.batch_size):
                 index = order[start:start + self.batch_size]
                 batch = self.tokenizer.pad([rows[i] for i in index], return_tensors="pt")
-                batch = {key: value.to(self.device) for key, value in batch.items()}
-                out[index] = self.model(**batch).logits.float().cpu()
+                batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+                with autocast(self.device, self.precision):
+                    logits = self.model(**batch).logits
+                out[index] = logits.float().cpu()
         finally:
             self.model.train(was_training)
         return out

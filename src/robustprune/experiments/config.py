@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from robustprune.devices import DEVICES_HELP, PRECISIONS, DeviceError, check_device_name
 from robustprune.train.schedule import TrainingSchedule
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "random", "imp", "robust_ticket", "early_robust", "adversarial")
@@ -81,11 +82,11 @@ class FinetuneConfig:
     max_length: int = 64
     checkpoint_every: int = 50
 
-    def schedule(self, seed: int) -> TrainingSchedule:
-        """The recipe as a :class:`~robustprune.train.schedule.TrainingSchedule` for ``seed`` (AdamW's
-        other settings at their defaults)."""
+    def schedule(self, seed: int, precision: str = "fp32") -> TrainingSchedule:
+        """The recipe as a :class:`~robustprune.train.schedule.TrainingSchedule` for ``seed`` at ``precision``
+        (AdamW's other settings at their defaults)."""
         return TrainingSchedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                                max_length=self.max_length, seed=seed)
+                                max_length=self.max_length, seed=seed, precision=precision)
 
 
 @dataclass(frozen=True)
@@ -228,10 +229,27 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class ResourcesConfig:
+    """What each point asks of a Ray cluster (``--executor ray``): ``gpus_per_point`` GPUs (a fraction
+    shares one GPU between points) when the sweep computes on CUDA. Scheduling only: not in the
+    fingerprint."""
+
+    gpus_per_point: float = 1.0
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A whole sweep. ``paper_table``: also write the report table shaped like one paper's main table
     (``essential_sparsity``, ``es_robust``, ``robust_tickets``, ``early_robust``; presentation only, not part
-    of the fingerprint)."""
+    of the fingerprint).
+
+    ``device``: where every stage computes, ``auto`` (CUDA when this process sees a GPU, else the CPU),
+    ``cpu``, ``cuda`` or ``cuda:N`` (resolved once per process by :func:`robustprune.devices.resolve_device`).
+    ``precision``: ``fp32``, ``bf16`` or ``fp16``, the autocast precision of training and evaluation (the
+    pruning maths keeps fp32 where its reference does). The precision is part of the fingerprint (it changes
+    results); the device is not: a config is one sweep wherever it runs, so a run resumed on another
+    device keeps the points it has (each record states the device, precision and versions it was
+    computed with). ``resources``: what a Ray point asks for (:class:`ResourcesConfig`)."""
 
     name: str = "experiment"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -242,6 +260,9 @@ class ExperimentConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     seeds: tuple[int, ...] = (0,)
     paper_table: str | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,10 +272,13 @@ class ExperimentConfig:
         calibration, pruning scope and evaluations. Not the grid (methods, patterns, sparsities, seeds:
         each point's key names its own), the name, the report's epsilon, the checkpoint interval or the
         trained methods' blocks (see :meth:`method_fingerprint`), so a sweep can grow in place (more
-        sparsities, seeds or methods reuse every finished point) while a changed setting is a new sweep."""
+        sparsities, seeds or methods reuse every finished point) while a changed setting is a new sweep.
+        The precision is in it, the device and the Ray resources are not (see the class docstring)."""
         content = self.to_dict()
-        for key in ("name", "seeds", "paper_table"):
+        for key in ("name", "seeds", "paper_table", "device", "resources"):
             content.pop(key)
+        if content["precision"] == "fp32":  # the precision before the key existed: earlier fingerprints hold
+            content.pop("precision")
         for key in ("methods", "patterns", "sparsities", *METHOD_BLOCKS):
             content["pruning"].pop(key)
         content["finetune"].pop("checkpoint_every")
@@ -547,6 +571,20 @@ def _parse_evaluation(raw: Any) -> EvaluationConfig:
     )
 
 
+def _parse_resources(raw: Any) -> ResourcesConfig:
+    raw = _check_keys(raw, ResourcesConfig, "resources")
+    d = ResourcesConfig()
+    return ResourcesConfig(gpus_per_point=float(_number(raw.get("gpus_per_point", d.gpus_per_point),
+                                                        "resources.gpus_per_point", low=0, low_open=True)))
+
+
+def _device(value: Any, where: str) -> str:
+    try:
+        return check_device_name(value)
+    except DeviceError as error:
+        raise ConfigError(f"config key {where!r}: {error}") from None
+
+
 def parse_config(raw: Any) -> ExperimentConfig:
     """Validate a config mapping (as loaded from YAML/JSON) into an :class:`ExperimentConfig`.
 
@@ -569,6 +607,9 @@ def parse_config(raw: Any) -> ExperimentConfig:
         seeds=seeds,
         paper_table=None if raw.get("paper_table") is None else _string(raw["paper_table"], "paper_table",
                                                                           PAPER_TABLES),
+        device=_device(raw.get("device", "auto"), "device"),
+        precision=_string(raw.get("precision", "fp32"), "precision", PRECISIONS),
+        resources=_parse_resources(raw.get("resources")),
     )
     trained = [m for m in config.pruning.methods if m in TRAINED_METHODS]
     if trained and config.protocol != "finetune_then_prune":
@@ -688,6 +729,26 @@ def _config_yaml_loader() -> type:
     return ConfigLoader
 
 
-__all__ = ["AdversarialConfig", "AttackConfig", "CalibrationConfig", "ConfigError", "DataConfig",
-           "EarlyRobustConfig", "EvaluationConfig", "ExperimentConfig", "FinetuneConfig", "IMPConfig", "ModelConfig",
-           "PruningConfig", "RobustTicketConfig", "load_config", "parse_config", "read_config_file"]
+__all__ = [
+    "DEVICES_HELP",
+    "PRECISIONS",
+    "AdversarialConfig",
+    "AttackConfig",
+    "CalibrationConfig",
+    "ConfigError",
+    "DataConfig",
+    "DeviceError",
+    "EarlyRobustConfig",
+    "EvaluationConfig",
+    "ExperimentConfig",
+    "FinetuneConfig",
+    "IMPConfig",
+    "ModelConfig",
+    "PruningConfig",
+    "ResourcesConfig",
+    "RobustTicketConfig",
+    "check_device_name",
+    "load_config",
+    "parse_config",
+    "read_config_file",
+]

@@ -1,10 +1,18 @@
 """The Ray executor: every point of a sweep a Ray task, on a local Ray or a cluster.
 
-Per seed the driver (the ``robustprune run`` process) does the work the points share, once: the dense
-fine-tuning (checkpointed as in-process), the magnitude selection, reused calibration statistics, IMP's
-rewind point, Robust Tickets' mask learning, the shifted evaluation sets. It puts them in Ray's object
-store and submits one task per point; each task rebuilds the base model from the shared state, prunes,
-trains and evaluates, and returns its record and per-example payloads. Only the driver writes: files and
+Per seed one task does the work the points share, once: the dense fine-tuning (checkpointed as
+in-process), the magnitude selection, reused calibration statistics, IMP's rewind point, Robust Tickets'
+mask learning; the driver (the ``robustprune run`` process) builds the shifted evaluation sets. The shared
+work stays in Ray's object store and the driver submits one task per point; each task rebuilds the base
+model from the shared state, prunes, trains and evaluates, and returns its record and per-example
+payloads.
+
+Devices: every task resolves the config's device itself (:func:`robustprune.devices.use_device`), so
+the driver never initialises CUDA and needs no GPU. When the device is not ``cpu`` and the cluster has
+GPUs, each task asks for ``resources.gpus_per_point`` of them (a fraction shares a GPU) and Ray makes only
+its GPU visible to it (``CUDA_VISIBLE_DEVICES``, stated in each record's ``runtime``); ``device: cuda``
+on a cluster without GPUs is an error before any task, ``auto`` then computes on the CPU. A fixed
+``cuda:N`` is refused: a task sees only the GPU Ray gave it. Only the driver writes: files and
 the record of each point as soon as it returns, so an interrupted run keeps every finished point and a
 re-run computes only the rest. A task whose worker dies is retried by Ray (``max_retries``); a task that
 raises stops the run with that error.
@@ -27,6 +35,7 @@ from typing import Any
 
 import torch
 
+from robustprune.devices import use_device
 from robustprune.experiments.config import ExperimentConfig
 from robustprune.experiments.methods import PointPruner, load_pretrained
 from robustprune.experiments.points import (
@@ -43,11 +52,24 @@ logger = logging.getLogger(__name__)
 MAX_RETRIES = 3  # attempts after a worker dies (Ray's own retries; an exception in the task is not retried)
 
 
+def _seed_task(config: ExperimentConfig, data: SweepData, out: str, seed: int, points: list[Point], device: str,
+               progress: bool) -> tuple[dict[str, torch.Tensor], float, dict[str, Any]]:
+    """The work one seed's points share, in a Ray worker on ``device``: (the base model's state, the seconds
+    its fine-tuning took, :meth:`PointPruner.shared_work`)."""
+    setup = prepare_seed(config, data, Path(out), seed, progress, use_device(device))
+    checkpoints = Path(out) / "checkpoints" / config.fingerprint()
+    pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed, checkpoints, progress)
+    shared = pruner.shared_work(points)
+    base_state = {k: v.detach().clone() for k, v in setup.base.state_dict().items()}
+    return base_state, setup.dense_finetune_seconds, shared
+
+
 def _point_task(config: ExperimentConfig, data: SweepData, point: Point, base_state: dict[str, torch.Tensor],
                 dense_finetune_seconds: float, shared: dict[str, Any], shifted: dict[str, Any],
-                checkpoints: str) -> PointResult:
-    """One point in a Ray worker: the seed's base rebuilt from ``base_state``, the shared work adopted."""
-    model, tokenizer = load_pretrained(config, data.train.num_labels, point.seed)
+                checkpoints: str, device: str) -> PointResult:
+    """One point in a Ray worker on ``device``: the seed's base rebuilt from ``base_state``, the shared work
+    adopted."""
+    model, tokenizer = load_pretrained(config, data.train.num_labels, point.seed, use_device(device))
     model.load_state_dict(base_state)
     setup = SeedSetup(point.seed, model.eval(), tokenizer, dense_finetune_seconds)
     pruner = PointPruner(config, setup.base, tokenizer, data.train, point.seed, Path(checkpoints), progress=False)
@@ -75,6 +97,29 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
+def task_resources(config: ExperimentConfig, cluster_gpus: float) -> tuple[dict[str, float], str]:
+    """(what each task asks Ray for, the device name each task resolves) for ``config`` on a cluster with
+    ``cluster_gpus`` GPUs.
+
+    Raises:
+        ValueError: ``device: cuda:N`` (a task sees only its own GPU), ``device: cuda`` on a cluster without
+            GPUs, or ``resources.gpus_per_point`` larger than the cluster's GPUs.
+    """
+    device, gpus = config.device, config.resources.gpus_per_point
+    if device.startswith("cuda:"):
+        raise ValueError(f"config key 'device': {device!r} pins one GPU, but a Ray task sees only the GPU Ray "
+                         "gives it; use device 'cuda' (or 'auto') with resources.gpus_per_point")
+    if device == "cpu" or (device == "auto" and cluster_gpus == 0):
+        return {"num_cpus": 1}, "cpu"
+    if cluster_gpus == 0:
+        raise ValueError("config key 'device': 'cuda' needs GPUs, but the Ray cluster has none; run with "
+                         "--device cpu, or on a cluster whose nodes declare GPUs")
+    if gpus > cluster_gpus:
+        raise ValueError(f"config key 'resources.gpus_per_point': {gpus:g} GPUs per point, but the Ray cluster "
+                         f"has {cluster_gpus:g}")
+    return {"num_cpus": 1, "num_gpus": gpus}, device
+
+
 def run_on_ray(config: ExperimentConfig, data: SweepData, out: Path, todo: Sequence[Point], evaluator: Evaluator,
                finish: Callable[[PointResult], None], *, address: str | None = None, progress: bool = True) -> None:
     """Compute ``todo`` as Ray tasks, calling ``finish`` (which writes) in this process as each returns.
@@ -87,7 +132,9 @@ def run_on_ray(config: ExperimentConfig, data: SweepData, out: Path, todo: Seque
 
     started = _start_ray(address)
     try:
-        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_point_task)
+        options, device = task_resources(config, float(ray.cluster_resources().get("GPU", 0)))
+        task = ray.remote(max_retries=MAX_RETRIES, **options)(_point_task)
+        seed_task = ray.remote(max_retries=MAX_RETRIES, num_returns=3, **options)(_seed_task)
         data_ref = ray.put(data)
         shifted_ref = ray.put(evaluator.shifted_sets())
         checkpoints = out / "checkpoints" / config.fingerprint()
@@ -95,12 +142,16 @@ def run_on_ray(config: ExperimentConfig, data: SweepData, out: Path, todo: Seque
             seed_points = [p for p in todo if p.seed == seed]
             if not seed_points:
                 continue
-            setup = prepare_seed(config, data, out, seed, progress)
-            pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed, checkpoints, progress)
-            shared_ref = ray.put(pruner.shared_work(seed_points))
-            base_ref = ray.put({k: v.detach().clone() for k, v in setup.base.state_dict().items()})
-            pending = {task.remote(config, data_ref, point, base_ref, setup.dense_finetune_seconds, shared_ref,
-                                   shifted_ref, str(checkpoints)): point for point in seed_points}
+            # the shared work's tensors may live on a GPU: the driver passes them on without fetching them
+            base_ref, seconds_ref, shared_ref = seed_task.remote(config, data_ref, str(out), seed, seed_points,
+                                                                 device, progress)
+            try:
+                seconds = ray.get(seconds_ref)
+            except ray.exceptions.RayTaskError as error:
+                cause = error.as_instanceof_cause()
+                raise getattr(cause, "cause", None) or cause from None
+            pending = {task.remote(config, data_ref, point, base_ref, seconds, shared_ref, shifted_ref,
+                                   str(checkpoints), device): point for point in seed_points}
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 point = pending.pop(ready[0])
@@ -168,4 +219,4 @@ def attack_on_ray(classifier: Any, dataset: Any, recipe: str, *, shards: int | N
     return dataclasses.replace(merged, seconds=time.perf_counter() - start)
 
 
-__all__ = ["MAX_RETRIES", "attack_on_ray", "run_on_ray"]
+__all__ = ["MAX_RETRIES", "attack_on_ray", "run_on_ray", "task_resources"]

@@ -62,8 +62,10 @@ def hub_load(config_key: str, what: str) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tuple[nn.Module, Any]:
-    """(sequence classifier with a freshly initialised head seeded by ``seed``, tokenizer)."""
+def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int,
+                    device: torch.device | str | None = None) -> tuple[nn.Module, Any]:
+    """(sequence classifier with a freshly initialised head seeded by ``seed``, on ``device`` (None: the
+    CPU), tokenizer). The head is drawn on the CPU, so it is the same on every device."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     name = config.model.name
@@ -77,6 +79,8 @@ def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int) -> tup
         tokenizer = AutoTokenizer.from_pretrained(name)
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=num_labels)
+    if device is not None:
+        model.to(device)
     return model.eval(), tokenizer
 
 
@@ -141,7 +145,7 @@ class PointPruner:
     Args:
         config: the sweep's config.
         base: the model every point starts from (fine-tuned dense, or pre-trained under
-            ``prune_then_finetune``); never modified.
+            ``prune_then_finetune``); never modified. Every model the pruner makes is on its device.
         tokenizer: its tokenizer.
         train: the training set (calibration texts, and the trained methods' training data).
         seed: the points' seed.
@@ -158,6 +162,7 @@ class PointPruner:
         self.seed = seed
         self.checkpoints = checkpoints
         self.progress = progress
+        self.device = next(base.parameters()).device
         self._batches: list[dict[str, torch.Tensor]] | None = None
         self._magnitude = None
         self._norms = None
@@ -189,13 +194,13 @@ class PointPruner:
     def pretrained_state(self) -> dict[str, torch.Tensor]:
         """The state the dense fine-tuning started from: the pre-trained encoder, the seed's initial head."""
         if self._pretrained is None:
-            model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
+            model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
             self._pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return self._pretrained
 
     def _schedule(self) -> TrainingSchedule:
-        """The sweep's fine-tuning recipe for this seed."""
-        return self.config.finetune.schedule(self.seed)
+        """The sweep's fine-tuning recipe for this seed, at the sweep's precision."""
+        return self.config.finetune.schedule(self.seed, self.config.precision)
 
     def _run_options(self) -> dict[str, Any]:
         """How the methods' training runs (checkpoints, progress bars): never what it computes."""
@@ -216,14 +221,14 @@ class PointPruner:
         check_against_data(self.config, self.train)
         path = self.checkpoints / f"rewind-step{step}-seed{self.seed}.safetensors"
         if not path.is_file():
-            model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
+            model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
             finetune_classifier(model, self.tokenizer, self.train, self._schedule(), stop_after=step,
                                 progress=self.progress)
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".partial")
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
             partial.replace(path)
-        self._rewind = load_file(str(path))
+        self._rewind = load_file(str(path), device=str(self.device))
         return self._rewind
 
     def ticket_scores(self) -> tuple[dict[str, torch.Tensor], float]:
@@ -244,7 +249,8 @@ class PointPruner:
         directory = self.method_dir("robust_ticket") / f"masks-seed{self.seed}"
         ft = self.config.finetune
         schedule = MASK_SCHEDULE.replace(epochs=block.mask_epochs, lr=block.mask_lr, batch_size=ft.batch_size,
-                                         max_length=ft.max_length, seed=self.seed)
+                                         max_length=ft.max_length, seed=self.seed,
+                                         precision=self.config.precision)
         train_hard_concrete_masks(
             model, self.tokenizer, self.train, masks, schedule,
             attack=None if block.adversarial is None else block.adversarial.attack(),
@@ -390,7 +396,7 @@ class PointPruner:
     def _adversarial(self, point: Any, directory: Path) -> PrunedPoint:
         from robustprune.train.finetune import finetune_classifier
 
-        model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
+        model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
         finetune_classifier(model, self.tokenizer, self.train, self._schedule(),
                             attack=self.config.pruning.adversarial.attack(), checkpoint_dir=directory,
                             **self._run_options())
@@ -401,7 +407,7 @@ class PointPruner:
         from robustprune.train.finetune import ADVERSARIAL_SCHEDULE
 
         block = self.config.pruning.early_robust
-        model, _ = load_pretrained(self.config, self.train.num_labels, self.seed)
+        model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
         before = _target_weights(model)
         finetune = self._schedule()
         result = early_robust(
@@ -412,7 +418,8 @@ class PointPruner:
                                   patience=block.patience),
             search_schedule=ADVERSARIAL_SCHEDULE.replace(epochs=block.search_epochs, lr=block.search_lr,
                                                          batch_size=finetune.batch_size,
-                                                         max_length=finetune.max_length, seed=self.seed),
+                                                         max_length=finetune.max_length, seed=self.seed,
+                                                         precision=self.config.precision),
             finetune_schedule=finetune, checkpoint_dir=directory, **self._run_options())
         return PrunedPoint(model.eval(), 1.0 - _target_weights(model) / before, details={
             "heads_per_layer": result.heads_per_layer, "neurons_per_layer": result.neurons_per_layer,

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from robustprune.data.datasets import TextDataset
+from robustprune.devices import runtime_info
 from robustprune.eval.classifier import ClassificationResult, TextClassifier, evaluate_classifier
 from robustprune.experiments.config import (
     ONE_SHOT_METHODS,
@@ -130,7 +131,8 @@ def _finetune(model: nn.Module, tokenizer: Any, config: ExperimentConfig, train:
     from robustprune.train.finetune import finetune_classifier
 
     start = time.perf_counter()
-    finetune_classifier(model, tokenizer, train, config.finetune.schedule(seed), masks=masks, progress=progress)
+    finetune_classifier(model, tokenizer, train, config.finetune.schedule(seed, config.precision), masks=masks,
+                        progress=progress)
     return time.perf_counter() - start
 
 
@@ -138,20 +140,20 @@ def _dense_checkpoint(out: Path, config: ExperimentConfig, seed: int) -> Path:
     return out / "checkpoints" / f"dense-{config.fingerprint()}-seed{seed}.safetensors"
 
 
-def _finetuned_dense(config: ExperimentConfig, data: SweepData, out: Path, seed: int,
-                     progress: bool) -> tuple[nn.Module, Any, float]:
+def _finetuned_dense(config: ExperimentConfig, data: SweepData, out: Path, seed: int, progress: bool,
+                     device: torch.device) -> tuple[nn.Module, Any, float]:
     """(fine-tuned dense model, tokenizer, seconds its fine-tuning took), from the run's checkpoint when
     an earlier run of the same config saved one (the seconds are kept in the checkpoint's metadata)."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file, save_file
 
-    model, tokenizer = load_pretrained(config, data.train.num_labels, seed)
+    model, tokenizer = load_pretrained(config, data.train.num_labels, seed, device)
     path = _dense_checkpoint(out, config, seed)
     if path.is_file():
         try:
             with safe_open(str(path), framework="pt") as handle:
                 seconds = float((handle.metadata() or {}).get("finetune_seconds", "nan"))
-            model.load_state_dict(load_file(str(path)))
+            model.load_state_dict(load_file(str(path), device=str(device)))
         except (SafetensorError, OSError, RuntimeError) as error:
             raise RuntimeError(f"the fine-tuned dense checkpoint {path} is unreadable or does not fit the model "
                                f"({error}); delete it and run again to fine-tune anew") from None
@@ -178,11 +180,14 @@ class SeedSetup:
     dense_finetune_seconds: float = 0.0
 
 
-def prepare_seed(config: ExperimentConfig, data: SweepData, out: Path, seed: int, progress: bool) -> SeedSetup:
-    """The seed's base model: fine-tuned once (and checkpointed) or loaded from the run's checkpoint."""
+def prepare_seed(config: ExperimentConfig, data: SweepData, out: Path, seed: int, progress: bool,
+                 device: torch.device) -> SeedSetup:
+    """The seed's base model on ``device`` (:func:`robustprune.devices.resolve_device` of the config's
+    device, resolved once by the caller): fine-tuned once (and checkpointed) or loaded from the run's
+    checkpoint."""
     if config.protocol == "finetune_then_prune":
-        return SeedSetup(seed, *_finetuned_dense(config, data, out, seed, progress))
-    return SeedSetup(seed, *load_pretrained(config, data.train.num_labels, seed))
+        return SeedSetup(seed, *_finetuned_dense(config, data, out, seed, progress, device))
+    return SeedSetup(seed, *load_pretrained(config, data.train.num_labels, seed, device))
 
 
 @dataclass
@@ -224,6 +229,7 @@ def compute_point(config: ExperimentConfig, setup: SeedSetup, pruner: PointPrune
         "parameters": sum(p.numel() for p in model.parameters()),
         "protocol": config.protocol, "prune_seconds": prune_seconds,
         "finetune_seconds": finetune_seconds, **evaluation,
+        "runtime": runtime_info(next(model.parameters()).device, config.precision),
     }
     if pruned is not None and point.method not in ONE_SHOT_METHODS:
         record |= {"method_settings": config.method_fingerprint(point.method), "resumed": pruned.resumed,
@@ -270,7 +276,7 @@ class Evaluator:
         predicted and true labels (and which examples), per attack each example's status and queries."""
         from robustprune.eval.attacks import attack
 
-        classifier = TextClassifier(model, tokenizer, max_length=128)
+        classifier = TextClassifier(model, tokenizer, max_length=128, precision=self.config.precision)
         record: dict[str, Any] = {}
         predictions: dict[str, Any] = {}
         examples: dict[str, Any] = {}

@@ -542,6 +542,21 @@ def _require_one_sweep(records: Sequence[dict[str, Any]], path: Path) -> None:
         seen.add(key)
 
 
+def runtime_note(records: Sequence[dict[str, Any]]) -> str:
+    """Where the points were computed (each record's ``runtime``: device, its name, precision, torch / CUDA /
+    Triton versions), as one line per distinct setting with its number of points."""
+    counts: dict[str, int] = {}
+    for record in records:
+        runtime = record.get("runtime")
+        if runtime is None:
+            line = "not recorded (a run from before records stated it)"
+        else:
+            line = (f"{runtime['device']} ({runtime['device_name']}), {runtime['precision']}; torch {runtime['torch']}, "
+                    f"CUDA {runtime['cuda'] or 'none'}, Triton {runtime['triton'] or 'none'}")
+        counts[line] = counts.get(line, 0) + 1
+    return "\nComputed on:\n\n" + "".join(f"- {line}: {n} point(s)\n" for line, n in counts.items())
+
+
 def build_report(results_path: str | Path, out_dir: str | Path | None = None, *, epsilon: float = 1.0,
                  plots: bool = True) -> Report:
     """Write the tables (CSV + markdown) and plots of a results file; see the module docstring.
@@ -573,7 +588,8 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
     collapsed = _collapsed_flags(rows, majorities)
     paths = {name: out / name for name in ("results.csv", "results.md", "analysis.csv", "analysis.md")}
     paths["results.csv"].write_text(_csv(*results_table(rows, collapsed, split_intervals=True)), encoding="utf-8")
-    paths["results.md"].write_text(_markdown(*results_table(rows, collapsed)), encoding="utf-8")
+    paths["results.md"].write_text(_markdown(*results_table(rows, collapsed)) + runtime_note(records),
+                                   encoding="utf-8")
     paired = paired_curves(rows, collapsed, epsilon, _correct_vectors(records, results_path.parent))
     a_header, a_body = analysis_table(rows, collapsed, epsilon, paired)
     paths["analysis.csv"].write_text(_csv(a_header, a_body), encoding="utf-8")
@@ -632,4 +648,4 @@ def _paper_table_kind(config_json: Path) -> str | None:
                          "or delete it to report without the paper table") from None
 
 
-__all__ = ["Report", "aggregate", "build_report"]
+__all__ = ["Report", "aggregate", "build_report", "runtime_note"]

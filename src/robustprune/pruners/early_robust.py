@@ -368,6 +368,7 @@ def early_robust_search(
                       "scheduler": scheduler, "early_bird": tracker},
             fingerprint=fingerprint, checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every or check_every, desc="EarlyRobust search", history=history,
+            precision=schedule.precision,
         )
         while not tracker.found and history.steps < end:
             segment_end = min(end, (history.steps // check_every + 1) * check_every)

@@ -294,6 +294,7 @@ def train_hard_concrete_masks(
         "l0_lambda": l0_lambda, "l0_warmup_ratio": l0_warmup_ratio, "max_grad_norm": schedule.max_grad_norm,
         "max_length": schedule.max_length, "seed": schedule.seed, "examples": len(train), "targets": masks.names,
         "constants": (masks.gamma, masks.zeta, masks.beta),
+        **({} if schedule.precision == "fp32" else {"precision": schedule.precision}),
     }
     run = training_run(
         model, optimizer=optimizer, attack=attack, clip=masks.log_alphas.parameters(),
@@ -303,7 +304,7 @@ def train_hard_concrete_masks(
         epoch_batches=epoch_batch_fn(train, tokenizer, schedule),
         stateful={"masks": masks, "optimizer": optimizer}, fingerprint=fingerprint,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, stop_after=stop_after,
-        desc="robust-ticket masks", history=history,
+        desc="robust-ticket masks", history=history, precision=schedule.precision,
     )
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for param, _ in frozen:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -24,6 +27,61 @@ def check_triton_device(tensor: torch.Tensor, name: str) -> None:
     if tensor.device.type != "cuda" and not triton_interpreter_active():
         raise RuntimeError(f"{name} is on {tensor.device}; the Triton kernels need a CUDA tensor "
                            "(or TRITON_INTERPRET=1 for CPU tensors)")
+
+
+ROUTES = ("cpu", "triton")
+_route = {"name": "cpu"}  # process-wide, so that the ops called from any thread (attack pools) take it
+_route_lock = threading.Lock()
+_launches: Counter[tuple[str, str]] = Counter()
+
+
+@contextlib.contextmanager
+def route(name: str) -> Iterator[None]:
+    """Which implementation the ops give CPU tensors, inside the block: ``"cpu"`` (their CPU kernels, the
+    default) or ``"triton"`` (their CUDA implementations, i.e. the Triton kernels, run by the interpreter:
+    needs ``TRITON_INTERPRET=1`` set before triton is imported). The route proves on a CPU-only machine
+    that a computation reaches the Triton kernels a GPU would run; count the launches with
+    :func:`launch_counts`. Process-wide (every thread), restored on exit; CUDA tensors always take the
+    Triton kernels.
+
+    Raises:
+        ValueError: an unknown route.
+        RuntimeError: ``"triton"`` without the interpreter.
+    """
+    if name not in ROUTES:
+        raise ValueError(f"route must be one of {list(ROUTES)}, got {name!r}")
+    if name == "triton" and not triton_interpreter_active():
+        raise RuntimeError("route('triton') runs the Triton kernels on CPU tensors through the interpreter: set "
+                           "TRITON_INTERPRET=1 before anything imports triton")
+    with _route_lock:
+        previous, _route["name"] = _route["name"], name
+    try:
+        yield
+    finally:
+        with _route_lock:
+            _route["name"] = previous
+
+
+def triton_route() -> bool:
+    """True inside ``route("triton")``: the ops' CPU kernels hand their tensors to the Triton kernels."""
+    return _route["name"] == "triton"
+
+
+def count_launch(op: str, implementation: str = "triton") -> None:
+    """Count one call of ``op``'s ``implementation`` (``"triton"``: its CUDA implementation, the Triton
+    kernels; ``"cpu"``: its CPU kernel); one dict increment (see :func:`launch_counts`)."""
+    _launches[(op, implementation)] += 1
+
+
+def launch_counts(implementation: str = "triton") -> dict[str, int]:
+    """Calls of each op's ``implementation`` (``"triton"``: on CUDA tensors or through ``route("triton")``;
+    ``"cpu"``: its CPU kernel), ``robustprune::NAME`` -> count, since the last :func:`reset_launch_counts`."""
+    return {op: count for (op, kind), count in _launches.items() if kind == implementation}
+
+
+def reset_launch_counts() -> None:
+    """Start the launch counters from zero."""
+    _launches.clear()
 
 
 def flat_chunks(tensor: torch.Tensor, chunk: int = CPU_CHUNK):

@@ -33,7 +33,13 @@ import math
 
 import torch
 
-from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, skip_dynamo_until_loaded
+from robustprune.sparse_ops.backend import (
+    CPU_CHUNK,
+    check_triton_device,
+    count_launch,
+    skip_dynamo_until_loaded,
+    triton_route,
+)
 from robustprune.sparse_ops.validation import check_float_tensor
 
 GAMMA = -0.1
@@ -142,6 +148,9 @@ def _gate_op(
     zeta: float,
     beta: float,
 ) -> torch.Tensor:
+    if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
+        return _gate_triton(weight, log_alpha, noise, gamma, zeta, beta)
+    count_launch("robustprune::hard_concrete_gate", "cpu")
     check_hard_concrete(weight, log_alpha, noise, gamma, zeta, beta)
     return hard_concrete_gate_eager(weight, log_alpha, noise, gamma, zeta, beta)
 
@@ -171,6 +180,7 @@ def hard_concrete_gate_eager(
 
 @_gate_op.register_kernel("cuda")
 def _gate_triton(weight, log_alpha, noise, gamma, zeta, beta):
+    count_launch("robustprune::hard_concrete_gate")
     check_hard_concrete(weight, log_alpha, noise, gamma, zeta, beta)
     check_triton_device(weight, "weight")
     from robustprune.kernels.hard_concrete import hard_concrete_forward
@@ -214,6 +224,9 @@ def _gate_backward_op(
     weight_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_weight, grad_log_alpha); grad_weight is empty (shape (0,)) unless ``weight_grad``."""
+    if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
+        return _gate_backward_triton(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
+    count_launch("robustprune::hard_concrete_gate_backward", "cpu")
     return hard_concrete_gate_backward_eager(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
 
 
@@ -260,6 +273,7 @@ def hard_concrete_gate_backward_eager(
 
 @_gate_backward_op.register_kernel("cuda")
 def _gate_backward_triton(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad):
+    count_launch("robustprune::hard_concrete_gate_backward")
     check_triton_device(weight, "weight")
     from robustprune.kernels.hard_concrete import hard_concrete_backward
 

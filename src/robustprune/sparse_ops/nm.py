@@ -19,7 +19,13 @@ import functools
 
 import torch
 
-from robustprune.sparse_ops.backend import CPU_CHUNK, check_triton_device, skip_dynamo_until_loaded
+from robustprune.sparse_ops.backend import (
+    CPU_CHUNK,
+    check_triton_device,
+    count_launch,
+    skip_dynamo_until_loaded,
+    triton_route,
+)
 from robustprune.sparse_ops.compiled import CompiledRoute
 from robustprune.sparse_ops.patterns import check_nm
 from robustprune.sparse_ops.validation import check_float_tensor
@@ -101,6 +107,9 @@ def compiled_cpu_available() -> bool:
 
 @torch.library.custom_op("robustprune::nm_mask", mutates_args=(), device_types="cpu")
 def _nm_mask_op(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
+        return _nm_mask_triton(scores, n, m)
+    count_launch("robustprune::nm_mask", "cpu")
     check_nm_scores(scores, n, m)
     mask = CPU_ROUTE.run(lambda kernels: kernels.nm_mask_into(scores.contiguous(),
                                                               torch.empty(scores.shape, dtype=torch.bool), n, m))
@@ -131,6 +140,7 @@ def nm_mask_eager(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 @_nm_mask_op.register_kernel("cuda")
 def _nm_mask_triton(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    count_launch("robustprune::nm_mask")
     check_nm_scores(scores, n, m)
     check_triton_device(scores, "scores")
     from robustprune.kernels.nm_mask import nm_mask as launch_nm_mask

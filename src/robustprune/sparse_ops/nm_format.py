@@ -22,7 +22,12 @@ import math
 import numpy as np
 import torch
 
-from robustprune.sparse_ops.backend import check_triton_device, skip_dynamo_until_loaded
+from robustprune.sparse_ops.backend import (
+    check_triton_device,
+    count_launch,
+    skip_dynamo_until_loaded,
+    triton_route,
+)
 from robustprune.sparse_ops.nm import check_nm_scores, nm_mask
 from robustprune.sparse_ops.patterns import check_nm
 from robustprune.sparse_ops.validation import SUPPORTED_DTYPES
@@ -118,6 +123,9 @@ def nm_compress(weight: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, tor
 
 @torch.library.custom_op("robustprune::nm_compress", mutates_args=(), device_types="cpu")
 def _nm_compress_op(weight: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
+        return _nm_compress_triton(weight, n, m)
+    count_launch("robustprune::nm_compress", "cpu")
     _check_compress_input(weight, n, m)
     out, in_features = weight.shape
     kept = kept_per_row(in_features, n, m)
@@ -139,6 +147,7 @@ def _nm_compress_op(weight: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor,
 
 @_nm_compress_op.register_kernel("cuda")
 def _nm_compress_triton(weight: torch.Tensor, n: int, m: int):
+    count_launch("robustprune::nm_compress")
     _check_compress_input(weight, n, m)
     check_triton_device(weight, "weight")
     from robustprune.kernels.nm_format import compress, pack_index_stream
@@ -185,6 +194,9 @@ def decompress_rows(values: torch.Tensor, metadata: torch.Tensor, n: int, m: int
 
 @torch.library.custom_op("robustprune::nm_decompress", mutates_args=(), device_types="cpu")
 def _nm_decompress_op(values: torch.Tensor, metadata: torch.Tensor, n: int, m: int, in_features: int) -> torch.Tensor:
+    if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
+        return _nm_decompress_triton(values, metadata, n, m, in_features)
+    count_launch("robustprune::nm_decompress", "cpu")
     check_compressed(values, metadata, n, m, in_features)
     dense = torch.empty(values.shape[0], in_features, dtype=values.dtype)
     for start in range(0, values.shape[0], _ROWS_PER_STEP):
@@ -195,6 +207,7 @@ def _nm_decompress_op(values: torch.Tensor, metadata: torch.Tensor, n: int, m: i
 
 @_nm_decompress_op.register_kernel("cuda")
 def _nm_decompress_triton(values: torch.Tensor, metadata: torch.Tensor, n: int, m: int, in_features: int):
+    count_launch("robustprune::nm_decompress")
     check_compressed(values, metadata, n, m, in_features)
     check_triton_device(values, "values")
     from robustprune.kernels.nm_format import decompress

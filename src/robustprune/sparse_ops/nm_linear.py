@@ -24,9 +24,11 @@ import torch
 
 from robustprune.sparse_ops.backend import (
     check_triton_device,
+    count_launch,
     dispatch_reaches_cpu_kernel,
     skip_dynamo_until_loaded,
     triton_interpreter_active,
+    triton_route,
 )
 from robustprune.sparse_ops.compiled import CompiledRoute
 from robustprune.sparse_ops.nm_format import check_compressed, unpack_indices
@@ -110,6 +112,9 @@ def _nm_linear_cpu(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor
                    n: int, m: int) -> torch.Tensor:
     """The op's CPU kernel (arguments already checked); :func:`nm_linear` calls it directly where the
     dispatcher would do nothing else."""
+    if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
+        return _nm_linear_triton(x, values, metadata, bias, n, m)
+    count_launch("robustprune::nm_linear", "cpu")
     in_features, out = in_features_of(values, n, m), values.shape[0]
     x2 = x.reshape(-1, in_features)
     if compiled_forward_applies(x2.shape[0], values, n, m):
@@ -138,6 +143,7 @@ def nm_linear_blas(x2: torch.Tensor, values: torch.Tensor, metadata: torch.Tenso
 
 @_nm_linear_op.register_kernel("cuda")
 def _nm_linear_triton(x, values, metadata, bias, n, m):
+    count_launch("robustprune::nm_linear")
     check_nm_linear(x, values, metadata, bias, n, m)
     check_triton_device(values, "values")
     from robustprune.kernels.nm_matmul import nm_linear as launch
@@ -172,6 +178,9 @@ def _nm_linear_fake(x, values, metadata, bias, n, m):
 @torch.library.custom_op("robustprune::nm_linear_backward", mutates_args=(), device_types="cpu")
 def _nm_linear_backward_op(grad_y: torch.Tensor, x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor,
                            n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
+        return _nm_linear_backward_triton(grad_y, x, values, metadata, n, m)
+    count_launch("robustprune::nm_linear_backward", "cpu")
     in_features = in_features_of(values, n, m)
     gy = grad_y.reshape(-1, values.shape[0])
     x2 = x.reshape(-1, in_features)
@@ -189,6 +198,7 @@ def _nm_linear_backward_op(grad_y: torch.Tensor, x: torch.Tensor, values: torch.
 
 @_nm_linear_backward_op.register_kernel("cuda")
 def _nm_linear_backward_triton(grad_y, x, values, metadata, n, m):
+    count_launch("robustprune::nm_linear_backward")
     check_triton_device(values, "values")
     from robustprune.kernels.nm_matmul import nm_linear_grad_input, nm_linear_grad_values
 

@@ -44,7 +44,12 @@ import warnings
 
 import torch
 
-from robustprune.sparse_ops.backend import check_triton_device, skip_dynamo_until_loaded
+from robustprune.sparse_ops.backend import (
+    check_triton_device,
+    count_launch,
+    skip_dynamo_until_loaded,
+    triton_route,
+)
 from robustprune.sparse_ops.nm import selection_network
 from robustprune.sparse_ops.patterns import NMPattern, check_nm, resolve_sparsity
 from robustprune.sparse_ops.validation import check_finite, check_float_tensor, check_sparsity
@@ -266,6 +271,9 @@ def sparsegpt_prune_weight_(weight: torch.Tensor, hessian: torch.Tensor, sparsit
 @torch.library.custom_op("robustprune::sparsegpt_prune_", mutates_args=("weight",), device_types="cpu")
 def _sparsegpt_prune_op(weight: torch.Tensor, hinv: torch.Tensor, sparsity: float, n: int, m: int,
                         blocksize: int) -> torch.Tensor:
+    if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
+        return _sparsegpt_prune_triton(weight, hinv, sparsity, n, m, blocksize)
+    count_launch("robustprune::sparsegpt_prune_", "cpu")
     _check_prune_inputs(weight, hinv, sparsity, n, m, blocksize)
     rows, columns = weight.shape
     hinv = hinv.contiguous()  # row slices hinv[i, i+1:] are read per column
@@ -316,6 +324,7 @@ def _sparsegpt_prune_op(weight: torch.Tensor, hinv: torch.Tensor, sparsity: floa
 @_sparsegpt_prune_op.register_kernel("cuda")
 def _sparsegpt_prune_triton(weight: torch.Tensor, hinv: torch.Tensor, sparsity: float, n: int, m: int,
                             blocksize: int) -> torch.Tensor:
+    count_launch("robustprune::sparsegpt_prune_")
     _check_prune_inputs(weight, hinv, sparsity, n, m, blocksize)
     check_triton_device(weight, "weight")
     from robustprune.kernels.obs import sparsegpt_block_

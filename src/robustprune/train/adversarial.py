@@ -139,7 +139,8 @@ def _check_batch(model: nn.Module, batch: Batch) -> None:
         )
 
 
-def adversarial_backward(model: nn.Module, batch: Batch, attack: Attack) -> AdversarialStep:
+def adversarial_backward(model: nn.Module, batch: Batch, attack: Attack, *,
+                         loss_scale: float | torch.Tensor = 1.0) -> AdversarialStep:
     """Compute the adversarial loss of one batch and accumulate its parameter gradients (``.grad``).
 
     Args:
@@ -148,6 +149,8 @@ def adversarial_backward(model: nn.Module, batch: Batch, attack: Attack) -> Adve
         batch: ``input_ids``, ``attention_mask``, ``labels`` (and e.g. ``token_type_ids``) on the model's
             device.
         attack: :class:`FreeLB` or :class:`PGD`.
+        loss_scale: every back-propagated loss is multiplied by it (fp16 training's gradient scaler); the
+            ascent steps normalise the perturbation's gradient, so they do not depend on it.
 
     Works unchanged on masked models: the perturbation lives in the inputs, masks in the weights.
     """
@@ -168,7 +171,7 @@ def adversarial_backward(model: nn.Module, batch: Batch, attack: Attack) -> Adve
             delta.requires_grad_()
             norms.append(_norms(delta))
             loss = model(inputs_embeds=embeds + delta, **rest).loss / attack.steps
-            loss.backward()
+            (loss * loss_scale).backward()
             total += float(loss.detach())
             if step < attack.steps - 1:
                 delta = ascend(delta.detach(), delta.grad.detach(), attack.adv_lr, attack.adv_max_norm)
@@ -179,11 +182,11 @@ def adversarial_backward(model: nn.Module, batch: Batch, attack: Attack) -> Adve
         delta.requires_grad_()
         norms.append(_norms(delta))
         loss = model(inputs_embeds=clean + delta, **rest).loss
-        (grad,) = torch.autograd.grad(loss, delta)
+        (grad,) = torch.autograd.grad(loss * loss_scale, delta)
         delta = ascend(delta.detach(), grad, attack.adv_lr, attack.adv_max_norm)
     norms.append(_norms(delta))
     loss = model(inputs_embeds=embeds + delta, **rest).loss
-    loss.backward()
+    (loss * loss_scale).backward()
     return AdversarialStep(float(loss.detach()), torch.stack(norms))
 
 

@@ -138,6 +138,7 @@ def finetune_classifier(
         stateful={"model": model, "optimizer": optimizer, "scheduler": scheduler}, fingerprint=fingerprint,
         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, stop_after=stop_after,
         desc=f"{'adversarial ' if attack is not None else ''}fine-tune {train.name or 'classifier'}",
+        precision=schedule.precision,
     )
     was_training = model.training
     model.train()

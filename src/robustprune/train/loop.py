@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from robustprune.data.datasets import TextDataset
+from robustprune.devices import autocast, grad_scaler
 from robustprune.train.adversarial import PGD, FreeLB, adversarial_backward
 from robustprune.train.checkpoint import Batch, ResumableRun, TrainingHistory
 
@@ -84,6 +85,7 @@ def training_run(
     stop_after: int | None = None,
     desc: str = "train",
     history: TrainingHistory | None = None,
+    precision: str = "fp32",
 ) -> ResumableRun:
     """The resumable run of the shared step (see the module docstring) for ``model``.
 
@@ -91,31 +93,44 @@ def training_run(
     parameter of ``model``); ``scheduler`` is stepped after the optimizer (None: a constant learning rate,
     logged from the first parameter group). The remaining arguments are those of
     :class:`~robustprune.train.checkpoint.ResumableRun`. Run it with
-    :func:`~robustprune.train.checkpoint.run_resumable`.
+    :func:`~robustprune.train.checkpoint.run_resumable`. Batches go to the device of the model's
+    parameters; ``precision`` (``fp32``, ``bf16``, ``fp16``) runs the forward passes under autocast on that
+    device, ``fp16`` with a ``torch.amp.GradScaler`` (checkpointed with the run).
     """
     require_attack(attack)
     clip_params = list(model.parameters() if clip is None else clip)
     device = next(model.parameters()).device
+    scaler = grad_scaler(device, precision)
+    if scaler is not None:
+        stateful = {**stateful, "grad_scaler": scaler}
 
     def train_step(step: int, batch: Batch) -> tuple[float, float]:
-        batch = {key: value.to(device) for key, value in batch.items()}
+        batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
         optimizer.zero_grad(set_to_none=True)
         if hooks.before is not None:
             hooks.before(step)
-        if attack is None:
-            loss = model(**batch).loss
-            loss.backward()
-            loss_value = float(loss.detach())
-        else:
-            loss_value = adversarial_backward(model, batch, attack).loss
-        if hooks.extra_loss is not None:
-            extra = hooks.extra_loss(step)
-            extra.backward()
-            loss_value += float(extra.detach())
+        scale = 1.0 if scaler is None else scaler.scale(torch.ones((), device=device))  # no host sync
+        with autocast(device, precision):
+            if attack is None:
+                loss = model(**batch).loss
+                (loss * scale).backward()
+                loss_value = float(loss.detach())
+            else:
+                loss_value = adversarial_backward(model, batch, attack, loss_scale=scale).loss
+            if hooks.extra_loss is not None:
+                extra = hooks.extra_loss(step)
+                (extra * scale).backward()
+                loss_value += float(extra.detach())
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         if max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(clip_params, max_grad_norm)
         used_lr = scheduler.get_last_lr()[0] if scheduler is not None else optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:  # skips the step when the scaled gradients overflowed, and adapts the scale
+            scaler.step(optimizer)
+            scaler.update()
         if scheduler is not None:
             scheduler.step()
         apply_masks_(masks)

@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from robustprune.devices import PRECISIONS
+
 
 @dataclass(frozen=True)
 class TrainingSchedule:
@@ -27,6 +29,9 @@ class TrainingSchedule:
         max_grad_norm: gradients are clipped to this global norm; 0 turns clipping off.
         max_length: inputs are truncated to this many tokens.
         seed: seeds the data order and torch (dropout, perturbations, gate samples).
+        precision: ``fp32``, ``bf16`` or ``fp16``: the forward passes run under autocast at that precision
+            (:func:`robustprune.devices.autocast`), fp16 with a gradient scaler; weights and optimizer
+            state stay fp32.
     """
 
     epochs: float = 1.0
@@ -37,6 +42,7 @@ class TrainingSchedule:
     max_grad_norm: float = 1.0
     max_length: int = 128
     seed: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         def number(name: str) -> float:
@@ -64,14 +70,20 @@ class TrainingSchedule:
         whole("batch_size", 1)
         whole("max_length", 1)
         whole("seed", 0)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainingSchedule.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
 
     def replace(self, **changes: Any) -> TrainingSchedule:
         """A copy with ``changes`` (field name -> value), checked like a new schedule."""
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields in declaration order (what checkpoints fingerprint)."""
-        return dataclasses.asdict(self)
+        """The fields in declaration order (what checkpoints fingerprint); ``precision`` only when it is not
+        ``fp32``, so checkpoints written before it existed still resume."""
+        fields = dataclasses.asdict(self)
+        if fields["precision"] == "fp32":
+            del fields["precision"]
+        return fields
 
     def steps(self, examples: int) -> tuple[int, int]:
         """``(steps per epoch, total steps)`` over ``examples`` training examples (at least one step)."""

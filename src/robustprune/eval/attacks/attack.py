@@ -410,6 +410,9 @@ def attack(
         from robustprune.eval.attacks.recipes import build_recipe
 
         recipe = build_recipe(recipe, **recipe_options)
+        device = getattr(classifier, "device", None)
+        if device is not None:  # the recipe's own models (sentence encoder, masked LM) join the victim
+            place_recipe(recipe, device)
     elif recipe_options:
         raise ValueError(
             f"recipe options {sorted(recipe_options)} are only used with a recipe name, not a Recipe"
@@ -484,12 +487,33 @@ def attack(
     )
 
 
+def _recipe_parts(recipe: Recipe) -> list[Any]:
+    return [recipe.transformation, *getattr(recipe.transformation, "parts", []), *recipe.pre_constraints,
+            *recipe.constraints]
+
+
+def place_recipe(recipe: Recipe, device: Any) -> None:
+    """Move the models a recipe's parts hold (the sentence encoder of its constraints, a masked LM that
+    proposes substitutes) to ``device``, so their batches run beside the victim's. :func:`attack` does this
+    for a recipe it builds from a name, onto the classifier's ``device``."""
+    import torch
+    from torch import nn
+
+    device = torch.device(device)
+    for part in _recipe_parts(recipe):
+        for value in vars(part).values():
+            holder = getattr(value, "model", None) if not isinstance(value, nn.Module) else None
+            module = value if isinstance(value, nn.Module) else holder
+            if isinstance(module, nn.Module):
+                first = next(module.parameters(), None)
+                if first is not None and first.device != device:
+                    module.to(device)
+
+
 def prepare_recipe(recipe: Recipe) -> None:
     """Load what the recipe's parts load lazily (their ``prepare()``; e.g. WordNet), so that one-off costs
     fall outside an attack's timed loop."""
-    parts = [recipe.transformation, *getattr(recipe.transformation, "parts", []), *recipe.pre_constraints,
-             *recipe.constraints]
-    for part in parts:
+    for part in _recipe_parts(recipe):
         prepare = getattr(part, "prepare", None)
         if callable(prepare):
             prepare()
@@ -516,4 +540,5 @@ def merge_reports(reports: Sequence[AttackReport]) -> AttackReport:
                    model_calls=sum(r.model_calls for r in reports), texts_scored=sum(r.texts_scored for r in reports))
 
 
-__all__ = ["STATUSES", "Attack", "AttackReport", "ExampleResult", "Recipe", "attack", "merge_reports", "prepare_recipe"]
+__all__ = ["STATUSES", "Attack", "AttackReport", "ExampleResult", "Recipe", "attack", "merge_reports", "place_recipe",
+           "prepare_recipe"]
