@@ -174,6 +174,8 @@ def _sparsity(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from robustprune.experiments.config import DEVICES_HELP
+
     parser = argparse.ArgumentParser(prog="robustprune", description="Pruning and robustness experiments on "
                                      "pre-trained transformers.")
     parser.add_argument("--version", action="version", version=f"robustprune {__version__}")
@@ -236,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--samples", type=int, default=128, help="calibration sequences (default 128)")
     prune.add_argument("--seq-len", type=int, default=128, help="calibration tokens per sequence (default 128)")
     prune.add_argument("--seed", type=int, default=0, help="seed of random pruning and calibration windows")
-    prune.add_argument("--device", help="where the blocks run: cpu, cuda, cuda:1 (default: cpu)")
+    prune.add_argument("--device", type=_device_flag, default="auto",
+                       help=f"where the blocks run: {DEVICES_HELP} (default: auto, CUDA when a GPU is visible)")
     prune.add_argument("--out", required=True, help="the new checkpoint directory")
     prune.add_argument("--format", choices=["dense", "sparse"], default="dense",
                        help="dense: model.safetensors for any from_pretrained; sparse: pruned matrices as "
@@ -262,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--shifts", help="comma-separated shifts: char_swap, eda, wordnet, embedding_swap")
     evaluate.add_argument("--max-examples", type=int,
                           help="evaluate and attack at most this many examples (the first ones of --data)")
-    evaluate.add_argument("--device", help="where the model runs: cpu, cuda, cuda:1 (default: cpu)")
+    evaluate.add_argument("--device", type=_device_flag, default="auto",
+                          help=f"where the model runs: {DEVICES_HELP} (default: auto, CUDA when a GPU is visible)")
     evaluate.add_argument("--out", help="write results.json, predictions.json (and attack_examples.json) here")
     evaluate.add_argument("--baseline", help="a second checkpoint evaluated on the same examples, with paired tests")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the attack subsets (default 0)")

@@ -164,7 +164,7 @@ def evaluate_pretrained(model: str, *, data: str, task: str = "sst2", split: str
         robust_set: an AdvGLUE-style JSON file evaluated as an extra set.
         shifts: distribution shifts (``char_swap``, ``eda``, ``wordnet``, ``embedding_swap``).
         max_examples: evaluate (and attack) at most this many examples, the first ones of the set.
-        device: where the model runs.
+        device: where the model runs (``auto``, ``cpu``, ``cuda``, ``cuda:N``); None: where it loads (the CPU).
         baseline: a second checkpoint evaluated on the same examples; the record gains ``comparison``
             (:func:`paired_comparison`).
         seed: the seed of the attack subsets.
@@ -196,6 +196,13 @@ def evaluate_pretrained(model: str, *, data: str, task: str = "sst2", split: str
     sweep = SweepData(evaluation, evaluation, robust, seeded_order(len(evaluation), seed),
                       list(range(len(robust))) if robust is not None else None)
     evaluator = Evaluator(config, sweep, progress)
+    if device is not None:
+        from robustprune.devices import DeviceError, use_device
+
+        try:
+            device = str(use_device(device))
+        except DeviceError as error:
+            raise ValueError(f"--device: {error}") from None
     loaded, tokenizer = _load_classifier(str(model), device, "MODEL")
     record, predictions, examples = evaluator.evaluate(loaded, tokenizer)
     record = {"model": str(model), "data": str(data), "task": task, "split": split, "examples": len(evaluation),

@@ -226,7 +226,8 @@ def prune_pretrained(model: str, *, method: str, out: str | Path, sparsity: floa
             truncated to ``seq_len`` tokens; with fewer, ``samples`` random windows of ``seq_len`` tokens
             (``robustprune.calibration_batches`` modes ``first`` / ``windows``; ``pruning.json`` says which).
         samples, seq_len: calibration sequences and their maximum length in tokens.
-        device: where blocks run (``cpu``, ``cuda``, ``cuda:1``); None keeps the model where it loads.
+        device: where blocks run (``auto``, ``cpu``, ``cuda``, ``cuda:N``; ``auto``: CUDA when a GPU is
+            visible); None keeps the model where it loads. The pruned model is gathered on the CPU to be written.
         output_format: ``dense`` (``model.safetensors``) or ``sparse`` (values + bitmask, or N:M compressed).
         seed: seeds random pruning and calibration windows.
         dtype: ``float32``, ``float16`` or ``bfloat16``: the dtype the pruned model is written in (pruning
@@ -246,6 +247,13 @@ def prune_pretrained(model: str, *, method: str, out: str | Path, sparsity: floa
         raise ValueError(f"--out {out} already holds a checkpoint; choose a new directory")
     # bad data fails before the model loads; a Hub dataset is streamed, only the texts the samples use
     texts = calibration_texts(calibration, hub_limit=samples) if calibration is not None else None
+    if device is not None:
+        from robustprune.devices import DeviceError, use_device
+
+        try:
+            device = str(use_device(device))
+        except DeviceError as error:
+            raise ValueError(f"--device: {error}") from None
     loaded = load_pretrained(model, trust_remote_code=trust_remote_code)
     targets = _targets(loaded, nm)
     tokenizer = _tokenizer(str(model), method in CALIBRATED, trust_remote_code)
@@ -277,7 +285,7 @@ def prune_pretrained(model: str, *, method: str, out: str | Path, sparsity: floa
             matrices[name] = {"shape": list(module.weight.shape), "sparsity": count / module.weight.numel()}
             zeros += count
             total += module.weight.numel()
-    loaded.to("cpu")
+    loaded.to("cpu")  # written from host memory, whatever device pruned it
     if dtype is not None:
         loaded.to(getattr(torch, dtype))
     record = {
