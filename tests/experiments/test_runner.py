@@ -412,6 +412,22 @@ def test_collapse_is_judged_per_evaluated_set(tmp_path):
     assert line["ES_robust (robust set acc)"] == "0.50"  # 0.7 left out, not read as a robustness gain
 
 
+def write_point_record(folder, labels, method, pattern, sparsity, clean_right, robust_right):
+    """A results record whose clean and robust-set accuracies come from per-example correctness vectors, its
+    predictions file written under ``folder`` (what a sweep writes, made by hand for the report tests)."""
+    key = f"{method}|{sparsity}"
+    predictions = {name: {"predictions": [y if ok else 1 - y for y, ok in zip(labels, vector)], "labels": labels}
+                   for name, vector in (("clean", clean_right), ("robust_set", robust_right))}
+    path = folder / "predictions" / f"{key.replace('|', '_')}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(predictions))
+    entry = {"accuracy": 100.0 * clean_right.mean(), "f1": 0.0, "n": len(labels), "majority_rate": 50.0,
+             "prediction_balance": {"0": 0.5, "1": 0.5}}
+    return {"key": key, "fingerprint": "f", "seed": 0, "method": method, "pattern": pattern,
+            "sparsity": sparsity, "clean": entry, "robust_set": {**entry, "accuracy": 100.0 * robust_right.mean()},
+            "files": {"predictions": f"predictions/{path.name}"}}
+
+
 def test_analysis_says_in_words_what_the_paired_tests_support(tmp_path):
     import numpy as np
 
@@ -420,18 +436,7 @@ def test_analysis_says_in_words_what_the_paired_tests_support(tmp_path):
     dense_right = np.arange(n) % 5 != 0  # 80 %
 
     def write(method, pattern, sparsity, right, robust_right):
-        key = f"{method}|{sparsity}"
-        predictions = {name: {"predictions": [y if ok else 1 - y for y, ok in zip(labels, vector)], "labels": labels}
-                       for name, vector in (("clean", right), ("robust_set", robust_right))}
-        path = tmp_path / "predictions" / f"{key.replace('|', '_')}.json"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(predictions))
-        entry = {"accuracy": 100.0 * right.mean(), "f1": 0.0, "n": n, "majority_rate": 50.0,
-                 "prediction_balance": {"0": 0.5, "1": 0.5}}
-        robust = {**entry, "accuracy": 100.0 * robust_right.mean()}
-        return {"key": key, "fingerprint": "f", "seed": 0, "method": method, "pattern": pattern,
-                "sparsity": sparsity, "clean": entry, "robust_set": robust,
-                "files": {"predictions": f"predictions/{path.name}"}}
+        return write_point_record(tmp_path, labels, method, pattern, sparsity, right, robust_right)
 
     def worse(count):
         right = dense_right.copy()
@@ -471,17 +476,7 @@ def test_analysis_counts_the_per_point_tests_and_says_which_survive_holm(tmp_pat
         return right
 
     def write(method, pattern, sparsity, robust_right):
-        key = f"{method}|{sparsity}"
-        predictions = {name: {"predictions": [y if ok else 1 - y for y, ok in zip(labels, vector)], "labels": labels}
-                       for name, vector in (("clean", clean_right), ("robust_set", robust_right))}
-        path = tmp_path / "predictions" / f"{key.replace('|', '_')}.json"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(predictions))
-        entry = {"accuracy": 100.0 * clean_right.mean(), "f1": 0.0, "n": n, "majority_rate": 50.0,
-                 "prediction_balance": {"0": 0.5, "1": 0.5}}
-        return {"key": key, "fingerprint": "f", "seed": 0, "method": method, "pattern": pattern,
-                "sparsity": sparsity, "clean": entry, "robust_set": {**entry, "accuracy": 100.0 * robust_right.mean()},
-                "files": {"predictions": f"predictions/{path.name}"}}
+        return write_point_record(tmp_path, labels, method, pattern, sparsity, clean_right, robust_right)
 
     records = [write("dense", "dense", 0.0, robust_dense), write("omp", "unstructured", 0.3, changed(6, 0)),
                write("omp", "unstructured", 0.5, changed(5, 0)), write("omp", "unstructured", 0.7, changed(6, 1))]
