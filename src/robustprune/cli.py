@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "or one per matrix")
     prune.add_argument("--calibration", metavar="DATA",
                        help="wanda / sparsegpt: calibration text: embedded, sst2-sample, a .txt/.tsv/.csv/.jsonl "
-                            "file, or a Hugging Face dataset name")
+                            "file, or a Hugging Face dataset NAME or NAME:CONFIG (e.g. allenai/c4:en)")
     prune.add_argument("--samples", type=int, default=128, help="calibration sequences (default 128)")
     prune.add_argument("--seq-len", type=int, default=128, help="calibration tokens per sequence (default 128)")
     prune.add_argument("--seed", type=int, default=0, help="seed of random pruning and calibration windows")

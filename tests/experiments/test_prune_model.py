@@ -254,3 +254,14 @@ def test_minilm_at_50_percent_sparse_is_small_exact_and_evaluates(minilm_path, t
                                    "--no-progress"]), *capsys.readouterr()
     assert status == 0, stderr
     assert "clean: accuracy" in stdout
+
+
+def test_a_hub_calibration_dataset_may_name_its_configuration():
+    from robustprune.experiments.prune_model import hub_dataset_spec
+
+    assert hub_dataset_spec("allenai/c4:en") == ("allenai/c4", "en")
+    assert hub_dataset_spec("glue:sst2") == ("glue", "sst2")
+    assert hub_dataset_spec("wikitext") == ("wikitext", None)
+    for bad in (":en", "allenai/c4:"):
+        with pytest.raises(ValueError, match="NAME or NAME:CONFIG"):
+            hub_dataset_spec(bad)

@@ -74,14 +74,14 @@ def read_text_lines(path: str | Path, column: str | None = None) -> list[str]:
     return texts
 
 
-def texts_from_hf_dataset(name: str, split: str = "train", column: str = "text", limit: int | None = None,
-                          config: str | None = None) -> list[str]:
+def texts_from_hf_dataset(name: str, split: str = "train", column: str | tuple[str, ...] = "text",
+                          limit: int | None = None, config: str | None = None) -> list[str]:
     """Texts from a Hugging Face dataset by name (needs the optional ``datasets`` package and network).
 
     Args:
         name: dataset name on the Hub (e.g. ``"allenai/c4"``, ``"glue"``).
         split: split to read.
-        column: field holding the text.
+        column: field holding the text, or a tuple of candidates (the first the dataset has is read).
         limit: read at most this many non-empty texts (the dataset is streamed when given).
         config: dataset configuration name (e.g. ``"sst2"`` for ``"glue"``).
     """
@@ -95,9 +95,14 @@ def texts_from_hf_dataset(name: str, split: str = "train", column: str = "text",
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
     dataset = datasets.load_dataset(name, config, split=split, streaming=limit is not None)
     texts: list[str] = []
+    candidates = (column,) if isinstance(column, str) else tuple(column)
     for row in dataset:
         if column not in row:
-            raise ValueError(f"dataset {name!r} has no column {column!r}; its columns are {sorted(row)}")
+            present = [c for c in candidates if c in row]
+            if not present:
+                raise ValueError(f"dataset {name!r} has no column {' or '.join(map(repr, candidates))}; its "
+                                 f"columns are {sorted(row)}")
+            column = present[0]
         text = row[column]
         if isinstance(text, str) and text.strip():
             texts.append(text)

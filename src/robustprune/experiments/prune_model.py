@@ -53,11 +53,27 @@ def _text_column(names: list[str], source: str, kind: str) -> str:
                      f"{', '.join(_TEXT_FIELDS)}; it has {names})")
 
 
+def hub_dataset_spec(source: str) -> tuple[str, str | None]:
+    """``(name, config)`` of a Hub dataset written ``NAME`` or ``NAME:CONFIG`` (``allenai/c4:en``,
+    ``glue:sst2``).
+
+    Raises:
+        ValueError: an empty name or configuration.
+    """
+    name, _, config = source.partition(":")
+    if not name or (":" in source and not config):
+        raise ValueError(f"--calibration {source!r}: a Hugging Face dataset is NAME or NAME:CONFIG "
+                         "(e.g. allenai/c4:en)")
+    return name, config or None
+
+
 def calibration_texts(source: str, hub_limit: int | None = None) -> list[str]:
     """Texts from a calibration source: a shipped set (``embedded``, ``sst2-sample``: their training
     sentences), a ``.tsv`` / ``.csv`` file with a header (column ``text``, ``sentence``, ``content`` or
     ``document``), a ``.jsonl`` file (the same fields), any other file as plain text (one text per
-    non-empty line), or else a Hugging Face dataset name (its ``train`` split, column ``text``, streamed:
+    non-empty line), or else a Hugging Face dataset ``NAME`` or ``NAME:CONFIG`` (e.g. ``allenai/c4:en``,
+    the Wanda / SparseGPT papers' calibration set; its ``train`` split, the first of the text columns above
+    that it has, streamed:
     the first ``hub_limit`` non-empty texts, all of them when None; needs the ``datasets`` package and the
     network).
 
@@ -98,7 +114,8 @@ def calibration_texts(source: str, hub_limit: int | None = None) -> list[str]:
     else:
         from robustprune.data.texts import texts_from_hf_dataset
 
-        texts = texts_from_hf_dataset(source, limit=hub_limit)
+        name, config = hub_dataset_spec(source)
+        texts = texts_from_hf_dataset(name, config=config, column=_TEXT_FIELDS, limit=hub_limit)
     if not texts:
         raise ValueError(f"--calibration {source}: empty calibration file (no text found)")
     return texts
@@ -309,4 +326,4 @@ def prune_pretrained(model: str, *, method: str, out: str | Path, sparsity: floa
     return PruneSummary(out, dict(record, format=output_format), weight_bytes)
 
 
-__all__ = ["METHODS", "PruneSummary", "calibration_texts", "prune_pretrained"]
+__all__ = ["METHODS", "PruneSummary", "calibration_texts", "hub_dataset_spec", "prune_pretrained"]
