@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from robustprune.ops import nm_compress, nm_linear, nm_mask
 from robustprune.sparse_ops.nm_format import unpack_indices
 from tests.conftest import DTYPES
+from tests.reference import within_rounding
 
 # Relative tolerances: fp16/bf16 round every product and partial sum differently from fp32 BLAS.
 RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
@@ -13,27 +14,6 @@ RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 def close(actual, expected, dtype):
     scale = expected.abs().max().clamp_min(1.0)
     return float((actual.float() - expected).abs().max()) <= RTOL[dtype] * float(scale) * 4
-
-
-UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
-
-
-def within_rounding(actual, x, w, b, dtype):
-    """``actual`` equals ``x @ w.T + b`` up to what the arithmetic allows: fp32 accumulation over the
-    reduction length k (at most gamma_k * sum |x_i w_i| + |b| away, for ours and for the fp32 reference
-    alike: gamma_k = k u / (1 - k u), u = 2^-24; products of fp16 / bf16 values are exact in fp32), the
-    product x @ w.T rounded to the output format, then the bias added and rounded again, as F.linear does
-    in half precision (each rounding at most the format's unit roundoff times the value rounded)."""
-    x, w = x.float(), w.float()
-    expected = F.linear(x, w, None if b is None else b.float())
-    product = F.linear(x, w)
-    magnitude = F.linear(x.abs(), w.abs(), None if b is None else b.float().abs())
-    k = w.shape[1] + 1
-    gamma = k * 2.0**-24 / (1 - k * 2.0**-24)
-    u = UNIT_ROUNDOFF[dtype]
-    rounding = u * expected.abs() + (0 if b is None else u * (1 + u) * product.abs())
-    bound = rounding + 2 * gamma * (1 + u) ** 2 * magnitude
-    return actual.dtype == dtype and bool(((actual.float() - expected).abs() <= bound).all())
 
 
 def problem(out, in_features, n, m, dtype, batch_shape, seed=0):
