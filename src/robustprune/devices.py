@@ -64,28 +64,32 @@ def device_problem(name: str) -> str | None:
     return None
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto", where: str | None = None) -> torch.device:
     """The ``torch.device`` a device name means here (``auto``: ``cuda`` when a GPU is visible, else ``cpu``).
 
     Raises:
-        DeviceError: a malformed name, or a CUDA device this process does not see.
+        DeviceError: a malformed name, or a CUDA device this process does not see (prefixed by ``where``,
+            the flag or config key that named the device, when given).
     """
-    problem = device_problem(name)
+    try:
+        problem = device_problem(name)
+    except DeviceError as error:
+        problem = str(error)
     if problem is not None:
-        raise DeviceError(problem)
+        raise DeviceError(problem if where is None else f"{where}: {problem}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.device_count() > 0 else "cpu")
     return torch.device(name)
 
 
-def use_device(name: str = "auto") -> torch.device:
+def use_device(name: str = "auto", where: str | None = None) -> torch.device:
     """:func:`resolve_device`, and for a CUDA device also make it this process's current device: Triton
     launches its kernels on the current device, so ``cuda:1`` must be current for tensors there.
 
     Raises:
         DeviceError: as :func:`resolve_device`.
     """
-    device = resolve_device(name)
+    device = resolve_device(name, where)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device

@@ -197,12 +197,9 @@ def evaluate_pretrained(model: str, *, data: str, task: str = "sst2", split: str
                       list(range(len(robust))) if robust is not None else None)
     evaluator = Evaluator(config, sweep, progress)
     if device is not None:
-        from robustprune.devices import DeviceError, use_device
+        from robustprune.devices import use_device
 
-        try:
-            device = str(use_device(device))
-        except DeviceError as error:
-            raise ValueError(f"--device: {error}") from None
+        device = str(use_device(device, where="--device"))
     loaded, tokenizer = _load_classifier(str(model), device, "MODEL")
     record, predictions, examples = evaluator.evaluate(loaded, tokenizer)
     record = {"model": str(model), "data": str(data), "task": task, "split": split, "examples": len(evaluation),

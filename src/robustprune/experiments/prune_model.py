@@ -265,12 +265,9 @@ def prune_pretrained(model: str, *, method: str, out: str | Path, sparsity: floa
     # bad data fails before the model loads; a Hub dataset is streamed, only the texts the samples use
     texts = calibration_texts(calibration, hub_limit=samples) if calibration is not None else None
     if device is not None:
-        from robustprune.devices import DeviceError, use_device
+        from robustprune.devices import use_device
 
-        try:
-            device = str(use_device(device))
-        except DeviceError as error:
-            raise ValueError(f"--device: {error}") from None
+        device = str(use_device(device, where="--device"))
     loaded = load_pretrained(model, trust_remote_code=trust_remote_code)
     targets = _targets(loaded, nm)
     tokenizer = _tokenizer(str(model), method in CALIBRATED, trust_remote_code)
