@@ -76,8 +76,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise ValueError("give a config file or the name of a shipped config (robustprune run --list shows them)")
-    config = load_named_config(args.config, quick=args.quick)  # every config error is raised here, before any work
-    config = _override_device(config, args)
+    from robustprune.experiments.protocol import config_rows, protocol_table, summary_lines
+
+    # every config error is raised here, before any work
+    config = _override_device(load_named_config(args.config, quick=args.quick, size=args.size), args)
+    if args.protocol:
+        found = config_rows(config.to_dict())
+        if found is None:
+            raise ValueError(f"--protocol: {args.config!r} names no paper protocol (config key 'paper')")
+        print(protocol_table(*found, config.name), end="")
+        return 0
+    for line in summary_lines(config.to_dict()):
+        print(line)
     out = Path(args.out) if args.out else Path("results") / config.name
     return _run(config, out, not args.no_progress, executor=args.executor, address=args.address)
 
@@ -191,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--list", action="store_true", help="list the shipped configs, one line each, and exit")
     run.add_argument("--quick", action="store_true",
                      help="a much smaller smoke run of the same experiment (few examples, one sparsity and seed)")
+    run.add_argument("--size", choices=["cpu", "paper"], default="cpu",
+                     help="cpu: the config as written, sized for a laptop (default); paper: the paper's model, full "
+                          "data, epochs and evaluated examples, the same protocol (a GPU run; needs the Hub)")
+    run.add_argument("--protocol", action="store_true",
+                     help="print the run's protocol table (the paper's value and this run's, per element) and exit")
     run.add_argument("--out", help="results directory (default: results/<config name>)")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local: points one after another in this process (default); ray: every point a Ray "

@@ -118,3 +118,18 @@ def test_the_ray_executor_leaves_the_device_to_its_workers():
     """The driver of a Ray run needs no GPU: the device is checked on the cluster, not here."""
     config = parse_config({**demo_config_dict(), "device": "cuda"})
     assert "device 'cuda'" not in {r.what for r in required_resources(config, "ray")}
+
+
+def test_hub_data_needs_datasets_and_the_hub(tmp_path, monkeypatch):
+    from robustprune.data.datasets import load_task_split
+
+    raw = demo_config_dict()
+    raw["data"]["data_dir"] = "hub:nyu-mll/glue"
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as on a machine without the package
+    (resource,) = [r for r in required_resources(parse_config(raw)) if r.what.startswith("data")]
+    assert resource.problem == "the package datasets is not installed (pip install datasets)"
+    assert "hub:NAME" in resource.remedy
+    with pytest.raises(ImportError, match="needs the 'datasets' package"):
+        load_task_split("hub:nyu-mll/glue", "sst2", "dev")
+    # the bundled sets and folders load as before, through the same entry point
+    assert len(load_task_split("sst2-sample", "sst2", "dev")) == 872

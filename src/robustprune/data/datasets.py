@@ -379,6 +379,26 @@ def load_glue_task(data_dir: str | Path, task: str, split: str = "dev") -> TextD
     return replace(dataset, name=f"glue/{spec.name}/{split} ({path})")
 
 
+HUB_PREFIX = "hub:"
+_HUB_GLUE_SPLITS = {"dev": "validation", "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}
+
+
+def load_task_split(data_dir: str, task: str, split: str = "dev") -> TextDataset:
+    """One labelled split of a GLUE task wherever a sweep config's ``data.data_dir`` points: a bundled set
+    (``embedded``, ``sst2-sample``), a GLUE-format folder (:func:`load_glue_task`), or ``hub:NAME``, the
+    Hugging Face dataset ``NAME`` with the task as its config (``hub:nyu-mll/glue``: GLUE in full; the
+    split names ``dev*`` are the Hub's ``validation*``; needs ``datasets`` and the Hub or its cache).
+    """
+    from robustprune.data.bundled import bundled_data_dir
+
+    if not data_dir.startswith(HUB_PREFIX):
+        return load_glue_task(bundled_data_dir(data_dir), task, split)
+    name = data_dir[len(HUB_PREFIX):]
+    spec = task_spec(task)
+    dataset = load_hf_dataset(name, _HUB_GLUE_SPLITS.get(split, split), config=spec.name, num_labels=spec.num_labels)
+    return replace(dataset, name=f"glue/{spec.name}/{split} ({data_dir})")
+
+
 # ---------------------------------------------------------------------------------------------------
 # AdvGLUE-style JSON
 
@@ -611,5 +631,5 @@ def load_hf_dataset(name: str, split: str, config: str | None = None, text_colum
                     num_labels, label_names)
 
 
-__all__ = ["GLUE_TASKS", "ClassifierInput", "TaskSpec", "TextDataset", "glue_task_file", "load_advglue_json",
-           "load_csv", "load_glue_task", "load_glue_tsv", "load_hf_dataset", "load_jsonl", "task_spec"]
+__all__ = ["GLUE_TASKS", "HUB_PREFIX", "ClassifierInput", "TaskSpec", "TextDataset", "glue_task_file", "load_advglue_json",
+           "load_csv", "load_glue_task", "load_glue_tsv", "load_hf_dataset", "load_jsonl", "load_task_split", "task_spec"]

@@ -6,8 +6,11 @@ Each ``configs/<name>.yaml`` is an ordinary config whose header comments say wha
     # follows: the paper whose main table it reproduces in shape
     # runtime: what a full run took on 2 cores
 
-``robustprune run NAME`` runs one; ``--quick`` shrinks it (:func:`quick_version`) to a smoke run of the
-same methods, patterns, evaluations and paper table in a minute or two.
+``robustprune run NAME`` runs one at its default size, small enough for a laptop (size ``cpu``);
+``--size paper`` runs it at the paper's size (:func:`robustprune.experiments.protocol.paper_size`: the
+paper's model, full data, epochs and evaluated examples; the protocol is the same); ``--quick`` shrinks it
+(:func:`quick_version`) to a smoke run of the same methods, patterns, evaluations and paper table in a
+minute or two, declaring every protocol value it changes as a deviation.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from robustprune.experiments.config import ConfigError, ExperimentConfig, parse_config, read_config_file
+from robustprune.experiments.protocol import ProtocolError, load_protocol, lookup, paper_size, same_value
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+SIZES = ("cpu", "paper")  # the config as written; the paper's sizes (its protocol's size elements)
+QUICK_REASON = "--quick: a smoke run at toy size, not the paper's protocol"
 _HEADER_KEYS = ("summary", "follows", "runtime")
 # what --quick sets in the trained methods' blocks (their FreeLB / PGD blocks also drop to 2 steps)
 _QUICK_BLOCKS: dict[str, dict[str, Any]] = {
@@ -95,7 +101,26 @@ def quick_version(raw: dict[str, Any]) -> dict[str, Any]:
     if evaluation.get("shifts"):
         capped(evaluation, "max_shift_examples", 24)
     quick["seeds"] = list(quick.get("seeds") or [0])[:1]
+    if quick.get("paper") is not None:
+        try:
+            quick["deviations"] = _quick_deviations(quick)
+        except ProtocolError as error:
+            raise ConfigError(str(error)) from None
     return quick
+
+
+def _quick_deviations(quick: dict[str, Any]) -> list[dict[str, str]]:
+    """The config's own deviations that still differ, plus one (``QUICK_REASON``) for every other protocol
+    element the quick version moved away from the paper."""
+    protocol = load_protocol(quick["paper"])
+    values = parse_config({k: v for k, v in quick.items() if k not in ("paper", "deviations")}).to_dict()
+    own = {d.get("key"): d for d in quick.get("deviations") or [] if isinstance(d, dict)}
+    out = []
+    for element in protocol.elements:
+        if element.kind != "protocol" or same_value(lookup(values, element.key), element.paper):
+            continue
+        out.append(own.get(element.key) or {"key": element.key, "reason": QUICK_REASON})
+    return out
 
 
 def resolve_config(name_or_path: str | Path) -> Path:
@@ -114,20 +139,40 @@ def resolve_config(name_or_path: str | Path) -> Path:
                             f"{', '.join(shipped)} (robustprune run --list)")
 
 
-def load_named_config(name_or_path: str | Path, *, quick: bool = False) -> ExperimentConfig:
-    """Read and validate a config file or shipped config (``quick``: its :func:`quick_version`).
+def load_named_config(name_or_path: str | Path, *, quick: bool = False, size: str = "cpu") -> ExperimentConfig:
+    """Read and validate a config file or shipped config, at ``size`` (``cpu``: as written; ``paper``: every
+    size element of the protocol it names at the paper's value) or as its :func:`quick_version`.
 
     Raises:
         FileNotFoundError, ConfigError: as :func:`resolve_config` and
-            :func:`robustprune.experiments.config.load_config`.
+            :func:`robustprune.experiments.config.load_config`; also ``size`` unknown, ``paper`` for a config
+            that names no protocol, or ``quick`` with size ``paper``.
     """
+    if size not in SIZES:
+        raise ConfigError(f"size: expected one of {list(SIZES)}, got {size!r}")
+    if quick and size != "cpu":
+        raise ConfigError("--quick is a smoke run at toy size; it does not combine with --size paper")
     path = resolve_config(name_or_path)
     raw = read_config_file(path)
+    if (quick or size != "cpu") and not isinstance(raw, dict):
+        raise ConfigError(f"{str(path)!r}: expected a mapping at the top level, got {type(raw).__name__}")
+    if size == "paper":
+        if raw.get("paper") is None:
+            raise ConfigError(f"--size paper: {str(path)!r} names no paper protocol (config key 'paper'), so it has "
+                              "no paper size")
+        try:
+            raw = paper_size(raw, load_protocol(_string_key(raw["paper"])))
+        except ProtocolError as error:
+            raise ConfigError(str(error)) from None
     if quick:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{str(path)!r}: expected a mapping at the top level, got {type(raw).__name__}")
         raw = quick_version(raw)
     return parse_config(raw)
 
 
-__all__ = ["CONFIG_DIR", "ShippedConfig", "load_named_config", "quick_version", "resolve_config", "shipped_configs"]
+def _string_key(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"config key 'paper': expected a protocol name, got {value!r}")
+    return value
+
+
+__all__ = ["CONFIG_DIR", "QUICK_REASON", "SIZES", "ShippedConfig", "load_named_config", "quick_version", "resolve_config", "shipped_configs"]

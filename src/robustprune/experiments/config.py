@@ -10,17 +10,17 @@ Points of a sweep: per seed, one dense point, then for every method and pattern 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from robustprune.devices import DEVICES_HELP, PRECISIONS, DeviceError, check_device_name
+from robustprune.experiments.protocol import Deviation, ProtocolError, load_protocol, protocol_names
+from robustprune.experiments.yaml12 import DuplicateKeyError, yaml12_loader
 from robustprune.train.schedule import TrainingSchedule
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "random", "imp", "robust_ticket", "early_robust", "adversarial")
@@ -54,8 +54,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """``data_dir``: ``"embedded"`` (the package's small sentiment set), ``"sst2-sample"`` (the package's
-    GLUE SST-2 sample: 3,000 training rows, the full dev split) or a GLUE-format directory (``train.tsv``,
-    ``dev.tsv``); ``task``: a GLUE task name; ``robust_set``: optional AdvGLUE-style
+    GLUE SST-2 sample: 3,000 training rows, the full dev split), a GLUE-format directory (``train.tsv``,
+    ``dev.tsv``) or ``hub:NAME``, a Hugging Face dataset with the task as its config (``hub:nyu-mll/glue``:
+    the full GLUE task; needs ``pip install datasets`` and the Hub); ``task``: a GLUE task name; ``robust_set``: optional AdvGLUE-style
     JSON evaluated as an extra clean set (its accuracy is a robust metric), at most
     ``max_robust_examples`` of it (a seeded random subset, see ``evaluation.subset_seed``)."""
 
@@ -249,7 +250,13 @@ class ExperimentConfig:
     pruning maths keeps fp32 where its reference does). The precision is part of the fingerprint (it changes
     results); the device is not: a config is one sweep wherever it runs, so a run resumed on another
     device keeps the points it has (each record states the device, precision and versions it was
-    computed with). ``resources``: what a Ray point asks for (:class:`ResourcesConfig`)."""
+    computed with). ``resources``: what a Ray point asks for (:class:`ResourcesConfig`).
+
+    ``paper``: the shipped protocol this sweep follows (``essential-sparsity``, ``es-robust``,
+    ``robust-tickets``, ``early-robust``; :mod:`robustprune.experiments.protocol`). The config is then
+    compared with that paper's protocol when it is loaded: a protocol value that differs from the paper's
+    is an error unless ``deviations`` lists it (``[{key: pruning.sparsities, reason: ...}]``); sizes (model,
+    data, epochs, evaluated examples, seeds) may differ. Neither key is in the fingerprint."""
 
     name: str = "experiment"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -263,6 +270,8 @@ class ExperimentConfig:
     device: str = "auto"
     precision: str = "fp32"
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    paper: str | None = None
+    deviations: tuple[Deviation, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -275,7 +284,7 @@ class ExperimentConfig:
         sparsities, seeds or methods reuse every finished point) while a changed setting is a new sweep.
         The precision is in it, the device and the Ray resources are not (see the class docstring)."""
         content = self.to_dict()
-        for key in ("name", "seeds", "paper_table", "device", "resources"):
+        for key in ("name", "seeds", "paper_table", "device", "resources", "paper", "deviations"):
             content.pop(key)
         if content["precision"] == "fp32":  # the precision before the key existed: earlier fingerprints hold
             content.pop("precision")
@@ -585,6 +594,39 @@ def _device(value: Any, where: str) -> str:
         raise ConfigError(f"config key {where!r}: {error}") from None
 
 
+def _parse_deviations(raw: Any) -> tuple[Deviation, ...]:
+    if raw is None or (isinstance(raw, (list, tuple)) and not raw):
+        return ()
+    out = []
+    for i, entry in enumerate(_list(raw, "deviations")):
+        where = f"deviations[{i}]"
+        entry = _check_keys(entry, Deviation, where)
+        for key in ("key", "reason"):
+            if key not in entry:
+                raise ConfigError(f"config key '{where}.{key}' is missing; a deviation names the protocol key it "
+                                  "changes and the reason")
+        out.append(Deviation(_string(entry["key"], f"{where}.key"), _string(entry["reason"], f"{where}.reason")))
+    return tuple(out)
+
+
+def check_protocol(config: ExperimentConfig) -> None:
+    """Compare ``config`` with the protocol of the paper it names (``config.paper``), if any.
+
+    Raises:
+        ConfigError: a protocol value differs from the paper's without a deviation declaring it, or a
+            deviation is no difference (the message names the keys and the paper's values).
+    """
+    if config.paper is None:
+        if config.deviations:
+            raise ConfigError("config key 'deviations': only a config that names its paper's protocol "
+                              f"(paper: one of {list(protocol_names())}) declares deviations from it")
+        return
+    try:
+        load_protocol(config.paper).compare(config.to_dict(), config.deviations)
+    except ProtocolError as error:
+        raise ConfigError(str(error)) from None
+
+
 def parse_config(raw: Any) -> ExperimentConfig:
     """Validate a config mapping (as loaded from YAML/JSON) into an :class:`ExperimentConfig`.
 
@@ -610,6 +652,8 @@ def parse_config(raw: Any) -> ExperimentConfig:
         device=_device(raw.get("device", "auto"), "device"),
         precision=_string(raw.get("precision", "fp32"), "precision", PRECISIONS),
         resources=_parse_resources(raw.get("resources")),
+        paper=None if raw.get("paper") is None else _string(raw["paper"], "paper", protocol_names()),
+        deviations=_parse_deviations(raw.get("deviations")),
     )
     trained = [m for m in config.pruning.methods if m in TRAINED_METHODS]
     if trained and config.protocol != "finetune_then_prune":
@@ -624,6 +668,7 @@ def parse_config(raw: Any) -> ExperimentConfig:
             and config.data.robust_set is None:
         raise ConfigError("config key 'evaluation': nothing to evaluate (clean is false and no attacks, shifts "
                           "or data.robust_set)")
+    check_protocol(config)
     return config
 
 
@@ -658,10 +703,10 @@ def read_config_file(path: str | Path) -> Any:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            raw = yaml.load(text, Loader=_config_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+            raw = yaml.load(text, Loader=yaml12_loader())
         else:
             raw = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except ConfigError as error:
+    except (ConfigError, DuplicateKeyError) as error:
         raise ConfigError(f"{str(path)!r}: {error}") from None
     except Exception as error:  # noqa: BLE001 - any parser error becomes a config error naming the file
         raise ConfigError(f"{str(path)!r} does not parse: {error}") from None
@@ -684,51 +729,6 @@ def _no_constant(name: str) -> float:
     raise ConfigError(f"{name} is not a valid config value (numbers must be finite)")
 
 
-@functools.cache
-def _config_yaml_loader() -> type:
-    """A ``yaml.SafeLoader`` with YAML 1.2 scalars and no duplicate keys.
-
-    PyYAML follows YAML 1.1, where an unquoted ``2:4`` is the base-60 integer 124, ``1e-4`` (no dot) is a
-    string and ``yes``/``on`` are booleans. Here ints are decimal (or 0x/0o), floats are any decimal
-    number with an optional exponent, booleans are ``true``/``false``; anything else stays a string.
-    """
-    import yaml
-
-    class ConfigLoader(yaml.SafeLoader):
-        pass
-
-    ConfigLoader.yaml_implicit_resolvers = {
-        first: [(tag, regex) for tag, regex in resolvers
-                if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-    ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                       list("tTfF"))
-    ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-                                       list("-+0123456789"))
-    ConfigLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-        list("-+0123456789."))
-
-    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-        mapping: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if key in mapping:
-                raise ConfigError(f"config key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1}); "
-                                  "keep one")
-            mapping[key] = loader.construct_object(value_node, deep=True)
-        return mapping
-
-    def construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-        text = str(loader.construct_scalar(node))
-        return int(text, 0) if text.startswith(("0x", "0o")) else int(text, 10)
-
-    ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    ConfigLoader.add_constructor("tag:yaml.org,2002:int", construct_int)
-    return ConfigLoader
-
-
 __all__ = [
     "DEVICES_HELP",
     "PRECISIONS",
@@ -748,6 +748,7 @@ __all__ = [
     "ResourcesConfig",
     "RobustTicketConfig",
     "check_device_name",
+    "check_protocol",
     "load_config",
     "parse_config",
     "read_config_file",

@@ -106,13 +106,11 @@ def load_sweep_data(config: ExperimentConfig) -> SweepData:
     Raises:
         FileNotFoundError / ValueError: a missing or malformed data file (raised before any training).
     """
-    from robustprune.data.bundled import bundled_data_dir
-    from robustprune.data.datasets import load_advglue_json, load_glue_task
+    from robustprune.data.datasets import load_advglue_json, load_task_split
 
     data = config.data
-    directory = bundled_data_dir(data.data_dir)
-    train = load_glue_task(directory, data.task, data.train_split)
-    evaluation = load_glue_task(directory, data.task, data.eval_split)
+    train = load_task_split(data.data_dir, data.task, data.train_split)
+    evaluation = load_task_split(data.data_dir, data.task, data.eval_split)
     if data.max_train_examples is not None:
         train = train.subset(range(min(len(train), data.max_train_examples)))
     if data.max_eval_examples is not None:

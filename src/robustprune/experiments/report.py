@@ -13,7 +13,9 @@
 - ``plots/<metric>.png``: the metric against sparsity per method (unstructured curves, N:M points as
   markers, the dense model dashed), ES marked by dotted lines, collapsed points crossed out;
 - ``paper.md``, when the run's config names a ``paper_table``: the table shaped like that paper's main
-  table (:mod:`robustprune.experiments.paper_tables`).
+  table (:mod:`robustprune.experiments.paper_tables`);
+- ``protocol.md``, when the run's config follows a paper's protocol (config key ``paper``): every element
+  of that protocol, the paper's value against this run's (:mod:`robustprune.experiments.protocol`).
 """
 
 from __future__ import annotations
@@ -517,7 +519,8 @@ def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, 
 
 @dataclass(frozen=True)
 class Report:
-    """The files :func:`build_report` wrote (``paper``: the paper-shaped table, when the config asks)."""
+    """The files :func:`build_report` wrote (``paper``: the paper-shaped table, when the config asks;
+    ``protocol``: ``protocol.md``, when the config follows a paper's protocol)."""
 
     results_csv: Path
     results_md: Path
@@ -525,6 +528,7 @@ class Report:
     analysis_md: Path
     plots: list[Path]
     paper: Path | None = None
+    protocol: Path | None = None
 
 
 def _require_one_sweep(records: Sequence[dict[str, Any]], path: Path) -> None:
@@ -633,8 +637,22 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
 
         paper = out / "paper.md"
         paper.write_text(paper_table(kind, rows, collapsed, (a_header, a_body)), encoding="utf-8")
+    protocol = _protocol_report(results_path.parent / "config.json", out / "protocol.md")
     return Report(paths["results.csv"], paths["results.md"], paths["analysis.csv"], paths["analysis.md"], drawn,
-                  paper)
+                  paper, protocol)
+
+
+def _protocol_report(config_json: Path, path: Path) -> Path | None:
+    """``protocol.md`` from the run's ``config.json``, when the config follows a paper's protocol."""
+    from robustprune.experiments.protocol import write_protocol_report
+
+    if not config_json.is_file():
+        return None
+    try:
+        config = json.loads(config_json.read_text(encoding="utf-8"))
+    except ValueError:
+        return None  # _paper_table_kind has named the damage already
+    return write_protocol_report(config, path) if isinstance(config, dict) else None
 
 
 def _paper_table_kind(config_json: Path) -> str | None:

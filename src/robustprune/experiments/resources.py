@@ -102,10 +102,35 @@ def _file(path: str, what: str) -> str | None:
     return None if Path(path).expanduser().is_file() else f"the {what} {path} does not exist"
 
 
+def _hf_dataset(name: str) -> str | None:
+    """None when the Hugging Face dataset ``name`` can be loaded (``datasets`` installed; the Hub answers or
+    its cache holds the dataset), else what is wrong."""
+    problem = _package("datasets", "datasets")
+    if problem is not None:
+        return f"{problem} (pip install datasets)"
+    from huggingface_hub import HfApi
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    cached = Path(HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}"
+    if cached.is_dir():
+        return None
+    if _offline():
+        return f"the Hugging Face dataset {name!r} is not in the cache, and HF_HUB_OFFLINE is set"
+    try:
+        HfApi().dataset_info(name, timeout=_HUB_TIMEOUT_SECONDS)
+    except Exception as error:  # noqa: BLE001 - any failure means the dataset cannot be had now
+        return f"the Hugging Face dataset {name!r} is not in the cache, and the Hub did not answer " \
+               f"({type(error).__name__})"
+    return None
+
+
 def _data_files(config: ExperimentConfig) -> list[str]:
     from robustprune.data.bundled import bundled_data_dir
-    from robustprune.data.datasets import glue_task_file
+    from robustprune.data.datasets import HUB_PREFIX, glue_task_file
 
+    if config.data.data_dir.startswith(HUB_PREFIX):
+        problem = _hf_dataset(config.data.data_dir[len(HUB_PREFIX):])
+        return [] if problem is None else [problem]
     problems = []
     directory = bundled_data_dir(config.data.data_dir)
     for split in dict.fromkeys((config.data.train_split, config.data.eval_split)):
@@ -148,7 +173,8 @@ def required_resources(config: ExperimentConfig, executor: str = "local") -> lis
     data_problems = _data_files(config)
     need("data", f"data {config.data.data_dir!r} ({config.data.task})",
          lambda: "; ".join(data_problems) or None,
-         "point data.data_dir at a GLUE-format folder, or use 'embedded' / 'sst2-sample'", "data.data_dir")
+         "point data.data_dir at a GLUE-format folder, 'hub:NAME' (a Hugging Face dataset, e.g. hub:nyu-mll/glue), "
+         "or use 'embedded' / 'sst2-sample'", "data.data_dir")
     if config.data.robust_set is not None:
         robust = config.data.robust_set
         need("robust", f"robust set {robust!r}", lambda: _file(robust, "robust set file"),

@@ -38,6 +38,7 @@ from robustprune.experiments.points import (
     prepare_seed,
     sweep_points,
 )
+from robustprune.experiments.protocol import write_protocol_report
 from robustprune.experiments.results import ResultsFile, ResultsMismatchError, lock_output
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
     partial = config_json.with_suffix(".partial")
     partial.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
     os.replace(partial, config_json)
+    write_protocol_report(config.to_dict(), out / "report" / "protocol.md")  # how this run differs from its paper
     done = results.done(fingerprint)
     points = sweep_points(config)
     todo = [p for p in points if p.key not in done]
