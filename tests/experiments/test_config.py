@@ -73,6 +73,17 @@ def test_protocol_per_method():
         {"pruning": one_shot}).fingerprint()
     half = parse_config({"protocol": {"magnitude": "prune_then_finetune"}, "pruning": one_shot})
     assert len({half.fingerprint(), string.fingerprint(), parse_config({"pruning": one_shot}).fingerprint()}) == 3
+    # a mixed sweep grown by a method that prunes the fine-tuned model keeps its finished points ...
+    grown = parse_config({"protocol": {"magnitude": "prune_then_finetune"},
+                          "pruning": {"methods": ["magnitude", "wanda", "imp"]}})
+    assert grown.fingerprint() == half.fingerprint()
+    # ... one more method pruning the pre-trained model, or a method moved to the other protocol, is a new sweep
+    assert parse_config({"protocol": {"magnitude": "prune_then_finetune", "imp": "finetune_then_prune",
+                                      "sparsegpt": "prune_then_finetune"},
+                         "pruning": {"methods": ["magnitude", "wanda", "imp", "sparsegpt"]}}).fingerprint() != \
+        half.fingerprint()
+    assert parse_config({"protocol": {"wanda": "prune_then_finetune"}, "pruning": one_shot}).fingerprint() != \
+        half.fingerprint()
 
 
 def test_finetune_schedule_keys_keep_earlier_fingerprints():

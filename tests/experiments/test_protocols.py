@@ -104,15 +104,25 @@ def test_finetune_then_prune_in_the_same_sweep_prunes_the_finetuned_model_withou
 
 
 @pytest.mark.slow
-def test_a_mixed_sweep_records_each_methods_protocol(tmp_path, tiny_model_dir):
+def test_a_mixed_sweep_records_each_methods_protocol_and_ray_computes_the_same(tmp_path, tiny_model_dir):
     config = parse_config(mixed_raw(tiny_model_dir))
-    run_experiment(config, tmp_path, progress=False)
-    records = {r["method"]: r for r in ResultsFile(tmp_path / "results.jsonl").records()}
+    run_experiment(config, tmp_path / "local", progress=False)
+    records = {r["method"]: r for r in ResultsFile(tmp_path / "local" / "results.jsonl").records()}
     assert {m: r["protocol"] for m, r in records.items()} == {
         "dense": "finetune_then_prune", "magnitude": "prune_then_finetune", "wanda": "finetune_then_prune"}
     assert records["magnitude"]["finetune_seconds"] > 0 and records["wanda"]["finetune_seconds"] == 0
-    saved = json.loads((tmp_path / "config.json").read_text())
+    saved = json.loads((tmp_path / "local" / "config.json").read_text())
     assert saved["protocol"] == {"magnitude": "prune_then_finetune", "wanda": "finetune_then_prune"}
+    # Ray's point tasks rebuild both starting models (the fine-tuned base and the pre-trained one)
+    pytest.importorskip("ray", reason='the Ray executor needs Ray: pip install "robustprune[ray]"')
+    run_experiment(config, tmp_path / "ray", progress=False, executor="ray")
+
+    def predictions(folder):
+        return {r["key"]: (r["protocol"], r["measured_sparsity"], r["clean"]["accuracy"],
+                           json.loads((folder / r["files"]["predictions"]).read_text()))
+                for r in ResultsFile(folder / "results.jsonl").records()}
+
+    assert predictions(tmp_path / "ray") == predictions(tmp_path / "local")
 
 
 def test_mask_cosine_against_one_shot_magnitude_of_given_weights():

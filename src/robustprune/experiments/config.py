@@ -311,7 +311,9 @@ class ExperimentConfig:
         calibration, pruning scope and evaluations. Not the grid (methods, patterns, sparsities, seeds:
         each point's key names its own), the name, the report's epsilon, the checkpoint interval or the
         trained methods' blocks (see :meth:`method_fingerprint`), so a sweep can grow in place (more
-        sparsities, seeds or methods reuse every finished point) while a changed setting is a new sweep.
+        sparsities, seeds or methods reuse every finished point) while a changed setting is a new sweep. A
+        ``protocol`` mapping counts as its one protocol when it has one, else by the methods it gives
+        ``prune_then_finetune``: adding such a method to a mixed sweep starts a new sweep.
         The precision is in it, the device and the Ray resources are not (see the class docstring)."""
         content = self.to_dict()
         for key in ("name", "seeds", "paper_table", "device", "resources"):
@@ -324,8 +326,12 @@ class ExperimentConfig:
         for key, before in (("weight_decay", 0.01), ("warmup_ratio", 0.1)):  # keys added later, at their old values
             if content["finetune"][key] == before:
                 content["finetune"].pop(key)
-        if isinstance(content["protocol"], dict) and len(set(content["protocol"].values())) == 1:
-            content["protocol"] = next(iter(content["protocol"].values()))  # one protocol: the string's sweep
+        if isinstance(content["protocol"], dict):
+            used = set(content["protocol"].values())
+            # one protocol is that string's sweep; a mix is named by its prune_then_finetune methods, so a
+            # finetune_then_prune method added to it (a grown sweep) keeps the finished points
+            content["protocol"] = used.pop() if len(used) == 1 else {
+                m: p for m, p in content["protocol"].items() if p != "finetune_then_prune"}
         content["evaluation"].pop("epsilon")
         for attack in content["evaluation"]["attacks"]:
             if attack["masked_lm"] is None:  # keys added later leave earlier runs' fingerprints as they were
