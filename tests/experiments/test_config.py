@@ -49,6 +49,73 @@ def test_attack_mode(monkeypatch):
     assert paper.fingerprint() == parse_config(paper.to_dict()).fingerprint()  # the paper mode has none
 
 
+def test_protocol_per_method():
+    """A mapping method -> protocol, filled in (finetune_then_prune) for the methods it leaves out; the dense
+    point is the fine-tuned dense model as soon as one method prunes it."""
+    methods = {"methods": ["magnitude", "imp", "wanda", "sparsegpt"]}
+    mixed = parse_config({"protocol": {"magnitude": "prune_then_finetune", "sparsegpt": "prune_then_finetune"},
+                          "pruning": methods})
+    assert mixed.protocol == {"magnitude": "prune_then_finetune", "imp": "finetune_then_prune",
+                              "wanda": "finetune_then_prune", "sparsegpt": "prune_then_finetune"}
+    assert list(mixed.protocol) == methods["methods"]  # in pruning.methods order, every method named
+    assert mixed.mixed_protocols and mixed.protocol_of("dense") == "finetune_then_prune"
+    assert [mixed.protocol_of(m) for m in ("magnitude", "imp")] == ["prune_then_finetune", "finetune_then_prune"]
+    assert parse_config(mixed.to_dict()) == mixed and mixed.to_dict()["protocol"]["imp"] == "finetune_then_prune"
+    one_shot = {"methods": ["magnitude", "wanda"]}
+    all_after = parse_config({"protocol": {"magnitude": "prune_then_finetune", "wanda": "prune_then_finetune"},
+                              "pruning": one_shot})
+    assert not all_after.mixed_protocols and all_after.protocol_of("dense") == "prune_then_finetune"
+    string = parse_config({"protocol": "prune_then_finetune", "pruning": one_shot})
+    assert string.protocol_of("dense") == string.protocol_of("wanda") == "prune_then_finetune"
+    # one protocol for every method is that protocol's sweep, whichever way it is written; a mix is another
+    assert all_after.fingerprint() == string.fingerprint()
+    assert parse_config({"protocol": {}, "pruning": one_shot}).fingerprint() == parse_config(
+        {"pruning": one_shot}).fingerprint()
+    half = parse_config({"protocol": {"magnitude": "prune_then_finetune"}, "pruning": one_shot})
+    assert len({half.fingerprint(), string.fingerprint(), parse_config({"pruning": one_shot}).fingerprint()}) == 3
+    # a mixed sweep grown by a method that prunes the fine-tuned model keeps its finished points ...
+    grown = parse_config({"protocol": {"magnitude": "prune_then_finetune"},
+                          "pruning": {"methods": ["magnitude", "wanda", "imp"]}})
+    assert grown.fingerprint() == half.fingerprint()
+    # ... one more method pruning the pre-trained model, or a method moved to the other protocol, is a new sweep
+    assert parse_config({"protocol": {"magnitude": "prune_then_finetune", "imp": "finetune_then_prune",
+                                      "sparsegpt": "prune_then_finetune"},
+                         "pruning": {"methods": ["magnitude", "wanda", "imp", "sparsegpt"]}}).fingerprint() != \
+        half.fingerprint()
+    assert parse_config({"protocol": {"wanda": "prune_then_finetune"}, "pruning": one_shot}).fingerprint() != \
+        half.fingerprint()
+
+
+def test_finetune_schedule_keys_keep_earlier_fingerprints():
+    """weight_decay and warmup_ratio (added later) at their old implicit values (0.01, 0.1) leave a config's
+    fingerprint as it was; other values change it, and reach the training schedule."""
+    base = parse_config({})
+    assert base.fingerprint() == "0bf33db42403e98d"  # the default sweep's fingerprint before the keys existed
+    assert parse_config({"finetune": {"weight_decay": 0.01, "warmup_ratio": 0.1}}).fingerprint() == base.fingerprint()
+    paper = parse_config({"finetune": {"weight_decay": 1e-8, "warmup_ratio": 0.0}})
+    assert paper.fingerprint() != base.fingerprint()
+    schedule = paper.finetune.schedule(3)
+    assert (schedule.weight_decay, schedule.warmup_ratio, schedule.seed) == (1e-8, 0.0, 3)
+    assert (base.finetune.schedule(0).weight_decay, base.finetune.schedule(0).warmup_ratio) == (0.01, 0.1)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"protocol": {"wanda": "prune_then_finetune"}, "pruning": {"methods": ["magnitude"]}},
+     r"'protocol.wanda': 'wanda' is not among pruning.methods \['magnitude'\]"),
+    ({"protocol": {"magnitude": "prune_first"}}, r"'protocol.magnitude': expected one of"),
+    ({"protocol": ["prune_then_finetune"]}, r"'protocol': expected one of .* or a mapping method -> protocol"),
+    ({"protocol": {"magnitude": "prune_then_finetune", "imp": "prune_then_finetune"},
+      "pruning": {"methods": ["magnitude", "imp"]}}, r"'protocol.imp': methods \['imp'\] train their own"),
+    ({"protocol": "prune_then_finetune", "pruning": {"methods": ["magnitude", "imp"]}},
+     r"'protocol': methods \['imp'\] train their own"),
+    ({"finetune": {"weight_decay": -0.1}}, r"'finetune.weight_decay': expected a value >= 0"),
+    ({"finetune": {"warmup_ratio": 1.0}}, r"'finetune.warmup_ratio': expected a value in \[0, 1\)"),
+])
+def test_protocol_and_schedule_errors_name_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"pruning": {"sparsities": [0.5, 1.0]}}, r"'pruning.sparsities\[1\]': expected a value in \(0, 1\)"),
     ({"pruning": {"sparsities": [0.5, "x"]}}, r"'pruning.sparsities\[1\]': expected a number"),

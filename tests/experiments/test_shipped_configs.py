@@ -15,7 +15,7 @@ SHIPPED = shipped_configs()
 # per paper table, words its paper.md must show
 TABLE_WORDS = {
     "essential_sparsity": ["Clean% by sparsity and method", "OMP", "IMP ticket", "Wanda", "SparseGPT", "2:4",
-                           "ES (paired test)"],
+                           "ES (paired test)", "IMP vs OMP mask cosine similarity", "cosine IMP vs OMP (pre-trained) %"],
     "es_robust": ["Clean% by sparsity and method", "textfooler Aua% by sparsity", "ES_robust (paired test)"],
     "robust_tickets": ["fine-tuned (dense)", "adversarial training (dense)", "IMP ticket", "robust ticket",
                        "textfooler Aua%", "textfooler Suc%", "textfooler #Query", "textbugger Aua%"],
@@ -32,6 +32,21 @@ def test_the_four_papers_are_shipped_and_listed_one_line_each(capsys):
     for line, shipped in zip(lines, SHIPPED.values()):
         assert line.startswith(shipped.name) and shipped.summary in line
         assert shipped.summary and shipped.follows and shipped.runtime  # every header is filled in
+
+
+def test_essential_sparsity_runs_the_papers_protocol_per_method():
+    """Jaiswal et al.: OMP (and SparseGPT, and Wanda beside them) prune the pre-trained model and fine-tune with
+    the mask fixed; IMP prunes the fine-tuned model, rewinding to the pre-trained weights; Table 1's recipe."""
+    config = load_named_config("essential-sparsity")
+    assert {m: config.protocol_of(m) for m in config.pruning.methods} == {
+        "magnitude": "prune_then_finetune", "wanda": "prune_then_finetune", "sparsegpt": "prune_then_finetune",
+        "imp": "finetune_then_prune"}
+    assert config.protocol_of("dense") == "finetune_then_prune" and config.pruning.imp.rewind_step == 0
+    ft = config.finetune
+    assert (ft.lr, ft.batch_size, ft.warmup_ratio, ft.weight_decay) == (2e-5, 32, 0.0, 1e-8)
+    assert config.evaluation.epsilon == 1.0 and config.pruning.scope == "global"
+    assert config.pruning.sparsities == tuple(round(0.1 * i, 1) for i in range(1, 10))
+    assert quick_version(read_config_file(SHIPPED["essential-sparsity"].path))["protocol"] == config.protocol
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

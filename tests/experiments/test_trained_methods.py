@@ -71,6 +71,9 @@ def test_every_method_is_a_recorded_point(reference):
     assert early["details"]["params_after"] < early["details"]["params_before"]
     imp = records["imp|unstructured"]["details"]
     assert imp["rounds"] == 2 and imp["round_sparsities"] == pytest.approx([0.3, 0.5], abs=1e-6)
+    # the ticket against OMP of the pre-trained weights (Jaiswal et al.'s comparison): masks of equal size
+    assert 0.5 < imp["cosine_vs_omp_pretrained"] < 1 and imp["hamming_vs_omp_pretrained"] == pytest.approx(
+        1 - imp["cosine_vs_omp_pretrained"], abs=1e-6)
     assert records["robust_ticket|unstructured"]["details"]["mask_learning_seconds"] > 0
     adversarial = records["adversarial|dense"]  # FreeLB from the pre-trained model: another dense model
     assert adversarial["measured_sparsity"] < 1e-4 and adversarial["sparsity"] == 0.0

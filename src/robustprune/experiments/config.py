@@ -72,8 +72,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """The fine-tuning recipe (AdamW, linear schedule): of the dense model, and of every ticket the
-    trained methods fine-tune (IMP's retraining rounds, the robust ticket, EarlyRobust's pruned model).
+    """The fine-tuning recipe (AdamW, linear schedule): of the dense model, of every point pruned under
+    ``prune_then_finetune`` (with its mask fixed), and of every ticket the trained methods fine-tune (IMP's
+    retraining rounds, the robust ticket, EarlyRobust's pruned model). ``weight_decay``: AdamW's decoupled
+    weight decay (never on biases and LayerNorm); ``warmup_ratio``: the share of the steps over which the
+    learning rate rises linearly from 0 before decaying linearly to 0 (0: decay from the first step).
     ``checkpoint_every``: optimizer steps between checkpoints of the methods' training, which a killed
     run resumes from (it does not change results)."""
 
@@ -82,12 +85,15 @@ class FinetuneConfig:
     batch_size: int = 32
     max_length: int = 64
     checkpoint_every: int = 50
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
 
     def schedule(self, seed: int, precision: str = "fp32") -> TrainingSchedule:
         """The recipe as a :class:`~robustprune.train.schedule.TrainingSchedule` for ``seed`` at ``precision``
         (AdamW's other settings at their defaults)."""
         return TrainingSchedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                                max_length=self.max_length, seed=seed, precision=precision)
+                                max_length=self.max_length, weight_decay=self.weight_decay,
+                                warmup_ratio=self.warmup_ratio, seed=seed, precision=precision)
 
 
 @dataclass(frozen=True)
@@ -256,12 +262,28 @@ class ExperimentConfig:
     ``robust-tickets``, ``early-robust``; :mod:`robustprune.experiments.protocol`). The config is then
     compared with that paper's protocol when it is loaded: a protocol value that differs from the paper's
     is an error unless ``deviations`` lists it (``[{key: pruning.sparsities, reason: ...}]``); sizes (model,
-    data, epochs, evaluated examples, seeds) may differ. Neither key is in the fingerprint."""
+    data, epochs, evaluated examples, seeds) may differ. Neither key is in the fingerprint.
+
+    ``protocol``: how a point is made from the pre-trained model, one string for every method or a mapping
+    ``method -> protocol`` (the methods it leaves out, and every method of ``pruning.methods`` is filled in,
+    take ``finetune_then_prune``):
+
+    - ``finetune_then_prune``: the pre-trained model is fine-tuned once per seed (the dense point) and the
+      point is pruned from that fine-tuned model; a one-shot method's point is not trained again, a trained
+      method trains its own ticket from it (IMP: prune, rewind, retrain; the trained methods accept only
+      this protocol).
+    - ``prune_then_finetune``: the point is pruned from the pre-trained model (a calibrated method calibrates
+      on the pre-trained model's activations), then fine-tuned with the ``finetune`` recipe with its mask
+      fixed (pruned weights re-zeroed after every optimizer step, in the one shared training loop).
+
+    A mapping lets one sweep mix them, as Jaiswal et al. (2023) do: OMP, Wanda and SparseGPT prune the
+    pre-trained weights and fine-tune with the mask fixed while IMP prunes the fine-tuned model (see
+    :meth:`protocol_of`). A mapping whose methods all run one protocol is the same sweep as that string."""
 
     name: str = "experiment"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    protocol: str = "finetune_then_prune"
+    protocol: str | dict[str, str] = "finetune_then_prune"
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -276,12 +298,31 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def protocol_of(self, method: str) -> str:
+        """The protocol of ``method``'s points. ``"dense"``: how the dense point is made, i.e.
+        ``finetune_then_prune`` (the seed's fine-tuned dense model) when any method of the sweep prunes it,
+        else ``prune_then_finetune`` (the pre-trained model fine-tuned as a point of its own); either way the
+        same recipe from the same start."""
+        if isinstance(self.protocol, str):
+            return self.protocol
+        if method == "dense":
+            return "finetune_then_prune" if "finetune_then_prune" in self.protocol.values() else "prune_then_finetune"
+        return self.protocol.get(method, "finetune_then_prune")
+
+    @property
+    def mixed_protocols(self) -> bool:
+        """Whether the sweep's methods run both protocols (each seed then keeps the fine-tuned dense model and
+        the pre-trained one)."""
+        return len({self.protocol_of(m) for m in self.pruning.methods}) > 1
+
     def fingerprint(self) -> str:
         """Hash of everything that changes a point's result: model, data, protocol, fine-tuning,
         calibration, pruning scope and evaluations. Not the grid (methods, patterns, sparsities, seeds:
         each point's key names its own), the name, the report's epsilon, the checkpoint interval or the
         trained methods' blocks (see :meth:`method_fingerprint`), so a sweep can grow in place (more
-        sparsities, seeds or methods reuse every finished point) while a changed setting is a new sweep.
+        sparsities, seeds or methods reuse every finished point) while a changed setting is a new sweep. A
+        ``protocol`` mapping counts as its one protocol when it has one, else by the methods it gives
+        ``prune_then_finetune``: adding such a method to a mixed sweep starts a new sweep.
         The precision is in it, the device and the Ray resources are not (see the class docstring)."""
         content = self.to_dict()
         for key in ("name", "seeds", "paper_table", "device", "resources", "paper", "deviations"):
@@ -291,6 +332,15 @@ class ExperimentConfig:
         for key in ("methods", "patterns", "sparsities", *METHOD_BLOCKS):
             content["pruning"].pop(key)
         content["finetune"].pop("checkpoint_every")
+        for key, before in (("weight_decay", 0.01), ("warmup_ratio", 0.1)):  # keys added later, at their old values
+            if content["finetune"][key] == before:
+                content["finetune"].pop(key)
+        if isinstance(content["protocol"], dict):
+            used = set(content["protocol"].values())
+            # one protocol is that string's sweep; a mix is named by its prune_then_finetune methods, so a
+            # finetune_then_prune method added to it (a grown sweep) keeps the finished points
+            content["protocol"] = used.pop() if len(used) == 1 else {
+                m: p for m, p in content["protocol"].items() if p != "finetune_then_prune"}
         content["evaluation"].pop("epsilon")
         for attack in content["evaluation"]["attacks"]:
             if attack["masked_lm"] is None:  # keys added later leave earlier runs' fingerprints as they were
@@ -426,6 +476,9 @@ def _parse_finetune(raw: Any) -> FinetuneConfig:
         max_length=_number(raw.get("max_length", d.max_length), "finetune.max_length", integer=True, low=8),
         checkpoint_every=_number(raw.get("checkpoint_every", d.checkpoint_every), "finetune.checkpoint_every",
                                  integer=True, low=1),
+        weight_decay=float(_number(raw.get("weight_decay", d.weight_decay), "finetune.weight_decay", low=0)),
+        warmup_ratio=float(_number(raw.get("warmup_ratio", d.warmup_ratio), "finetune.warmup_ratio", low=0, high=1,
+                                   high_open=True)),
     )
 
 
@@ -580,6 +633,22 @@ def _parse_evaluation(raw: Any) -> EvaluationConfig:
     )
 
 
+def _parse_protocol(raw: Any, methods: tuple[str, ...]) -> str | dict[str, str]:
+    """``protocol``: one of :data:`PROTOCOLS`, or a mapping from methods of ``pruning.methods`` to one, filled
+    in with ``finetune_then_prune`` for the methods it leaves out (in ``pruning.methods`` order)."""
+    if isinstance(raw, Mapping):
+        for method in raw:
+            if method not in methods:
+                raise ConfigError(f"config key 'protocol.{method}': {method!r} is not among pruning.methods "
+                                  f"{list(methods)}; a protocol is given per method of the sweep")
+        return {m: _string(raw[m], f"protocol.{m}", PROTOCOLS) if m in raw else "finetune_then_prune"
+                for m in methods}
+    if not isinstance(raw, str):
+        raise ConfigError(f"config key 'protocol': expected one of {list(PROTOCOLS)} or a mapping method -> "
+                          f"protocol, got {raw!r}")
+    return _string(raw, "protocol", PROTOCOLS)
+
+
 def _parse_resources(raw: Any) -> ResourcesConfig:
     raw = _check_keys(raw, ResourcesConfig, "resources")
     d = ResourcesConfig()
@@ -638,13 +707,14 @@ def parse_config(raw: Any) -> ExperimentConfig:
                   for i, s in enumerate(_list(raw.get("seeds", [0]), "seeds")))
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"config key 'seeds': repeated values in {list(seeds)}")
+    pruning = _parse_pruning(raw.get("pruning"))
     config = ExperimentConfig(
         name=_string(raw.get("name", "experiment"), "name"),
         model=_parse_model(raw.get("model")),
         data=_parse_data(raw.get("data")),
-        protocol=_string(raw.get("protocol", "finetune_then_prune"), "protocol", PROTOCOLS),
+        protocol=_parse_protocol(raw.get("protocol", "finetune_then_prune"), pruning.methods),
         finetune=_parse_finetune(raw.get("finetune")),
-        pruning=_parse_pruning(raw.get("pruning")),
+        pruning=pruning,
         evaluation=_parse_evaluation(raw.get("evaluation")),
         seeds=seeds,
         paper_table=None if raw.get("paper_table") is None else _string(raw["paper_table"], "paper_table",
@@ -656,10 +726,13 @@ def parse_config(raw: Any) -> ExperimentConfig:
         deviations=_parse_deviations(raw.get("deviations")),
     )
     trained = [m for m in config.pruning.methods if m in TRAINED_METHODS]
-    if trained and config.protocol != "finetune_then_prune":
-        raise ConfigError(f"config key 'protocol': methods {trained} train their own tickets from the fine-tuned "
+    refused = [m for m in trained if config.protocol_of(m) != "finetune_then_prune"]
+    if refused:
+        key = "protocol" if isinstance(config.protocol, str) else f"protocol.{refused[0]}"
+        raise ConfigError(f"config key {key!r}: methods {refused} train their own tickets from the fine-tuned "
                           "dense model (IMP, Robust Tickets) or the pre-trained one (EarlyRobust); use protocol "
-                          "'finetune_then_prune'")
+                          "'finetune_then_prune' for them (a mapping method -> protocol lets the one-shot methods "
+                          "of the same sweep run 'prune_then_finetune')")
     trained = [m for m in trained if m != "adversarial"]  # a dense point
     if trained and "unstructured" not in config.pruning.patterns:
         raise ConfigError(f"config key 'pruning.patterns': methods {trained} prune at pruning.sparsities, which "

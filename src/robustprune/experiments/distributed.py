@@ -45,6 +45,7 @@ from robustprune.experiments.points import (
     SeedSetup,
     SweepData,
     compute_point,
+    mixed_pretrained,
     prepare_seed,
 )
 
@@ -58,7 +59,8 @@ def _seed_task(config: ExperimentConfig, data: SweepData, out: str, seed: int, p
     its fine-tuning took, :meth:`PointPruner.shared_work`)."""
     setup = prepare_seed(config, data, Path(out), seed, progress, use_device(device))
     checkpoints = Path(out) / "checkpoints" / config.fingerprint()
-    pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed, checkpoints, progress)
+    pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed, checkpoints, progress,
+                         pretrained=setup.pretrained)
     shared = pruner.shared_work(points)
     base_state = {k: v.detach().clone() for k, v in setup.base.state_dict().items()}
     return base_state, setup.dense_finetune_seconds, shared
@@ -67,12 +69,14 @@ def _seed_task(config: ExperimentConfig, data: SweepData, out: str, seed: int, p
 def _point_task(config: ExperimentConfig, data: SweepData, point: Point, base_state: dict[str, torch.Tensor],
                 dense_finetune_seconds: float, shared: dict[str, Any], shifted: dict[str, Any],
                 checkpoints: str, device: str) -> PointResult:
-    """One point in a Ray worker on ``device``: the seed's base rebuilt from ``base_state``, the shared work
-    adopted."""
+    """One point in a Ray worker on ``device``: the seed's base rebuilt from ``base_state`` (and, when the sweep
+    mixes protocols, the pre-trained model loaded as the seed's was), the shared work adopted."""
     model, tokenizer = load_pretrained(config, data.train.num_labels, point.seed, use_device(device))
     model.load_state_dict(base_state)
-    setup = SeedSetup(point.seed, model.eval(), tokenizer, dense_finetune_seconds)
-    pruner = PointPruner(config, setup.base, tokenizer, data.train, point.seed, Path(checkpoints), progress=False)
+    pretrained = mixed_pretrained(config, data.train.num_labels, point.seed, use_device(device))
+    setup = SeedSetup(point.seed, model.eval(), tokenizer, dense_finetune_seconds, pretrained)
+    pruner = PointPruner(config, setup.base, tokenizer, data.train, point.seed, Path(checkpoints), progress=False,
+                         pretrained=pretrained)
     pruner.adopt(shared)
     evaluator = Evaluator(config, data, progress=False)
     evaluator.adopt(shifted)

@@ -1,14 +1,18 @@
 """How each pruning method of a sweep turns the seed's base model into one point's pruned model.
 
-One-shot methods (``magnitude``, ``wanda``, ``sparsegpt``, ``random``) prune a copy of the base model
-and reuse what a seed's points share (one magnitude selection for every sparsity; with
+One-shot methods (``magnitude``, ``wanda``, ``sparsegpt``, ``random``) prune a copy of the model their
+protocol starts from (:meth:`PointPruner.start`: the seed's base, or the pre-trained model in a sweep
+mixing protocols) and reuse what a seed's points share (one magnitude selection for every sparsity; with
 ``reuse_statistics`` the calibration statistics). Trained methods train their ticket and checkpoint it
 under ``<out>/checkpoints/<config fingerprint>/``, so a run killed in the middle of a method's training
 resumes from that method's own checkpoint:
 
 - ``imp``: one IMP run per sparsity (:func:`~robustprune.pruners.imp.iterative_magnitude_prune` with
   ``sparsity=``), from the fine-tuned dense model, rewinding to the pre-trained weights or to the dense
-  fine-tuning's weights after ``rewind_step`` steps; finished rounds are kept on disk.
+  fine-tuning's weights after ``rewind_step`` steps; finished rounds are kept on disk. Its record's details
+  compare the ticket's mask with one-shot magnitude (OMP) masks at the same sparsity: on the pre-trained
+  weights (``cosine_vs_omp_pretrained``, Jaiswal et al.'s LTH-vs-OMP comparison) and on the fine-tuned
+  weights IMP started from (``cosine_vs_one_shot``).
 - ``robust_ticket``: hard-concrete masks learned once per seed on the fine-tuned dense model; each
   sparsity draws its ticket, resets to the pre-trained weights and fine-tunes.
 - ``early_robust``: from the pre-trained model, search the early-bird ticket and fine-tune the
@@ -151,12 +155,19 @@ class PointPruner:
         seed: the points' seed.
         checkpoints: the folder for the trained methods' checkpoints of this config.
         progress: progress bars for long steps.
+        pretrained: with mixed protocols (:attr:`ExperimentConfig.mixed_protocols`), the pre-trained model the
+            ``prune_then_finetune`` methods prune and calibrate on (``base`` is then the fine-tuned dense
+            model); never modified.
     """
 
     def __init__(self, config: ExperimentConfig, base: nn.Module, tokenizer: Any, train: TextDataset, seed: int,
-                 checkpoints: Path, progress: bool) -> None:
+                 checkpoints: Path, progress: bool, pretrained: nn.Module | None = None) -> None:
+        if config.mixed_protocols and pretrained is None:
+            raise ValueError("a sweep mixing protocols needs the pre-trained model beside the fine-tuned base "
+                             "(pretrained=)")
         self.config = config
         self.base = base
+        self.pretrained = pretrained
         self.tokenizer = tokenizer
         self.train = train
         self.seed = seed
@@ -180,6 +191,13 @@ class PointPruner:
                 raise ConfigError(f"config key 'pruning.methods': early_robust needs {error}") from None
 
     # ------------------------------------------------------------------------------------- shared work
+    def start(self, method: str) -> nn.Module:
+        """The model ``method`` prunes (and calibrates on): the pre-trained model when the method runs
+        ``prune_then_finetune`` in a sweep mixing protocols, else the base."""
+        if self.pretrained is not None and self.config.protocol_of(method) == "prune_then_finetune":
+            return self.pretrained
+        return self.base
+
     def batches(self) -> list[dict[str, torch.Tensor]]:
         """The calibration batches (first ``samples`` training texts), built once."""
         from robustprune.pruners.calibration_data import calibration_batches
@@ -194,7 +212,9 @@ class PointPruner:
     def pretrained_state(self) -> dict[str, torch.Tensor]:
         """The state the dense fine-tuning started from: the pre-trained encoder, the seed's initial head."""
         if self._pretrained is None:
-            model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
+            model = self.pretrained
+            if model is None:
+                model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
             self._pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return self._pretrained
 
@@ -309,7 +329,7 @@ class PointPruner:
             pruned.train_seconds = time.perf_counter() - start  # pruning and training are one process here
             pruned.resumed = resumed
             return pruned
-        model = copy.deepcopy(self.base)
+        model = copy.deepcopy(self.start(point.method))
         masks = self._one_shot(model, point)
         return PrunedPoint(model, weight_sparsity(model), masks)
 
@@ -324,21 +344,21 @@ class PointPruner:
 
         if self._magnitude is None:
             pruning = self.config.pruning
-            self._magnitude = MagnitudeSweep(self.base, pruning.sparsities, scope=pruning.scope)
+            self._magnitude = MagnitudeSweep(self.start("magnitude"), pruning.sparsities, scope=pruning.scope)
         return self._magnitude
 
     def _input_norms(self) -> Any:
         from robustprune.pruners.wanda import collect_input_norms
 
         if self._norms is None:
-            self._norms = collect_input_norms(self.base, self.batches(), progress=self.progress)
+            self._norms = collect_input_norms(self.start("wanda"), self.batches(), progress=self.progress)
         return self._norms
 
     def _input_hessians(self) -> Any:
         from robustprune.pruners.sparsegpt import collect_hessians
 
         if self._hessians is None:
-            self._hessians = collect_hessians(self.base, self.batches(), progress=self.progress)
+            self._hessians = collect_hessians(self.start("sparsegpt"), self.batches(), progress=self.progress)
         return self._hessians
 
     def _one_shot(self, model: nn.Module, point: Any) -> dict[str, torch.Tensor]:
@@ -366,7 +386,7 @@ class PointPruner:
         raise ValueError(f"unknown pruning method {point.method!r}")
 
     def _imp(self, point: Any, directory: Path) -> PrunedPoint:
-        from robustprune.pruners.imp import iterative_magnitude_prune
+        from robustprune.pruners.imp import compare_with_one_shot, iterative_magnitude_prune, load_imp_masks
 
         block = self.config.pruning.imp
         model = copy.deepcopy(self.base)
@@ -374,9 +394,12 @@ class PointPruner:
             model, self.tokenizer, self.train, self.rewind_state(), directory, prune_rate=block.prune_rate,
             sparsity=point.sparsity, attack=None if block.adversarial is None else block.adversarial.attack(),
             schedule=self._schedule(), **self._run_options())
+        # the ticket against OMP on the pre-trained weights at its sparsity (Jaiswal et al.'s LTH-vs-OMP cosine)
+        cosine, hamming = compare_with_one_shot(load_imp_masks(directory, len(rounds)), self.pretrained_state())
         return PrunedPoint(model, weight_sparsity(model), details={
             "rounds": len(rounds), "round_sparsities": [r.sparsity for r in rounds],
-            "cosine_vs_one_shot": rounds[-1].cosine_vs_one_shot})
+            "cosine_vs_one_shot": rounds[-1].cosine_vs_one_shot,
+            "cosine_vs_omp_pretrained": cosine, "hamming_vs_omp_pretrained": hamming})
 
     def _robust_ticket(self, point: Any, directory: Path) -> PrunedPoint:
         from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained

@@ -29,7 +29,7 @@ from robustprune.experiments.config import (
     STRUCTURED_PATTERN,
     ExperimentConfig,
 )
-from robustprune.experiments.methods import PointPruner, hub_load, load_pretrained
+from robustprune.experiments.methods import PointPruner, PrunedPoint, hub_load, load_pretrained
 from robustprune.experiments.results import point_key
 from robustprune.targets import weight_sparsity
 
@@ -168,24 +168,68 @@ def _finetuned_dense(config: ExperimentConfig, data: SweepData, out: Path, seed:
 
 @dataclass
 class SeedSetup:
-    """What every point of one seed starts from: the base model (fine-tuned dense under
-    ``finetune_then_prune``, pre-trained under ``prune_then_finetune``), its tokenizer, and the seconds the
-    dense fine-tuning took (0 without one)."""
+    """What every point of one seed starts from: the base model (the fine-tuned dense model when a method of
+    the sweep runs ``finetune_then_prune``, else the pre-trained model), its tokenizer, the seconds the dense
+    fine-tuning took (0 without one) and, when the sweep mixes protocols (a mapping ``protocol``), the
+    pre-trained model the ``prune_then_finetune`` methods prune (None otherwise: ``base`` is the start of
+    every point)."""
 
     seed: int
     base: nn.Module
     tokenizer: Any
     dense_finetune_seconds: float = 0.0
+    pretrained: nn.Module | None = None
+
+
+def mixed_pretrained(config: ExperimentConfig, num_labels: int, seed: int, device: torch.device | str
+                     ) -> nn.Module | None:
+    """The pre-trained model (head seeded by ``seed``) that a sweep mixing protocols keeps beside its fine-tuned
+    dense base; None for a sweep of one protocol."""
+    if not config.mixed_protocols:
+        return None
+    return load_pretrained(config, num_labels, seed, device)[0]
 
 
 def prepare_seed(config: ExperimentConfig, data: SweepData, out: Path, seed: int, progress: bool,
                  device: torch.device) -> SeedSetup:
     """The seed's base model on ``device`` (:func:`robustprune.devices.resolve_device` of the config's
     device, resolved once by the caller): fine-tuned once (and checkpointed) or loaded from the run's
-    checkpoint."""
-    if config.protocol == "finetune_then_prune":
-        return SeedSetup(seed, *_finetuned_dense(config, data, out, seed, progress, device))
+    checkpoint; with mixed protocols also the pre-trained model."""
+    if config.protocol_of("dense") == "finetune_then_prune":
+        return SeedSetup(seed, *_finetuned_dense(config, data, out, seed, progress, device),
+                         pretrained=mixed_pretrained(config, data.train.num_labels, seed, device))
     return SeedSetup(seed, *load_pretrained(config, data.train.num_labels, seed, device))
+
+
+@dataclass
+class PointModel:
+    """A point's model as evaluated: the model, its measured sparsity, the seconds spent fine-tuning it (or
+    training the method's ticket), and the pruner's output (None for the dense point)."""
+
+    model: nn.Module
+    measured_sparsity: float
+    finetune_seconds: float
+    pruned: PrunedPoint | None
+
+
+def point_model(config: ExperimentConfig, setup: SeedSetup, pruner: PointPruner, point: Point,
+                progress: bool) -> PointModel:
+    """The model of ``point`` under its method's protocol (:meth:`ExperimentConfig.protocol_of`):
+    ``finetune_then_prune``, pruned from the fine-tuned base (trained methods train their ticket from it);
+    ``prune_then_finetune``, pruned from the pre-trained model, then fine-tuned with the pruner's masks held
+    fixed by the shared training loop (:func:`robustprune.train.finetune.finetune_classifier`)."""
+    protocol = config.protocol_of(point.method)
+    if point.method == "dense":
+        if protocol == "finetune_then_prune":  # fine-tuned before the points; its time is recorded here
+            return PointModel(setup.base, weight_sparsity(setup.base), setup.dense_finetune_seconds, None)
+        model = copy.deepcopy(setup.base)
+        seconds = _finetune(model, setup.tokenizer, config, pruner.train, point.seed, None, progress)
+        return PointModel(model, weight_sparsity(model), seconds, None)
+    pruned = pruner.prune(point)
+    seconds = pruned.train_seconds
+    if protocol == "prune_then_finetune":
+        seconds = _finetune(pruned.model, setup.tokenizer, config, pruner.train, point.seed, pruned.masks, progress)
+    return PointModel(pruned.model, pruned.measured_sparsity, seconds, pruned)
 
 
 @dataclass
@@ -201,31 +245,19 @@ class PointResult:
 
 def compute_point(config: ExperimentConfig, setup: SeedSetup, pruner: PointPruner, evaluator: Evaluator,
                   point: Point, progress: bool) -> PointResult:
-    """Prune (and train) the model of ``point`` from the seed's base and evaluate it; writes nothing."""
+    """Prune (and train) the model of ``point`` from the seed's base (:func:`point_model`) and evaluate it;
+    writes nothing."""
     start = time.perf_counter()
-    finetune_seconds = 0.0
-    pruned = None
-    if point.method == "dense":
-        model = setup.base
-        if config.protocol == "prune_then_finetune":
-            model = copy.deepcopy(setup.base)
-            finetune_seconds = _finetune(model, setup.tokenizer, config, pruner.train, point.seed, None, progress)
-        measured = weight_sparsity(model)
-    else:
-        pruned = pruner.prune(point)
-        model, measured, finetune_seconds = pruned.model, pruned.measured_sparsity, pruned.train_seconds
-        if config.protocol == "prune_then_finetune":
-            finetune_seconds = _finetune(model, setup.tokenizer, config, pruner.train, point.seed, pruned.masks,
-                                         progress)
-    prune_seconds = time.perf_counter() - start - finetune_seconds
-    if point.method == "dense" and config.protocol == "finetune_then_prune":
-        finetune_seconds = setup.dense_finetune_seconds  # fine-tuned before the points; recorded here
+    made = point_model(config, setup, pruner, point, progress)
+    model, measured, finetune_seconds, pruned = made.model, made.measured_sparsity, made.finetune_seconds, made.pruned
+    dense_before = point.method == "dense" and config.protocol_of("dense") == "finetune_then_prune"
+    prune_seconds = time.perf_counter() - start - (0.0 if dense_before else finetune_seconds)
     evaluation, predictions, examples = evaluator.evaluate(model, setup.tokenizer)
     record = {
         "seed": point.seed, "method": point.method, "pattern": point.pattern,
         "sparsity": point.sparsity, "measured_sparsity": measured,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "protocol": config.protocol, "prune_seconds": prune_seconds,
+        "protocol": config.protocol_of(point.method), "prune_seconds": prune_seconds,
         "finetune_seconds": finetune_seconds, **evaluation,
         "runtime": runtime_info(next(model.parameters()).device, config.precision),
     }
@@ -340,5 +372,6 @@ def masked_lm_options(name: str, where: str) -> dict[str, Any]:
     return {"mlm": mlm, "tokenizer": tokenizer}
 
 
-__all__ = ["Evaluator", "Point", "PointResult", "SeedSetup", "SweepData", "compute_point", "load_sweep_data",
-           "masked_lm_options", "prepare_seed", "seeded_order", "sweep_points"]
+__all__ = ["Evaluator", "Point", "PointModel", "PointResult", "SeedSetup", "SweepData", "compute_point",
+           "load_sweep_data", "masked_lm_options", "mixed_pretrained", "point_model", "prepare_seed", "seeded_order",
+           "sweep_points"]

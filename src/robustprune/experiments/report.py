@@ -46,7 +46,7 @@ from robustprune.eval.analysis import (
 )
 from robustprune.experiments.config import STRUCTURED_PATTERN
 from robustprune.experiments.results import ResultsFile, ResultsMismatchError
-from robustprune.experiments.tables import Row
+from robustprune.experiments.tables import MASK_COSINE, Row
 from robustprune.experiments.tables import column_name as _column_name
 from robustprune.experiments.tables import fmt as _fmt
 from robustprune.experiments.tables import fmt_accuracy as _fmt_accuracy
@@ -133,6 +133,9 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], dict[str, f
             for key, value in _robust_metrics(record).items():
                 values[key].append(value)
             values["measured_sparsity"].append(record.get("measured_sparsity", 0.0))
+            details = record.get("details") or {}
+            if "cosine_vs_omp_pretrained" in details:  # an IMP ticket's mask against OMP of the pre-trained model
+                values[MASK_COSINE].append(float(details["cosine_vs_omp_pretrained"]))
             for key in ("parameters", "prune_seconds", "finetune_seconds"):
                 if key in record:
                     values[key].append(float(record[key]))
@@ -168,7 +171,8 @@ def _collapsed_flags(rows: Sequence[Row], majorities: dict[str, float]) -> list[
     return flags
 
 
-_NOT_METRICS = ("measured_sparsity", "parameters", "prune_seconds", "finetune_seconds")  # facts of a point
+# facts of a point, not evaluations
+_NOT_METRICS = ("measured_sparsity", "parameters", "prune_seconds", "finetune_seconds", MASK_COSINE)
 
 
 def results_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], *, split_intervals: bool = False

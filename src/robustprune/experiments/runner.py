@@ -3,8 +3,8 @@
 For each seed the runner prepares the model every point starts from (protocol
 ``finetune_then_prune``: the pre-trained model fine-tuned once, checkpointed to
 ``<out>/checkpoints/``; ``prune_then_finetune``: the pre-trained model, each pruned copy then
-fine-tuned with its mask fixed), evaluates the dense point once, then prunes a fresh copy per
-(method, pattern, sparsity) and evaluates it. Every finished point is appended to
+fine-tuned with its mask fixed; a per-method ``protocol`` mapping keeps both), evaluates the dense point
+once, then prunes a fresh copy per (method, pattern, sparsity) and evaluates it. Every finished point is appended to
 ``<out>/results.jsonl`` at once (see :mod:`robustprune.experiments.results`), so an interrupted run
 keeps it and a re-run of the same config skips it.
 
@@ -182,7 +182,7 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
                 continue
             setup = prepare_seed(config, data, out, seed, progress, device)
             pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed,
-                                 out / "checkpoints" / fingerprint, progress)
+                                 out / "checkpoints" / fingerprint, progress, pretrained=setup.pretrained)
             for point in seed_points:
                 bar.set_postfix_str(f"{point.method} {point.pattern} {point.sparsity:.2f}")
                 finish(compute_point(config, setup, pruner, evaluator, point, progress))

@@ -10,6 +10,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+# Row.metrics key of an IMP ticket's mask cosine similarity with OMP masks of the pre-trained weights at its
+# sparsity (a fraction; the record's details["cosine_vs_omp_pretrained"], averaged over seeds)
+MASK_COSINE = "mask_cosine_vs_omp_pretrained"
+
 
 @dataclass(frozen=True)
 class Row:
@@ -75,4 +79,4 @@ def markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Row", "column_name", "fmt", "fmt_accuracy", "markdown", "robust_keys", "set_of"]
+__all__ = ["MASK_COSINE", "Row", "column_name", "fmt", "fmt_accuracy", "markdown", "robust_keys", "set_of"]

@@ -16,6 +16,8 @@ a repeated call skips finished rounds and resumes an unfinished round's training
 Every round is also compared with one-shot magnitude pruning at the same sparsity, computed on the trained
 weights IMP *started from* (the ``model`` passed in): their mask cosine similarity and normalised Hamming
 distance. Round 1 is one-shot magnitude pruning of those weights by construction (cosine 1).
+:func:`compare_with_one_shot` makes the same comparison against any weights, e.g. the pre-trained ones
+(Jaiswal et al., 2023, compare lottery tickets with OMP masks of the pre-trained checkpoint).
 """
 
 from __future__ import annotations
@@ -96,6 +98,20 @@ def magnitude_masks(weights: Mapping[str, torch.Tensor], pruned: int,
         scores[name] = score
     # draw_ticket prunes round(sparsity * total); pruned / total round-trips to exactly `pruned`.
     return draw_ticket(scores, pruned / total)
+
+
+def compare_with_one_shot(masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]
+                          ) -> tuple[float, float]:
+    """(mask cosine similarity, normalised Hamming distance) between ``masks`` (keep-masks by parameter name)
+    and the global one-shot magnitude masks of ``weights`` (same names and shapes) that prune as many entries
+    as ``masks`` do (:func:`magnitude_masks`; :func:`~robustprune.eval.analysis.mask_cosine`)."""
+    missing = [name for name in masks if name not in weights]
+    if missing:
+        raise ValueError(f"weights lack {len(missing)} of the masked tensors ({missing[:4]})")
+    pruned = sum(int(torch.count_nonzero(~mask.bool())) for mask in masks.values())
+    one_shot = magnitude_masks({name: weights[name] for name in masks}, pruned)
+    one_shot = {name: mask.to(masks[name].device) for name, mask in one_shot.items()}  # masks may sit elsewhere
+    return mask_cosine(masks, one_shot), hamming_distance(masks, one_shot)
 
 
 @torch.no_grad()
@@ -252,12 +268,11 @@ def iterative_magnitude_prune(
                 history = adversarial_finetune(
                     model, tokenizer, train, attack, schedule, masks=masks, checkpoint_dir=directory / "train",
                     checkpoint_every=checkpoint_every, progress=progress)
-                one_shot = magnitude_masks(start_weights, pruned)
                 save_file({name: mask.to(torch.uint8).contiguous() for name, mask in masks.items()},
                           str(directory / MASKS_FILE))
                 save_model(model, str(directory / MODEL_FILE))
-                entry = IMPRound(index, masks_sparsity(masks), mask_cosine(masks, one_shot),
-                                 hamming_distance(masks, one_shot), history.losses[-1], str(directory))
+                entry = IMPRound(index, masks_sparsity(masks), *compare_with_one_shot(masks, start_weights),
+                                 history.losses[-1], str(directory))
                 (directory / SUMMARY_FILE).write_text(json.dumps(asdict(entry), indent=1))  # marks it done
                 shutil.rmtree(directory / "train", ignore_errors=True)  # the round's weights are saved
                 report.append(entry)
@@ -272,5 +287,5 @@ def iterative_magnitude_prune(
     return report
 
 
-__all__ = ["IMPRound", "imp_schedule", "imp_schedule_to", "iterative_magnitude_prune", "load_imp_masks", "magnitude_masks",
-           "rewind_"]
+__all__ = ["IMPRound", "compare_with_one_shot", "imp_schedule", "imp_schedule_to", "iterative_magnitude_prune",
+           "load_imp_masks", "magnitude_masks", "rewind_"]
