@@ -186,3 +186,12 @@ def test_paper_table_reports_speedup_over_pgd():
     # without a PGD point the one adversarial baseline is the reference, and the header says so
     table = early_robust_table([rows[0], row("adversarial", "dense", 100.0, 21.3e6)])
     assert "speedup vs adversarial training" in table and "| fine-tuned (dense) | 0.000 | 21.30 | 50 | 2.00x |" in table
+
+
+def test_the_shipped_config_round_trips_through_its_dict():
+    """A run's config.json (to_dict) parses back to the same config: ratios, adversaries, the epoch interval."""
+    from robustprune.experiments.catalog import load_named_config
+
+    config = load_named_config("early-robust")
+    assert parse_config(config.to_dict()) == config
+    assert [p.pattern for p in sweep_points(config)] == ["dense", "pgd", "freelb", "heads=0.166667+neurons=0.3"]
