@@ -19,8 +19,9 @@ TABLE_WORDS = {
     "es_robust": ["Clean% by sparsity and method", "textfooler Aua% by sparsity", "ES_robust (paired test)"],
     "robust_tickets": ["fine-tuned (dense)", "adversarial training (dense)", "IMP ticket", "robust ticket",
                        "textfooler Aua%", "textfooler Suc%", "textfooler #Query", "textbugger Aua%"],
-    "early_robust": ["adversarial training (dense)", "EarlyRobust", "parameters (M)", "training time (s)",
-                     "time / adversarial training", "textfooler Aua%"],
+    "early_robust": ["fine-tuned (dense)", "PGD (dense)", "FreeLB (dense)", "EarlyRobust (heads 0.166667, neurons 0.3)",
+                     "parameters without embeddings (M)", "training time (s)", "speedup vs PGD", "textfooler Aua%",
+                     "textfooler #Query", "textbugger Aua%"],
 }
 
 

@@ -92,6 +92,70 @@ def test_early_bird_needs_consecutive_small_distances():
             SearchSettings(**bad)
 
 
+def test_layer_scope_prunes_the_same_share_of_every_block():
+    scores = torch.tensor([[0.1, 0.2, 0.3, 0.4], [5.0, -0.05, 7.0, 8.0], [9.0, 9.5, 0.01, 9.9]])
+    # 1/4 of each block's 4 heads: its own smallest |score|, whatever the other blocks hold
+    assert select_heads(scores, 0.25, "layer").tolist() == [[False, True, True, True], [True, False, True, True],
+                                                           [True, True, False, True]]
+    # globally the three smallest happen to be one per block: 0.01, -0.05, 0.1
+    assert select_heads(scores, 0.25).tolist() == [[False, True, True, True], [True, False, True, True],
+                                                  [True, True, False, True]]
+    # 6 of 12: 0.01, -0.05, 0.1, 0.2, 0.3; then 0.4 would empty block 0, so block 1's 5.0 goes instead
+    assert select_heads(scores, 0.5).tolist() == [[False, False, False, True], [False, False, True, True],
+                                                  [True, True, False, True]]
+    assert select_heads(scores, 0.5, "layer").sum(1).tolist() == [2, 2, 2]
+    # 3 of each block's 4 heads is the most layer-wise pruning can take; 0.9 rounds to all 4
+    assert select_heads(scores, 0.75, "layer").sum(1).tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="prunes 4 of each block's 4 heads"):
+        select_heads(scores, 0.9, "layer")
+    with pytest.raises(ValueError, match="scope must be one of"):
+        select_heads(scores, 0.25, "block")
+    neurons = torch.tensor([[0.5, -0.1, 3.0, 0.2], [1.0, 2.0, -0.05, 4.0]])
+    # per block 2 of 4: 0.1 and 0.2, then -0.05 and 1.0 (globally block 0 loses 3, block 1 one)
+    assert select_neurons(neurons, 0.5, "layer").tolist() == [[True, False, True, False], [False, True, False, True]]
+    assert select_neurons(neurons, 0.5).tolist() == [[False, False, True, False], [True, True, False, True]]
+
+
+def test_check_interval_in_epochs_by_hand():
+    miniepoch = SearchSettings(check_every_epochs=0.05)
+    # 0.05 epoch, rounded to the nearest step (halves up), at least one
+    for steps_per_epoch, expected in ((2105, 105), (94, 5), (30, 2), (50, 3), (10, 1), (6, 1), (1, 1)):
+        assert miniepoch.check_steps(steps_per_epoch) == expected, steps_per_epoch
+    assert SearchSettings(check_every=7).check_steps(2105) == 7  # steps when no fraction is given
+    assert SearchSettings(check_every=7, check_every_epochs=0.1).check_steps(100) == 10  # the fraction wins
+    for bad in (0.0, -0.05, float("nan")):
+        with pytest.raises(ValueError, match="check_every_epochs"):
+            SearchSettings(check_every_epochs=bad)
+    with pytest.raises(ValueError, match="scope"):
+        SearchSettings(scope="blocks")
+    # checkpoints written before the fraction and the scope existed keep their fingerprint
+    assert "check_every_epochs" not in SearchSettings().fingerprint() and "scope" not in SearchSettings().fingerprint()
+    assert SearchSettings(check_every_epochs=0.05, scope="layer").fingerprint()["check_every_epochs"] == 0.05
+
+
+def test_early_bird_patience_five_counts_consecutive_checks():
+    heads = torch.ones(2, 5, dtype=torch.bool)
+    neurons = torch.ones(1, 20, dtype=torch.bool)
+    two_off = neurons.clone()
+    two_off[0, :2] = False  # 2 of 20 neurons differ from all-kept: distance exactly 0.1
+    one_off = neurons.clone()
+    one_off[0, 0] = False  # 1 of 20 neurons differ from all-kept: 0.05; from two_off: 0.05
+    bird = EarlyBird(gamma=0.1, patience=5)
+    sequence = [neurons, neurons, neurons, neurons, neurons,  # 4 small distances: streak 4, not yet
+                two_off,  # exactly gamma: not below it, the streak starts again
+                one_off, neurons, one_off, one_off]  # 0.05, 0.05, 0.05, 0: streak 4
+    for step, mask in enumerate(sequence, start=1):
+        assert not bird.update(step, heads, mask), step
+    assert bird.streak == 4 and [round(d[2], 6) for d in bird.distances] == [0, 0, 0, 0, 0.1, 0.05, 0.05, 0.05, 0]
+    assert bird.update(11, heads, one_off) and bird.found_at == 11  # the fifth in a row
+    # heads must settle too: a head change alone breaks the streak
+    both = EarlyBird(gamma=0.1, patience=1)
+    moved = heads.clone()
+    moved[0, :1] = False  # 1 of 10 heads: distance 0.1, not below gamma
+    assert not both.update(1, heads, neurons) and not both.update(2, moved, neurons)
+    assert both.update(3, moved, neurons) and both.found_at == 3
+
+
 @pytest.fixture(scope="module")
 def pretrained(minilm_path):
     torch.manual_seed(0)

@@ -30,7 +30,7 @@ _HEADER_KEYS = ("summary", "follows", "runtime")
 # what --quick sets in the trained methods' blocks (their FreeLB / PGD blocks also drop to 2 steps)
 _QUICK_BLOCKS: dict[str, dict[str, Any]] = {
     "imp": {}, "robust_ticket": {"mask_epochs": 1.0},
-    "early_robust": {"search_epochs": 1.0, "check_every": 2, "patience": 1}, "adversarial": {"steps": 2}}
+    "early_robust": {"search_epochs": 1.0, "patience": 1}, "adversarial": {"steps": 2}}
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,9 @@ def shipped_configs() -> dict[str, ShippedConfig]:
 
 def quick_version(raw: dict[str, Any]) -> dict[str, Any]:
     """A much smaller run of the same experiment: 48 training and 24 evaluation examples, short sequences,
-    the middle sparsity only, one seed, small calibration, 3 examples per attack and short method training,
-    named ``<name>-quick``. Methods, patterns, evaluations and the paper table are kept."""
+    the middle sparsity (and EarlyRobust ticket) only, one seed, small calibration, 3 examples per attack and
+    short method training, named ``<name>-quick``. Methods, patterns, evaluations and the paper table are
+    kept."""
     quick = copy.deepcopy(raw)
     quick["name"] = f"{quick.get('name', 'experiment')}-quick"
 
@@ -88,7 +89,15 @@ def quick_version(raw: dict[str, Any]) -> dict[str, Any]:
     for method, settings in _QUICK_BLOCKS.items():
         if method not in methods:
             continue
+        if method == "adversarial" and isinstance(pruning.get(method), list):  # one block per adversary
+            pruning[method] = [{**b, **settings} if isinstance(b, dict) else b for b in pruning[method]]
+            continue
         block = {**(pruning.get(method) or {}), **settings}
+        if method == "early_robust":
+            if block.get("check_every_epochs") is None:  # a check every 2 of the 6 steps (else every 0.05 epoch)
+                block["check_every"] = 2
+            if isinstance(block.get("ratios"), list) and block["ratios"]:  # the middle ticket, as for sparsities
+                block["ratios"] = [block["ratios"][(len(block["ratios"]) - 1) // 2]]
         for key in ("adversarial", "finetune_adversarial"):
             if isinstance(block.get(key), dict):
                 block[key] = {**block[key], "steps": 2}

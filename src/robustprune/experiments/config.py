@@ -161,24 +161,64 @@ class RobustTicketConfig:
 
 
 @dataclass(frozen=True)
+class EarlyRobustRatios:
+    """One EarlyRobust ticket size (an entry of ``pruning.early_robust.ratios``): the shares of the attention
+    heads (``heads``) and of the FFN neurons (``neurons``) it removes, each pruned globally."""
+
+    heads: float
+    neurons: float
+
+    @property
+    def pattern(self) -> str:
+        """The point's pattern, naming both shares exactly: ``heads=0.166667+neurons=0.3``."""
+        return f"heads={self.heads!r}+neurons={self.neurons!r}"
+
+    @property
+    def sparsity(self) -> float:
+        """The point's nominal sparsity: the share of a BERT block's targeted weights the pair removes
+        (attention 4 d^2, FFN 2 d d_f with d_f = 4 d, so ``(heads + 2 neurons) / 3``); the record's
+        ``measured_sparsity`` counts the model's own."""
+        return (self.heads + 2 * self.neurons) / 3
+
+
+@dataclass(frozen=True)
 class EarlyRobustConfig:
     """EarlyRobust (``pruning.early_robust``), from the pre-trained model: weights and head / neuron
     coefficients train jointly under ``adversarial`` (``search_epochs`` at most, learning rates
     ``search_lr`` and ``coef_lr`` (null: ``search_lr``), L1 weights ``lambda_heads`` and
-    ``lambda_neurons``) until the masks drawn every ``check_every`` steps move less than ``gamma``
-    (normalised Hamming distance) ``patience`` checks in a row (the early-bird ticket). At sparsity ``s``
-    the ticket drops a share ``s`` of the heads and ``s`` of the FFN neurons (so about ``s`` of the
-    targeted weights); the smaller model is fine-tuned plainly with the ``finetune`` recipe."""
+    ``lambda_neurons``) until the masks drawn every ``check_every_epochs`` of an epoch (or every
+    ``check_every`` steps) move less than ``gamma`` (normalised Hamming distance) ``patience`` checks in a
+    row (the early-bird ticket); the smaller model is fine-tuned plainly with the ``finetune`` recipe.
+
+    ``ratios``: the tickets, one point each (pattern ``heads=H+neurons=N``): a list of
+    :class:`EarlyRobustRatios`, the shares of heads and of FFN neurons removed. Null (the form before the
+    key existed): one point per ``pruning.sparsities`` value ``s`` (pattern ``heads+neurons``) dropping a
+    share ``s`` of the heads and ``s`` of the neurons. ``scope``: ``global`` (heads ranked over all blocks,
+    keeping at least one per block; neurons ranked over all blocks) or ``layer`` (the same share of every
+    block). ``check_every_epochs`` and ``check_every`` exclude each other; giving neither keeps the
+    default of 50 steps. ``finetune_adversarial``: the ticket's fine-tuning under FreeLB / PGD (null: plain
+    fine-tuning, the method's)."""
 
     search_epochs: float = 1.0
     search_lr: float = 2e-5
     coef_lr: float | None = None
     lambda_heads: float = 1e-4
     lambda_neurons: float = 1e-4
-    check_every: int = 50
+    check_every: int | None = 50
     gamma: float = 0.1
     patience: int = 5
     adversarial: AdversarialConfig | None = field(default_factory=AdversarialConfig)
+    ratios: tuple[EarlyRobustRatios, ...] | None = None
+    check_every_epochs: float | None = None
+    scope: str = "global"
+    finetune_adversarial: AdversarialConfig | None = None
+
+    def tickets(self, sparsities: tuple[float, ...]) -> list[tuple[str, float, EarlyRobustRatios]]:
+        """``(pattern, nominal sparsity, ratios)`` of every point, in run order: the ``ratios`` entries, or
+        without them the tied shares at each of ``sparsities`` (pattern ``heads+neurons``)."""
+        if self.ratios is not None:
+            return [(r.pattern, r.sparsity, r) for r in self.ratios]
+        return [(STRUCTURED_PATTERN, s, EarlyRobustRatios(s, s)) for s in sparsities]
 
 
 METHOD_BLOCKS = {"imp": IMPConfig, "robust_ticket": RobustTicketConfig, "early_robust": EarlyRobustConfig,
@@ -189,10 +229,12 @@ METHOD_BLOCKS = {"imp": IMPConfig, "robust_ticket": RobustTicketConfig, "early_r
 class PruningConfig:
     """Which methods prune at which patterns and sparsities. ``scope`` (``global`` or ``layer``) applies to
     ``magnitude`` and ``random``; the trained methods have a config block each and prune unstructured
-    (``imp``, ``robust_ticket``) or whole heads and neurons (``early_robust``, pattern
-    ``heads+neurons``) at every configured sparsity. ``adversarial`` is the dense baseline of adversarial
-    training: the pre-trained model fine-tuned with the ``finetune`` recipe under ``pruning.adversarial``
-    (FreeLB by default), one point per seed (pattern ``dense``, sparsity 0)."""
+    (``imp``, ``robust_ticket``) at every configured sparsity, or whole heads and neurons
+    (``early_robust``: at its ``ratios``, else at every sparsity). ``adversarial`` is the dense baseline
+    of adversarial training: the pre-trained model fine-tuned with the ``finetune`` recipe under
+    ``pruning.adversarial`` (FreeLB by default), one point per seed (pattern ``dense``, sparsity 0); a
+    list of blocks there (e.g. PGD and FreeLB) makes one such point per adversary (pattern ``pgd`` /
+    ``freelb``), see :meth:`adversarial_baselines`."""
 
     methods: tuple[str, ...] = DEFAULT_METHODS
     patterns: tuple[str, ...] = ("unstructured",)
@@ -202,7 +244,15 @@ class PruningConfig:
     imp: IMPConfig = field(default_factory=IMPConfig)
     robust_ticket: RobustTicketConfig = field(default_factory=RobustTicketConfig)
     early_robust: EarlyRobustConfig = field(default_factory=EarlyRobustConfig)
-    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    adversarial: AdversarialConfig | tuple[AdversarialConfig, ...] = field(default_factory=AdversarialConfig)
+
+    def adversarial_baselines(self) -> list[tuple[str, AdversarialConfig]]:
+        """``(pattern, settings)`` of each dense adversarial-training point: one block (a mapping) is the
+        point of pattern ``dense``; a list of blocks gives one point per adversary, its pattern the
+        adversary's name (``pgd``, ``freelb``)."""
+        if isinstance(self.adversarial, tuple):
+            return [(block.method, block) for block in self.adversarial]
+        return [("dense", self.adversarial)]
 
 
 @dataclass(frozen=True)
@@ -356,7 +406,17 @@ class ExperimentConfig:
         Records keep it, so points of one method under changed settings are never mixed."""
         if method not in METHOD_BLOCKS:
             return None
-        return _digest(asdict(getattr(self.pruning, method)))
+        block = getattr(self.pruning, method)
+        if isinstance(block, tuple):  # several adversarial baselines
+            return _digest([asdict(b) for b in block])
+        content = asdict(block)
+        if method == "early_robust":
+            content.pop("ratios")  # the grid, like the sparsities: each point's key names its own
+            for key, old_behaviour in (("check_every_epochs", None), ("scope", "global"),
+                                       ("finetune_adversarial", None)):
+                if content[key] == old_behaviour:  # keys added later leave earlier fingerprints as they were
+                    content.pop(key)
+        return _digest(content)
 
 
 def _digest(content: Any) -> str:
@@ -545,6 +605,69 @@ def _parse_method_block(raw: Any, cls: type, where: str) -> Any:
     return cls(**values)
 
 
+def _share(value: Any, where: str) -> float:
+    return float(_number(value, where, low=0, high=1, low_open=True, high_open=True))
+
+
+def _parse_early_robust(raw: Any, cls: type, where: str) -> EarlyRobustConfig:
+    """``pruning.early_robust``: the common numbers (:func:`_parse_method_block`), the ``ratios`` list and
+    the check interval, in steps (``check_every``) or in epochs (``check_every_epochs``), not both."""
+    raw = _check_keys(raw, cls, where)
+    special = ("ratios", "check_every", "check_every_epochs", "scope")
+    config = _parse_method_block({k: v for k, v in raw.items() if k not in special}, cls, where)
+    ratios = None
+    if raw.get("ratios") is not None:
+        parsed = []
+        for i, item in enumerate(_list(raw["ratios"], f"{where}.ratios")):
+            key = f"{where}.ratios[{i}]"
+            if not isinstance(item, Mapping):
+                raise ConfigError(f"config key {key!r}: expected a mapping {{heads: H, neurons: N}} (the shares of "
+                                  f"attention heads and of FFN neurons removed), got {item!r}")
+            item = _check_keys(item, EarlyRobustRatios, key)
+            for name in ("heads", "neurons"):
+                if name not in item:
+                    raise ConfigError(f"config key '{key}.{name}' is missing; expected the share of "
+                                      f"{'attention heads' if name == 'heads' else 'FFN neurons'} removed, in (0, 1)")
+            parsed.append(EarlyRobustRatios(_share(item["heads"], f"{key}.heads"),
+                                            _share(item["neurons"], f"{key}.neurons")))
+        if len(set(parsed)) != len(parsed):
+            raise ConfigError(f"config key '{where}.ratios': repeated entries in "
+                              f"{[{'heads': r.heads, 'neurons': r.neurons} for r in parsed]}")
+        ratios = tuple(parsed)
+    steps, epochs = raw.get("check_every"), raw.get("check_every_epochs")
+    if steps is not None and epochs is not None:
+        raise ConfigError(f"config keys '{where}.check_every' (steps) and '{where}.check_every_epochs' (a fraction "
+                          "of an epoch) exclude each other; give one")
+    if epochs is not None:
+        check = {"check_every": None,
+                 "check_every_epochs": float(_number(epochs, f"{where}.check_every_epochs", low=0, low_open=True))}
+    elif "check_every" in raw or "check_every_epochs" in raw:
+        if steps is None:
+            raise ConfigError(f"config key '{where}.check_every': expected the steps between early-bird checks (an "
+                              f"integer >= 1), or '{where}.check_every_epochs' (a fraction of an epoch), got null")
+        check = {"check_every": _number(steps, f"{where}.check_every", integer=True, low=1)}
+    else:
+        check = {}
+    from dataclasses import replace
+
+    scope = _string(raw.get("scope", "global"), f"{where}.scope", ("global", "layer"))
+    return replace(config, ratios=ratios, scope=scope, **check)
+
+
+def _parse_adversarial_baselines(raw: Any) -> AdversarialConfig | tuple[AdversarialConfig, ...]:
+    """``pruning.adversarial``: one block (a mapping), or a list of blocks, one per adversary."""
+    where = "pruning.adversarial"
+    if not isinstance(raw, (list, tuple)):
+        return _parse_adversarial(_mapping(raw, where), where)
+    blocks = tuple(_parse_adversarial(_mapping(item, f"{where}[{i}]"), f"{where}[{i}]")
+                   for i, item in enumerate(_list(raw, where)))
+    methods = [block.method for block in blocks]
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"config key {where!r}: each adversary at most once (its name is the point's pattern), "
+                          f"got {methods}")
+    return blocks
+
+
 def _parse_calibration(raw: Any) -> CalibrationConfig:
     raw = _check_keys(raw, CalibrationConfig, "pruning.calibration")
     d = CalibrationConfig()
@@ -578,10 +701,9 @@ def _parse_pruning(raw: Any) -> PruningConfig:
         methods=methods, patterns=patterns, sparsities=tuple(sorted(sparsities)),
         scope=_string(raw.get("scope", d.scope), "pruning.scope", ("global", "layer")),
         calibration=_parse_calibration(raw.get("calibration")),
-        **{name: _parse_method_block(raw.get(name), cls, f"pruning.{name}")
-           for name, cls in METHOD_BLOCKS.items() if name != "adversarial"},
-        adversarial=_parse_adversarial(_mapping(raw.get("adversarial", {}), "pruning.adversarial"),
-                                       "pruning.adversarial"),
+        **{name: (_parse_early_robust if name == "early_robust" else _parse_method_block)(
+            raw.get(name), cls, f"pruning.{name}") for name, cls in METHOD_BLOCKS.items() if name != "adversarial"},
+        adversarial=_parse_adversarial_baselines(raw.get("adversarial", {})),
     )
 
 
@@ -734,6 +856,8 @@ def parse_config(raw: Any) -> ExperimentConfig:
                           "'finetune_then_prune' for them (a mapping method -> protocol lets the one-shot methods "
                           "of the same sweep run 'prune_then_finetune')")
     trained = [m for m in trained if m != "adversarial"]  # a dense point
+    if config.pruning.early_robust.ratios is not None:  # its own grid
+        trained = [m for m in trained if m != "early_robust"]
     if trained and "unstructured" not in config.pruning.patterns:
         raise ConfigError(f"config key 'pruning.patterns': methods {trained} prune at pruning.sparsities, which "
                           "need 'unstructured' among the patterns")
@@ -812,6 +936,7 @@ __all__ = [
     "DataConfig",
     "DeviceError",
     "EarlyRobustConfig",
+    "EarlyRobustRatios",
     "EvaluationConfig",
     "ExperimentConfig",
     "FinetuneConfig",

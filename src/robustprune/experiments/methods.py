@@ -16,10 +16,9 @@ resumes from that method's own checkpoint:
 - ``robust_ticket``: hard-concrete masks learned once per seed on the fine-tuned dense model; each
   sparsity draws its ticket, resets to the pre-trained weights and fine-tunes.
 - ``early_robust``: from the pre-trained model, search the early-bird ticket and fine-tune the
-  physically smaller model (heads and FFN neurons removed at the point's sparsity).
-
+  physically smaller model (the point's shares of heads and FFN neurons removed).
 - ``adversarial``: the dense baseline of adversarial training: the pre-trained model fine-tuned under
-  FreeLB / PGD.
+  FreeLB / PGD (one point per configured adversary).
 
 The pre-trained state these rewind to is rebuilt exactly: the pre-trained encoder and the head
 initialised from the seed, as the dense fine-tuning started.
@@ -126,6 +125,32 @@ def check_against_data(config: ExperimentConfig, train: TextDataset) -> None:
                               f"({len(train)} examples, batch size {config.finetune.batch_size}), got {step}")
 
 
+def _check_early_robust(config: ExperimentConfig, model: nn.Module) -> None:
+    """EarlyRobust needs a BERT-family model, and each ticket's head share must leave every block a head.
+
+    Raises:
+        ConfigError: naming ``pruning.methods`` or the offending ``pruning.early_robust.ratios[i].heads``
+            (``pruning.sparsities[i]`` without ratios).
+    """
+    from robustprune.pruners.early_robust import select_heads
+    from robustprune.pruners.structured import bert_layers
+
+    try:
+        layers = bert_layers(model)
+    except TypeError as error:
+        raise ConfigError(f"config key 'pruning.methods': early_robust needs {error}") from None
+    shape = (len(layers), layers[0].attention.self.num_attention_heads)
+    block = config.pruning.early_robust
+    for index, (_, _, ratios) in enumerate(block.tickets(config.pruning.sparsities)):
+        try:  # the selection itself on this model's shape: the same rule, before any training
+            select_heads(torch.ones(shape), ratios.heads, block.scope)
+        except ValueError as error:
+            key = (f"pruning.early_robust.ratios[{index}].heads" if block.ratios is not None
+                   else f"pruning.sparsities[{index}]")
+            raise ConfigError(f"config key {key!r}: on this model ({shape[0]} blocks of {shape[1]} heads) {error}"
+                              ) from None
+
+
 def _target_weights(model: nn.Module) -> int:
     return sum(module.weight.numel() for module in select_targets(model).values())
 
@@ -183,12 +208,7 @@ class PointPruner:
         self._mask_seconds = 0.0
         self._rewind: dict[str, torch.Tensor] | None = None
         if "early_robust" in config.pruning.methods:
-            from robustprune.pruners.structured import bert_layers
-
-            try:
-                bert_layers(base)
-            except TypeError as error:
-                raise ConfigError(f"config key 'pruning.methods': early_robust needs {error}") from None
+            _check_early_robust(config, base)
 
     # ------------------------------------------------------------------------------------- shared work
     def start(self, method: str) -> nn.Module:
@@ -419,32 +439,37 @@ class PointPruner:
     def _adversarial(self, point: Any, directory: Path) -> PrunedPoint:
         from robustprune.train.finetune import finetune_classifier
 
+        settings = dict(self.config.pruning.adversarial_baselines())[point.pattern]
         model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
-        finetune_classifier(model, self.tokenizer, self.train, self._schedule(),
-                            attack=self.config.pruning.adversarial.attack(), checkpoint_dir=directory,
-                            **self._run_options())
-        return PrunedPoint(model.eval(), weight_sparsity(model))
+        finetune_classifier(model, self.tokenizer, self.train, self._schedule(), attack=settings.attack(),
+                            checkpoint_dir=directory, **self._run_options())
+        return PrunedPoint(model.eval(), weight_sparsity(model), details={"adversary": settings.method})
 
     def _early_robust(self, point: Any, directory: Path) -> PrunedPoint:
         from robustprune.pruners.early_robust import SearchSettings, early_robust
         from robustprune.train.finetune import ADVERSARIAL_SCHEDULE
 
         block = self.config.pruning.early_robust
+        ratios = {pattern: r for pattern, _, r in block.tickets(self.config.pruning.sparsities)}[point.pattern]
         model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
         before = _target_weights(model)
         finetune = self._schedule()
+        check = ({"check_every_epochs": block.check_every_epochs} if block.check_every is None
+                 else {"check_every": block.check_every})
         result = early_robust(
-            model, self.tokenizer, self.train, head_ratio=point.sparsity, neuron_ratio=point.sparsity,
+            model, self.tokenizer, self.train, head_ratio=ratios.heads, neuron_ratio=ratios.neurons,
             attack=None if block.adversarial is None else block.adversarial.attack(),
             search=SearchSettings(lambda_heads=block.lambda_heads, lambda_neurons=block.lambda_neurons,
-                                  coef_lr=block.coef_lr, check_every=block.check_every, gamma=block.gamma,
-                                  patience=block.patience),
+                                  coef_lr=block.coef_lr, gamma=block.gamma, patience=block.patience,
+                                  scope=block.scope, **check),
+            finetune_attack=None if block.finetune_adversarial is None else block.finetune_adversarial.attack(),
             search_schedule=ADVERSARIAL_SCHEDULE.replace(epochs=block.search_epochs, lr=block.search_lr,
                                                          batch_size=finetune.batch_size,
                                                          max_length=finetune.max_length, seed=self.seed,
                                                          precision=self.config.precision),
             finetune_schedule=finetune, checkpoint_dir=directory, **self._run_options())
         return PrunedPoint(model.eval(), 1.0 - _target_weights(model) / before, details={
+            "head_ratio": ratios.heads, "neuron_ratio": ratios.neurons, "check_steps": result.search.check_steps,
             "heads_per_layer": result.heads_per_layer, "neurons_per_layer": result.neurons_per_layer,
             "params_before": result.params_before, "params_after": result.params_after,
             "early_bird_step": result.search.found_at, "search_steps": result.search.steps,

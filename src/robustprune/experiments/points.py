@@ -24,11 +24,7 @@ from torch import nn
 from robustprune.data.datasets import TextDataset
 from robustprune.devices import runtime_info
 from robustprune.eval.classifier import ClassificationResult, TextClassifier, evaluate_classifier
-from robustprune.experiments.config import (
-    ONE_SHOT_METHODS,
-    STRUCTURED_PATTERN,
-    ExperimentConfig,
-)
+from robustprune.experiments.config import ONE_SHOT_METHODS, ExperimentConfig
 from robustprune.experiments.methods import PointPruner, PrunedPoint, hub_load, load_pretrained
 from robustprune.experiments.results import point_key
 from robustprune.targets import weight_sparsity
@@ -52,8 +48,10 @@ class Point:
 
 def sweep_points(config: ExperimentConfig) -> list[Point]:
     """Every point of ``config`` in run order: per seed the dense point, then method x pattern x sparsity
-    (``imp`` and ``robust_ticket``: unstructured only; ``early_robust``: pattern ``heads+neurons`` at every
-    sparsity; ``adversarial``: one dense point)."""
+    (``imp`` and ``robust_ticket``: unstructured only; ``early_robust``: one point per ticket of
+    :meth:`~robustprune.experiments.config.EarlyRobustConfig.tickets`, pattern ``heads=H+neurons=N`` or,
+    without ratios, ``heads+neurons`` at every sparsity; ``adversarial``: one dense point per adversary of
+    :meth:`~robustprune.experiments.config.PruningConfig.adversarial_baselines`)."""
     from robustprune.sparse_ops.patterns import parse_pattern
 
     points = []
@@ -61,10 +59,12 @@ def sweep_points(config: ExperimentConfig) -> list[Point]:
         points.append(Point(seed, "dense", "dense", 0.0))
         for method in config.pruning.methods:
             if method == "early_robust":
-                points += [Point(seed, method, STRUCTURED_PATTERN, s) for s in config.pruning.sparsities]
+                points += [Point(seed, method, pattern, sparsity) for pattern, sparsity, _ in
+                           config.pruning.early_robust.tickets(config.pruning.sparsities)]
                 continue
             if method == "adversarial":
-                points.append(Point(seed, method, "dense", 0.0))
+                points += [Point(seed, method, pattern, 0.0) for pattern, _ in
+                           config.pruning.adversarial_baselines()]
                 continue
             for pattern in config.pruning.patterns:
                 if pattern == "unstructured":
@@ -257,6 +257,7 @@ def compute_point(config: ExperimentConfig, setup: SeedSetup, pruner: PointPrune
         "seed": point.seed, "method": point.method, "pattern": point.pattern,
         "sparsity": point.sparsity, "measured_sparsity": measured,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters_without_embeddings": parameters_without_embeddings(model),
         "protocol": config.protocol_of(point.method), "prune_seconds": prune_seconds,
         "finetune_seconds": finetune_seconds, **evaluation,
         "runtime": runtime_info(next(model.parameters()).device, config.precision),
@@ -265,6 +266,13 @@ def compute_point(config: ExperimentConfig, setup: SeedSetup, pruner: PointPrune
         record |= {"method_settings": config.method_fingerprint(point.method), "resumed": pruned.resumed,
                    "details": pruned.details}
     return PointResult(point, record, predictions, examples)
+
+
+def parameters_without_embeddings(model: nn.Module) -> int:
+    """The model's parameters outside its embedding tables (every ``nn.Embedding``: word, position and token
+    type), the size Xi et al. (2022) report; shared parameters counted once."""
+    embedded = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters(recurse=False)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in embedded)
 
 
 class Evaluator:
@@ -373,5 +381,5 @@ def masked_lm_options(name: str, where: str) -> dict[str, Any]:
 
 
 __all__ = ["Evaluator", "Point", "PointModel", "PointResult", "SeedSetup", "SweepData", "compute_point",
-           "load_sweep_data", "masked_lm_options", "mixed_pretrained", "point_model", "prepare_seed", "seeded_order",
-           "sweep_points"]
+           "load_sweep_data", "masked_lm_options", "mixed_pretrained", "parameters_without_embeddings",
+           "point_model", "prepare_seed", "seeded_order", "sweep_points"]

@@ -136,7 +136,7 @@ def aggregate(records: Sequence[dict[str, Any]]) -> tuple[list[Row], dict[str, f
             details = record.get("details") or {}
             if "cosine_vs_omp_pretrained" in details:  # an IMP ticket's mask against OMP of the pre-trained model
                 values[MASK_COSINE].append(float(details["cosine_vs_omp_pretrained"]))
-            for key in ("parameters", "prune_seconds", "finetune_seconds"):
+            for key in ("parameters", "parameters_without_embeddings", "prune_seconds", "finetune_seconds"):
                 if key in record:
                     values[key].append(float(record[key]))
         intervals = {key: wilson_interval(sum(c for c, _ in pairs), sum(n for _, n in pairs))
@@ -172,7 +172,8 @@ def _collapsed_flags(rows: Sequence[Row], majorities: dict[str, float]) -> list[
 
 
 # facts of a point, not evaluations
-_NOT_METRICS = ("measured_sparsity", "parameters", "prune_seconds", "finetune_seconds", MASK_COSINE)
+_NOT_METRICS = ("measured_sparsity", "parameters", "parameters_without_embeddings", "prune_seconds",
+                "finetune_seconds", MASK_COSINE)
 
 
 def results_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], *, split_intervals: bool = False
@@ -466,6 +467,11 @@ _NM_MARKERS = ("s", "D", "^", "v", "P")  # one marker per N:M pattern
 _CURVE_PATTERNS = {"unstructured": "-", STRUCTURED_PATTERN: "--"}  # patterns drawn as curves over sparsity
 
 
+def _dense_baseline(row: Row) -> bool:
+    """A dense point (pattern ``dense``, or an adversarial-training baseline named by its adversary)."""
+    return row.pattern == "dense" or row.method == "adversarial"
+
+
 def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, path: Path,
           es_by_method: dict[str, float]) -> None:
     import matplotlib
@@ -479,7 +485,7 @@ def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, 
     if dense is not None:
         ax.axhline(dense.metrics[key], color="gray", linestyle="--", linewidth=1, label="dense")
     methods = sorted({r.method for r in rows if r.method != "dense"})
-    nm_patterns = {r.pattern for r in rows if r.pattern not in (*_CURVE_PATTERNS, "dense")}
+    nm_patterns = {r.pattern for r in rows if r.pattern not in _CURVE_PATTERNS and not _dense_baseline(r)}
     for index, method in enumerate(methods):
         color = colors[index % len(colors)]
         for pattern, style in _CURVE_PATTERNS.items():
@@ -499,10 +505,12 @@ def _plot(rows: Sequence[Row], collapsed: Sequence[bool], key: str, label: str, 
                 if flag:
                     ax.plot(r.sparsity, r.metrics[key], marker="x", color="black", markersize=10)
         for r in rows:  # a dense baseline of another method (adversarial training): a star at sparsity 0
-            if r.method == method and r.pattern == "dense" and key in r.metrics:
-                ax.plot(0.0, r.metrics[key], marker="*", color=color, linestyle="none", markersize=12, label=method)
+            if r.method == method and _dense_baseline(r) and key in r.metrics:
+                ax.plot(0.0, r.metrics[key], marker="*", color=color, linestyle="none", markersize=12,
+                        label=method if r.pattern == "dense" else f"{method} {r.pattern}")
         for r, flag in zip(rows, collapsed):
-            if r.method == method and r.pattern not in (*_CURVE_PATTERNS, "dense") and key in r.metrics:
+            if r.method == method and r.pattern not in _CURVE_PATTERNS and not _dense_baseline(r) \
+                    and key in r.metrics:
                 marker = _NM_MARKERS[sorted(nm_patterns).index(r.pattern) % len(_NM_MARKERS)]
                 ax.plot(r.sparsity, r.metrics[key], marker=marker, color=color, linestyle="none",
                         markerfacecolor="none", markersize=9, label=f"{method} {r.pattern}")

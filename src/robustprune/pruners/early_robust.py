@@ -6,10 +6,11 @@
    on ``intermediate``). Hooks only: no model code is copied.
 2. :func:`early_robust_search` trains the coefficients jointly with the weights under the adversarial loss
    (FreeLB by default) plus ``lambda_heads * sum|c_head| + lambda_neurons * sum|c_neuron|``. Every
-   ``check_every`` steps it draws masks from the coefficients (:func:`select_heads`: global, at least one head
-   kept per block; :func:`select_neurons`: global) and the :class:`EarlyBird` tracker compares them with the
-   previous check's masks: once the normalised Hamming distance is below ``gamma`` for heads AND neurons
-   ``patience`` times in a row the ticket has emerged and the search stops. Checkpointed and resumable.
+   ``check_every`` steps (or ``check_every_epochs`` of an epoch) it draws masks from the coefficients
+   (:func:`select_heads`: global, at least one head kept per block; :func:`select_neurons`: global) and the
+   :class:`EarlyBird` tracker compares them with the previous check's masks: once the normalised Hamming
+   distance is below ``gamma`` for heads AND neurons ``patience`` times in a row the ticket has emerged and
+   the search stops. Checkpointed and resumable.
 3. :func:`early_robust` runs the pipeline: search, reset every weight to the pre-trained state (including
    the classification head, back to its initial values), remove the pruned heads and neurons physically
    (:mod:`robustprune.pruners.structured`), then fine-tune plainly (clean loss), and reports parameter
@@ -139,24 +140,50 @@ class StructureCoefficients(nn.Module):
         """``lambda_heads * sum|heads| + lambda_neurons * sum|neurons|``."""
         return lambda_heads * self.heads.abs().sum() + lambda_neurons * self.neurons.abs().sum()
 
-    def masks(self, head_ratio: float, neuron_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep-masks ``(heads, neurons)`` pruning these fractions globally (see :func:`select_heads`)."""
-        return select_heads(self.heads.detach(), head_ratio), select_neurons(self.neurons.detach(), neuron_ratio)
+    def masks(self, head_ratio: float, neuron_ratio: float, scope: str = "global"
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep-masks ``(heads, neurons)`` pruning these fractions (see :func:`select_heads`,
+        :func:`select_neurons`), globally or per block (``scope``)."""
+        return (select_heads(self.heads.detach(), head_ratio, scope),
+                select_neurons(self.neurons.detach(), neuron_ratio, scope))
 
 
-def select_heads(scores: torch.Tensor, prune_ratio: float) -> torch.Tensor:
-    """Keep-mask ``(layers, heads)`` pruning exactly ``round(prune_ratio * layers * heads)`` heads globally by
-    smallest ``|score|``, never the last head of a block: a head whose block has only one left is skipped and
-    the next smallest is taken. Ties go in (block, head) order.
+SCOPES = ("global", "layer")
+
+
+def _check_scope(scope: str) -> None:
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {list(SCOPES)} (global: one ranking over every block; layer: the "
+                         f"same share of each block), got {scope!r}")
+
+
+def select_heads(scores: torch.Tensor, prune_ratio: float, scope: str = "global") -> torch.Tensor:
+    """Keep-mask ``(layers, heads)`` pruning the heads of smallest ``|score|``.
+
+    ``global`` (Xi et al.'s modified global pruning): exactly ``round(prune_ratio * layers * heads)`` heads
+    over all blocks, never the last head of a block: a head whose block has only one left is skipped and the
+    next smallest is taken. Ties go in (block, head) order. ``layer``: ``round(prune_ratio * heads)`` in every
+    block (ties in head order).
 
     Raises:
-        ValueError: not a finite 2-D score tensor, or the ratio would need a block to lose every head.
+        ValueError: not a finite 2-D score tensor, an unknown scope, or the ratio would need a block to lose
+            every head.
     """
     prune_ratio = check_sparsity(prune_ratio, "head prune_ratio")
+    _check_scope(scope)
     if scores.ndim != 2 or not scores.is_floating_point() or not bool(torch.isfinite(scores).all()):
         raise ValueError(f"scores must be a finite float tensor (layers, heads), got {scores.dtype} "
                          f"{tuple(scores.shape)}")
     layers, heads = scores.shape
+    if scope == "layer":
+        per_block = round(prune_ratio * heads)
+        if per_block > heads - 1:
+            raise ValueError(f"head prune_ratio {prune_ratio} prunes {per_block} of each block's {heads} heads, but "
+                             "at least one per block must stay")
+        keep = torch.ones(layers, heads, dtype=torch.bool)
+        for layer, row in enumerate(scores.detach().abs().float().cpu()):
+            keep[layer, torch.sort(row, stable=True).indices[:per_block]] = False
+        return keep.to(scores.device)
     to_prune = round(prune_ratio * layers * heads)
     if to_prune > layers * (heads - 1):
         raise ValueError(f"head prune_ratio {prune_ratio} prunes {to_prune} of {layers * heads} heads, but at "
@@ -176,11 +203,16 @@ def select_heads(scores: torch.Tensor, prune_ratio: float) -> torch.Tensor:
     return keep.to(scores.device)
 
 
-def select_neurons(scores: torch.Tensor, prune_ratio: float) -> torch.Tensor:
-    """Keep-mask pruning exactly ``round(prune_ratio * n)`` neurons globally by smallest ``|score|`` (ties in
-    row-major order)."""
+def select_neurons(scores: torch.Tensor, prune_ratio: float, scope: str = "global") -> torch.Tensor:
+    """Keep-mask ``(layers, neurons)`` pruning the neurons of smallest ``|score|``: exactly
+    ``round(prune_ratio * n)`` of all ``n`` (``global``, ties in row-major order) or ``round(prune_ratio *
+    neurons)`` in every block (``layer``)."""
     prune_ratio = check_sparsity(prune_ratio, "neuron prune_ratio")
-    return draw_ticket({"neurons": scores.detach().abs()}, prune_ratio)["neurons"]
+    _check_scope(scope)
+    magnitudes = scores.detach().abs()
+    if scope == "layer":
+        return torch.stack([draw_ticket({"neurons": row}, prune_ratio)["neurons"] for row in magnitudes])
+    return draw_ticket({"neurons": magnitudes}, prune_ratio)["neurons"]
 
 
 class EarlyBird:
@@ -232,9 +264,14 @@ class SearchSettings:
     Attributes:
         lambda_heads, lambda_neurons: weights of the L1 penalties on the head and neuron coefficients.
         coef_lr: the coefficients' learning rate (None: the schedule's ``lr``); no weight decay on them.
-        check_every: steps between early-bird checks (masks drawn and compared).
+        check_every: steps between early-bird checks (masks drawn and compared), unless ``check_every_epochs``
+            is set.
+        check_every_epochs: the interval between checks as a fraction of an epoch (Xi et al.'s "miniepoch" of
+            0.05 epochs), converted by :meth:`check_steps`; None: ``check_every`` steps.
         gamma, patience: the early bird is found once the normalised Hamming distance between consecutive
-            checks' masks stayed below ``gamma`` (heads and neurons) ``patience`` checks in a row.
+            checks' masks stayed strictly below ``gamma`` (heads and neurons) ``patience`` checks in a row.
+        scope: how masks are drawn from the coefficients: ``global`` (one ranking of all heads, keeping one
+            per block, and one of all neurons) or ``layer`` (the same share of every block).
     """
 
     lambda_heads: float = 1e-4
@@ -243,6 +280,8 @@ class SearchSettings:
     check_every: int = 50
     gamma: float = 0.1
     patience: int = 5
+    check_every_epochs: float | None = None
+    scope: str = "global"
 
     def __post_init__(self) -> None:
         for name in ("lambda_heads", "lambda_neurons"):
@@ -253,7 +292,28 @@ class SearchSettings:
             raise ValueError(f"coef_lr must be > 0, got {self.coef_lr}")
         if self.check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {self.check_every}")
+        if self.check_every_epochs is not None and not (math.isfinite(self.check_every_epochs)
+                                                        and self.check_every_epochs > 0):
+            raise ValueError(f"check_every_epochs must be a finite number > 0 or None, got {self.check_every_epochs}")
+        _check_scope(self.scope)
         EarlyBird(self.gamma, self.patience)  # its own checks, now rather than at the first check
+
+    def check_steps(self, steps_per_epoch: int) -> int:
+        """Steps between checks: ``check_every_epochs * steps_per_epoch`` rounded to the nearest step (halves
+        up), at least one; ``check_every`` when ``check_every_epochs`` is None."""
+        if self.check_every_epochs is None:
+            return self.check_every
+        return max(1, math.floor(self.check_every_epochs * steps_per_epoch + 0.5))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings as checkpoints fingerprint them (``check_every_epochs`` and ``scope`` only when not at
+        their defaults, so checkpoints written before they existed still resume)."""
+        fields = asdict(self)
+        if fields["check_every_epochs"] is None:
+            del fields["check_every_epochs"]
+        if fields["scope"] == "global":
+            del fields["scope"]
+        return fields
 
 
 @dataclass
@@ -268,6 +328,8 @@ class SearchResult:
         distances: ``(step, head distance, neuron distance)`` at every check after the first.
         history: per-step total loss (adversarial + L1) and learning rate.
         seconds: wall-clock time of this call's training (excluding resumed steps run earlier).
+        check_steps: steps between checks (:meth:`SearchSettings.check_steps`; 0 in summaries saved before
+            it was recorded).
     """
 
     head_keep: torch.Tensor
@@ -278,6 +340,7 @@ class SearchResult:
     distances: list[tuple[int, float, float]]
     history: TrainingHistory
     seconds: float
+    check_steps: int = 0
 
 
 def early_robust_search(
@@ -301,7 +364,7 @@ def early_robust_search(
     plus the L1 penalties (``search.lambda_heads``, ``search.lambda_neurons``), and one AdamW step
     (``schedule``: the fine-tuning recipe's groups and linear schedule for the weights; the coefficients in
     their own group at ``search.coef_lr``, default ``schedule.lr``, without weight decay; only the weights
-    are clipped to ``schedule.max_grad_norm``). Every ``search.check_every`` steps masks are drawn at
+    are clipped to ``schedule.max_grad_norm``). Every :meth:`SearchSettings.check_steps` steps masks are drawn at
     ``head_ratio`` / ``neuron_ratio`` (fractions pruned) and given to :class:`EarlyBird` (``search.gamma``,
     ``search.patience``); the search stops when it fires, or after ``schedule.epochs`` of steps. ``model``
     is trained in place.
@@ -318,13 +381,13 @@ def early_robust_search(
     check_training_arguments(model, train, attack)
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
-    check_every = search.check_every
     coefficients = StructureCoefficients(model)
-    select_heads(coefficients.heads.detach(), head_ratio)  # fail now, not after the first check
+    select_heads(coefficients.heads.detach(), head_ratio, search.scope)  # fail now, not after the first check
     tracker = EarlyBird(search.gamma, search.patience)
 
     torch.manual_seed(schedule.seed)
     steps_per_epoch, total_steps = schedule.steps(len(train))
+    check_every = search.check_steps(steps_per_epoch)
     groups = parameter_groups(model, schedule.weight_decay)
     groups.append({"params": list(coefficients.parameters()), "weight_decay": 0.0,
                    "lr": search.coef_lr or schedule.lr})
@@ -334,7 +397,7 @@ def early_robust_search(
 
     def after_step(step: int) -> None:
         if (step + 1) % check_every == 0:  # inside the step, so the checkpoint after it holds the update
-            tracker.update(step + 1, *coefficients.masks(head_ratio, neuron_ratio))
+            tracker.update(step + 1, *coefficients.masks(head_ratio, neuron_ratio, search.scope))
         if bar is not None:  # one bar over all segments (run_resumable's own would restart per segment)
             bar.n = step + 1
             last = f"{history.losses[-1]:.4f}" if history.losses else "-"  # the previous step's
@@ -342,7 +405,7 @@ def early_robust_search(
             bar.refresh()
 
     fingerprint = {"attack": attack, **schedule.as_dict(), "head_ratio": head_ratio, "neuron_ratio": neuron_ratio,
-                   **asdict(search), "examples": len(train)}
+                   **search.fingerprint(), "examples": len(train)}
     history = TrainingHistory()
     bar = None
     if progress:
@@ -378,9 +441,9 @@ def early_robust_search(
             bar.close()
         coefficients.detach()
         model.train(was_training)
-    head_keep, neuron_keep = coefficients.masks(head_ratio, neuron_ratio)
+    head_keep, neuron_keep = coefficients.masks(head_ratio, neuron_ratio, search.scope)
     return SearchResult(head_keep.cpu(), neuron_keep.cpu(), tracker.found_at, history.steps, total_steps,
-                        list(tracker.distances), history, time.perf_counter() - start)
+                        list(tracker.distances), history, time.perf_counter() - start, check_every)
 
 
 @dataclass
@@ -436,6 +499,7 @@ def early_robust(
     search: SearchSettings = SearchSettings(),
     search_schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE,
     finetune_schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE,
+    finetune_attack: Attack | None = None,
     compare_full_adversarial: bool = False,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
@@ -446,7 +510,8 @@ def early_robust(
     Searches the early-bird ticket (:func:`early_robust_search`), resets every parameter to
     ``pretrained_state`` (default: ``model``'s state on entry, so a freshly initialised classification head
     goes back to its initial values too), removes the pruned heads and neurons physically, and fine-tunes the
-    smaller model plainly with ``finetune_schedule``. With ``compare_full_adversarial`` a copy of the dense
+    smaller model with ``finetune_schedule``, plainly (Xi et al.'s "traditional fine-tuning") unless
+    ``finetune_attack`` is given. With ``compare_full_adversarial`` a copy of the dense
     pre-trained model is also fine-tuned adversarially (``attack``, ``finetune_schedule``) and timed, for
     :attr:`EarlyRobustResult.time_ratio`. The search runs with ``search_schedule`` and ``search``
     (:func:`early_robust_search`).
@@ -499,7 +564,7 @@ def early_robust(
     params_after = count_parameters(model)
     start = time.perf_counter()
     finetune_history = adversarial_finetune(
-        model, tokenizer, train, None, finetune_schedule,
+        model, tokenizer, train, finetune_attack, finetune_schedule,
         checkpoint_dir=None if directory is None else directory / "finetune",
         checkpoint_every=checkpoint_every, progress=progress)
     finetune_seconds = time.perf_counter() - start
@@ -508,6 +573,7 @@ def early_robust(
 
 
 __all__ = [
+    "SCOPES",
     "EarlyBird",
     "EarlyRobustResult",
     "SearchResult",
