@@ -177,12 +177,12 @@ def test_protocol_table_and_report(toy_protocol, tmp_path):
     assert "3 size element(s) differ from the paper; 1 declared protocol deviation(s)." in lines
     body = lines[lines.index("| element | paper | this run | kind |") + 2:]
     assert body == [
-        "| fine-tuning lr | 2e-05 (Table 5) | 0.001 | protocol: **deviation**, a \\| pipe |",
-        "| sparsity grid | [0.1, 0.5, 0.9] (Section 4) | [0.1, 0.5, 0.9] | protocol |",
-        '| pattern | ["unstructured", "2:4"] (Table 1) | ["unstructured", "2:4"] | protocol |',
-        '| model | "bert-base-uncased" (Section 4) | "minilm" | size: differs |',
-        "| training sentences | null (Section 4) | 100 | size: differs |",
-        "| attacked examples | 1000 (Table 6) | 50 | size: differs |",
+        "| fine-tuning lr | 2e-05, Table 5 | 0.001 | protocol: **deviation**, a \\| pipe |",
+        "| sparsity grid | [0.1, 0.5, 0.9], Section 4 | [0.1, 0.5, 0.9] | protocol |",
+        '| pattern | ["unstructured", "2:4"], Table 1 | ["unstructured", "2:4"] | protocol |',
+        '| model | "bert-base-uncased", Section 4 | "minilm" | size: differs |',
+        "| training sentences | null, Section 4 | 100 | size: differs |",
+        "| attacked examples | 1000, Table 6 | 50 | size: differs |",
     ]
     # a run's config.json (tuples become lists) gives the same file
     path = write_protocol_report(json.loads(json.dumps(config.to_dict())), tmp_path / "report" / "protocol.md")

@@ -291,7 +291,7 @@ def protocol_table(protocol: Protocol, rows: Sequence[Row], run_name: str) -> st
             kind = "size: differs"
         else:
             kind = e.kind
-        cells = [e.element, f"{show(e.paper)} ({e.source})", show(row.this_run), kind]
+        cells = [e.element, f"{show(e.paper)}, {e.source}", show(row.this_run), kind]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
