@@ -18,6 +18,10 @@ Shifts: :class:`CharSwap` (adjacent interior letters swapped), EDA (Wei & Zou, 2
 neighbours), :class:`BackTranslation` (MarianMT, English -> German -> English) and :class:`ClareShift`
 (CLARE-style masked-LM replace / insert / merge). The last two need Hugging Face models; when one
 cannot be loaded (e.g. offline) they raise a RuntimeError naming the model and the reason.
+
+A config names shifts (:data:`SHIFT_AUGMENTERS`: ``char_swap``, ``eda``, ``wordnet``, ``embedding_swap``,
+``deletion`` (:class:`RandomDelete` alone), ``back_translation``, ``clare``) with their settings
+(:func:`shift_defaults`); :func:`make_shift` builds one.
 """
 
 from __future__ import annotations
@@ -625,6 +629,52 @@ def apply_shift(dataset: TextDataset, augmenter: Augmenter, seed: int = 0,
                    **changes)
 
 
-__all__ = ["Augmenter", "BackTranslation", "CharSwap", "ClareShift", "EDA", "EmbeddingShift", "RandomDelete",
-           "RandomInsert", "RandomSwap", "SynonymReplace", "Tokens", "WordNetShift", "apply_shift",
-           "tokenize"]
+# ---------------------------------------------------------------------------------------------------
+# shifts by name (a config's ``evaluation.shifts``)
+
+
+SHIFT_AUGMENTERS: dict[str, type[Augmenter]] = {
+    "char_swap": CharSwap, "eda": EDA, "wordnet": WordNetShift, "embedding_swap": EmbeddingShift,
+    "deletion": RandomDelete, "back_translation": BackTranslation, "clare": ClareShift,
+}
+# constructor arguments that are not settings of the shift: where it runs, a preloaded resource
+_NOT_SETTINGS = ("self", "device", "vectors")
+
+
+def shift_defaults(name: str) -> dict[str, Any]:
+    """The settings of the shift ``name`` (:data:`SHIFT_AUGMENTERS`) and their defaults, read from its
+    augmenter's constructor (sequences as lists): what a config may set under ``params``."""
+    import inspect
+
+    if name not in SHIFT_AUGMENTERS:
+        raise ValueError(f"unknown shift {name!r}; expected one of {sorted(SHIFT_AUGMENTERS)}")
+    out: dict[str, Any] = {}
+    for parameter in inspect.signature(SHIFT_AUGMENTERS[name].__init__).parameters.values():
+        if parameter.name in _NOT_SETTINGS or parameter.default is inspect.Parameter.empty:
+            continue
+        out[parameter.name] = list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+    return out
+
+
+def make_shift(name: str, device: str = "cpu", **params: Any) -> Augmenter:
+    """The augmenter of the shift ``name`` with ``params`` (see :func:`shift_defaults`); the model-based
+    ones (``back_translation``, ``clare``) run on ``device`` and load their models on first use.
+
+    Raises:
+        ValueError: an unknown shift or setting, or a setting out of range (the augmenter's own check).
+    """
+    defaults = shift_defaults(name)
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(f"{name} has no setting {unknown[0]!r}; its settings are {sorted(defaults)}")
+    cls = SHIFT_AUGMENTERS[name]
+    import inspect
+
+    if "device" in inspect.signature(cls.__init__).parameters:
+        params = {**params, "device": device}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+
+
+__all__ = ["SHIFT_AUGMENTERS", "Augmenter", "BackTranslation", "CharSwap", "ClareShift", "EDA", "EmbeddingShift",
+           "RandomDelete", "RandomInsert", "RandomSwap", "SynonymReplace", "Tokens", "WordNetShift", "apply_shift",
+           "make_shift", "shift_defaults", "tokenize"]

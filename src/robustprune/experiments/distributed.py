@@ -58,7 +58,8 @@ def _seed_task(config: ExperimentConfig, data: SweepData, out: str, seed: int, p
     its fine-tuning took, :meth:`PointPruner.shared_work`)."""
     setup = prepare_seed(config, data, Path(out), seed, progress, use_device(device))
     checkpoints = Path(out) / "checkpoints" / config.fingerprint()
-    pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed, checkpoints, progress)
+    pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed, checkpoints, progress,
+                         robust=data.robust)
     shared = pruner.shared_work(points)
     base_state = {k: v.detach().clone() for k, v in setup.base.state_dict().items()}
     return base_state, setup.dense_finetune_seconds, shared
@@ -72,7 +73,8 @@ def _point_task(config: ExperimentConfig, data: SweepData, point: Point, base_st
     model, tokenizer = load_pretrained(config, data.train.num_labels, point.seed, use_device(device))
     model.load_state_dict(base_state)
     setup = SeedSetup(point.seed, model.eval(), tokenizer, dense_finetune_seconds)
-    pruner = PointPruner(config, setup.base, tokenizer, data.train, point.seed, Path(checkpoints), progress=False)
+    pruner = PointPruner(config, setup.base, tokenizer, data.train, point.seed, Path(checkpoints), progress=False,
+                         robust=data.robust)
     pruner.adopt(shared)
     evaluator = Evaluator(config, data, progress=False)
     evaluator.adopt(shifted)

@@ -25,9 +25,11 @@ from robustprune.data.datasets import TextDataset
 from robustprune.devices import runtime_info
 from robustprune.eval.classifier import ClassificationResult, TextClassifier, evaluate_classifier
 from robustprune.experiments.config import (
+    CALIBRATED_METHODS,
     ONE_SHOT_METHODS,
     STRUCTURED_PATTERN,
     ExperimentConfig,
+    split_method,
 )
 from robustprune.experiments.methods import PointPruner, hub_load, load_pretrained
 from robustprune.experiments.results import point_key
@@ -50,16 +52,28 @@ class Point:
         return point_key(self.seed, self.method, self.pattern, self.sparsity)
 
 
+def sweep_methods(config: ExperimentConfig) -> list[str]:
+    """The sweep's method names in run order: ``pruning.methods``, each calibrated method followed by its
+    ``<method>@<label>`` variants, one per ``pruning.calibration.compare`` entry."""
+    names = []
+    for method in config.pruning.methods:
+        names.append(method)
+        if method in CALIBRATED_METHODS:
+            names += [f"{method}@{label}" for label in config.pruning.calibration.compare]
+    return names
+
+
 def sweep_points(config: ExperimentConfig) -> list[Point]:
     """Every point of ``config`` in run order: per seed the dense point, then method x pattern x sparsity
     (``imp`` and ``robust_ticket``: unstructured only; ``early_robust``: pattern ``heads+neurons`` at every
-    sparsity; ``adversarial``: one dense point)."""
+    sparsity; ``adversarial``: one dense point; a calibrated method once per calibration source,
+    :func:`sweep_methods`)."""
     from robustprune.sparse_ops.patterns import parse_pattern
 
     points = []
     for seed in config.seeds:
         points.append(Point(seed, "dense", "dense", 0.0))
-        for method in config.pruning.methods:
+        for method in sweep_methods(config):
             if method == "early_robust":
                 points += [Point(seed, method, STRUCTURED_PATTERN, s) for s in config.pruning.sparsities]
                 continue
@@ -69,7 +83,7 @@ def sweep_points(config: ExperimentConfig) -> list[Point]:
             for pattern in config.pruning.patterns:
                 if pattern == "unstructured":
                     points += [Point(seed, method, pattern, s) for s in config.pruning.sparsities]
-                elif method in ONE_SHOT_METHODS:  # the trained methods prune unstructured only
+                elif split_method(method)[0] in ONE_SHOT_METHODS:  # the trained methods: unstructured only
                     nm = parse_pattern(pattern)
                     points.append(Point(seed, method, pattern, 1.0 - nm.n / nm.m))
     return points
@@ -106,7 +120,7 @@ def load_sweep_data(config: ExperimentConfig) -> SweepData:
     Raises:
         FileNotFoundError / ValueError: a missing or malformed data file (raised before any training).
     """
-    from robustprune.data.bundled import bundled_data_dir
+    from robustprune.data.bundled import bundled_data_dir, robust_set_file
     from robustprune.data.datasets import load_advglue_json, load_glue_task
 
     data = config.data
@@ -117,7 +131,7 @@ def load_sweep_data(config: ExperimentConfig) -> SweepData:
         train = train.subset(range(min(len(train), data.max_train_examples)))
     if data.max_eval_examples is not None:
         evaluation = evaluation.subset(range(min(len(evaluation), data.max_eval_examples)))
-    robust = load_advglue_json(data.robust_set, data.task) if data.robust_set else None
+    robust = load_advglue_json(robust_set_file(data.robust_set), data.task) if data.robust_set else None
     seed = config.evaluation.subset_seed
     robust_indices = None
     if robust is not None:
@@ -231,9 +245,11 @@ def compute_point(config: ExperimentConfig, setup: SeedSetup, pruner: PointPrune
         "finetune_seconds": finetune_seconds, **evaluation,
         "runtime": runtime_info(next(model.parameters()).device, config.precision),
     }
-    if pruned is not None and point.method not in ONE_SHOT_METHODS:
+    if pruned is not None and split_method(point.method)[0] not in ONE_SHOT_METHODS:
         record |= {"method_settings": config.method_fingerprint(point.method), "resumed": pruned.resumed,
                    "details": pruned.details}
+    elif pruned is not None and pruned.details:  # a calibrated method: which texts it calibrated on
+        record |= pruned.details
     return PointResult(point, record, predictions, examples)
 
 
@@ -251,7 +267,7 @@ class Evaluator:
 
     def shifted_sets(self) -> dict[str, TextDataset]:
         """Every configured shifted set, built now (to hand to evaluators in other processes)."""
-        return {name: self.shifted(name) for name in self.config.evaluation.shifts}
+        return {shift.name: self.shifted(shift.name) for shift in self.config.evaluation.shifts}
 
     def adopt(self, shifted: dict[str, TextDataset]) -> None:
         """Use shifted sets built by another evaluator of the same run (:meth:`shifted_sets`)."""
@@ -261,8 +277,8 @@ class Evaluator:
         from robustprune.eval import shifts
 
         if name not in self._shifted:
-            augmenter = {"char_swap": shifts.CharSwap, "eda": shifts.EDA, "wordnet": shifts.WordNetShift,
-                         "embedding_swap": shifts.EmbeddingShift}[name]()
+            spec = next(shift for shift in self.config.evaluation.shifts if shift.name == name)
+            augmenter = spec.augmenter()
             base = self.data.evaluation
             cap = self.config.evaluation.max_shift_examples
             if cap is not None:
@@ -322,7 +338,7 @@ class Evaluator:
                 "queries": [e["queries"] for e in examples[spec.recipe]]}
             record.setdefault("attacks", {})[spec.recipe] = summary
             timings[f"attack:{spec.recipe}"] = time.perf_counter() - start
-        for name in self.config.evaluation.shifts:
+        for name in (shift.name for shift in self.config.evaluation.shifts):
             start = time.perf_counter()
             shifted, per_example, _ = evaluated(self.shifted(name))
             record.setdefault("shifts", {})[name] = shifted
@@ -343,4 +359,4 @@ def masked_lm_options(name: str, where: str) -> dict[str, Any]:
 
 
 __all__ = ["Evaluator", "Point", "PointResult", "SeedSetup", "SweepData", "compute_point", "load_sweep_data",
-           "masked_lm_options", "prepare_seed", "seeded_order", "sweep_points"]
+           "masked_lm_options", "prepare_seed", "seeded_order", "sweep_methods", "sweep_points"]
