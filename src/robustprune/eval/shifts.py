@@ -395,7 +395,10 @@ class BackTranslation(Augmenter):
 
     Models load on first use (``Helsinki-NLP/opus-mt-en-de`` and ``Helsinki-NLP/opus-mt-de-en`` by
     default; any seq2seq id, local path or loaded ``(model, tokenizer)`` pair works). Beam search is
-    deterministic; with ``sample=True`` the generator is seeded from the text's ``rng``.
+    deterministic; with ``sample=True`` the generator is seeded from the text's ``rng``. ``target_prefix``
+    goes before every text sent to the forward model: the target-language token a multi-target model needs,
+    e.g. ``">>es<<"`` with ``Helsinki-NLP/opus-mt-en-ROMANCE`` (back with ``Helsinki-NLP/opus-mt-ROMANCE-en``:
+    TextAttack's back-translation augmenter, English -> Spanish -> English).
 
     Raises:
         RuntimeError: on first use, when a model cannot be loaded (which one, and why).
@@ -404,9 +407,12 @@ class BackTranslation(Augmenter):
     def __init__(self, forward: ModelSource = "Helsinki-NLP/opus-mt-en-de",
                  backward: ModelSource = "Helsinki-NLP/opus-mt-de-en", *, num_beams: int = 4,
                  sample: bool = False, max_new_tokens: int = 256, batch_size: int = 16,
-                 device: str = "cpu") -> None:
+                 target_prefix: str = "", device: str = "cpu") -> None:
         if num_beams < 1 or max_new_tokens < 1 or batch_size < 1:
             raise ValueError("num_beams, max_new_tokens and batch_size must be >= 1")
+        if not isinstance(target_prefix, str):
+            raise ValueError(f"target_prefix must be a string (e.g. '>>es<<'), got {target_prefix!r}")
+        self.target_prefix = target_prefix
         self.sources = (forward, backward)
         self.num_beams, self.sample, self.max_new_tokens = num_beams, sample, max_new_tokens
         self.batch_size, self.device = batch_size, device
@@ -439,6 +445,8 @@ class BackTranslation(Augmenter):
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start:start + self.batch_size])
             seed = rngs[start].getrandbits(63) if self.sample else 0
+            if self.target_prefix:
+                chunk = [f"{self.target_prefix} {text}" for text in chunk]
             pivot = self._translate(self._models[0], chunk, seed)
             out.extend(self._translate(self._models[1], pivot, seed + 1))
         return out

@@ -593,7 +593,7 @@ def _parse_shift(raw: Any, where: str) -> ShiftConfig:
     from robustprune.eval.shifts import make_shift
 
     if isinstance(raw, str):
-        raw = {"name": raw}
+        raw = {"name": _string(raw, where, SHIFTS)}
     raw = _check_keys(raw, ShiftConfig, where)
     if "name" not in raw:
         raise ConfigError(f"config key '{where}.name' is missing; expected one of {list(SHIFTS)}")
@@ -613,7 +613,7 @@ def _parse_shift(raw: Any, where: str) -> ShiftConfig:
               else isinstance(value, list) and all(isinstance(v, str) for v in value) if isinstance(default, list)
               else isinstance(value, int) and not isinstance(value, bool) if isinstance(default, int)
               else isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-              if isinstance(default, float) else isinstance(value, str) and bool(value))
+              if isinstance(default, float) else isinstance(value, str) and (bool(value) or not default))
         if not ok:
             raise ConfigError(f"config key '{where}.params.{key}': expected {type(default).__name__} like the default "
                               f"{default!r}, got {value!r}")
