@@ -125,6 +125,7 @@ def test_calibration_sources_and_shift_models_are_resources(tmp_path, monkeypatc
     shift loads are named before any work; the sweep's own data (train, the shipped robust set) is not."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setitem(sys.modules, "datasets", None)  # hides the package where it is installed
     raw = demo_config_dict()
     raw["data"]["robust_set"] = "sst2-adv-sample"
     raw["pruning"]["calibration"] = {"source": str(tmp_path / "none.txt"),
@@ -136,7 +137,9 @@ def test_calibration_sources_and_shift_models_are_resources(tmp_path, monkeypatc
     assert found[f"calibration source {str(tmp_path / 'none.txt')!r}"].problem == \
         f"the calibration file {tmp_path / 'none.txt'} does not exist"
     assert found[f"calibration source {str(tmp_path / 'none.txt')!r}"].needed_by == ["pruning.calibration.source"]
-    assert "HF_HUB_OFFLINE" in found["calibration source 'allenai/c4:en'"].problem
+    assert found["calibration source 'allenai/c4:en'"].problem == (
+        "'allenai/c4:en' is neither a shipped set nor a file, and reading it from the Hugging Face Hub needs the "
+        "package datasets, which is not installed")
     assert found["calibration source 'sst2-sample'"].problem is None
     assert not any("robust_set" in what or "'train'" in what for what in found)
     assert found[f"model {str(tmp_path / 'en-es')!r}"].needed_by == ["evaluation.shifts[0].params.forward"]
