@@ -664,9 +664,10 @@ def shift_defaults(name: str) -> dict[str, Any]:
     return out
 
 
-def make_shift(name: str, device: str = "cpu", **params: Any) -> Augmenter:
+def make_shift(name: str, device: str | None = None, **params: Any) -> Augmenter:
     """The augmenter of the shift ``name`` with ``params`` (see :func:`shift_defaults`); the model-based
-    ones (``back_translation``, ``clare``) run on ``device`` and load their models on first use.
+    ones (``back_translation``, ``clare``) run on ``device`` (None: their default, the CPU) and load their
+    models on first use.
 
     Raises:
         ValueError: an unknown shift or setting, or a setting out of range (the augmenter's own check).
@@ -678,7 +679,7 @@ def make_shift(name: str, device: str = "cpu", **params: Any) -> Augmenter:
     cls = SHIFT_AUGMENTERS[name]
     import inspect
 
-    if "device" in inspect.signature(cls.__init__).parameters:
+    if device is not None and "device" in inspect.signature(cls.__init__).parameters:
         params = {**params, "device": device}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
 

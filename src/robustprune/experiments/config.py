@@ -252,8 +252,9 @@ class ShiftConfig:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
 
-    def augmenter(self, device: str = "cpu") -> Any:
-        """The shift's augmenter (the model-based ones load their models on first use, on ``device``)."""
+    def augmenter(self, device: str | None = None) -> Any:
+        """The shift's augmenter (the model-based ones load their models on first use, on ``device``; None:
+        the augmenter's own default)."""
         from robustprune.eval.shifts import make_shift
 
         return make_shift(self.name, device=device, **self.params)

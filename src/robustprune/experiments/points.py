@@ -277,8 +277,13 @@ class Evaluator:
         from robustprune.eval import shifts
 
         if name not in self._shifted:
+            from robustprune.devices import device_problem, resolve_device
+
             spec = next(shift for shift in self.config.evaluation.shifts if shift.name == name)
-            augmenter = spec.augmenter()
+            # a model-based shift runs its model on the run's device where this process sees it (a Ray driver
+            # without the workers' GPUs builds the shifted sets on its CPU)
+            device = None if device_problem(self.config.device) else str(resolve_device(self.config.device))
+            augmenter = spec.augmenter(device)
             base = self.data.evaluation
             cap = self.config.evaluation.max_shift_examples
             if cap is not None:

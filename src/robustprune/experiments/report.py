@@ -508,7 +508,7 @@ def control_findings(families: dict[str, list[ControlTest]]) -> list[str]:
                              f"pattern at {where} ({how}).")
             else:
                 lines.append(f"{method}: {name} is never significantly above random pruning's at the same sparsity "
-                             f"and pattern ({how}): a gain over the dense model there cannot be told from drift "
+                             f"and pattern ({how}): any gain over the dense model there cannot be told from drift "
                              "toward chance.")
     return lines
 
