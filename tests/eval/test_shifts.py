@@ -300,5 +300,5 @@ def test_back_translation_puts_the_target_language_token_before_each_text():
     assert shift.augment_many(["a film", "dull"], [random.Random(0), random.Random(1)]) == [
         "pivot:pivot:>>es<< a film", "pivot:pivot:>>es<< dull"]
     assert seen == [("F", [">>es<< a film", ">>es<< dull"]), ("B", ["pivot:>>es<< a film", "pivot:>>es<< dull"])]
-    with pytest.raises(ValueError, match="target_prefix must be a string"):
+    with pytest.raises(TypeError, match="target_prefix must be a string"):
         BackTranslation(target_prefix=3)

@@ -411,7 +411,7 @@ class BackTranslation(Augmenter):
         if num_beams < 1 or max_new_tokens < 1 or batch_size < 1:
             raise ValueError("num_beams, max_new_tokens and batch_size must be >= 1")
         if not isinstance(target_prefix, str):
-            raise ValueError(f"target_prefix must be a string (e.g. '>>es<<'), got {target_prefix!r}")
+            raise TypeError(f"target_prefix must be a string (e.g. '>>es<<'), got {target_prefix!r}")
         self.target_prefix = target_prefix
         self.sources = (forward, backward)
         self.num_beams, self.sample, self.max_new_tokens = num_beams, sample, max_new_tokens
@@ -684,6 +684,22 @@ def make_shift(name: str, device: str | None = None, **params: Any) -> Augmenter
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
 
 
-__all__ = ["SHIFT_AUGMENTERS", "Augmenter", "BackTranslation", "CharSwap", "ClareShift", "EDA", "EmbeddingShift",
-           "RandomDelete", "RandomInsert", "RandomSwap", "SynonymReplace", "Tokens", "WordNetShift", "apply_shift",
-           "make_shift", "shift_defaults", "tokenize"]
+__all__ = [
+    "EDA",
+    "SHIFT_AUGMENTERS",
+    "Augmenter",
+    "BackTranslation",
+    "CharSwap",
+    "ClareShift",
+    "EmbeddingShift",
+    "RandomDelete",
+    "RandomInsert",
+    "RandomSwap",
+    "SynonymReplace",
+    "Tokens",
+    "WordNetShift",
+    "apply_shift",
+    "make_shift",
+    "shift_defaults",
+    "tokenize",
+]

@@ -197,7 +197,11 @@ class PointPruner:
         built once: from the training split its first ``samples`` texts (all of them when fewer); from any
         other source its first ``samples`` texts when it holds that many, else ``samples`` windows of
         ``seq_len`` tokens drawn with the seed (mode ``auto``)."""
-        from robustprune.pruners.calibration_data import auto_mode, calibration_batches, dataset_calibration_texts
+        from robustprune.pruners.calibration_data import (
+            auto_mode,
+            calibration_batches,
+            dataset_calibration_texts,
+        )
 
         if source not in self._batches:
             cal = self.config.pruning.calibration
