@@ -276,8 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--task", default="sst2", help="GLUE task of a --data directory (default sst2)")
     evaluate.add_argument("--split", default="dev", help="split of a --data directory (default dev)")
     evaluate.add_argument("--attacks", help="comma-separated recipes: textfooler, pwws, textbugger, deepwordbug")
-    evaluate.add_argument("--robust-set", help="an AdvGLUE-style JSON file evaluated as an extra set")
-    evaluate.add_argument("--shifts", help="comma-separated shifts: char_swap, eda, wordnet, embedding_swap")
+    evaluate.add_argument("--robust-set", help="an AdvGLUE-style JSON file (or the shipped sst2-adv-sample) "
+                          "evaluated as an extra set")
+    evaluate.add_argument("--shifts", help="comma-separated shifts: char_swap, eda, wordnet, embedding_swap, deletion, "
+                          "back_translation, clare")
     evaluate.add_argument("--max-examples", type=int,
                           help="evaluate and attack at most this many examples (the first ones of --data)")
     evaluate.add_argument("--device", type=_device_flag, default="auto",

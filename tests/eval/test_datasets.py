@@ -16,6 +16,7 @@ from robustprune.data.datasets import (
     load_glue_tsv,
     load_hf_dataset,
     load_jsonl,
+    save_advglue_json,
     task_spec,
 )
 from robustprune.data.texts import read_text_lines
@@ -149,6 +150,44 @@ def test_advglue_every_task(advglue_file):
     assert load_advglue_json(advglue_file, "rte").inputs() == [("Cats purr.", "Dogs purr.")]
 
 
+def test_advglue_written_and_read_back(tmp_path, advglue_file):
+    loaded = {task: load_advglue_json(advglue_file, task) for task in ADVGLUE}
+    path = save_advglue_json(loaded, tmp_path / "out.json")
+    assert list(json.loads(path.read_text(encoding="utf-8"))) == list(ADVGLUE)  # every task, in order
+    for task, dataset in loaded.items():
+        again = load_advglue_json(path, task)
+        assert (again.texts, again.text_pairs, again.labels, again.meta) == \
+            (dataset.texts, dataset.text_pairs, dataset.labels, dataset.meta), task
+    entry = json.loads(path.read_text(encoding="utf-8"))["qqp"][0]
+    assert entry == {"question1": "How do I learn?", "question2": "How can I learn?", "label": 1, "idx": 0}
+    single = TextDataset(["fine"], [1])
+    with pytest.raises(ValueError, match="task 'qqp' holds sentence pairs"):
+        save_advglue_json({"qqp": single}, tmp_path / "x.json")
+    with pytest.raises(ValueError, match=r"meta column\(s\) \['label'\] would overwrite"):
+        save_advglue_json({"sst2": TextDataset(["fine"], [1], meta={"label": [0]})}, tmp_path / "x.json")
+    with pytest.raises(ValueError, match="no task to write"):
+        save_advglue_json({}, tmp_path / "x.json")
+
+
+def test_the_shipped_adversarial_set_is_real_attacks_on_sst2_dev():
+    """sst2-adv-sample: every example is an SST-2 dev sentence changed by one of robustprune's attacks, with
+    that sentence's own label (checked against the shipped dev split, not against the file's own claims)."""
+    from robustprune.data.bundled import BUNDLED_ROBUST_SETS, robust_set_file
+
+    path = robust_set_file("sst2-adv-sample")
+    assert path == BUNDLED_ROBUST_SETS["sst2-adv-sample"][0] and path.is_file()
+    assert (path.parent / "PROVENANCE.md").is_file()
+    data = load_advglue_json(path, "sst2")
+    dev = load_glue_task(SST2_DIR, "sst2", "dev")
+    assert len(data) >= 100 and set(data.meta["method"]) <= {"textfooler", "textbugger", "pwws", "deepwordbug"}
+    assert len(set(data.meta["idx"])) <= 100
+    for text, label, idx, original in zip(data.texts, data.labels, data.meta["idx"], data.meta["original_sentence"]):
+        assert dev.texts[idx] == original and dev.labels[idx] == label
+        assert text != original
+    assert len(set(zip(data.meta["idx"], data.meta["method"]))) == len(data)  # one example per sentence and attack
+    assert robust_set_file("my/file.json") == Path("my/file.json")
+
+
 def test_advglue_unknown_task_detects_fields(tmp_path):
     custom = {"paws": [{"label": 1, "sentence1": "a", "sentence2": "b"}]}
     path = _write(tmp_path / "custom.json", json.dumps(custom))
@@ -279,3 +318,21 @@ def test_hf_dataset_needs_package_or_network(monkeypatch):
 def test_subset_keeps_meta(advglue_file):
     data = load_advglue_json(advglue_file, "sst2").subset([1])
     assert isinstance(data, TextDataset) and data.meta["idx"] == [1] and data.labels == [1]
+
+
+def test_calibration_texts_reads_every_kind_of_source_and_names_who_asked(tmp_path):
+    from robustprune.data.texts import calibration_texts, hub_dataset_spec
+
+    shipped = calibration_texts("sst2-sample")
+    assert shipped == read_text_lines(SST2_DIR / "train.tsv", column="sentence") and len(shipped) == 3000
+    table = _write(tmp_path / "c.tsv", "id\ttext\n1\tone\n2\t \n3\tthree\n")
+    lines = _write(tmp_path / "c.jsonl", '{"sentence": "a"}\n\n{"sentence": "b"}\n')
+    plain = _write(tmp_path / "c.txt", "x\n\ny\n")
+    assert [calibration_texts(str(p)) for p in (table, lines, plain)] == [["one", "three"], ["a", "b"], ["x", "y"]]
+    with pytest.raises(FileNotFoundError, match=r"^pruning.calibration.source: no such file 'missing.txt'"):
+        calibration_texts("missing.txt", where="pruning.calibration.source")
+    with pytest.raises(ValueError, match=r"^--calibration c.tsv|has no text column"):
+        calibration_texts(str(_write(tmp_path / "bad.tsv", "id\tlabel\n1\t0\n")))
+    assert hub_dataset_spec("allenai/c4:en") == ("allenai/c4", "en")
+    with pytest.raises(ValueError, match=r"^pruning.calibration 'c4:': a Hugging Face dataset is NAME"):
+        hub_dataset_spec("c4:", where="pruning.calibration")

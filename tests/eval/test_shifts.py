@@ -260,3 +260,45 @@ def test_back_translation_code_path_on_random_marian(minilm_tokenizer):
     assert shift("dull", random.Random(0)) == out[1]  # beam search: batching does not change it
     sampled = BackTranslation((model, tok), (model, tok), sample=True, max_new_tokens=4)
     assert sampled("a witty film", random.Random(1)) == sampled("a witty film", random.Random(1))
+
+
+def test_shifts_by_name_take_their_augmenters_defaults():
+    """A config's shift names map onto the augmenters, and the settings a config may give are exactly each
+    augmenter's constructor defaults (not a second copy that could drift)."""
+    import inspect
+
+    from robustprune.eval.shifts import SHIFT_AUGMENTERS, make_shift, shift_defaults
+
+    for name, cls in SHIFT_AUGMENTERS.items():
+        signature = inspect.signature(cls.__init__).parameters
+        expected = {k: list(p.default) if isinstance(p.default, tuple) else p.default for k, p in signature.items()
+                    if p.default is not inspect.Parameter.empty and k not in ("device", "vectors")}
+        assert shift_defaults(name) == expected, name
+    assert shift_defaults("deletion") == {"p": 0.1} and SHIFT_AUGMENTERS["deletion"] is RandomDelete
+    swap = make_shift("char_swap", rate=0.5, min_length=6)
+    assert isinstance(swap, CharSwap) and (swap.rate, swap.min_length) == (0.5, 6)
+    clare = make_shift("clare", operations=["insert"], edits=2)  # a list from a config becomes the tuple
+    assert clare.operations == ("insert",) and clare.edits == 2
+    with pytest.raises(ValueError, match="char_swap has no setting 'p'"):
+        make_shift("char_swap", p=0.1)
+    with pytest.raises(ValueError, match="unknown shift 'noise'"):
+        make_shift("noise")
+
+
+def test_back_translation_puts_the_target_language_token_before_each_text():
+    """A multi-target MarianMT model (opus-mt-en-ROMANCE) reads the target language from a token before the
+    text: the forward pass gets ``>>es<< text``, the backward pass the pivot as it came back."""
+    seen = []
+
+    class Recording(BackTranslation):
+        def _translate(self, pair, texts, seed):
+            seen.append((pair, list(texts)))
+            return [f"pivot:{t}" for t in texts]
+
+    shift = Recording("forward", "backward", target_prefix=">>es<<")
+    shift._models = ["F", "B"]  # the models' own code path is covered on a random Marian above
+    assert shift.augment_many(["a film", "dull"], [random.Random(0), random.Random(1)]) == [
+        "pivot:pivot:>>es<< a film", "pivot:pivot:>>es<< dull"]
+    assert seen == [("F", [">>es<< a film", ">>es<< dull"]), ("B", ["pivot:>>es<< a film", "pivot:>>es<< dull"])]
+    with pytest.raises(TypeError, match="target_prefix must be a string"):
+        BackTranslation(target_prefix=3)

@@ -145,6 +145,25 @@ def test_protocol_and_schedule_errors_name_the_key(raw, message):
     ({"finetune": {"lr": float("nan")}}, r"'finetune.lr': expected a finite number"),
     ({"finetune": {"lr": "1e-4"}}, r"'finetune.lr': expected a number, got '1e-4'; write the number without quotes"),
     ({"data": {"max_robust_examples": 0}}, r"'data.max_robust_examples'"),
+    ({"evaluation": {"shifts": [{"name": "char_swap", "params": {"rate": 1.5}}]}},
+     r"'evaluation.shifts\[0\].params': rate must be a number in \[0, 1\]"),
+    ({"evaluation": {"shifts": [{"name": "char_swap", "params": {"p": 0.1}}]}},
+     r"'evaluation.shifts\[0\].params.p' is not a parameter of char_swap; expected one of \['min_length', 'rate'\]"),
+    ({"evaluation": {"shifts": [{"name": "embedding_swap", "params": {"k": 2.5}}]}},
+     r"'evaluation.shifts\[0\].params.k': expected int"),
+    ({"evaluation": {"shifts": [{"params": {"rate": 0.2}}]}}, r"'evaluation.shifts\[0\].name' is missing"),
+    ({"evaluation": {"shifts": ["eda", {"name": "eda", "params": {"p_rd": 0.3}}]}},
+     r"'evaluation.shifts': each shift at most once"),
+    ({"pruning": {"calibration": {"source": "robust_set"}}},
+     r"'pruning.calibration.source': the source 'robust_set' calibrates on data.robust_set, which is not set"),
+    ({"pruning": {"calibration": {"compare": {"adv": "robust_set"}}}},
+     r"'pruning.calibration.compare.adv': the source 'robust_set'"),
+    ({"pruning": {"calibration": {"compare": {"c4/en": "allenai/c4:en"}}}},
+     r"'pruning.calibration.compare': label 'c4/en' must be letters"),
+    ({"pruning": {"calibration": {"compare": ["allenai/c4:en"]}}}, r"'pruning.calibration.compare': expected a mapping"),
+    ({"pruning": {"methods": ["magnitude", "random"], "calibration": {"compare": {"c4": "allenai/c4:en"}}}},
+     r"'pruning.calibration.compare': no calibrated method"),
+    ({"pruning": {"calibration": {"source": ""}}}, r"'pruning.calibration.source': expected a non-empty string"),
     ({"evaluation": {"subset_seed": -1}}, r"'evaluation.subset_seed'"),
 ])
 def test_errors_name_the_key(raw, message):
@@ -197,3 +216,59 @@ def test_files_that_must_not_run(tmp_path, name, text, message):
     path.write_bytes(text.encode("latin-1"))
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_shifts_take_their_augmenters_settings_and_keep_earlier_fingerprints():
+    from robustprune.eval.shifts import SHIFT_AUGMENTERS, shift_defaults
+    from robustprune.experiments.config import SHIFTS
+
+    assert set(SHIFTS) == set(SHIFT_AUGMENTERS)
+    plain = parse_config({"evaluation": {"shifts": ["char_swap", "eda"]}})
+    assert [(s.name, s.params) for s in plain.evaluation.shifts] == [
+        ("char_swap", {"rate": 0.1, "min_length": 4}), ("eda", {"alpha_sr": 0.1, "alpha_ri": 0.1, "alpha_rs": 0.1,
+                                                                 "p_rd": 0.1})]
+    assert plain.fingerprint() == "41439084a6d4714c"  # what this config hashed to when shifts were names only
+    written = parse_config({"evaluation": {"shifts": [{"name": "char_swap"}, {"name": "eda", "params": {}}]}})
+    assert written.fingerprint() == plain.fingerprint()  # a shift at its defaults, however written
+    stronger = parse_config({"evaluation": {"shifts": ["char_swap", {"name": "eda", "params": {"p_rd": 0.3}}]}})
+    assert stronger.evaluation.shifts[1].params == {**shift_defaults("eda"), "p_rd": 0.3}
+    assert stronger.fingerprint() != plain.fingerprint()
+    assert parse_config(stronger.to_dict()).fingerprint() == stronger.fingerprint()  # config.json round trip
+    assert stronger.to_dict()["evaluation"]["shifts"][1]["params"]["p_rd"] == 0.3  # a protocol key path
+    augmenter = stronger.evaluation.shifts[1].augmenter()
+    assert [type(op).__name__ for op in augmenter.operations] == ["SynonymReplace", "RandomInsert", "RandomSwap",
+                                                                   "RandomDelete"]
+    assert augmenter.operations[3].p == 0.3
+    translation = parse_config({"evaluation": {"shifts": [{"name": "back_translation", "params": {
+        "forward": "Helsinki-NLP/opus-mt-en-ROMANCE", "backward": "Helsinki-NLP/opus-mt-ROMANCE-en",
+        "target_prefix": ">>es<<"}}]}})
+    built = translation.evaluation.shifts[0].augmenter()  # no model loads before first use
+    assert built.sources == ("Helsinki-NLP/opus-mt-en-ROMANCE", "Helsinki-NLP/opus-mt-ROMANCE-en")
+    assert built.target_prefix == ">>es<<" and built.num_beams == 4
+
+
+def test_calibration_sources_and_their_variants():
+    from robustprune.experiments.config import split_method
+    from robustprune.experiments.points import sweep_methods
+
+    default = parse_config({})
+    assert default.pruning.calibration.source == "train" and default.pruning.calibration.compare == {}
+    assert default.fingerprint() == "0bf33db42403e98d"  # unchanged by the keys at their defaults
+    robust = {"data": {"robust_set": "sst2-adv-sample"}}
+    c4 = parse_config({**robust, "pruning": {"calibration": {"source": "allenai/c4:en"}}})
+    assert c4.fingerprint() != parse_config(robust).fingerprint()
+    study = parse_config({**robust, "pruning": {
+        "methods": ["magnitude", "wanda", "sparsegpt"], "patterns": ["unstructured", "2:4"], "sparsities": [0.5],
+        "calibration": {"compare": {"advglue": "robust_set", "c4": "allenai/c4:en"}}}})
+    assert sweep_methods(study) == ["magnitude", "wanda", "wanda@advglue", "wanda@c4", "sparsegpt",
+                                    "sparsegpt@advglue", "sparsegpt@c4"]
+    points = sweep_points(study)
+    assert [(p.method, p.pattern) for p in points if p.method.startswith("wanda")] == [
+        ("wanda", "unstructured"), ("wanda", "2:4"), ("wanda@advglue", "unstructured"), ("wanda@advglue", "2:4"),
+        ("wanda@c4", "unstructured"), ("wanda@c4", "2:4")]
+    calibration = study.pruning.calibration
+    assert [calibration.source_of(m) for m in ("wanda", "wanda@advglue", "sparsegpt@c4")] == [
+        "train", "robust_set", "allenai/c4:en"]
+    assert split_method("sparsegpt@c4") == ("sparsegpt", "c4") and split_method("random") == ("random", None)
+    assert study.fingerprint() != parse_config({**robust, "pruning": {**study.to_dict()["pruning"], "calibration": {
+        "compare": {"advglue": "robust_set"}}}}).fingerprint()  # a variant's source is part of its results

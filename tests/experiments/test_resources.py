@@ -133,3 +133,29 @@ def test_hub_data_needs_datasets_and_the_hub(tmp_path, monkeypatch):
         load_task_split("hub:nyu-mll/glue", "sst2", "dev")
     # the bundled sets and folders load as before, through the same entry point
     assert len(load_task_split("sst2-sample", "sst2", "dev")) == 872
+
+
+def test_calibration_sources_and_shift_models_are_resources(tmp_path, monkeypatch):
+    """A calibration file that is not there, a Hub dataset while offline, and the models a back-translation
+    shift loads are named before any work; the sweep's own data (train, the shipped robust set) is not."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setitem(sys.modules, "datasets", None)  # hides the package where it is installed
+    raw = demo_config_dict()
+    raw["data"]["robust_set"] = "sst2-adv-sample"
+    raw["pruning"]["calibration"] = {"source": str(tmp_path / "none.txt"),
+                                     "compare": {"adv": "robust_set", "c4": "allenai/c4:en", "own": "sst2-sample"}}
+    raw["evaluation"] = {"shifts": [{"name": "back_translation", "params": {"forward": str(tmp_path / "en-es"),
+                                                                           "backward": "someone/not-cached"}}]}
+    found = {r.what: r for r in required_resources(parse_config(raw))}
+    assert found["robust set 'sst2-adv-sample'"].problem is None  # a shipped name resolves to its file
+    assert found[f"calibration source {str(tmp_path / 'none.txt')!r}"].problem == \
+        f"the calibration file {tmp_path / 'none.txt'} does not exist"
+    assert found[f"calibration source {str(tmp_path / 'none.txt')!r}"].needed_by == ["pruning.calibration.source"]
+    assert found["calibration source 'allenai/c4:en'"].problem == (
+        "'allenai/c4:en' is neither a shipped set nor a file: the package datasets is not installed "
+        "(pip install datasets)")
+    assert found["calibration source 'sst2-sample'"].problem is None
+    assert not any("robust_set" in what or "'train'" in what for what in found)
+    assert found[f"model {str(tmp_path / 'en-es')!r}"].needed_by == ["evaluation.shifts[0].params.forward"]
+    assert "HF_HUB_OFFLINE" in found["model 'someone/not-cached'"].problem

@@ -415,7 +415,7 @@ def test_collapse_is_judged_per_evaluated_set(tmp_path):
 def write_point_record(folder, labels, method, pattern, sparsity, clean_right, robust_right):
     """A results record whose clean and robust-set accuracies come from per-example correctness vectors, its
     predictions file written under ``folder`` (what a sweep writes, made by hand for the report tests)."""
-    key = f"{method}|{sparsity}"
+    key = f"{method}|{pattern}|{sparsity}"
     predictions = {name: {"predictions": [y if ok else 1 - y for y, ok in zip(labels, vector)], "labels": labels}
                    for name, vector in (("clean", clean_right), ("robust_set", robust_right))}
     path = folder / "predictions" / f"{key.replace('|', '_')}.json"
@@ -496,3 +496,61 @@ def test_analysis_counts_the_per_point_tests_and_says_which_survive_holm(tmp_pat
         assert table[("clean acc", sparsity)] == ["0", "0", "1", "1", "no"]
     assert ("omp: robust set acc rises significantly above the dense model's 25.0 at sparsity 0.30 (31.0), at "
             "points not collapsed on that set (exact McNemar, one-sided, Holm over the 3 tests of robust set acc)") in text
+
+
+def test_each_method_is_tested_against_random_pruning_at_the_same_sparsity_and_pattern(tmp_path):
+    """The control: on a robust set where the dense model scores 25 %, random pruning drifts toward chance
+    (35 %) and so does every method; only a gain over random pruning at the same pattern and sparsity counts.
+    By hand, on 100 examples: omp 0.50 vs random 0.50: 8 gained, 0 lost (one-sided p = 1/256); omp 2:4 vs
+    random 2:4: 6 vs 0 (1/64); wanda 0.50 vs random 0.50: 5 vs 1 (7/64). Holm over the three: 3/256, 2/64,
+    7/64: omp survives at both, wanda does not. omp 0.30 has no random point: not tested; random 0.70 has no
+    partner. Clean accuracy is not a control metric."""
+    import numpy as np
+    from scipy.stats import binomtest
+
+    n = 100
+    labels = [i % 2 for i in range(n)]
+    clean_right = np.arange(n) % 5 != 0
+    robust_dense = np.arange(n) % 4 == 0  # 25 %: below chance
+    robust_random = robust_dense.copy()
+    robust_random[np.flatnonzero(~robust_dense)[:10]] = True  # 35 %: drift toward chance
+
+    def against_random(gained, lost):
+        right = robust_random.copy()
+        right[np.flatnonzero(~robust_random)[:gained]] = True
+        right[np.flatnonzero(robust_random)[:lost]] = False
+        return right
+
+    def write(method, pattern, sparsity, robust_right):
+        return write_point_record(tmp_path, labels, method, pattern, sparsity, clean_right, robust_right)
+
+    records = [write("dense", "dense", 0.0, robust_dense),
+               write("random", "unstructured", 0.5, robust_random), write("random", "2:4", 0.5, robust_random),
+               write("random", "unstructured", 0.7, robust_random),
+               write("omp", "unstructured", 0.3, against_random(9, 0)),
+               write("omp", "unstructured", 0.5, against_random(8, 0)), write("omp", "2:4", 0.5, against_random(6, 0)),
+               write("wanda", "unstructured", 0.5, against_random(5, 1))]
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    text = build_report(tmp_path / "results.jsonl", plots=False).analysis_md.read_text()
+    p = {"omp 0.5": binomtest(8, 8, 0.5, "greater").pvalue, "omp 2:4": binomtest(6, 6, 0.5, "greater").pvalue,
+         "wanda 0.5": binomtest(5, 6, 0.5, "greater").pvalue}
+    assert p == pytest.approx({"omp 0.5": 1 / 256, "omp 2:4": 1 / 64, "wanda 0.5": 7 / 64})
+    holm = {"omp 0.5": 3 * p["omp 0.5"], "omp 2:4": max(3 * p["omp 0.5"], 2 * p["omp 2:4"]),
+            "wanda 0.5": max(2 * p["omp 2:4"], p["wanda 0.5"])}
+    assert ("- robust set acc vs random pruning: 3 tests, 2 survive Holm at 0.05: omp 0.50, omp 2:4 (0.50).\n"
+            in text)
+    rows = {(cells[1], cells[2], cells[3]): cells[4:] for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()) if len(cells) == 12}
+    assert set(rows) == {("method", "pattern", "sparsity"), ("---", "---", "---"), ("omp", "unstructured", "0.50"),
+                         ("omp", "2:4", "0.50"), ("wanda", "unstructured", "0.50")}
+    for (method, pattern), (lost, gained, key, survives) in {
+            ("omp", "unstructured"): (0, 8, "omp 0.5", "yes"), ("omp", "2:4"): (0, 6, "omp 2:4", "yes"),
+            ("wanda", "unstructured"): (1, 5, "wanda 0.5", "no")}.items():
+        cells = rows[(method, pattern, "0.50")]
+        assert (int(cells[2]), int(cells[3]), cells[6]) == (lost, gained, survives)
+        assert float(cells[4]) == pytest.approx(p[key], rel=1e-3)
+        assert float(cells[5]) == pytest.approx(holm[key], rel=1e-3)
+        assert float(cells[1]) == 35.0  # random's accuracy on the same examples
+    assert "omp: robust set acc is significantly above random pruning's at the same sparsity and pattern at 0.50 " \
+           "(43.0 vs 35.0), 2:4 (0.50) (41.0 vs 35.0)" in text
+    assert "wanda: robust set acc is never significantly above random pruning's" in text

@@ -3,6 +3,8 @@ into a report with the paper-shaped table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from robustprune.cli import main
@@ -16,7 +18,8 @@ SHIPPED = shipped_configs()
 TABLE_WORDS = {
     "essential_sparsity": ["Clean% by sparsity and method", "OMP", "IMP ticket", "Wanda", "SparseGPT", "2:4",
                            "ES (paired test)", "IMP vs OMP mask cosine similarity", "cosine IMP vs OMP (pre-trained) %"],
-    "es_robust": ["Clean% by sparsity and method", "textfooler Aua% by sparsity", "ES_robust (paired test)"],
+    "es_robust": ["Clean% by sparsity and method", "acc% by sparsity and method", "ES_robust (paired test)",
+                  "random"],
     "robust_tickets": ["fine-tuned (dense)", "adversarial training (dense)", "IMP ticket", "robust ticket",
                        "textfooler Aua%", "textfooler Suc%", "textfooler #Query", "textbugger Aua%"],
     "early_robust": ["fine-tuned (dense)", "PGD (dense)", "FreeLB (dense)", "EarlyRobust (heads 0.166667, neurons 0.3)",
@@ -25,8 +28,9 @@ TABLE_WORDS = {
 }
 
 
-def test_the_four_papers_are_shipped_and_listed_one_line_each(capsys):
-    assert set(SHIPPED) == {"essential-sparsity", "es-robust", "robust-tickets", "early-robust"}
+def test_the_papers_are_shipped_and_listed_one_line_each(capsys):
+    assert set(SHIPPED) == {"essential-sparsity", "es-robust", "es-robust-calibration", "robust-tickets",
+                            "early-robust"}
     assert main(["run", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(SHIPPED)
@@ -80,3 +84,65 @@ def test_quick_run_end_to_end_writes_the_paper_table(name, tmp_path, capsys):
     for word in TABLE_WORDS[config.paper_table]:
         assert word in paper, (word, paper)
     assert paper in capsys.readouterr().out  # printed with the other tables
+
+
+PROTOCOLS = Path(SHIPPED["es-robust"].path).parent.parent / "protocols"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PROTOCOLS.glob("*.yaml")))
+def test_every_protocol_element_names_a_key_of_its_shipped_config(name):
+    """Each element of ``protocols/<name>.yaml`` points into the validated config's ``to_dict()`` (defaults
+    filled in) and cites where the paper states it."""
+    import re
+
+    import yaml
+
+    protocol = yaml.safe_load((PROTOCOLS / f"{name}.yaml").read_text(encoding="utf-8"))
+    assert name in SHIPPED and protocol["paper"] and protocol["elements"]
+    values = load_named_config(name).to_dict()
+    for element in protocol["elements"]:
+        assert set(element) == {"element", "key", "paper", "source", "kind"}, element
+        assert element["kind"] in ("protocol", "size") and element["source"], element
+        value = values
+        for part in re.findall(r"[^.\[\]]+|\[\d+\]", element["key"]):
+            value = value[int(part[1:-1])] if part.startswith("[") else value[part]  # KeyError: not a key
+
+
+def test_es_robust_follows_shin_et_al():
+    """The values the paper states (Sections 2-6): OMP, Wanda and SparseGPT one-shot with no fine-tuning after
+    pruning, sequential calibration, a fixed robust set as the robust metric (empty: no AdvGLUE++ ships), the
+    paper's offline shifts, epsilon 1; and the random control, which the paper lacks."""
+    config = load_named_config("es-robust")
+    assert config.pruning.methods == ("magnitude", "wanda", "sparsegpt", "random")
+    assert config.protocol == "finetune_then_prune" and not config.pruning.calibration.reuse_statistics
+    assert config.data.robust_set is None and config.evaluation.attacks == ()
+    assert [s.name for s in config.evaluation.shifts] == ["char_swap", "eda", "embedding_swap", "wordnet", "deletion"]
+    assert config.evaluation.epsilon == 1.0 and "Shin" in SHIPPED["es-robust"].follows
+    study = load_named_config("es-robust-calibration")
+    assert study.data.robust_set == "sst2-adv-sample" and study.pruning.calibration.compare == {"advglue": "robust_set"}
+
+
+@pytest.mark.slow
+def test_es_robust_quick_scores_a_fixed_robust_set_as_an_arm_and_against_random_pruning(tmp_path, capsys):
+    """The shipped experiment at --quick size with data.robust_set set to the shipped adversarial set: every
+    point is scored on the same 24 adversarial examples, and the report shows the robust-set curve, its
+    ES_robust and each method's robust-set accuracy against random pruning at the same sparsity and pattern."""
+    import yaml
+
+    raw = read_config_file(SHIPPED["es-robust"].path)
+    raw["data"]["robust_set"] = "sst2-adv-sample"
+    path = tmp_path / "es-robust-advglue.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--quick", "--out", str(out), "--no-progress"]) == 0
+    records = ResultsFile(out / "results.jsonl").records()
+    indices = {tuple(r["robust_set"]["example_indices"]) for r in records}
+    assert len(indices) == 1 and len(next(iter(indices))) == 24  # the same 24 examples at every point
+    assert all(r["robust_set"]["n"] == 24 and set(r["robust_set"]["accuracy_by_method"]) <= {
+        "textfooler", "textbugger", "pwws", "deepwordbug"} for r in records)
+    calibrated = [r for r in records if r["method"] in ("wanda", "sparsegpt")]
+    assert calibrated and all(r["calibration"]["source"] == "train" for r in calibrated)
+    analysis = (out / "report" / "analysis.md").read_text()
+    assert "ES_robust (robust set acc)" in analysis
+    assert "- robust set acc vs random pruning: 6 tests" in analysis  # 3 methods x (0.5, 2:4)
+    assert "robust set acc% by sparsity and method" in (out / "report" / "paper.md").read_text()

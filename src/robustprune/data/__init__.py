@@ -15,15 +15,17 @@ from robustprune.data.datasets import (
     load_glue_tsv,
     load_hf_dataset,
     load_jsonl,
+    save_advglue_json,
     task_spec,
 )
-from robustprune.data.texts import read_text_lines, read_utf8, texts_from_hf_dataset
+from robustprune.data.texts import calibration_texts, read_text_lines, read_utf8, texts_from_hf_dataset
 
 __all__ = [
     "GLUE_TASKS",
     "SST2_SAMPLE_DIR",
     "TaskSpec",
     "TextDataset",
+    "calibration_texts",
     "load_advglue_json",
     "load_csv",
     "load_glue_task",
@@ -32,6 +34,7 @@ __all__ = [
     "load_jsonl",
     "read_text_lines",
     "read_utf8",
+    "save_advglue_json",
     "task_spec",
     "texts_from_hf_dataset",
 ]

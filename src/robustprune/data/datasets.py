@@ -475,6 +475,54 @@ def load_advglue_json(path: str | Path, task: str) -> TextDataset:
                     spec.num_labels if spec else None, spec.label_names if spec else None, meta=extra)
 
 
+def advglue_entries(dataset: TextDataset, task: str) -> list[dict[str, Any]]:
+    """``dataset`` as the example list of one task of an AdvGLUE-style JSON file, the inverse of
+    :func:`load_advglue_json`: per example the task's sentence field(s) (``sentence`` for sst2,
+    ``question1`` / ``question2`` for qqp, ...), ``label`` and every ``meta`` column (``idx``, ``method``,
+    ...), in dataset order.
+
+    Raises:
+        ValueError: an unknown task, a pair task for single sentences (or the reverse), or a meta column named
+            like a sentence field or ``label``.
+    """
+    spec = task_spec(task)
+    text_field, pair_field = spec.fields
+    if (pair_field is not None) != dataset.is_pair:
+        raise ValueError(f"task {task!r} holds {'sentence pairs' if pair_field else 'single sentences'}, "
+                         f"{dataset.name or 'the dataset'} {'pairs' if dataset.is_pair else 'single sentences'}")
+    taken = {text_field, "label", *([pair_field] if pair_field else [])}
+    clash = sorted(taken & set(dataset.meta))
+    if clash:
+        raise ValueError(f"meta column(s) {clash} would overwrite the example's own field(s)")
+    entries = []
+    for i in range(len(dataset)):
+        entry: dict[str, Any] = {text_field: dataset.texts[i]}
+        if pair_field is not None:
+            entry[pair_field] = dataset.text_pairs[i]  # type: ignore[index]
+        entry["label"] = dataset.labels[i]
+        entry.update({key: column[i] for key, column in dataset.meta.items()})
+        entries.append(entry)
+    return entries
+
+
+def save_advglue_json(datasets: Mapping[str, TextDataset], path: str | Path) -> Path:
+    """Write ``{task: dataset}`` as an AdvGLUE-style JSON file (:func:`advglue_entries` per task) that
+    :func:`load_advglue_json` reads back, UTF-8, one example per line for readable diffs.
+
+    Raises:
+        ValueError: as :func:`advglue_entries`, or no task given.
+    """
+    if not datasets:
+        raise ValueError("no task to write: pass {task: dataset}")
+    blocks = []
+    for task, dataset in datasets.items():
+        lines = [json.dumps(entry, ensure_ascii=False) for entry in advglue_entries(dataset, task)]
+        blocks.append(f"{json.dumps(task)}: [\n  " + ",\n  ".join(lines) + "\n]")
+    path = Path(path)
+    path.write_text("{\n" + ",\n".join(blocks) + "\n}\n", encoding="utf-8")
+    return path
+
+
 # ---------------------------------------------------------------------------------------------------
 # CSV and JSONL
 
@@ -631,5 +679,6 @@ def load_hf_dataset(name: str, split: str, config: str | None = None, text_colum
                     num_labels, label_names)
 
 
-__all__ = ["GLUE_TASKS", "HUB_PREFIX", "ClassifierInput", "TaskSpec", "TextDataset", "glue_task_file", "load_advglue_json",
-           "load_csv", "load_glue_task", "load_glue_tsv", "load_hf_dataset", "load_jsonl", "load_task_split", "task_spec"]
+__all__ = ["GLUE_TASKS", "HUB_PREFIX", "ClassifierInput", "TaskSpec", "TextDataset", "advglue_entries",
+           "glue_task_file", "load_advglue_json", "load_csv", "load_glue_task", "load_glue_tsv", "load_hf_dataset",
+           "load_jsonl", "load_task_split", "save_advglue_json", "task_spec"]

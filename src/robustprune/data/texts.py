@@ -1,12 +1,19 @@
 """Plain text from files and hubs: UTF-8 reading that names the line of a bad byte, and text lines
-(e.g. calibration text) from a plain file, a column of a GLUE-style TSV, or a Hugging Face dataset."""
+(e.g. calibration text) from a plain file, a column of a GLUE-style TSV, or a Hugging Face dataset.
+
+:func:`calibration_texts` resolves every kind of text source by one rule (a shipped set, a file, a Hub
+dataset); ``robustprune prune --calibration`` and a sweep's ``pruning.calibration.source`` both read
+their texts through it."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 from pathlib import Path
+
+_TEXT_FIELDS = ("text", "sentence", "content", "document")
 
 
 def read_utf8(path: str | Path, encoding: str = "utf-8") -> str:
@@ -113,4 +120,82 @@ def texts_from_hf_dataset(name: str, split: str = "train", column: str | tuple[s
     return texts
 
 
-__all__ = ["read_text_lines", "read_utf8", "texts_from_hf_dataset"]
+def _text_column(names: list[str], source: str, kind: str, where: str) -> str:
+    for name in _TEXT_FIELDS:
+        if name in names:
+            return name
+    raise ValueError(f"{where} {source}: the {kind} has no text column (looked for "
+                     f"{', '.join(_TEXT_FIELDS)}; it has {names})")
+
+
+def hub_dataset_spec(source: str, where: str = "--calibration") -> tuple[str, str | None]:
+    """``(name, config)`` of a Hub dataset written ``NAME`` or ``NAME:CONFIG`` (``allenai/c4:en``,
+    ``glue:sst2``); ``where`` (the flag or config key that named it) starts an error.
+
+    Raises:
+        ValueError: an empty name or configuration.
+    """
+    name, _, config = source.partition(":")
+    if not name or (":" in source and not config):
+        raise ValueError(f"{where} {source!r}: a Hugging Face dataset is NAME or NAME:CONFIG "
+                         "(e.g. allenai/c4:en)")
+    return name, config or None
+
+
+def calibration_texts(source: str, hub_limit: int | None = None, where: str = "--calibration") -> list[str]:
+    """Texts from a calibration source: a shipped set (``embedded``, ``sst2-sample``: their training
+    sentences), a ``.tsv`` / ``.csv`` file with a header (column ``text``, ``sentence``, ``content`` or
+    ``document``), a ``.jsonl`` file (the same fields), any other file as plain text (one text per
+    non-empty line), or else a Hugging Face dataset ``NAME`` or ``NAME:CONFIG`` (e.g. ``allenai/c4:en``,
+    the Wanda / SparseGPT papers' calibration set; its ``train`` split, the first of the text columns above
+    that it has, streamed: the first ``hub_limit`` non-empty texts, all of them when None; needs the
+    ``datasets`` package and the network). ``where``, the flag or config key that named the source, starts
+    every error.
+
+    Raises:
+        FileNotFoundError: ``source`` looks like a path (has a suffix, or starts with ``.``, ``/``, ``~``)
+            and is not a file.
+        ValueError: the source holds no text, or a table has no text column.
+    """
+    from robustprune.data.bundled import BUNDLED_DATA
+
+    if source in BUNDLED_DATA:
+        texts = read_text_lines(BUNDLED_DATA[source][0] / "train.tsv", column="sentence")
+    elif Path(source).is_file():
+        path = Path(source)
+        suffix = path.suffix.lower()
+        if suffix in (".tsv", ".csv"):
+            rows = list(csv.reader(io.StringIO(read_utf8(path), newline=""),
+                                   delimiter="\t" if suffix == ".tsv" else ","))
+            if not rows:
+                raise ValueError(f"{where} {source}: empty file, no calibration text")
+            column = rows[0].index(_text_column(rows[0], source, f"{suffix[1:].upper()} header", where))
+            texts = [row[column] for row in rows[1:] if len(row) > column and row[column].strip()]
+        elif suffix == ".jsonl":
+            texts = []
+            for number, line in enumerate(read_utf8(path).split("\n"), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{where} {source} line {number}: not JSON ({error})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{where} {source} line {number}: expected a JSON object")  # noqa: TRY004
+                value = row.get(_text_column(sorted(row), source, f"object on line {number}", where))
+                if isinstance(value, str) and value.strip():
+                    texts.append(value)
+        else:
+            text = read_utf8(path)
+            texts = [line for line in text.split("\n") if line.strip()]
+    elif Path(source).suffix or source.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{where}: no such file {source!r}")
+    else:
+        name, config = hub_dataset_spec(source, where)
+        texts = texts_from_hf_dataset(name, config=config, column=_TEXT_FIELDS, limit=hub_limit)
+    if not texts:
+        raise ValueError(f"{where} {source}: empty calibration file (no text found)")
+    return texts
+
+
+__all__ = ["calibration_texts", "hub_dataset_spec", "read_text_lines", "read_utf8", "texts_from_hf_dataset"]

@@ -6,7 +6,9 @@ dense model, with every lower sparsity of the curve also within it. "Within" mea
 ``epsilon`` below dense: a pruned model that scores higher than dense does not end the plateau.
 Metrics are in percent (accuracy 91.3, not 0.913), so the default ``epsilon=1.0`` is one point.
 
-ES_robust is the same on a robust metric (accuracy under attack, accuracy on AdvGLUE), with a trap:
+ES_robust (Shin, Jaiswal, Liu, Wang, "Unveiling the Intertwined Relationship Between Essential Sparsity
+and Robustness in Large Pre-trained Models", TMLR: accuracy on AdvGLUE++ there) is the same on a robust
+metric (accuracy on a fixed adversarial set, under a shift, under attack), with a trap:
 adversarial sets are built so that the dense model scores below chance on them, so as a pruned model
 collapses toward predicting one class its robust accuracy *rises* and would look robust.
 :func:`flag_collapsed` marks such points (clean accuracy near the majority-class rate, or one class

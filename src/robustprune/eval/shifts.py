@@ -18,6 +18,10 @@ Shifts: :class:`CharSwap` (adjacent interior letters swapped), EDA (Wei & Zou, 2
 neighbours), :class:`BackTranslation` (MarianMT, English -> German -> English) and :class:`ClareShift`
 (CLARE-style masked-LM replace / insert / merge). The last two need Hugging Face models; when one
 cannot be loaded (e.g. offline) they raise a RuntimeError naming the model and the reason.
+
+A config names shifts (:data:`SHIFT_AUGMENTERS`: ``char_swap``, ``eda``, ``wordnet``, ``embedding_swap``,
+``deletion`` (:class:`RandomDelete` alone), ``back_translation``, ``clare``) with their settings
+(:func:`shift_defaults`); :func:`make_shift` builds one.
 """
 
 from __future__ import annotations
@@ -391,7 +395,10 @@ class BackTranslation(Augmenter):
 
     Models load on first use (``Helsinki-NLP/opus-mt-en-de`` and ``Helsinki-NLP/opus-mt-de-en`` by
     default; any seq2seq id, local path or loaded ``(model, tokenizer)`` pair works). Beam search is
-    deterministic; with ``sample=True`` the generator is seeded from the text's ``rng``.
+    deterministic; with ``sample=True`` the generator is seeded from the text's ``rng``. ``target_prefix``
+    goes before every text sent to the forward model: the target-language token a multi-target model needs,
+    e.g. ``">>es<<"`` with ``Helsinki-NLP/opus-mt-en-ROMANCE`` (back with ``Helsinki-NLP/opus-mt-ROMANCE-en``:
+    TextAttack's back-translation augmenter, English -> Spanish -> English).
 
     Raises:
         RuntimeError: on first use, when a model cannot be loaded (which one, and why).
@@ -400,9 +407,12 @@ class BackTranslation(Augmenter):
     def __init__(self, forward: ModelSource = "Helsinki-NLP/opus-mt-en-de",
                  backward: ModelSource = "Helsinki-NLP/opus-mt-de-en", *, num_beams: int = 4,
                  sample: bool = False, max_new_tokens: int = 256, batch_size: int = 16,
-                 device: str = "cpu") -> None:
+                 target_prefix: str = "", device: str = "cpu") -> None:
         if num_beams < 1 or max_new_tokens < 1 or batch_size < 1:
             raise ValueError("num_beams, max_new_tokens and batch_size must be >= 1")
+        if not isinstance(target_prefix, str):
+            raise TypeError(f"target_prefix must be a string (e.g. '>>es<<'), got {target_prefix!r}")
+        self.target_prefix = target_prefix
         self.sources = (forward, backward)
         self.num_beams, self.sample, self.max_new_tokens = num_beams, sample, max_new_tokens
         self.batch_size, self.device = batch_size, device
@@ -435,6 +445,8 @@ class BackTranslation(Augmenter):
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start:start + self.batch_size])
             seed = rngs[start].getrandbits(63) if self.sample else 0
+            if self.target_prefix:
+                chunk = [f"{self.target_prefix} {text}" for text in chunk]
             pivot = self._translate(self._models[0], chunk, seed)
             out.extend(self._translate(self._models[1], pivot, seed + 1))
         return out
@@ -625,6 +637,69 @@ def apply_shift(dataset: TextDataset, augmenter: Augmenter, seed: int = 0,
                    **changes)
 
 
-__all__ = ["Augmenter", "BackTranslation", "CharSwap", "ClareShift", "EDA", "EmbeddingShift", "RandomDelete",
-           "RandomInsert", "RandomSwap", "SynonymReplace", "Tokens", "WordNetShift", "apply_shift",
-           "tokenize"]
+# ---------------------------------------------------------------------------------------------------
+# shifts by name (a config's ``evaluation.shifts``)
+
+
+SHIFT_AUGMENTERS: dict[str, type[Augmenter]] = {
+    "char_swap": CharSwap, "eda": EDA, "wordnet": WordNetShift, "embedding_swap": EmbeddingShift,
+    "deletion": RandomDelete, "back_translation": BackTranslation, "clare": ClareShift,
+}
+# constructor arguments that are not settings of the shift: where it runs, a preloaded resource
+_NOT_SETTINGS = ("self", "device", "vectors")
+
+
+def shift_defaults(name: str) -> dict[str, Any]:
+    """The settings of the shift ``name`` (:data:`SHIFT_AUGMENTERS`) and their defaults, read from its
+    augmenter's constructor (sequences as lists): what a config may set under ``params``."""
+    import inspect
+
+    if name not in SHIFT_AUGMENTERS:
+        raise ValueError(f"unknown shift {name!r}; expected one of {sorted(SHIFT_AUGMENTERS)}")
+    out: dict[str, Any] = {}
+    for parameter in inspect.signature(SHIFT_AUGMENTERS[name].__init__).parameters.values():
+        if parameter.name in _NOT_SETTINGS or parameter.default is inspect.Parameter.empty:
+            continue
+        out[parameter.name] = list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+    return out
+
+
+def make_shift(name: str, device: str | None = None, **params: Any) -> Augmenter:
+    """The augmenter of the shift ``name`` with ``params`` (see :func:`shift_defaults`); the model-based
+    ones (``back_translation``, ``clare``) run on ``device`` (None: their default, the CPU) and load their
+    models on first use.
+
+    Raises:
+        ValueError: an unknown shift or setting, or a setting out of range (the augmenter's own check).
+    """
+    defaults = shift_defaults(name)
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(f"{name} has no setting {unknown[0]!r}; its settings are {sorted(defaults)}")
+    cls = SHIFT_AUGMENTERS[name]
+    import inspect
+
+    if device is not None and "device" in inspect.signature(cls.__init__).parameters:
+        params = {**params, "device": device}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+
+
+__all__ = [
+    "EDA",
+    "SHIFT_AUGMENTERS",
+    "Augmenter",
+    "BackTranslation",
+    "CharSwap",
+    "ClareShift",
+    "EmbeddingShift",
+    "RandomDelete",
+    "RandomInsert",
+    "RandomSwap",
+    "SynonymReplace",
+    "Tokens",
+    "WordNetShift",
+    "apply_shift",
+    "make_shift",
+    "shift_defaults",
+    "tokenize",
+]

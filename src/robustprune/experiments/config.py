@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -33,7 +34,10 @@ PROTOCOLS = ("finetune_then_prune", "prune_then_finetune")
 ATTACK_RECIPES = ("textfooler", "textbugger", "pwws", "bert-attack", "deepwordbug")
 ATTACK_MODES = ("textattack", "paper")  # robustprune.eval.attacks.text.MODES, without importing the engine
 TEXTATTACK_MODE_REVISION = 2  # robustprune.eval.attacks.text.TEXTATTACK_MODE_REVISION, likewise
-SHIFTS = ("char_swap", "eda", "wordnet", "embedding_swap")
+# robustprune.eval.shifts.SHIFT_AUGMENTERS' names (tests/experiments/test_config.py checks they agree)
+SHIFTS = ("char_swap", "eda", "wordnet", "embedding_swap", "deletion", "back_translation", "clare")
+CALIBRATED_METHODS = ("wanda", "sparsegpt")  # the methods pruning.calibration feeds
+CALIBRATION_TRAIN, CALIBRATION_ROBUST = "train", "robust_set"  # calibration sources of the sweep's own data
 PAPER_TABLES = ("essential_sparsity", "es_robust", "robust_tickets", "early_robust")
 BUNDLED_MODEL = "minilm"
 EMBEDDED_DATA = "embedded"
@@ -98,14 +102,39 @@ class FinetuneConfig:
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """Calibration for Wanda and SparseGPT: the first ``samples`` training texts, ``seq_len`` tokens at
-    most. ``reuse_statistics``: collect dense statistics once per seed and prune every sparsity from them
-    (faster; differs from the sequential default after the first block)."""
+    """Calibration for Wanda and SparseGPT: ``samples`` texts of ``seq_len`` tokens at most.
+    ``reuse_statistics``: collect dense statistics once per seed and prune every sparsity from them
+    (faster; differs from the sequential default after the first block).
+
+    ``source``: where the texts come from: ``train`` (the default: the first ``samples`` texts of the
+    sweep's training split), ``robust_set`` (the texts of ``data.robust_set`` as the sweep evaluates them),
+    or anything ``robustprune prune --calibration`` reads (:func:`robustprune.data.texts.calibration_texts`:
+    a shipped set such as ``sst2-sample``, a text / TSV / CSV / JSONL file, a Hugging Face dataset
+    ``NAME[:CONFIG]`` such as ``allenai/c4:en``). A source other than the training split gives its first
+    ``samples`` texts when it holds that many, else ``samples`` random windows of ``seq_len`` tokens (mode
+    ``auto`` of :func:`robustprune.pruners.calibration_data.calibration_batches`, seeded by the point's seed).
+    ``compare``: more sources, ``{label: source}``: every calibrated method also prunes once per entry, as
+    the method ``<method>@<label>`` (a curve of its own), to compare calibration data in one sweep."""
 
     samples: int = 128
     seq_len: int = 64
     batch_size: int = 16
     reuse_statistics: bool = False
+    source: str = CALIBRATION_TRAIN
+    compare: dict[str, str] = field(default_factory=dict)
+
+    def source_of(self, method: str) -> str:
+        """The calibration source of a (calibrated) method name of the sweep: ``source`` for ``wanda``,
+        ``compare[label]`` for ``wanda@label``."""
+        _, label = split_method(method)
+        return self.source if label is None else self.compare[label]
+
+
+def split_method(method: str) -> tuple[str, str | None]:
+    """``(pruning method, calibration label)`` of a sweep's method name: ``("wanda", "c4")`` for
+    ``wanda@c4`` (see :class:`CalibrationConfig`), ``("magnitude", None)`` for ``magnitude``."""
+    base, _, label = method.partition("@")
+    return base, label or None
 
 
 @dataclass(frozen=True)
@@ -272,14 +301,34 @@ class AttackConfig:
 
 
 @dataclass(frozen=True)
+class ShiftConfig:
+    """One distribution shift of ``evaluation.shifts``: ``name`` (one of :data:`SHIFTS`) and ``params``, the
+    keyword arguments of its augmenter (:data:`robustprune.eval.shifts.SHIFT_AUGMENTERS`), every one filled
+    in (the augmenter's defaults where the config gives none). A config writes a shift as its name alone
+    (every default) or as ``{name: eda, params: {p_rd: 0.2}}``."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def augmenter(self, device: str | None = None) -> Any:
+        """The shift's augmenter (the model-based ones load their models on first use, on ``device``; None:
+        the augmenter's own default)."""
+        from robustprune.eval.shifts import make_shift
+
+        return make_shift(self.name, device=device, **self.params)
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """What every point is evaluated on. Attacks and a capped robust set use seeded random subsets drawn
     once per run (``subset_seed``) and shared by every point, so points are compared on the same
-    examples; an attack with a smaller ``max_examples`` takes a prefix of the same draw."""
+    examples; an attack with a smaller ``max_examples`` takes a prefix of the same draw. ``shifts``: the
+    distribution shifts (:class:`ShiftConfig`), each applied once per run to the first
+    ``max_shift_examples`` evaluation examples (all when null) and evaluated at every point."""
 
     clean: bool = True
     attacks: tuple[AttackConfig, ...] = ()
-    shifts: tuple[str, ...] = ()
+    shifts: tuple[ShiftConfig, ...] = ()
     max_shift_examples: int | None = None
     epsilon: float = 1.0
     subset_seed: int = 0
@@ -392,6 +441,13 @@ class ExperimentConfig:
             content["protocol"] = used.pop() if len(used) == 1 else {
                 m: p for m, p in content["protocol"].items() if p != "finetune_then_prune"}
         content["evaluation"].pop("epsilon")
+        calibration = content["pruning"]["calibration"]
+        if calibration["source"] == CALIBRATION_TRAIN:  # the keys added later, at their defaults, leave
+            calibration.pop("source")                   # earlier runs' fingerprints as they were
+        if not calibration["compare"]:
+            calibration.pop("compare")
+        content["evaluation"]["shifts"] = [shift["name"] if shift["params"] == _shift_defaults(shift["name"])
+                                           else shift for shift in content["evaluation"]["shifts"]]
         for attack in content["evaluation"]["attacks"]:
             if attack["masked_lm"] is None:  # keys added later leave earlier runs' fingerprints as they were
                 attack.pop("masked_lm")
@@ -668,19 +724,93 @@ def _parse_adversarial_baselines(raw: Any) -> AdversarialConfig | tuple[Adversar
     return blocks
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
 def _parse_calibration(raw: Any) -> CalibrationConfig:
     raw = _check_keys(raw, CalibrationConfig, "pruning.calibration")
     d = CalibrationConfig()
     reuse = raw.get("reuse_statistics", d.reuse_statistics)
     if not isinstance(reuse, bool):
         raise ConfigError(f"config key 'pruning.calibration.reuse_statistics': expected true or false, got {reuse!r}")
+    compare = raw.get("compare") or {}
+    if not isinstance(compare, Mapping):
+        raise ConfigError("config key 'pruning.calibration.compare': expected a mapping {label: source} (e.g. "
+                          f"{{c4: 'allenai/c4:en', advglue: robust_set}}), got {compare!r}")
+    for label, source in compare.items():
+        if not isinstance(label, str) or not _LABEL.match(label):
+            raise ConfigError(f"config key 'pruning.calibration.compare': label {label!r} must be letters, digits, "
+                              "'_', '-' or '.' (it names the method <method>@<label> in records and files)")
+        _string(source, f"pruning.calibration.compare.{label}")
     return CalibrationConfig(
         samples=_number(raw.get("samples", d.samples), "pruning.calibration.samples", integer=True, low=1),
         seq_len=_number(raw.get("seq_len", d.seq_len), "pruning.calibration.seq_len", integer=True, low=4),
         batch_size=_number(raw.get("batch_size", d.batch_size), "pruning.calibration.batch_size", integer=True,
                            low=1),
         reuse_statistics=reuse,
+        source=_string(raw.get("source", d.source), "pruning.calibration.source"),
+        compare=dict(compare),
     )
+
+
+def _check_calibration_sources(config: ExperimentConfig) -> None:
+    """What the calibration sources need from the rest of the config: a robust set for ``robust_set``, and a
+    calibrated method for ``compare``."""
+    calibration = config.pruning.calibration
+    for key, source in [("source", calibration.source),
+                        *((f"compare.{label}", source) for label, source in calibration.compare.items())]:
+        if source == CALIBRATION_ROBUST and config.data.robust_set is None:
+            raise ConfigError(f"config key 'pruning.calibration.{key}': the source 'robust_set' calibrates on "
+                              "data.robust_set, which is not set; give data.robust_set (an AdvGLUE-format JSON "
+                              "file) or another source")
+    if calibration.compare and not set(CALIBRATED_METHODS) & set(config.pruning.methods):
+        raise ConfigError("config key 'pruning.calibration.compare': no calibrated method "
+                          f"({', '.join(CALIBRATED_METHODS)}) among pruning.methods to compare sources with")
+
+
+def _shift_defaults(name: str) -> dict[str, Any]:
+    from robustprune.eval.shifts import shift_defaults
+
+    return shift_defaults(name)
+
+
+def _parse_shift(raw: Any, where: str) -> ShiftConfig:
+    """A shift: its name, or ``{name: ..., params: {...}}`` (the parameters its augmenter takes, checked by
+    building it)."""
+    from robustprune.eval.shifts import make_shift
+
+    if isinstance(raw, str):
+        raw = {"name": _string(raw, where, SHIFTS)}
+    raw = _check_keys(raw, ShiftConfig, where)
+    if "name" not in raw:
+        raise ConfigError(f"config key '{where}.name' is missing; expected one of {list(SHIFTS)}")
+    name = _string(raw["name"], f"{where}.name", SHIFTS)
+    params = raw.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"config key '{where}.params': expected a mapping of {name}'s parameters, got {params!r}")
+    defaults = _shift_defaults(name)
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ConfigError(f"config key '{where}.params.{unknown[0]}' is not a parameter of {name}; expected one of "
+                          f"{sorted(defaults)}")
+    merged = {**defaults, **params}
+    for key, value in merged.items():
+        default = defaults[key]
+        ok = (isinstance(value, bool) if isinstance(default, bool)
+              else isinstance(value, list) and all(isinstance(v, str) for v in value) if isinstance(default, list)
+              else isinstance(value, int) and not isinstance(value, bool) if isinstance(default, int)
+              else isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              if isinstance(default, float) else isinstance(value, str) and (bool(value) or not default))
+        if not ok:
+            raise ConfigError(f"config key '{where}.params.{key}': expected {type(default).__name__} like the default "
+                              f"{default!r}, got {value!r}")
+        if isinstance(default, float):
+            merged[key] = float(value)
+    try:
+        make_shift(name, **merged)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"config key '{where}.params': {error}") from None
+    return ShiftConfig(name, merged)
 
 
 def _parse_pruning(raw: Any) -> PruningConfig:
@@ -745,10 +875,15 @@ def _parse_evaluation(raw: Any) -> EvaluationConfig:
     recipes = [a.recipe for a in parsed_attacks]
     if len(set(recipes)) != len(recipes):
         raise ConfigError(f"config key 'evaluation.attacks': each recipe at most once, got {recipes}")
+    parsed_shifts = tuple(_parse_shift(s, f"evaluation.shifts[{i}]") for i, s in enumerate(shifts))
+    names = [s.name for s in parsed_shifts]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config key 'evaluation.shifts': each shift at most once (records key them by name), "
+                          f"got {names}")
     return EvaluationConfig(
         clean=clean,
         attacks=parsed_attacks,
-        shifts=tuple(_string(s, f"evaluation.shifts[{i}]", SHIFTS) for i, s in enumerate(shifts)),
+        shifts=parsed_shifts,
         max_shift_examples=_optional_int(raw, "max_shift_examples", "evaluation", None),
         epsilon=float(_number(raw.get("epsilon", 1.0), "evaluation.epsilon", low=0, low_open=True)),
         subset_seed=_number(raw.get("subset_seed", 0), "evaluation.subset_seed", integer=True, low=0),
@@ -865,6 +1000,7 @@ def parse_config(raw: Any) -> ExperimentConfig:
             and config.data.robust_set is None:
         raise ConfigError("config key 'evaluation': nothing to evaluate (clean is false and no attacks, shifts "
                           "or data.robust_set)")
+    _check_calibration_sources(config)
     check_protocol(config)
     return config
 
@@ -945,9 +1081,11 @@ __all__ = [
     "PruningConfig",
     "ResourcesConfig",
     "RobustTicketConfig",
+    "ShiftConfig",
     "check_device_name",
     "check_protocol",
     "load_config",
     "parse_config",
     "read_config_file",
+    "split_method",
 ]

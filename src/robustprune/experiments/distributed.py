@@ -60,7 +60,7 @@ def _seed_task(config: ExperimentConfig, data: SweepData, out: str, seed: int, p
     setup = prepare_seed(config, data, Path(out), seed, progress, use_device(device))
     checkpoints = Path(out) / "checkpoints" / config.fingerprint()
     pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed, checkpoints, progress,
-                         pretrained=setup.pretrained)
+                         pretrained=setup.pretrained, robust=data.robust)
     shared = pruner.shared_work(points)
     base_state = {k: v.detach().clone() for k, v in setup.base.state_dict().items()}
     return base_state, setup.dense_finetune_seconds, shared
@@ -76,7 +76,7 @@ def _point_task(config: ExperimentConfig, data: SweepData, point: Point, base_st
     pretrained = mixed_pretrained(config, data.train.num_labels, point.seed, use_device(device))
     setup = SeedSetup(point.seed, model.eval(), tokenizer, dense_finetune_seconds, pretrained)
     pruner = PointPruner(config, setup.base, tokenizer, data.train, point.seed, Path(checkpoints), progress=False,
-                         pretrained=pretrained)
+                         pretrained=pretrained, robust=data.robust)
     pruner.adopt(shared)
     evaluator = Evaluator(config, data, progress=False)
     evaluator.adopt(shifted)

@@ -161,8 +161,9 @@ def evaluate_pretrained(model: str, *, data: str, task: str = "sst2", split: str
         task, split: the GLUE task and split read from a directory.
         attacks: recipes (``textfooler``, ``pwws``, ``textbugger``, ``deepwordbug``); each attacks the first
             ``max_examples`` of a seeded order of the evaluation set (all of it without ``max_examples``).
-        robust_set: an AdvGLUE-style JSON file evaluated as an extra set.
-        shifts: distribution shifts (``char_swap``, ``eda``, ``wordnet``, ``embedding_swap``).
+        robust_set: an AdvGLUE-style JSON file (or the shipped ``sst2-adv-sample``) evaluated as an extra set.
+        shifts: distribution shifts by name (``char_swap``, ``eda``, ``wordnet``, ``embedding_swap``,
+            ``deletion``, ``back_translation``, ``clare``), each at its defaults.
         max_examples: evaluate (and attack) at most this many examples, the first ones of the set.
         device: where the model runs (``auto``, ``cpu``, ``cuda``, ``cuda:N``); None: where it loads (the CPU).
         baseline: a second checkpoint evaluated on the same examples; the record gains ``comparison``
@@ -190,9 +191,10 @@ def evaluate_pretrained(model: str, *, data: str, task: str = "sst2", split: str
     config = replace(config, model=replace(config.model, name=str(model)))
     robust = None
     if robust_set is not None:
+        from robustprune.data.bundled import robust_set_file
         from robustprune.data.datasets import load_advglue_json
 
-        robust = load_advglue_json(robust_set, task)
+        robust = load_advglue_json(robust_set_file(robust_set), task)
     sweep = SweepData(evaluation, evaluation, robust, seeded_order(len(evaluation), seed),
                       list(range(len(robust))) if robust is not None else None)
     evaluator = Evaluator(config, sweep, progress)

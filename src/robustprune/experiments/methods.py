@@ -40,7 +40,14 @@ import torch
 from torch import nn
 
 from robustprune.data.datasets import TextDataset
-from robustprune.experiments.config import TRAINED_METHODS, ConfigError, ExperimentConfig
+from robustprune.experiments.config import (
+    CALIBRATION_ROBUST,
+    CALIBRATION_TRAIN,
+    TRAINED_METHODS,
+    ConfigError,
+    ExperimentConfig,
+    split_method,
+)
 from robustprune.targets import select_targets, weight_sparsity
 from robustprune.train.schedule import TrainingSchedule
 
@@ -155,7 +162,8 @@ def _target_weights(model: nn.Module) -> int:
     return sum(module.weight.numel() for module in select_targets(model).values())
 
 
-_SHARED = ("_magnitude", "_norms", "_hessians", "_pretrained", "_rewind", "_log_alphas", "_mask_seconds")
+_SHARED = ("_magnitude", "_norms", "_hessians", "_pretrained", "_rewind", "_log_alphas", "_mask_seconds",
+           "_calibration")
 
 
 def method_checkpoints(checkpoints: Path, config: ExperimentConfig, method: str) -> Path:
@@ -183,10 +191,12 @@ class PointPruner:
         pretrained: with mixed protocols (:attr:`ExperimentConfig.mixed_protocols`), the pre-trained model the
             ``prune_then_finetune`` methods prune and calibrate on (``base`` is then the fine-tuned dense
             model); never modified.
+        robust: the robust set as the sweep evaluates it (calibration source ``robust_set``).
     """
 
     def __init__(self, config: ExperimentConfig, base: nn.Module, tokenizer: Any, train: TextDataset, seed: int,
-                 checkpoints: Path, progress: bool, pretrained: nn.Module | None = None) -> None:
+                 checkpoints: Path, progress: bool, pretrained: nn.Module | None = None, *,
+                 robust: TextDataset | None = None) -> None:
         if config.mixed_protocols and pretrained is None:
             raise ValueError("a sweep mixing protocols needs the pre-trained model beside the fine-tuned base "
                              "(pretrained=)")
@@ -195,14 +205,17 @@ class PointPruner:
         self.pretrained = pretrained
         self.tokenizer = tokenizer
         self.train = train
+        self.robust = robust
         self.seed = seed
         self.checkpoints = checkpoints
         self.progress = progress
         self.device = next(base.parameters()).device
-        self._batches: list[dict[str, torch.Tensor]] | None = None
+        # per calibration source (pruning.calibration.source / compare): batches, what they are, statistics
+        self._batches: dict[str, list[dict[str, torch.Tensor]]] = {}
+        self._calibration: dict[str, dict[str, Any]] = {}
         self._magnitude = None
-        self._norms = None
-        self._hessians = None
+        self._norms: dict[str, Any] = {}
+        self._hessians: dict[str, Any] = {}
         self._pretrained: dict[str, torch.Tensor] | None = None
         self._log_alphas: dict[str, torch.Tensor] | None = None
         self._mask_seconds = 0.0
@@ -218,16 +231,47 @@ class PointPruner:
             return self.pretrained
         return self.base
 
-    def batches(self) -> list[dict[str, torch.Tensor]]:
-        """The calibration batches (first ``samples`` training texts), built once."""
-        from robustprune.pruners.calibration_data import calibration_batches
+    def batches(self, source: str = CALIBRATION_TRAIN) -> list[dict[str, torch.Tensor]]:
+        """The calibration batches from ``source`` (a value of ``pruning.calibration.source`` or ``compare``),
+        built once: from the training split its first ``samples`` texts (all of them when fewer); from any
+        other source its first ``samples`` texts when it holds that many, else ``samples`` windows of
+        ``seq_len`` tokens drawn with the seed (mode ``auto``)."""
+        from robustprune.pruners.calibration_data import (
+            auto_mode,
+            calibration_batches,
+            dataset_calibration_texts,
+        )
 
-        if self._batches is None:
+        if source not in self._batches:
             cal = self.config.pruning.calibration
-            samples = min(cal.samples, len(self.train))
-            self._batches = calibration_batches(self.tokenizer, self.train.texts, samples, cal.seq_len,
-                                                cal.batch_size, mode="first")
-        return self._batches
+            if source == CALIBRATION_TRAIN:  # the sweep's behaviour before sources existed, unchanged
+                texts, samples, mode = self.train.texts, min(cal.samples, len(self.train)), "first"
+            else:
+                if source == CALIBRATION_ROBUST:
+                    if self.robust is None:
+                        raise ConfigError("config key 'pruning.calibration': the source 'robust_set' needs the "
+                                          "robust set, which this pruner was not given")
+                    texts = dataset_calibration_texts(self.robust, None)  # pairs: both sentences, two lines
+                else:
+                    from robustprune.data.texts import calibration_texts
+
+                    try:
+                        texts = calibration_texts(source, hub_limit=cal.samples, where="pruning.calibration")
+                    except (OSError, ValueError, ImportError) as error:
+                        raise ConfigError(f"config key 'pruning.calibration': {error}") from error
+                samples, mode = cal.samples, auto_mode(texts, cal.samples)
+            try:
+                self._batches[source] = calibration_batches(self.tokenizer, texts, samples, cal.seq_len,
+                                                            cal.batch_size, mode=mode, seed=self.seed)
+            except ValueError as error:
+                raise ConfigError(f"config key 'pruning.calibration': source {source!r}: {error}") from None
+            self._calibration[source] = {"source": source, "texts": len(texts), "samples": samples, "mode": mode}
+        return self._batches[source]
+
+    def calibration_record(self, method: str) -> dict[str, Any]:
+        """What a calibrated point's record says about its calibration: source, texts available, samples and
+        mode (after :meth:`batches` built them)."""
+        return dict(self._calibration.get(self.config.pruning.calibration.source_of(method), {}))
 
     def pretrained_state(self) -> dict[str, torch.Tensor]:
         """The state the dense fine-tuning started from: the pre-trained encoder, the seed's initial head."""
@@ -317,13 +361,17 @@ class PointPruner:
         (:meth:`adopt`): the magnitude selection, reused calibration statistics, the pre-trained state,
         IMP's rewind point and Robust Tickets' learned scores."""
         methods = {p.method for p in points}
-        reuse = self.config.pruning.calibration.reuse_statistics
+        calibration = self.config.pruning.calibration
+        reuse = calibration.reuse_statistics
         if any(p.method == "magnitude" and p.pattern == "unstructured" for p in points):
             self._magnitude_sweep()
-        if reuse and "wanda" in methods:
-            self._input_norms()
-        if reuse and "sparsegpt" in methods:
-            self._input_hessians()
+        for method in sorted(methods):
+            base = split_method(method)[0]
+            if base in ("wanda", "sparsegpt"):
+                source = calibration.source_of(method)
+                self.batches(source)  # also what a record says about it, in processes that adopt the statistics
+                if reuse:
+                    (self._input_norms if base == "wanda" else self._input_hessians)(source)
         if methods & {"imp", "robust_ticket"}:
             self.pretrained_state()
         if "imp" in methods:
@@ -351,7 +399,10 @@ class PointPruner:
             return pruned
         model = copy.deepcopy(self.start(point.method))
         masks = self._one_shot(model, point)
-        return PrunedPoint(model, weight_sparsity(model), masks)
+        details = {}
+        if split_method(point.method)[0] in ("wanda", "sparsegpt"):
+            details = {"calibration": self.calibration_record(point.method)}
+        return PrunedPoint(model, weight_sparsity(model), masks, details=details)
 
     @staticmethod
     def finished(checkpoints: Path, config: ExperimentConfig, point: Any) -> None:
@@ -367,19 +418,19 @@ class PointPruner:
             self._magnitude = MagnitudeSweep(self.start("magnitude"), pruning.sparsities, scope=pruning.scope)
         return self._magnitude
 
-    def _input_norms(self) -> Any:
+    def _input_norms(self, source: str) -> Any:
         from robustprune.pruners.wanda import collect_input_norms
 
-        if self._norms is None:
-            self._norms = collect_input_norms(self.start("wanda"), self.batches(), progress=self.progress)
-        return self._norms
+        if source not in self._norms:
+            self._norms[source] = collect_input_norms(self.start("wanda"), self.batches(source), progress=self.progress)
+        return self._norms[source]
 
-    def _input_hessians(self) -> Any:
+    def _input_hessians(self, source: str) -> Any:
         from robustprune.pruners.sparsegpt import collect_hessians
 
-        if self._hessians is None:
-            self._hessians = collect_hessians(self.start("sparsegpt"), self.batches(), progress=self.progress)
-        return self._hessians
+        if source not in self._hessians:
+            self._hessians[source] = collect_hessians(self.start("sparsegpt"), self.batches(source), progress=self.progress)
+        return self._hessians[source]
 
     def _one_shot(self, model: nn.Module, point: Any) -> dict[str, torch.Tensor]:
         from robustprune.pruners.magnitude import magnitude_prune
@@ -391,18 +442,21 @@ class PointPruner:
         unstructured = point.pattern == "unstructured"
         sparsity = point.sparsity if unstructured else None
         reuse = pruning.calibration.reuse_statistics
-        if point.method == "magnitude":
+        method = split_method(point.method)[0]
+        if method == "magnitude":
             if unstructured:
                 return self._magnitude_sweep().prune(model, point.sparsity)
             return magnitude_prune(model, pattern=point.pattern, scope=pruning.scope)
-        if point.method == "random":
+        if method == "random":
             return random_prune(model, sparsity, pattern=point.pattern, scope=pruning.scope, seed=point.seed)
-        if point.method == "wanda":
-            return wanda_prune(model, None if reuse else self.batches(), sparsity, pattern=point.pattern,
-                               input_norms=self._input_norms() if reuse else None, progress=self.progress)
-        if point.method == "sparsegpt":
-            return sparsegpt_prune(model, None if reuse else self.batches(), sparsity, pattern=point.pattern,
-                                   hessians=self._input_hessians() if reuse else None, progress=self.progress)
+        source = pruning.calibration.source_of(point.method) if method in ("wanda", "sparsegpt") else ""
+        if method == "wanda":
+            return wanda_prune(model, None if reuse else self.batches(source), sparsity, pattern=point.pattern,
+                               input_norms=self._input_norms(source) if reuse else None, progress=self.progress)
+        if method == "sparsegpt":
+            return sparsegpt_prune(model, None if reuse else self.batches(source), sparsity, pattern=point.pattern,
+                                   hessians=self._input_hessians(source) if reuse else None,
+                                   progress=self.progress)
         raise ValueError(f"unknown pruning method {point.method!r}")
 
     def _imp(self, point: Any, directory: Path) -> PrunedPoint:

@@ -8,7 +8,10 @@ laid out the way each paper lays out its comparison:
   ES by the fixed rule and by the paired test; then, when the sweep has IMP tickets, the cosine similarity
   of each ticket's mask with OMP's mask of the pre-trained weights at its sparsity, beside the paper's
   value (:func:`mask_similarity_table`).
-- ``es_robust``: the same grid for the clean accuracy and for every robust metric, with ES / ES_robust.
+- ``es_robust`` (Shin et al., "Unveiling the Intertwined Relationship Between Essential Sparsity and
+  Robustness in Large Pre-trained Models", TMLR): the same grid for the clean accuracy and for every robust
+  metric (the robust set, each distribution shift, any attack), with ES / ES_robust; calibration variants
+  (``wanda@advglue``) are columns of their own.
 - ``robust_tickets`` (Zheng et al., 2022, "Robust Lottery Tickets for Pre-trained Language Models"): one
   row per model (fine-tuned, adversarially trained, IMP and robust tickets at each sparsity); Clean%, then
   Aua%, Suc% and #Query per attack.
@@ -41,7 +44,10 @@ _NAMES = {"dense": "fine-tuned (dense)", "adversarial": "adversarial training (d
 
 
 def _name(method: str) -> str:
-    return _NAMES.get(method, method)
+    """A method's name in a table; a calibration variant ``wanda@c4`` reads ``Wanda (calibration: c4)``."""
+    base, _, label = method.partition("@")
+    name = _NAMES.get(base, base)
+    return f"{name} (calibration: {label})" if label else name
 
 
 def _label(row: Row) -> str:

@@ -24,7 +24,12 @@ from torch import nn
 from robustprune.data.datasets import TextDataset
 from robustprune.devices import runtime_info
 from robustprune.eval.classifier import ClassificationResult, TextClassifier, evaluate_classifier
-from robustprune.experiments.config import ONE_SHOT_METHODS, ExperimentConfig
+from robustprune.experiments.config import (
+    CALIBRATED_METHODS,
+    ONE_SHOT_METHODS,
+    ExperimentConfig,
+    split_method,
+)
 from robustprune.experiments.methods import PointPruner, PrunedPoint, hub_load, load_pretrained
 from robustprune.experiments.results import point_key
 from robustprune.targets import weight_sparsity
@@ -46,18 +51,30 @@ class Point:
         return point_key(self.seed, self.method, self.pattern, self.sparsity)
 
 
+def sweep_methods(config: ExperimentConfig) -> list[str]:
+    """The sweep's method names in run order: ``pruning.methods``, each calibrated method followed by its
+    ``<method>@<label>`` variants, one per ``pruning.calibration.compare`` entry."""
+    names = []
+    for method in config.pruning.methods:
+        names.append(method)
+        if method in CALIBRATED_METHODS:
+            names += [f"{method}@{label}" for label in config.pruning.calibration.compare]
+    return names
+
+
 def sweep_points(config: ExperimentConfig) -> list[Point]:
     """Every point of ``config`` in run order: per seed the dense point, then method x pattern x sparsity
     (``imp`` and ``robust_ticket``: unstructured only; ``early_robust``: one point per ticket of
     :meth:`~robustprune.experiments.config.EarlyRobustConfig.tickets`, pattern ``heads=H+neurons=N`` or,
     without ratios, ``heads+neurons`` at every sparsity; ``adversarial``: one dense point per adversary of
-    :meth:`~robustprune.experiments.config.PruningConfig.adversarial_baselines`)."""
+    :meth:`~robustprune.experiments.config.PruningConfig.adversarial_baselines`; a calibrated method once per
+    calibration source, :func:`sweep_methods`)."""
     from robustprune.sparse_ops.patterns import parse_pattern
 
     points = []
     for seed in config.seeds:
         points.append(Point(seed, "dense", "dense", 0.0))
-        for method in config.pruning.methods:
+        for method in sweep_methods(config):
             if method == "early_robust":
                 points += [Point(seed, method, pattern, sparsity) for pattern, sparsity, _ in
                            config.pruning.early_robust.tickets(config.pruning.sparsities)]
@@ -69,7 +86,7 @@ def sweep_points(config: ExperimentConfig) -> list[Point]:
             for pattern in config.pruning.patterns:
                 if pattern == "unstructured":
                     points += [Point(seed, method, pattern, s) for s in config.pruning.sparsities]
-                elif method in ONE_SHOT_METHODS:  # the trained methods prune unstructured only
+                elif split_method(method)[0] in ONE_SHOT_METHODS:  # the trained methods: unstructured only
                     nm = parse_pattern(pattern)
                     points.append(Point(seed, method, pattern, 1.0 - nm.n / nm.m))
     return points
@@ -106,6 +123,7 @@ def load_sweep_data(config: ExperimentConfig) -> SweepData:
     Raises:
         FileNotFoundError / ValueError: a missing or malformed data file (raised before any training).
     """
+    from robustprune.data.bundled import robust_set_file
     from robustprune.data.datasets import load_advglue_json, load_task_split
 
     data = config.data
@@ -115,7 +133,7 @@ def load_sweep_data(config: ExperimentConfig) -> SweepData:
         train = train.subset(range(min(len(train), data.max_train_examples)))
     if data.max_eval_examples is not None:
         evaluation = evaluation.subset(range(min(len(evaluation), data.max_eval_examples)))
-    robust = load_advglue_json(data.robust_set, data.task) if data.robust_set else None
+    robust = load_advglue_json(robust_set_file(data.robust_set), data.task) if data.robust_set else None
     seed = config.evaluation.subset_seed
     robust_indices = None
     if robust is not None:
@@ -262,9 +280,11 @@ def compute_point(config: ExperimentConfig, setup: SeedSetup, pruner: PointPrune
         "finetune_seconds": finetune_seconds, **evaluation,
         "runtime": runtime_info(next(model.parameters()).device, config.precision),
     }
-    if pruned is not None and point.method not in ONE_SHOT_METHODS:
+    if pruned is not None and split_method(point.method)[0] not in ONE_SHOT_METHODS:
         record |= {"method_settings": config.method_fingerprint(point.method), "resumed": pruned.resumed,
                    "details": pruned.details}
+    elif pruned is not None and pruned.details:  # a calibrated method: which texts it calibrated on
+        record |= pruned.details
     return PointResult(point, record, predictions, examples)
 
 
@@ -289,7 +309,7 @@ class Evaluator:
 
     def shifted_sets(self) -> dict[str, TextDataset]:
         """Every configured shifted set, built now (to hand to evaluators in other processes)."""
-        return {name: self.shifted(name) for name in self.config.evaluation.shifts}
+        return {shift.name: self.shifted(shift.name) for shift in self.config.evaluation.shifts}
 
     def adopt(self, shifted: dict[str, TextDataset]) -> None:
         """Use shifted sets built by another evaluator of the same run (:meth:`shifted_sets`)."""
@@ -299,8 +319,13 @@ class Evaluator:
         from robustprune.eval import shifts
 
         if name not in self._shifted:
-            augmenter = {"char_swap": shifts.CharSwap, "eda": shifts.EDA, "wordnet": shifts.WordNetShift,
-                         "embedding_swap": shifts.EmbeddingShift}[name]()
+            from robustprune.devices import device_problem, resolve_device
+
+            spec = next(shift for shift in self.config.evaluation.shifts if shift.name == name)
+            # a model-based shift runs its model on the run's device where this process sees it (a Ray driver
+            # without the workers' GPUs builds the shifted sets on its CPU)
+            device = None if device_problem(self.config.device) else str(resolve_device(self.config.device))
+            augmenter = spec.augmenter(device)
             base = self.data.evaluation
             cap = self.config.evaluation.max_shift_examples
             if cap is not None:
@@ -360,7 +385,7 @@ class Evaluator:
                 "queries": [e["queries"] for e in examples[spec.recipe]]}
             record.setdefault("attacks", {})[spec.recipe] = summary
             timings[f"attack:{spec.recipe}"] = time.perf_counter() - start
-        for name in self.config.evaluation.shifts:
+        for name in (shift.name for shift in self.config.evaluation.shifts):
             start = time.perf_counter()
             shifted, per_example, _ = evaluated(self.shifted(name))
             record.setdefault("shifts", {})[name] = shifted
@@ -382,4 +407,4 @@ def masked_lm_options(name: str, where: str) -> dict[str, Any]:
 
 __all__ = ["Evaluator", "Point", "PointModel", "PointResult", "SeedSetup", "SweepData", "compute_point",
            "load_sweep_data", "masked_lm_options", "mixed_pretrained", "parameters_without_embeddings",
-           "point_model", "prepare_seed", "seeded_order", "sweep_points"]
+           "point_model", "prepare_seed", "seeded_order", "sweep_methods", "sweep_points"]

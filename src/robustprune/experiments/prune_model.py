@@ -9,9 +9,7 @@ this module checks the command's input, reads the calibration text, measures the
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from importlib import metadata
@@ -21,8 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustprune.data.bundled import BUNDLED_DATA
-from robustprune.data.texts import read_text_lines, read_utf8
+from robustprune.data.texts import calibration_texts, hub_dataset_spec
 from robustprune.sparse_ops.convert import sparse_bytes_report
 from robustprune.sparse_ops.patterns import parse_pattern
 from robustprune.sparse_ops.pretrained import FORMATS, RECORD, load_pretrained, save_pruned_model
@@ -32,7 +29,6 @@ from robustprune.targets import input_dim_last, select_targets
 METHODS = ("magnitude", "wanda", "sparsegpt", "random")
 CALIBRATED = ("wanda", "sparsegpt")
 DTYPES = ("float32", "float16", "bfloat16")
-_TEXT_FIELDS = ("text", "sentence", "content", "document")
 
 
 @dataclass(frozen=True)
@@ -43,82 +39,6 @@ class PruneSummary:
     directory: Path
     record: dict[str, Any]
     weight_bytes: int
-
-
-def _text_column(names: list[str], source: str, kind: str) -> str:
-    for name in _TEXT_FIELDS:
-        if name in names:
-            return name
-    raise ValueError(f"--calibration {source}: the {kind} has no text column (looked for "
-                     f"{', '.join(_TEXT_FIELDS)}; it has {names})")
-
-
-def hub_dataset_spec(source: str) -> tuple[str, str | None]:
-    """``(name, config)`` of a Hub dataset written ``NAME`` or ``NAME:CONFIG`` (``allenai/c4:en``,
-    ``glue:sst2``).
-
-    Raises:
-        ValueError: an empty name or configuration.
-    """
-    name, _, config = source.partition(":")
-    if not name or (":" in source and not config):
-        raise ValueError(f"--calibration {source!r}: a Hugging Face dataset is NAME or NAME:CONFIG "
-                         "(e.g. allenai/c4:en)")
-    return name, config or None
-
-
-def calibration_texts(source: str, hub_limit: int | None = None) -> list[str]:
-    """Texts from a calibration source: a shipped set (``embedded``, ``sst2-sample``: their training
-    sentences), a ``.tsv`` / ``.csv`` file with a header (column ``text``, ``sentence``, ``content`` or
-    ``document``), a ``.jsonl`` file (the same fields), any other file as plain text (one text per
-    non-empty line), or else a Hugging Face dataset ``NAME`` or ``NAME:CONFIG`` (e.g. ``allenai/c4:en``,
-    the Wanda / SparseGPT papers' calibration set; its ``train`` split, the first of the text columns above
-    that it has, streamed:
-    the first ``hub_limit`` non-empty texts, all of them when None; needs the ``datasets`` package and the
-    network).
-
-    Raises:
-        ValueError: the source holds no text, or a table has no text column.
-    """
-    if source in BUNDLED_DATA:
-        texts = read_text_lines(BUNDLED_DATA[source][0] / "train.tsv", column="sentence")
-    elif Path(source).is_file():
-        path = Path(source)
-        suffix = path.suffix.lower()
-        if suffix in (".tsv", ".csv"):
-            rows = list(csv.reader(io.StringIO(read_utf8(path), newline=""),
-                                   delimiter="\t" if suffix == ".tsv" else ","))
-            if not rows:
-                raise ValueError(f"--calibration {source}: empty file, no calibration text")
-            column = rows[0].index(_text_column(rows[0], source, f"{suffix[1:].upper()} header"))
-            texts = [row[column] for row in rows[1:] if len(row) > column and row[column].strip()]
-        elif suffix == ".jsonl":
-            texts = []
-            for number, line in enumerate(read_utf8(path).split("\n"), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"--calibration {source} line {number}: not JSON ({error})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"--calibration {source} line {number}: expected a JSON object")  # noqa: TRY004
-                value = row.get(_text_column(sorted(row), source, f"object on line {number}"))
-                if isinstance(value, str) and value.strip():
-                    texts.append(value)
-        else:
-            text = read_utf8(path)
-            texts = [line for line in text.split("\n") if line.strip()]
-    elif Path(source).suffix or source.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--calibration: no such file {source!r}")
-    else:
-        from robustprune.data.texts import texts_from_hf_dataset
-
-        name, config = hub_dataset_spec(source)
-        texts = texts_from_hf_dataset(name, config=config, column=_TEXT_FIELDS, limit=hub_limit)
-    if not texts:
-        raise ValueError(f"--calibration {source}: empty calibration file (no text found)")
-    return texts
 
 
 def _check_request(method: str, sparsity: float | None, pattern: str | None, scope: str | None,
@@ -274,9 +194,9 @@ def prune_pretrained(model: str, *, method: str, out: str | Path, sparsity: floa
     calibration_record = None
     batches = None
     if texts is not None:
-        from robustprune.pruners.calibration_data import calibration_batches
+        from robustprune.pruners.calibration_data import auto_mode, calibration_batches
 
-        mode = "first" if len(texts) >= samples else "windows"
+        mode = auto_mode(texts, samples)
         try:
             batches = calibration_batches(tokenizer, texts, num_samples=samples, seq_len=seq_len, mode=mode, seed=seed)
         except ValueError as error:

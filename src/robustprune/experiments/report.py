@@ -9,7 +9,9 @@
   ES_robust of every robust metric over the non-collapsed points, with the Spearman correlation of the
   clean and robust curves and its permutation p-value (:mod:`robustprune.eval.analysis` defines them);
   then every per-point exact McNemar test against the dense model, Holm-corrected per metric, with how
-  many were made and which survive;
+  many were made and which survive; and, when the sweep has ``random`` points, each other method's robust
+  metrics against random pruning at the same pattern and sparsity (exact McNemar on the same examples, Holm
+  per metric): the control that tells a robustness gain from drift toward chance;
 - ``plots/<metric>.png``: the metric against sparsity per method (unstructured curves, N:M points as
   markers, the dense model dashed), ES marked by dotted lines, collapsed points crossed out;
 - ``paper.md``, when the run's config names a ``paper_table``: the table shaped like that paper's main
@@ -410,6 +412,114 @@ def tests_section(families: dict[str, list[PointTest]]) -> str:
     return "\n".join(lines) + "\n\n" + _markdown(header, body)
 
 
+CONTROL = "random"  # the control method: uniformly random masks at the same sparsity and pattern
+
+
+@dataclass(frozen=True)
+class ControlTest:
+    """One point of a method against the ``random`` point at the same pattern and sparsity on one robust
+    metric, on the same examples: the exact McNemar test with random pruning as the baseline (``lost``: right
+    only under random pruning, ``gained``: right only under the method), one-sided "greater" (H1: the method
+    scores higher), and its Holm-adjusted p-value over all the control tests of that metric."""
+
+    key: str
+    method: str
+    row: Row
+    random: Row
+    test: McNemarResult
+    adjusted: float
+
+    @property
+    def survives(self) -> bool:
+        return self.adjusted <= ALPHA
+
+
+def control_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dict[str, Any]]
+                  ) -> dict[str, list[ControlTest]]:
+    """Per robust metric key, every method's point (any pattern, any method but the dense model and the
+    control) tested against the :data:`CONTROL` point of the same pattern and sparsity, paired on the same
+    examples (:func:`~robustprune.eval.analysis.mcnemar_exact`, one-sided "greater"); one Holm family per
+    metric (:func:`~robustprune.eval.analysis.holm`). Points without per-example files on both sides are not
+    tested. Why: on a fixed adversarial set the dense model scores below chance, so any pruning that pushes
+    predictions toward chance raises the robust accuracy; only a gain over random pruning at the same sparsity
+    is more than that drift."""
+    controls = {(r.pattern, round(float(r.sparsity), 6)): r for r in rows if r.method == CONTROL}
+    families: dict[str, list[tuple[str, Row, Row, McNemarResult]]] = defaultdict(list)
+    for key in _robust_keys(rows):
+        for row in rows:
+            random_row = controls.get((row.pattern, round(float(row.sparsity), 6)))
+            if row.method in ("dense", CONTROL) or random_row is None:
+                continue
+            ours, theirs = vectors.get(_point_of(row), {}).get(key), vectors.get(_point_of(random_row), {}).get(key)
+            if ours is None or theirs is None or ours.shape != theirs.shape:
+                continue
+            families[key].append((row.method, row, random_row, mcnemar_exact(theirs, ours, "greater")))
+    out: dict[str, list[ControlTest]] = {}
+    for key, members in families.items():
+        adjusted = holm([test.pvalue for *_, test in members])
+        out[key] = [ControlTest(key, method, row, random_row, test, p)
+                    for (method, row, random_row, test), p in zip(members, adjusted)]
+    return out
+
+
+def control_section(families: dict[str, list[ControlTest]], collapsed: dict[int, dict[str, bool]]) -> str:
+    """The part of ``analysis.md`` that compares every method with random pruning: per metric how many tests
+    were made and which survive Holm's correction, then one table line per test (``collapsed``: the flags
+    of each row, by ``id(row)``, on the metric's set)."""
+    if not families:
+        return ""
+    intro = (f"Against random pruning (a control): each method's point against the `{CONTROL}` point of the same "
+             "pattern and sparsity on the same examples (exact McNemar: `lost` = right only under random "
+             "pruning, `gained` = right only under the method), one-sided (the method scores higher), p-values "
+             "Holm-adjusted over all the control tests of one metric. On a fixed adversarial set the dense model "
+             "scores below chance, so pruning that only pushes predictions toward chance raises robust accuracy "
+             "too; a gain over the dense model that is not also a gain over random pruning at the same sparsity "
+             f"cannot be told from that drift. A test survives when its adjusted p is <= {ALPHA:g}.")
+    lines = ["", intro, ""]
+    for key, family in families.items():
+        kept = [t for t in family if t.survives]
+        which = ": " + ", ".join(f"{t.method} {_pattern_label(t.row)}" for t in kept) if kept else ""
+        verb = "survives" if len(kept) == 1 else "survive"
+        lines.append(f"- {_metric_name(key)} vs random pruning: {len(family)} tests, {len(kept)} {verb} Holm at "
+                     f"{ALPHA:g}{which}.")
+    header = ["metric", "method", "pattern", "sparsity", "method acc", "random acc", "lost", "gained",
+              "p (exact McNemar, one-sided)", "p (Holm)", "survives", "collapsed (method / random)"]
+
+    def flag(row: Row, key: str) -> str:
+        return "yes" if collapsed.get(id(row), {}).get(_set_of(key), False) else "no"
+
+    body = [[_metric_name(t.key), t.method, t.row.pattern, f"{t.row.sparsity:.2f}", _fmt(t.row.metrics.get(t.key)),
+             _fmt(t.random.metrics.get(t.key)), str(t.test.lost), str(t.test.gained), f"{t.test.pvalue:.4g}",
+             f"{t.adjusted:.4g}", "yes" if t.survives else "no", f"{flag(t.row, t.key)} / {flag(t.random, t.key)}"]
+            for family in families.values() for t in family]
+    return "\n".join(lines) + "\n\n" + _markdown(header, body)
+
+
+def _pattern_label(row: Row) -> str:
+    return f"{row.sparsity:.2f}" if row.pattern == "unstructured" else f"{row.pattern} ({row.sparsity:.2f})"
+
+
+def control_findings(families: dict[str, list[ControlTest]]) -> list[str]:
+    """In words, per method and robust metric: whether any of its points scores significantly above random
+    pruning at the same sparsity and pattern (surviving Holm over that metric's control tests)."""
+    lines = []
+    for key, family in families.items():
+        name = _column_name(key)
+        how = f"exact McNemar, one-sided, Holm over the {len(family)} control tests of {name}"
+        for method in sorted({t.method for t in family}):
+            above = [t for t in family if t.method == method and t.survives]
+            if above:
+                where = ", ".join(f"{_pattern_label(t.row)} ({t.row.metrics[key]:.1f} vs {t.random.metrics[key]:.1f})"
+                                  for t in above)
+                lines.append(f"{method}: {name} is significantly above random pruning's at the same sparsity and "
+                             f"pattern at {where} ({how}).")
+            else:
+                lines.append(f"{method}: {name} is never significantly above random pruning's at the same sparsity "
+                             f"and pattern ({how}): any gain over the dense model there cannot be told from drift "
+                             "toward chance.")
+    return lines
+
+
 def findings(rows: Sequence[Row], paired: dict[tuple[str, str], PairedCurve], majorities: dict[str, float]
              ) -> list[str]:
     """What the numbers support, in plain words: for each pair of methods whether one keeps clean accuracy
@@ -606,7 +716,8 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
     paths["results.csv"].write_text(_csv(*results_table(rows, collapsed, split_intervals=True)), encoding="utf-8")
     paths["results.md"].write_text(_markdown(*results_table(rows, collapsed)) + runtime_note(records),
                                    encoding="utf-8")
-    paired = paired_curves(rows, collapsed, epsilon, _correct_vectors(records, results_path.parent))
+    vectors = _correct_vectors(records, results_path.parent)
+    paired = paired_curves(rows, collapsed, epsilon, vectors)
     a_header, a_body = analysis_table(rows, collapsed, epsilon, paired)
     paths["analysis.csv"].write_text(_csv(a_header, a_body), encoding="utf-8")
     note = (f"\nES: largest sparsity within {epsilon:g} point(s) of the dense model at it and every lower "
@@ -623,10 +734,12 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
             "is a two-sided permutation test (exact up to 7 points). In results.md, accuracies read mean [low, high]: the 95% "
             "Wilson interval over the evaluated examples (pooled over seeds), with ± the standard deviation "
             "over seeds when there are several; plots draw the interval as a band.\n")
-    supported = findings(rows, paired, majorities)
+    controls = control_tests(rows, vectors)
+    supported = findings(rows, paired, majorities) + control_findings(controls)
     words = "\nWhat the numbers support:\n\n" + "".join(f"- {line}\n" for line in supported) if supported else ""
-    paths["analysis.md"].write_text(_markdown(a_header, a_body) + note + words + tests_section(point_tests(paired)),
-                                    encoding="utf-8")
+    flags_by_row = {id(row): flags for row, flags in zip(rows, collapsed)}
+    paths["analysis.md"].write_text(_markdown(a_header, a_body) + note + words + tests_section(point_tests(paired))
+                                    + control_section(controls, flags_by_row), encoding="utf-8")
     drawn: list[Path] = []
     if plots:
         es_clean = {line[0]: float(line[3]) if line[3] else math.nan for line in a_body}
@@ -678,4 +791,4 @@ def _paper_table_kind(config_json: Path) -> str | None:
                          "or delete it to report without the paper table") from None
 
 
-__all__ = ["Report", "aggregate", "build_report", "runtime_note"]
+__all__ = ["CONTROL", "ControlTest", "Report", "aggregate", "build_report", "control_tests", "runtime_note"]

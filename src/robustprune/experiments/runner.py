@@ -182,7 +182,8 @@ def _run_locked(config: ExperimentConfig, data: SweepData, out: Path, progress: 
                 continue
             setup = prepare_seed(config, data, out, seed, progress, device)
             pruner = PointPruner(config, setup.base, setup.tokenizer, data.train, seed,
-                                 out / "checkpoints" / fingerprint, progress, pretrained=setup.pretrained)
+                                 out / "checkpoints" / fingerprint, progress, pretrained=setup.pretrained,
+                                 robust=data.robust)
             for point in seed_points:
                 bar.set_postfix_str(f"{point.method} {point.pattern} {point.sparsity:.2f}")
                 finish(compute_point(config, setup, pruner, evaluator, point, progress))

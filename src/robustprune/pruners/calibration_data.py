@@ -110,6 +110,13 @@ def dataset_calibration_texts(
     return texts
 
 
+def auto_mode(texts: Sequence[str], num_samples: int) -> str:
+    """The mode that suits a text source of unknown shape: ``"first"`` (one text per sample) when it
+    holds at least ``num_samples`` texts, else ``"windows"`` (``num_samples`` windows cut from its
+    concatenated texts)."""
+    return "first" if len(texts) >= num_samples else "windows"
+
+
 def _real_max_length(tokenizer: Any) -> int | None:
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < _NO_REAL_LIMIT:
@@ -270,4 +277,4 @@ def calibration_batches(
     return _window_batches(tokenizer, texts, num_samples, seq_len, batch_size, seed, add_special_tokens)
 
 
-__all__ = ["MODES", "calibration_batches", "dataset_calibration_texts"]
+__all__ = ["MODES", "auto_mode", "calibration_batches", "dataset_calibration_texts"]
