@@ -201,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--list", action="store_true", help="list the shipped configs, one line each, and exit")
     run.add_argument("--quick", action="store_true",
                      help="a much smaller smoke run of the same experiment (few examples, one sparsity and seed)")
-    run.add_argument("--size", choices=["cpu", "paper"], default="cpu",
-                     help="cpu: the config as written, sized for a laptop (default); paper: the paper's model, full "
+    run.add_argument("--size", choices=["small", "paper"], default="small",
+                     help="small: the config as written, sized for a laptop (default); paper: the paper's model, full "
                           "data, epochs and evaluated examples, the same protocol (a GPU run; needs the Hub)")
     run.add_argument("--protocol", action="store_true",
                      help="print the run's protocol table (the paper's value and this run's, per element) and exit")

@@ -217,4 +217,4 @@ def test_protocol_files_are_checked(tmp_path):
 
 
 def test_sizes_are_the_catalogs():
-    assert catalog.SIZES == ("cpu", "paper")
+    assert catalog.SIZES == ("small", "paper")

@@ -6,7 +6,7 @@ Each ``configs/<name>.yaml`` is an ordinary config whose header comments say wha
     # follows: the paper whose main table it reproduces in shape
     # runtime: what a full run took on 2 cores
 
-``robustprune run NAME`` runs one at its default size, small enough for a laptop (size ``cpu``);
+``robustprune run NAME`` runs one at its default size, small enough for a laptop (size ``small``);
 ``--size paper`` runs it at the paper's size (:func:`robustprune.experiments.protocol.paper_size`: the
 paper's model, full data, epochs and evaluated examples; the protocol is the same); ``--quick`` shrinks it
 (:func:`quick_version`) to a smoke run of the same methods, patterns, evaluations and paper table in a
@@ -24,7 +24,7 @@ from robustprune.experiments.config import ConfigError, ExperimentConfig, parse_
 from robustprune.experiments.protocol import ProtocolError, load_protocol, lookup, paper_size, same_value
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-SIZES = ("cpu", "paper")  # the config as written; the paper's sizes (its protocol's size elements)
+SIZES = ("small", "paper")  # the config as written, sized for a laptop; the paper's sizes (its protocol's size elements)
 QUICK_REASON = "--quick: a smoke run at toy size, not the paper's protocol"
 _HEADER_KEYS = ("summary", "follows", "runtime")
 # what --quick sets in the trained methods' blocks (their FreeLB / PGD blocks also drop to 2 steps)
@@ -148,8 +148,8 @@ def resolve_config(name_or_path: str | Path) -> Path:
                             f"{', '.join(shipped)} (robustprune run --list)")
 
 
-def load_named_config(name_or_path: str | Path, *, quick: bool = False, size: str = "cpu") -> ExperimentConfig:
-    """Read and validate a config file or shipped config, at ``size`` (``cpu``: as written; ``paper``: every
+def load_named_config(name_or_path: str | Path, *, quick: bool = False, size: str = "small") -> ExperimentConfig:
+    """Read and validate a config file or shipped config, at ``size`` (``small``: as written; ``paper``: every
     size element of the protocol it names at the paper's value) or as its :func:`quick_version`.
 
     Raises:
@@ -159,11 +159,11 @@ def load_named_config(name_or_path: str | Path, *, quick: bool = False, size: st
     """
     if size not in SIZES:
         raise ConfigError(f"size: expected one of {list(SIZES)}, got {size!r}")
-    if quick and size != "cpu":
+    if quick and size != "small":
         raise ConfigError("--quick is a smoke run at toy size; it does not combine with --size paper")
     path = resolve_config(name_or_path)
     raw = read_config_file(path)
-    if (quick or size != "cpu") and not isinstance(raw, dict):
+    if (quick or size != "small") and not isinstance(raw, dict):
         raise ConfigError(f"{str(path)!r}: expected a mapping at the top level, got {type(raw).__name__}")
     if size == "paper":
         if raw.get("paper") is None:
