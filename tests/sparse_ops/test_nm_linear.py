@@ -53,6 +53,31 @@ def test_backward_matches_masked_dense(n, m, dtype):
         assert not within_bound(grad * 1.03, bound)  # an error of 3 % is caught, in fp32 as in fp16 / bf16
 
 
+@pytest.mark.parametrize("n,m", [(2, 4), (5, 16)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_shape", [(1,), (3, 5)])
+def test_exact_on_integers(n, m, dtype, batch_shape):
+    """Values in -2..2 (|y| <= 4 * 30 kept products + 2, |grads| <= 4 * 29): every product and partial sum is
+    exact in fp32 and every result an integer each format holds, so forward and gradients must be exact; an
+    error of one ulp is caught, in fp32 too."""
+    g = torch.Generator().manual_seed(4)
+    w = torch.randint(-2, 3, (29, 6 * m), generator=g).to(dtype)
+    w = w * nm_mask(w, n, m)
+    x = torch.randint(-2, 3, (*batch_shape, 6 * m), generator=g).to(dtype)
+    b = torch.randint(-2, 3, (29,), generator=g).to(dtype)
+    grad_y = torch.randint(-2, 3, (*batch_shape, 29), generator=g).to(dtype)
+    values, metadata = nm_compress(w, n, m)
+    exact = x.double() @ w.double().t()
+    assert torch.equal(nm_linear(x, values, metadata, b, n, m).double(), exact + b.double())
+    values.requires_grad_()
+    xs = x.clone().requires_grad_()
+    nm_linear(xs, values, metadata, None, n, m).backward(grad_y)
+    lanes = unpack_indices(metadata, values.shape[1], m).view(29, -1, n)
+    grad_w = grad_y.double().reshape(-1, 29).t() @ x.double().reshape(-1, 6 * m)
+    assert torch.equal(xs.grad.double(), grad_y.double() @ w.double())
+    assert torch.equal(values.grad.double(), torch.gather(grad_w.view(29, -1, m), 2, lanes).flatten(1))
+
+
 def test_opcheck():
     w, x, b = problem(8, 16, 2, 4, torch.float32, (3,), seed=3)
     values, metadata = nm_compress(w, 2, 4)
