@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -164,7 +165,7 @@ def summary_markdown(parts: Sequence[Part], env: dict[str, str], total_s: float,
         for op in sorted(set(triton) | set(cpu)):
             lines.append(f"| {part.name} | {op} | {triton.get(op, 0)} | {', '.join(devices.get(op, [])) or '-'} | "
                          f"{cpu.get(op, 0)} |")
-    lines += ["", "## Commands", ""] + [f"- {part.name}: `{' '.join(part.command)}`" for part in parts]
+    lines += ["", "## Commands", ""] + [f"- {part.name}: `{shlex.join(part.command)}`" for part in parts]
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +193,7 @@ def _run_part(name: str, command: list[str], out: Path, env: dict[str, str], tim
     child_env = dict(env)
     if launch_log:
         child_env[LAUNCH_LOG_ENV] = str(log_path)
-    print(f"acceptance: {name}: {' '.join(command)}", file=sys.stderr, flush=True)
+    print(f"acceptance: {name}: {shlex.join(command)}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
         result = subprocess.run(command, cwd=REPO, env=child_env, capture_output=True, text=True, timeout=timeout_s,
@@ -203,7 +204,7 @@ def _run_part(name: str, command: list[str], out: Path, env: dict[str, str], tim
         stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
         stderr = expired.stderr.decode() if isinstance(expired.stderr, bytes) else (expired.stderr or "")
     seconds = time.perf_counter() - start
-    (logs / f"{slug}.log").write_text(f"$ {' '.join(command)}\n\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+    (logs / f"{slug}.log").write_text(f"$ {shlex.join(command)}\n\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
                                       encoding="utf-8")
     launches = json.loads(log_path.read_text()) if launch_log and log_path.is_file() else None
     detail = ""

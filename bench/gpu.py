@@ -64,11 +64,13 @@ class Device:
     name: str
     peak_bytes_per_s: float | None
     peak_flops: Callable[[torch.dtype], float | None]
+    repeats: int = 5  # timed calls per case (the median is reported)
 
     @classmethod
     def detect(cls, smoke: bool) -> Device:
-        if smoke:
-            return cls(torch.device("cpu"), "CPU (smoke run: tiny shapes, no peaks)", None, lambda dtype: None)
+        if smoke:  # the harness is what a smoke run checks: one timed call per case (the interpreter is slow)
+            return cls(torch.device("cpu"), "CPU (smoke run: tiny shapes, no peaks)", None, lambda dtype: None,
+                       repeats=1)
         import triton.testing
         from triton.runtime import driver
 
@@ -83,8 +85,11 @@ class Device:
         return cls(torch.device("cuda"), torch.cuda.get_device_name(), float(triton.testing.get_dram_gbps()) * 1e9,
                    peak_flops)
 
-    def time(self, fn: Callable[[], object], setup: Callable[[], tuple] | None = None, repeats: int = 5) -> float:
-        """Median seconds of ``fn`` (``setup`` untimed before each call, for ops that work in place)."""
+    def time(self, fn: Callable[[], object], setup: Callable[[], tuple] | None = None,
+             repeats: int | None = None) -> float:
+        """Median seconds of ``fn``: triton's ``do_bench`` on CUDA; otherwise (or with a ``setup``, run untimed
+        before each call, for ops that work in place) one warm-up call, then ``repeats`` timed calls (default:
+        the device's)."""
         if self.torch_device.type == "cuda" and setup is None:
             import triton.testing
 
@@ -94,7 +99,7 @@ class Device:
             timed = Case(lambda *args: (fn(*args), torch.cuda.synchronize()), setup or tuple)
         else:
             timed = Case(fn, setup or tuple)
-        return median_times({"ours": timed}, repeats)["ours"]
+        return median_times({"ours": timed}, repeats or self.repeats)["ours"]
 
 
 @dataclass(frozen=True)
