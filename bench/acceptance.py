@@ -239,6 +239,7 @@ def _smoke_config(name: str, out: Path) -> str:
 
 def run_acceptance(out: Path, smoke: bool) -> bool:
     """Run every part, write the summary into ``out``; returns the verdict (see the module docstring)."""
+    out = out.resolve()  # the children run in the repository root
     out.mkdir(parents=True, exist_ok=True)
     env = {key: value for key, value in os.environ.items() if key not in ("ROBUSTPRUNE_ROUTE", LAUNCH_LOG_ENV)}
     env["TRITON_INTERPRET"] = "1" if smoke else "0"

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from robustprune.data.bundled import SST2_SAMPLE_DIR
+from robustprune.sparse_ops.backend import triton_interpreter_active
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -30,7 +31,7 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # (`TRITON_INTERPRET=0 python -m pytest -m cuda`, what `python -m bench.gpu --acceptance` runs). Every kernel
 # test module takes the `kernel_device` fixture (small ragged shapes on both) and `cuda_device` for the
 # real layer shapes (CUDA only: far too slow interpreted). Both compare against the CPU path.
-_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+_INTERPRETED = triton_interpreter_active()
 CUDA_MARKS = (pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(),
                                  reason="needs a CUDA device (torch.cuda.is_available() is False)"),
