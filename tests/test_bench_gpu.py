@@ -93,8 +93,8 @@ def test_acceptance_verdict_and_summary(tmp_path):
     summary = (tmp_path / "bad" / "acceptance.md").read_text()
     assert summary.startswith("# GPU acceptance run: FAIL\n")
     for reason in ("- bench.gpu: robustprune::nm_mask ran its CPU kernel 1 time(s)", "- kernel tests: no test passed",
-                   "- took 1 min 07 s, over the 1.0 s budget"):  # 60 s budget: formatted as a duration
-        assert reason.replace("1.0 s", "1 min 00 s") in summary, reason
+                   "- took 1 min 07 s, over the 1 min 00 s budget"):
+        assert reason in summary, reason
     assert "| bench.gpu | robustprune::nm_mask | 1 | cpu | 1 |" in summary
     assert judge(Part("run", ["run"], 0, 1.0, "", routed), "cuda").problems == [
         "robustprune::nm_compress received tensors on cpu (expected cuda)",
