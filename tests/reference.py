@@ -66,7 +66,7 @@ def linear_error_bound(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
     expected = F.linear(x, w, bias)
     magnitude = F.linear(x.abs(), w.abs(), None if bias is None else bias.abs())
     k = w.shape[1] + 1
-    u = conversion * UNIT_ROUNDOFF[dtype] if dtype != torch.float32 else conversion * FP32
+    u = conversion * UNIT_ROUNDOFF[dtype]
     products = (1 + inputs) ** 2
     path = (products - 1) + _gamma(k, accumulation) * products
     bound = u * expected.abs() + (1 + u) ** 2 * (path + _gamma(k, FP64)) * magnitude
