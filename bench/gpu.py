@@ -1,4 +1,5 @@
-"""The first-GPU benchmark: ``python -m bench.gpu [--quick] [--out FILE.md]``, one command on a CUDA machine.
+"""The first-GPU benchmark: ``python -m bench.gpu [--quick] [--out FILE.md]``, one command on a CUDA machine;
+and the prepared acceptance run: ``python -m bench.gpu --acceptance [--out DIR]``.
 
 Runs every robustprune op on BERT-base and LLaMA-7B layer shapes and prints, per workload, our time, the
 bytes and FLOPs of each launch's model (the models documented next to the kernels), the bandwidth and
@@ -17,6 +18,19 @@ Times are ``triton.testing.do_bench`` medians (CUDA events, L2 flushed). The Mar
 writes with ``--out``) is the format of the README's GPU table. Without CUDA it exits with one line.
 ``--smoke`` runs the same code on the CPU with tiny shapes (no peaks, wall-clock medians): how the
 tests check the harness on a machine without a GPU.
+
+``--acceptance`` (:mod:`bench.acceptance`) is what a GPU session runs, one command within 8 minutes on an
+H100: each as a child process, the CUDA kernel tests (``TRITON_INTERPRET=0 python -m pytest -m cuda`` over
+the kernel test modules: every kernel against the CPU path at small ragged and at BERT-base / LLaMA-7B
+shapes, to the error bounds of its arithmetic), this benchmark at ``--quick``, and ``robustprune run
+essential-sparsity --quick --device cuda`` and ``robustprune run robust-tickets --quick --device cuda``. The
+children write the ops' launch counters and the devices of the tensors each op received
+(``ROBUSTPRUNE_LAUNCH_LOG``); the verdict requires every op called to have run its Triton kernel (no CPU
+kernel), on CUDA tensors. It writes ``DIR/acceptance.md`` (pass / fail per part, wall times, device, torch /
+CUDA / Triton versions, launches per op), ``DIR/acceptance.json``, the benchmark table ``DIR/bench-gpu.md``
+and each child's output under ``DIR/logs/`` (default DIR: ``results/acceptance``); exit status 0 only when
+everything passed. ``--acceptance --smoke`` runs the same driver on the CPU with the Triton interpreter
+(the interpreted kernel tests, ``--smoke`` here, the two sweeps on a 2-layer BERT): how the tests check it.
 """
 
 from __future__ import annotations
@@ -50,11 +64,13 @@ class Device:
     name: str
     peak_bytes_per_s: float | None
     peak_flops: Callable[[torch.dtype], float | None]
+    repeats: int = 5  # timed calls per case (the median is reported)
 
     @classmethod
     def detect(cls, smoke: bool) -> Device:
-        if smoke:
-            return cls(torch.device("cpu"), "CPU (smoke run: tiny shapes, no peaks)", None, lambda dtype: None)
+        if smoke:  # the harness is what a smoke run checks: one timed call per case (the interpreter is slow)
+            return cls(torch.device("cpu"), "CPU (smoke run: tiny shapes, no peaks)", None, lambda dtype: None,
+                       repeats=1)
         import triton.testing
         from triton.runtime import driver
 
@@ -69,8 +85,11 @@ class Device:
         return cls(torch.device("cuda"), torch.cuda.get_device_name(), float(triton.testing.get_dram_gbps()) * 1e9,
                    peak_flops)
 
-    def time(self, fn: Callable[[], object], setup: Callable[[], tuple] | None = None, repeats: int = 5) -> float:
-        """Median seconds of ``fn`` (``setup`` untimed before each call, for ops that work in place)."""
+    def time(self, fn: Callable[[], object], setup: Callable[[], tuple] | None = None,
+             repeats: int | None = None) -> float:
+        """Median seconds of ``fn``: triton's ``do_bench`` on CUDA; otherwise (or with a ``setup``, run untimed
+        before each call, for ops that work in place) one warm-up call, then ``repeats`` timed calls (default:
+        the device's)."""
         if self.torch_device.type == "cuda" and setup is None:
             import triton.testing
 
@@ -80,7 +99,7 @@ class Device:
             timed = Case(lambda *args: (fn(*args), torch.cuda.synchronize()), setup or tuple)
         else:
             timed = Case(fn, setup or tuple)
-        return median_times({"ours": timed}, repeats)["ours"]
+        return median_times({"ours": timed}, repeats or self.repeats)["ours"]
 
 
 @dataclass(frozen=True)
@@ -265,13 +284,22 @@ def run(quick: bool, smoke: bool) -> tuple[Device, list[Measurement]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="BERT-base shapes only, no global_unstructured")
-    parser.add_argument("--out", help="also write the Markdown table to this file")
+    parser.add_argument("--out", help="also write the Markdown table to this file (with --acceptance: the "
+                        "directory of the summary, default results/acceptance)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the harness")
+    parser.add_argument("--acceptance", action="store_true", help="the acceptance run: CUDA kernel tests, this "
+                        "benchmark at --quick and two --quick sweeps on CUDA, checked by the ops' launch counters")
     args = parser.parse_args(argv)
     if not args.smoke and not torch.cuda.is_available():
         print("bench.gpu: no CUDA device here (torch.cuda.is_available() is False); run it on a machine with an "
               "NVIDIA GPU and a CUDA build of torch", file=sys.stderr)
         return 1
+    if args.acceptance:
+        from pathlib import Path
+
+        from bench.acceptance import run_acceptance
+
+        return 0 if run_acceptance(Path(args.out or "results/acceptance"), args.smoke) else 1
     device, measurements = run(args.quick, args.smoke)
     text = table(device, measurements)
     print(text)

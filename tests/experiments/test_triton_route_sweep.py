@@ -10,7 +10,6 @@ vocabulary, from a model folder the test writes (``model.name`` is any local fol
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
@@ -31,21 +30,10 @@ SPARSITY_TOLERANCE = 1e-6
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, minilm_path):
-    import shutil
+def tiny_model_dir(tmp_path_factory):
+    from bench.workloads import write_tiny_bert
 
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                                                     num_attention_heads=2, intermediate_size=64, num_labels=2))
-    model.save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (Path(minilm_path) / name).is_file():
-            shutil.copy(Path(minilm_path) / name, folder / name)
-    return str(folder)
+    return str(write_tiny_bert(tmp_path_factory.mktemp("tiny-bert")))
 
 
 def _run(config, out, route):

@@ -5,15 +5,7 @@ import torch.nn.functional as F
 from robustprune.ops import nm_compress, nm_linear, nm_mask
 from robustprune.sparse_ops.nm_format import unpack_indices
 from tests.conftest import DTYPES
-from tests.reference import within_rounding
-
-# Relative tolerances: fp16/bf16 round every product and partial sum differently from fp32 BLAS.
-RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
-
-
-def close(actual, expected, dtype):
-    scale = expected.abs().max().clamp_min(1.0)
-    return float((actual.float() - expected).abs().max()) <= RTOL[dtype] * float(scale) * 4
+from tests.reference import nm_linear_backward_bounds, within_bound, within_rounding
 
 
 def problem(out, in_features, n, m, dtype, batch_shape, seed=0):
@@ -33,8 +25,8 @@ def test_forward_matches_masked_dense_linear(n, m, dtype, batch_shape):
     values, metadata = nm_compress(w, n, m)
     assert within_rounding(nm_linear(x, values, metadata, b, n, m), x, w, b, dtype)
     assert within_rounding(nm_linear(x, values, metadata, None, n, m), x, w, None, dtype)
-    if dtype != torch.float32:  # an output off by 3 % (well above two roundings) is caught
-        assert not within_rounding(nm_linear(x, values, metadata, b, n, m) * 1.03, x, w, b, dtype)
+    # an output off by 3 % is caught (in fp32 too: the reference is float64)
+    assert not within_rounding(nm_linear(x, values, metadata, b, n, m) * 1.03, x, w, b, dtype)
 
 
 def test_many_row_blocks_cpu():
@@ -54,13 +46,36 @@ def test_backward_matches_masked_dense(n, m, dtype):
     grad_y = torch.randn(2, 3, 29, generator=torch.Generator().manual_seed(2)).to(dtype)
     nm_linear(xs, values, metadata, bias, n, m).backward(grad_y)
 
-    xr, wr, br = (t.float().clone().requires_grad_() for t in (x, w, b))
-    F.linear(xr, wr, br).backward(grad_y.float())
     lanes = unpack_indices(metadata, values.shape[1], m).view(29, -1, n)
-    expected_values_grad = torch.gather(wr.grad.view(29, -1, m), 2, lanes).flatten(1)
-    assert close(xs.grad, xr.grad, dtype)
-    assert close(values.grad, expected_values_grad, dtype)
-    assert close(bias.grad, br.grad, dtype)
+    bounds = nm_linear_backward_bounds(grad_y, x, w, lanes, dtype)
+    for grad, bound in zip((xs.grad, values.grad, bias.grad), bounds, strict=True):
+        assert grad.dtype == dtype and within_bound(grad, bound)
+        assert not within_bound(grad * 1.03, bound)  # an error of 3 % is caught, in fp32 as in fp16 / bf16
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (5, 16)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_shape", [(1,), (3, 5)])
+def test_exact_on_integers(n, m, dtype, batch_shape):
+    """Values in -2..2 (|y| <= 4 * 30 kept products + 2, |grads| <= 4 * 29): every product and partial sum is
+    exact in fp32 and every result an integer each format holds, so forward and gradients must be exact; an
+    error of one ulp is caught, in fp32 too."""
+    g = torch.Generator().manual_seed(4)
+    w = torch.randint(-2, 3, (29, 6 * m), generator=g).to(dtype)
+    w = w * nm_mask(w, n, m)
+    x = torch.randint(-2, 3, (*batch_shape, 6 * m), generator=g).to(dtype)
+    b = torch.randint(-2, 3, (29,), generator=g).to(dtype)
+    grad_y = torch.randint(-2, 3, (*batch_shape, 29), generator=g).to(dtype)
+    values, metadata = nm_compress(w, n, m)
+    exact = x.double() @ w.double().t()
+    assert torch.equal(nm_linear(x, values, metadata, b, n, m).double(), exact + b.double())
+    values.requires_grad_()
+    xs = x.clone().requires_grad_()
+    nm_linear(xs, values, metadata, None, n, m).backward(grad_y)
+    lanes = unpack_indices(metadata, values.shape[1], m).view(29, -1, n)
+    grad_w = grad_y.double().reshape(-1, 29).t() @ x.double().reshape(-1, 6 * m)
+    assert torch.equal(xs.grad.double(), grad_y.double() @ w.double())
+    assert torch.equal(values.grad.double(), torch.gather(grad_w.view(29, -1, m), 2, lanes).flatten(1))
 
 
 def test_opcheck():

@@ -1,7 +1,15 @@
 """``robustprune.ops.route("triton")``: every op with a Triton kernel takes it on CPU tensors (the
-interpreter), counted by the launch counters, and gives what the CPU route gives."""
+interpreter), counted by the launch counters, and gives what the CPU route gives; on CUDA tensors (where a
+GPU is) every op launches its Triton kernel without any route. ``record_devices`` keeps the devices of the
+tensors each op received, and ``ROBUSTPRUNE_ROUTE`` / ``ROBUSTPRUNE_LAUNCH_LOG`` do the same for a whole
+(child) process."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +17,8 @@ import torch
 from robustprune import ops
 from robustprune.sparse_ops.backend import triton_interpreter_active
 
-pytestmark = pytest.mark.skipif(not triton_interpreter_active(), reason="needs TRITON_INTERPRET=1 (tests/conftest.py)")
+needs_interpreter = pytest.mark.skipif(not triton_interpreter_active(), reason="needs TRITON_INTERPRET=1 "
+                                       "(tests/conftest.py)")
 
 
 def _both_routes(fn):
@@ -25,8 +34,11 @@ def _both_routes(fn):
     return cpu, triton, counts
 
 
+_device = {"name": "cpu"}  # where the cases put their tensors (the CUDA test sets "cuda")
+
+
 def _weight(shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(_device["name"])
 
 
 def _case_nm_mask():
@@ -70,7 +82,7 @@ def _case_magnitude():
 
 def _case_hard_concrete():
     w, log_alpha = _weight((4, 16)), _weight((4, 16), seed=3)
-    noise = ops.sample_hard_concrete_noise(w, generator=torch.Generator().manual_seed(4))
+    noise = ops.sample_hard_concrete_noise(w.cpu(), generator=torch.Generator().manual_seed(4)).to(w.device)
 
     def run():
         la = log_alpha.clone().requires_grad_()
@@ -103,6 +115,17 @@ CASES = {
 }
 
 
+def _assert_same(cpu, triton):
+    cpu, triton = (cpu if isinstance(cpu, tuple) else (cpu,)), (triton if isinstance(triton, tuple) else (triton,))
+    for a, b in zip(cpu, triton, strict=True):
+        b = b.cpu()
+        if a.dtype.is_floating_point:  # fp32 throughout: IEEE arithmetic, summation order may differ
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        else:
+            assert torch.equal(b, a)
+
+
+@needs_interpreter
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_each_op_launches_its_triton_kernel_under_the_route_and_equals_the_cpu_route(case):
     make, expected = CASES[case]
@@ -110,12 +133,86 @@ def test_each_op_launches_its_triton_kernel_under_the_route_and_equals_the_cpu_r
     assert counts["cpu"]["triton"] == {} and set(counts["cpu"]["cpu"]) >= expected  # CPU kernels only
     # the route: no CPU kernel at all (the CPU nm_compress also calls nm_mask; the Triton one needs no mask)
     assert counts["triton"]["cpu"] == {} and set(counts["triton"]["triton"]) == expected
-    cpu, triton = (cpu if isinstance(cpu, tuple) else (cpu,)), (triton if isinstance(triton, tuple) else (triton,))
-    for a, b in zip(cpu, triton, strict=True):
-        if a.dtype.is_floating_point:  # fp32 throughout: IEEE arithmetic, summation order may differ
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-        else:
-            assert torch.equal(b, a)
+    _assert_same(cpu, triton)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_record_devices_keeps_the_devices_each_op_received(case):
+    make, expected = CASES[case]
+    run = make()
+    ops.reset_launch_counts()
+    with ops.route("triton"):
+        run()  # not recorded: counted only
+        assert ops.launch_devices("triton") == {} and set(ops.launch_counts("triton")) == expected
+        with ops.record_devices():
+            run()
+    assert ops.launch_devices("triton") == {op: ["cpu"] for op in expected} and ops.launch_devices("cpu") == {}
+    report = ops.launch_report()
+    assert report["route"] == "cpu" and report["devices"]["triton"] == ops.launch_devices("triton")
+    assert report["launches"]["triton"] == {op: 2 for op in expected}
+    ops.reset_launch_counts()
+    assert ops.launch_devices("triton") == {} and ops.launch_counts("triton") == {}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_op_launches_its_triton_kernel_on_cuda_tensors(cuda_device, case):
+    make, expected = CASES[case]
+    cpu = make()()  # the CPU kernels (the interpreter is off on a GPU run: no Triton route here)
+    _device["name"] = "cuda"
+    try:
+        run = make()
+        ops.reset_launch_counts()
+        with ops.record_devices():
+            on_cuda = run()
+    finally:
+        _device["name"] = "cpu"
+    assert ops.launch_counts("cpu") == {} and set(ops.launch_counts("triton")) == expected
+    assert ops.launch_devices("triton") == {op: [str(torch.device("cuda", torch.cuda.current_device()))]
+                                            for op in expected}
+    ops.reset_launch_counts()
+    _assert_same(cpu, on_cuda)
+
+
+@needs_interpreter
+def test_the_environment_names_the_route_and_the_log_is_the_report(tmp_path, monkeypatch):
+    from robustprune.sparse_ops import backend
+
+    monkeypatch.setenv("ROBUSTPRUNE_ROUTE", "triton")
+    assert backend._route_from_environment() == "triton"
+    monkeypatch.setenv("ROBUSTPRUNE_ROUTE", "")
+    assert backend._route_from_environment() == "cpu"
+    monkeypatch.setenv("ROBUSTPRUNE_ROUTE", "gpu")
+    with pytest.raises(ValueError, match=r"ROBUSTPRUNE_ROUTE must be one of \['cpu', 'triton'\], got 'gpu'"):
+        backend._route_from_environment()
+    ops.reset_launch_counts()
+    with ops.route("triton"), ops.record_devices():
+        ops.nm_mask(torch.randn(4, 8), 2, 4)
+    backend._write_launch_log(str(tmp_path / "log.json"))
+    ops.reset_launch_counts()
+    assert json.loads((tmp_path / "log.json").read_text()) == {
+        "route": "cpu", "launches": {"triton": {"robustprune::nm_mask": 1}, "cpu": {}},
+        "devices": {"triton": {"robustprune::nm_mask": ["cpu"]}, "cpu": {}}}
+
+
+@pytest.mark.slow
+@needs_interpreter
+def test_the_environment_sets_the_route_and_writes_the_launch_log(tmp_path):
+    log = tmp_path / "launches.json"
+    code = "import torch; from robustprune import ops; ops.nm_mask(torch.randn(4, 8), 2, 4); ops.nm_mask(torch.randn(4, 8), 2, 4)"
+    env = dict(os.environ, TRITON_INTERPRET="1", ROBUSTPRUNE_ROUTE="triton", ROBUSTPRUNE_LAUNCH_LOG=str(log))
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    assert json.loads(log.read_text()) == {
+        "route": "triton", "launches": {"triton": {"robustprune::nm_mask": 2}, "cpu": {}},
+        "devices": {"triton": {"robustprune::nm_mask": ["cpu"]}, "cpu": {}}}
+    # without the route variable: the CPU kernels, recorded as such
+    env.pop("ROBUSTPRUNE_ROUTE")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    assert json.loads(log.read_text())["launches"] == {"triton": {}, "cpu": {"robustprune::nm_mask": 2}}
+    bad = subprocess.run([sys.executable, "-c", "import robustprune.ops"], env=dict(env, ROBUSTPRUNE_ROUTE="gpu"),
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert bad.returncode != 0
+    assert "ROBUSTPRUNE_ROUTE must be one of ['cpu', 'triton'], got 'gpu'" in bad.stderr
 
 
 def test_the_route_is_restored_and_checked():

@@ -30,9 +30,31 @@ def check_triton_device(tensor: torch.Tensor, name: str) -> None:
 
 
 ROUTES = ("cpu", "triton")
-_route = {"name": "cpu"}  # process-wide, so that the ops called from any thread (attack pools) take it
+# The environment's say, read once at import (so that it reaches a child process): the route every op takes
+# from the start, and a file the launch counts and devices are written to when the process exits.
+ROUTE_ENV = "ROBUSTPRUNE_ROUTE"
+LAUNCH_LOG_ENV = "ROBUSTPRUNE_LAUNCH_LOG"
+
+
+def _check_route(name: str, where: str) -> None:
+    if name not in ROUTES:
+        raise ValueError(f"{where} must be one of {list(ROUTES)}, got {name!r}")
+    if name == "triton" and not triton_interpreter_active():
+        raise RuntimeError(f"{where} 'triton' runs the Triton kernels on CPU tensors through the interpreter: set "
+                           "TRITON_INTERPRET=1 before anything imports triton")
+
+
+def _route_from_environment() -> str:
+    name = os.environ.get(ROUTE_ENV, "") or "cpu"
+    _check_route(name, ROUTE_ENV)
+    return name
+
+
+_route = {"name": _route_from_environment()}  # process-wide, so that the ops called from any thread take it
 _route_lock = threading.Lock()
 _launches: Counter[tuple[str, str]] = Counter()
+_devices: dict[tuple[str, str], set[str]] = {}
+_recording = {"depth": 0}  # > 0: count_launch also records the devices of the tensors it is given
 
 
 @contextlib.contextmanager
@@ -42,17 +64,14 @@ def route(name: str) -> Iterator[None]:
     needs ``TRITON_INTERPRET=1`` set before triton is imported). The route proves on a CPU-only machine
     that a computation reaches the Triton kernels a GPU would run; count the launches with
     :func:`launch_counts`. Process-wide (every thread), restored on exit; CUDA tensors always take the
-    Triton kernels.
+    Triton kernels. ``ROBUSTPRUNE_ROUTE=triton`` in the environment sets the route of a whole process
+    (a child process, say) from its start.
 
     Raises:
         ValueError: an unknown route.
         RuntimeError: ``"triton"`` without the interpreter.
     """
-    if name not in ROUTES:
-        raise ValueError(f"route must be one of {list(ROUTES)}, got {name!r}")
-    if name == "triton" and not triton_interpreter_active():
-        raise RuntimeError("route('triton') runs the Triton kernels on CPU tensors through the interpreter: set "
-                           "TRITON_INTERPRET=1 before anything imports triton")
+    _check_route(name, "route")
     with _route_lock:
         previous, _route["name"] = _route["name"], name
     try:
@@ -67,10 +86,18 @@ def triton_route() -> bool:
     return _route["name"] == "triton"
 
 
-def count_launch(op: str, implementation: str = "triton") -> None:
+def count_launch(op: str, implementation: str = "triton", tensors: tuple = ()) -> None:
     """Count one call of ``op``'s ``implementation`` (``"triton"``: its CUDA implementation, the Triton
-    kernels; ``"cpu"``: its CPU kernel); one dict increment (see :func:`launch_counts`)."""
+    kernels; ``"cpu"``: its CPU kernel); one dict increment (see :func:`launch_counts`). ``tensors`` are the
+    op's tensor arguments (``None`` and lists of tensors allowed): their devices are recorded only inside
+    :func:`record_devices` (or with ``ROBUSTPRUNE_LAUNCH_LOG`` set), otherwise not looked at."""
     _launches[(op, implementation)] += 1
+    if _recording["depth"]:
+        seen = _devices.setdefault((op, implementation), set())
+        for tensor in tensors:
+            for one in (tensor if isinstance(tensor, (list, tuple)) else (tensor,)):
+                if isinstance(one, torch.Tensor):
+                    seen.add(str(one.device))
 
 
 def launch_counts(implementation: str = "triton") -> dict[str, int]:
@@ -79,9 +106,54 @@ def launch_counts(implementation: str = "triton") -> dict[str, int]:
     return {op: count for (op, kind), count in _launches.items() if kind == implementation}
 
 
+@contextlib.contextmanager
+def record_devices() -> Iterator[None]:
+    """Inside the block, every counted call also records the devices of the tensors the op received; read
+    them with :func:`launch_devices`. Costs a set update per tensor per call, nothing outside the block.
+    Process-wide (every thread); blocks nest."""
+    _recording["depth"] += 1
+    try:
+        yield
+    finally:
+        _recording["depth"] -= 1
+
+
+def launch_devices(implementation: str = "triton") -> dict[str, list[str]]:
+    """The devices (``"cpu"``, ``"cuda:0"``, ...) of the tensors each op's ``implementation`` received while
+    recorded (:func:`record_devices`), ``robustprune::NAME`` -> sorted devices, since the last
+    :func:`reset_launch_counts`."""
+    return {op: sorted(devices) for (op, kind), devices in _devices.items() if kind == implementation}
+
+
 def reset_launch_counts() -> None:
-    """Start the launch counters from zero."""
+    """Start the launch counters (and the recorded devices) from zero."""
     _launches.clear()
+    _devices.clear()
+
+
+def launch_report() -> dict[str, Any]:
+    """What the launch counters hold: ``{"route", "launches": {implementation: counts}, "devices":
+    {implementation: devices}}`` (:func:`launch_counts`, :func:`launch_devices`); the content of the
+    ``ROBUSTPRUNE_LAUNCH_LOG`` file."""
+    return {"route": _route["name"],
+            "launches": {kind: launch_counts(kind) for kind in ("triton", "cpu")},
+            "devices": {kind: launch_devices(kind) for kind in ("triton", "cpu")}}
+
+
+def _write_launch_log(path: str) -> None:
+    import json
+
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(launch_report(), handle, indent=1, sort_keys=True)
+    os.replace(temporary, path)
+
+
+if os.environ.get(LAUNCH_LOG_ENV):  # a whole process recorded: devices from the start, the file at exit
+    import atexit
+
+    _recording["depth"] += 1
+    atexit.register(_write_launch_log, os.environ[LAUNCH_LOG_ENV])
 
 
 def flat_chunks(tensor: torch.Tensor, chunk: int = CPU_CHUNK):

@@ -150,7 +150,7 @@ def _gate_op(
 ) -> torch.Tensor:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _gate_triton(weight, log_alpha, noise, gamma, zeta, beta)
-    count_launch("robustprune::hard_concrete_gate", "cpu")
+    count_launch("robustprune::hard_concrete_gate", "cpu", (weight, log_alpha, noise))
     check_hard_concrete(weight, log_alpha, noise, gamma, zeta, beta)
     return hard_concrete_gate_eager(weight, log_alpha, noise, gamma, zeta, beta)
 
@@ -180,7 +180,7 @@ def hard_concrete_gate_eager(
 
 @_gate_op.register_kernel("cuda")
 def _gate_triton(weight, log_alpha, noise, gamma, zeta, beta):
-    count_launch("robustprune::hard_concrete_gate")
+    count_launch("robustprune::hard_concrete_gate", "triton", (weight, log_alpha, noise))
     check_hard_concrete(weight, log_alpha, noise, gamma, zeta, beta)
     check_triton_device(weight, "weight")
     from robustprune.kernels.hard_concrete import hard_concrete_forward
@@ -226,7 +226,7 @@ def _gate_backward_op(
     """(grad_weight, grad_log_alpha); grad_weight is empty (shape (0,)) unless ``weight_grad``."""
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _gate_backward_triton(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
-    count_launch("robustprune::hard_concrete_gate_backward", "cpu")
+    count_launch("robustprune::hard_concrete_gate_backward", "cpu", (grad, weight, log_alpha, noise))
     return hard_concrete_gate_backward_eager(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad)
 
 
@@ -273,7 +273,7 @@ def hard_concrete_gate_backward_eager(
 
 @_gate_backward_op.register_kernel("cuda")
 def _gate_backward_triton(grad, weight, log_alpha, noise, gamma, zeta, beta, weight_grad):
-    count_launch("robustprune::hard_concrete_gate_backward")
+    count_launch("robustprune::hard_concrete_gate_backward", "triton", (grad, weight, log_alpha, noise))
     check_triton_device(weight, "weight")
     from robustprune.kernels.hard_concrete import hard_concrete_backward
 

@@ -80,7 +80,7 @@ def magnitude_thresholds(tensors: Sequence[torch.Tensor],
 def _magnitude_thresholds_op(tensors: list[torch.Tensor], sparsities: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _magnitude_thresholds_triton(tensors, sparsities)
-    count_launch("robustprune::magnitude_thresholds", "cpu")
+    count_launch("robustprune::magnitude_thresholds", "cpu", (tensors,))
     _check_threshold_inputs(tensors, sparsities)
     tensors = [t.contiguous() for t in tensors]
     histogram = chunked_histogram(tensors, _magnitude_bits, MAGNITUDE_BITS, raise_if_nonfinite)
@@ -103,7 +103,7 @@ def _threshold_tensors(threshold_bits: list[int], tie_quota: list[list[int]], de
 
 @_magnitude_thresholds_op.register_kernel("cuda")
 def _magnitude_thresholds_triton(tensors: list[torch.Tensor], sparsities: list[float]):
-    count_launch("robustprune::magnitude_thresholds")
+    count_launch("robustprune::magnitude_thresholds", "triton", (tensors,))
     _check_threshold_inputs(tensors, sparsities)
     from robustprune.kernels.radix_histogram import BLOCKS_PER_PROGRAM, PREFIX_SLOTS, radix_histogram
 
@@ -194,7 +194,7 @@ def magnitude_mask_(weight: torch.Tensor, threshold: float, ties_to_prune: int =
 def _magnitude_mask_op(weight: torch.Tensor, threshold: float, ties_to_prune: int, packed: bool) -> torch.Tensor:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _magnitude_mask_triton(weight, threshold, ties_to_prune, packed)
-    count_launch("robustprune::magnitude_mask_", "cpu")
+    count_launch("robustprune::magnitude_mask_", "cpu", (weight,))
     _check_mask_inputs(weight, threshold, ties_to_prune)
     mask = _empty_mask(weight, packed)
     flat_mask = mask.view(-1)
@@ -249,7 +249,7 @@ def _packing_scratch() -> _PackingScratch:
 
 @_magnitude_mask_op.register_kernel("cuda")
 def _magnitude_mask_triton(weight: torch.Tensor, threshold: float, ties_to_prune: int, packed: bool):
-    count_launch("robustprune::magnitude_mask_")
+    count_launch("robustprune::magnitude_mask_", "triton", (weight,))
     _check_mask_inputs(weight, threshold, ties_to_prune)
     check_triton_device(weight, "weight")
     from robustprune.kernels.threshold_mask import threshold_mask_

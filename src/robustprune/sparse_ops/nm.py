@@ -109,7 +109,7 @@ def compiled_cpu_available() -> bool:
 def _nm_mask_op(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _nm_mask_triton(scores, n, m)
-    count_launch("robustprune::nm_mask", "cpu")
+    count_launch("robustprune::nm_mask", "cpu", (scores,))
     check_nm_scores(scores, n, m)
     mask = CPU_ROUTE.run(lambda kernels: kernels.nm_mask_into(scores.contiguous(),
                                                               torch.empty(scores.shape, dtype=torch.bool), n, m))
@@ -140,7 +140,7 @@ def nm_mask_eager(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 @_nm_mask_op.register_kernel("cuda")
 def _nm_mask_triton(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    count_launch("robustprune::nm_mask")
+    count_launch("robustprune::nm_mask", "triton", (scores,))
     check_nm_scores(scores, n, m)
     check_triton_device(scores, "scores")
     from robustprune.kernels.nm_mask import nm_mask as launch_nm_mask

@@ -125,7 +125,7 @@ def nm_compress(weight: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, tor
 def _nm_compress_op(weight: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _nm_compress_triton(weight, n, m)
-    count_launch("robustprune::nm_compress", "cpu")
+    count_launch("robustprune::nm_compress", "cpu", (weight,))
     _check_compress_input(weight, n, m)
     out, in_features = weight.shape
     kept = kept_per_row(in_features, n, m)
@@ -147,7 +147,7 @@ def _nm_compress_op(weight: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor,
 
 @_nm_compress_op.register_kernel("cuda")
 def _nm_compress_triton(weight: torch.Tensor, n: int, m: int):
-    count_launch("robustprune::nm_compress")
+    count_launch("robustprune::nm_compress", "triton", (weight,))
     _check_compress_input(weight, n, m)
     check_triton_device(weight, "weight")
     from robustprune.kernels.nm_format import compress, pack_index_stream
@@ -196,7 +196,7 @@ def decompress_rows(values: torch.Tensor, metadata: torch.Tensor, n: int, m: int
 def _nm_decompress_op(values: torch.Tensor, metadata: torch.Tensor, n: int, m: int, in_features: int) -> torch.Tensor:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _nm_decompress_triton(values, metadata, n, m, in_features)
-    count_launch("robustprune::nm_decompress", "cpu")
+    count_launch("robustprune::nm_decompress", "cpu", (values, metadata))
     check_compressed(values, metadata, n, m, in_features)
     dense = torch.empty(values.shape[0], in_features, dtype=values.dtype)
     for start in range(0, values.shape[0], _ROWS_PER_STEP):
@@ -207,7 +207,7 @@ def _nm_decompress_op(values: torch.Tensor, metadata: torch.Tensor, n: int, m: i
 
 @_nm_decompress_op.register_kernel("cuda")
 def _nm_decompress_triton(values: torch.Tensor, metadata: torch.Tensor, n: int, m: int, in_features: int):
-    count_launch("robustprune::nm_decompress")
+    count_launch("robustprune::nm_decompress", "triton", (values, metadata))
     check_compressed(values, metadata, n, m, in_features)
     check_triton_device(values, "values")
     from robustprune.kernels.nm_format import decompress

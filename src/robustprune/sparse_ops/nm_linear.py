@@ -114,7 +114,7 @@ def _nm_linear_cpu(x: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor
     dispatcher would do nothing else."""
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _nm_linear_triton(x, values, metadata, bias, n, m)
-    count_launch("robustprune::nm_linear", "cpu")
+    count_launch("robustprune::nm_linear", "cpu", (x, values, metadata, bias))
     in_features, out = in_features_of(values, n, m), values.shape[0]
     x2 = x.reshape(-1, in_features)
     if compiled_forward_applies(x2.shape[0], values, n, m):
@@ -143,7 +143,7 @@ def nm_linear_blas(x2: torch.Tensor, values: torch.Tensor, metadata: torch.Tenso
 
 @_nm_linear_op.register_kernel("cuda")
 def _nm_linear_triton(x, values, metadata, bias, n, m):
-    count_launch("robustprune::nm_linear")
+    count_launch("robustprune::nm_linear", "triton", (x, values, metadata, bias))
     check_nm_linear(x, values, metadata, bias, n, m)
     check_triton_device(values, "values")
     from robustprune.kernels.nm_matmul import nm_linear as launch
@@ -180,7 +180,7 @@ def _nm_linear_backward_op(grad_y: torch.Tensor, x: torch.Tensor, values: torch.
                            n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _nm_linear_backward_triton(grad_y, x, values, metadata, n, m)
-    count_launch("robustprune::nm_linear_backward", "cpu")
+    count_launch("robustprune::nm_linear_backward", "cpu", (grad_y, x, values, metadata))
     in_features = in_features_of(values, n, m)
     gy = grad_y.reshape(-1, values.shape[0])
     x2 = x.reshape(-1, in_features)
@@ -198,7 +198,7 @@ def _nm_linear_backward_op(grad_y: torch.Tensor, x: torch.Tensor, values: torch.
 
 @_nm_linear_backward_op.register_kernel("cuda")
 def _nm_linear_backward_triton(grad_y, x, values, metadata, n, m):
-    count_launch("robustprune::nm_linear_backward")
+    count_launch("robustprune::nm_linear_backward", "triton", (grad_y, x, values, metadata))
     check_triton_device(values, "values")
     from robustprune.kernels.nm_matmul import nm_linear_grad_input, nm_linear_grad_values
 

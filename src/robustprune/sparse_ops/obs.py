@@ -273,7 +273,7 @@ def _sparsegpt_prune_op(weight: torch.Tensor, hinv: torch.Tensor, sparsity: floa
                         blocksize: int) -> torch.Tensor:
     if triton_route():  # route("triton"): the CUDA implementation on these CPU tensors
         return _sparsegpt_prune_triton(weight, hinv, sparsity, n, m, blocksize)
-    count_launch("robustprune::sparsegpt_prune_", "cpu")
+    count_launch("robustprune::sparsegpt_prune_", "cpu", (weight, hinv))
     _check_prune_inputs(weight, hinv, sparsity, n, m, blocksize)
     rows, columns = weight.shape
     hinv = hinv.contiguous()  # row slices hinv[i, i+1:] are read per column
@@ -324,7 +324,7 @@ def _sparsegpt_prune_op(weight: torch.Tensor, hinv: torch.Tensor, sparsity: floa
 @_sparsegpt_prune_op.register_kernel("cuda")
 def _sparsegpt_prune_triton(weight: torch.Tensor, hinv: torch.Tensor, sparsity: float, n: int, m: int,
                             blocksize: int) -> torch.Tensor:
-    count_launch("robustprune::sparsegpt_prune_")
+    count_launch("robustprune::sparsegpt_prune_", "triton", (weight, hinv))
     _check_prune_inputs(weight, hinv, sparsity, n, m, blocksize)
     check_triton_device(weight, "weight")
     from robustprune.kernels.obs import sparsegpt_block_
