@@ -80,8 +80,8 @@ def quick_version(raw: dict[str, Any]) -> dict[str, Any]:
     pruning.setdefault("calibration", {}).update({"samples": 8, "seq_len": 32, "batch_size": 8})
     methods = pruning.get("methods") or []
     for method, settings in _QUICK_BLOCKS.items():
-        if method not in methods:
-            continue
+        if method not in methods and not (method == "robust_ticket" and "random_ticket" in methods):
+            continue  # (random_ticket learns robust_ticket's masks: shorten them too)
         block = {**(pruning.get(method) or {}), **settings}
         for key in ("adversarial", "finetune_adversarial"):
             if isinstance(block.get(key), dict):
