@@ -407,8 +407,10 @@ class PointPruner:
         attack = None if block.finetune_adversarial is None else block.finetune_adversarial.attack()
         finetune_classifier(model, self.tokenizer, self.train, self._schedule(), masks=ticket, attack=attack,
                             checkpoint_dir=directory, **self._run_options())
-        # the masks are learned once per seed, shared by its points: their time is recorded apart
-        return PrunedPoint(model, weight_sparsity(model), details={"mask_learning_seconds": mask_seconds})
+        # the masks are learned once per seed, shared by its points: their time is recorded apart; the kept
+        # weights per target (in target order) are the ticket's sparsity pattern (the paper's Figure 3)
+        return PrunedPoint(model, weight_sparsity(model), details={
+            "mask_learning_seconds": mask_seconds, "kept_per_target": [int(m.sum()) for m in ticket.values()]})
 
     def _adversarial(self, point: Any, directory: Path) -> PrunedPoint:
         from robustprune.train.finetune import finetune_classifier
