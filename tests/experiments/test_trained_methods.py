@@ -177,7 +177,7 @@ def test_robust_and_random_tickets_of_one_seed_share_the_learned_masks(minilm_to
             max_position_embeddings=64, num_labels=2)).eval()
 
     raw = trained_raw(["robust_ticket", "random_ticket"])
-    raw["finetune"].update({"max_length": 16})
+    raw["finetune"].update({"max_length": 16, "checkpoint_every": 100})
     config = parse_config(raw)
     base, pretrained = tiny(0), tiny(1)
     train = load_glue_tsv(SST2_TRAIN).subset(range(16))
@@ -205,3 +205,45 @@ def test_robust_and_random_tickets_of_one_seed_share_the_learned_masks(minilm_to
         moved = model.state_dict()["bert.embeddings.word_embeddings.weight"] - reset
         assert 0 < float(moved.abs().max()) < 0.01
     assert robust.details["mask_learning_seconds"] == random.details["mask_learning_seconds"] == 2.5
+
+
+def test_random_ticket_alone_learns_the_masks_as_shared_work(minilm_tokenizer, tmp_path):
+    """What the Ray executor does: one pruner computes the seed's shared work for a random_ticket point (the
+    robust ticket's masks, learned though robust_ticket is not among the methods, under robust_ticket's
+    block and checkpoint folder), another adopts it and prunes the point as the first would."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from robustprune.data.datasets import load_glue_tsv
+    from robustprune.experiments.methods import PointPruner
+    from robustprune.experiments.points import Point
+    from tests.conftest import SST2_TRAIN
+
+    def tiny(seed):
+        torch.manual_seed(seed)
+        return BertForSequenceClassification(BertConfig(
+            vocab_size=30522, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+            max_position_embeddings=64, num_labels=2)).eval()
+
+    raw = trained_raw(["random_ticket"])
+    raw["finetune"].update({"max_length": 16, "checkpoint_every": 100})
+    raw["pruning"]["robust_ticket"].update({"init_mask": 0.9, "weight_decay": 1e-6, "mask_lr": 0.05})
+    config = parse_config(raw)
+    base, train = tiny(0), load_glue_tsv(SST2_TRAIN).subset(range(16))
+    point = Point(0, "random_ticket", "unstructured", 0.5)
+    first = PointPruner(config, base, minilm_tokenizer, train, 0, tmp_path, progress=False)
+    first._pretrained = tiny(1).state_dict()  # (instead of loading the pre-trained MiniLM)
+    shared = first.shared_work([point])
+    assert set(shared["_log_alphas"]) == {n for n, _ in base.named_parameters()
+                                         if n.startswith("bert.encoder") and n.endswith("weight") and "LayerNorm" not in n}
+    import math
+
+    learned = next(iter(shared["_log_alphas"].values()))
+    assert float((learned - math.log(5.0)).abs().min()) > 0.01  # moved from the constant init (log 5)
+    assert (tmp_path / f"robust_ticket-{config.method_fingerprint('robust_ticket')}" / "masks-seed0").is_dir()
+    second = PointPruner(config, tiny(0), minilm_tokenizer, train, 0, tmp_path / "other", progress=False)
+    second.adopt(shared)
+    mine, adopted = first.prune(point), second.prune(point)
+    assert adopted.details == mine.details and mine.measured_sparsity == pytest.approx(0.5)
+    for (name, value), other in zip(mine.model.state_dict().items(), adopted.model.state_dict().values()):
+        assert torch.equal(value, other), name

@@ -202,9 +202,10 @@ class PruningConfig:
     """Which methods prune at which patterns and sparsities. ``scope`` (``global`` or ``layer``) applies to
     ``magnitude`` and ``random``; the trained methods have a config block each and prune unstructured
     (``imp``, ``robust_ticket``; ``random_ticket`` shares ``robust_ticket``'s block) or whole heads and
-    neurons (``early_robust``, pattern ``heads+neurons``) at every configured sparsity. ``adversarial`` is the dense baseline of adversarial
-    training: the pre-trained model fine-tuned with the ``finetune`` recipe under ``pruning.adversarial``
-    (FreeLB by default), one point per seed (pattern ``dense``, sparsity 0)."""
+    neurons (``early_robust``, pattern ``heads+neurons``) at every configured sparsity. ``adversarial`` is
+    the dense baseline of adversarial training: the pre-trained model fine-tuned with the ``finetune``
+    recipe under ``pruning.adversarial`` (FreeLB by default), one point per seed (pattern ``dense``,
+    sparsity 0)."""
 
     methods: tuple[str, ...] = DEFAULT_METHODS
     patterns: tuple[str, ...] = ("unstructured",)
