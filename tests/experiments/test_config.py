@@ -116,6 +116,44 @@ def test_protocol_and_schedule_errors_name_the_key(raw, message):
         parse_config(raw)
 
 
+def test_keys_of_the_robust_tickets_protocol_keep_earlier_fingerprints_at_their_old_values():
+    """Pinned: what the config hashed before ``finetune.weight_decay`` / ``max_grad_norm``,
+    ``pruning.robust_ticket.weight_decay`` / ``init_mask`` and the attack constraint keys existed."""
+    raw = {"pruning": {"methods": ["robust_ticket", "imp"], "sparsities": [0.5]},
+           "evaluation": {"attacks": [{"recipe": "textfooler", "max_examples": 5}]}}
+    config = parse_config(raw)
+    assert config.finetune.weight_decay == 0.01 and config.finetune.max_grad_norm == 1.0  # what runs used
+    assert config.pruning.robust_ticket.weight_decay == 0.0 and config.pruning.robust_ticket.init_mask is None
+    assert (config.fingerprint(), config.method_fingerprint("robust_ticket")) == ("3729b7592c8593b9",
+                                                                                 "07e7f4134bb45db9")
+    explicit = parse_config({**raw, "finetune": {"weight_decay": 0.01, "max_grad_norm": 1.0}})
+    assert explicit.fingerprint() == config.fingerprint()
+    for finetune in ({"weight_decay": 0.0}, {"max_grad_norm": 0.0}):  # a changed value is another sweep
+        changed = parse_config({**raw, "finetune": finetune})
+        assert changed.fingerprint() != config.fingerprint()
+        assert changed.finetune.schedule(3).replace(seed=0) == config.finetune.schedule(0).replace(**finetune)
+    for block in ({"weight_decay": 1e-6}, {"init_mask": 0.9}):
+        changed = parse_config({**raw, "pruning": {**raw["pruning"], "robust_ticket": block}})
+        assert changed.fingerprint() == config.fingerprint()  # the blocks hash apart (method_fingerprint)
+        assert changed.method_fingerprint("robust_ticket") != config.method_fingerprint("robust_ticket")
+    attack = parse_config({**raw, "evaluation": {"attacks": [{"recipe": "textfooler", "max_examples": 5,
+                                                                "similarity_threshold": 0.84}]}})
+    assert attack.fingerprint() != config.fingerprint()
+    assert attack.evaluation.attacks[0].similarity_threshold == 0.84
+
+
+def test_random_ticket_is_a_trained_method_on_the_robust_tickets_block():
+    config = parse_config({"pruning": {"methods": ["random_ticket"], "sparsities": [0.3, 0.5]}})
+    assert [(p.method, p.pattern, p.sparsity) for p in sweep_points(config)] == [
+        ("dense", "dense", 0.0), ("random_ticket", "unstructured", 0.3), ("random_ticket", "unstructured", 0.5)]
+    # its tickets are the robust ticket's counts: a changed robust_ticket block is a changed random_ticket
+    assert config.method_fingerprint("random_ticket") == config.method_fingerprint("robust_ticket")
+    changed = parse_config({"pruning": {"methods": ["random_ticket"], "robust_ticket": {"mask_lr": 0.05}}})
+    assert changed.method_fingerprint("random_ticket") != config.method_fingerprint("random_ticket")
+    with pytest.raises(ConfigError, match="'pruning.patterns'.*random_ticket"):
+        parse_config({"pruning": {"methods": ["random_ticket"], "patterns": ["2:4"]}})
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"pruning": {"sparsities": [0.5, 1.0]}}, r"'pruning.sparsities\[1\]': expected a value in \(0, 1\)"),
     ({"pruning": {"sparsities": [0.5, "x"]}}, r"'pruning.sparsities\[1\]': expected a number"),
@@ -165,6 +203,19 @@ def test_protocol_and_schedule_errors_name_the_key(raw, message):
      r"'pruning.calibration.compare': no calibrated method"),
     ({"pruning": {"calibration": {"source": ""}}}, r"'pruning.calibration.source': expected a non-empty string"),
     ({"evaluation": {"subset_seed": -1}}, r"'evaluation.subset_seed'"),
+    ({"finetune": {"weight_decay": -0.01}}, r"'finetune.weight_decay': expected a value >= 0"),
+    ({"finetune": {"max_grad_norm": "1"}}, r"'finetune.max_grad_norm': expected a number"),
+    ({"pruning": {"robust_ticket": {"weight_decay": -1e-6}}}, r"'pruning.robust_ticket.weight_decay'"),
+    ({"pruning": {"robust_ticket": {"init_mask": 0}}}, r"'pruning.robust_ticket.init_mask': expected a value in \(0, 1\]"),
+    ({"pruning": {"robust_ticket": {"init_mask": 1.2}}}, r"'pruning.robust_ticket.init_mask'"),
+    ({"evaluation": {"attacks": [{"recipe": "pwws", "max_candidates": 5}]}},
+     r"'evaluation.attacks\[0\].max_candidates': only textfooler, textbugger, bert-attack have it, not pwws"),
+    ({"evaluation": {"attacks": [{"recipe": "textfooler", "max_words_perturbed": 0.9}]}},
+     r"'evaluation.attacks\[0\].max_words_perturbed': only bert-attack"),
+    ({"evaluation": {"attacks": [{"recipe": "textbugger", "similarity_threshold": 1.5}]}},
+     r"'evaluation.attacks\[0\].similarity_threshold': expected a value in \[-1, 1\]"),
+    ({"evaluation": {"attacks": [{"recipe": "textbugger", "max_candidates": 2.5}]}},
+     r"'evaluation.attacks\[0\].max_candidates': expected an integer"),
 ])
 def test_errors_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message):

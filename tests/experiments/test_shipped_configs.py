@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from robustprune.cli import main
-from robustprune.experiments.catalog import load_named_config, quick_version, shipped_configs
+from robustprune.experiments.catalog import CONFIG_DIR, load_named_config, quick_version, shipped_configs
 from robustprune.experiments.config import read_config_file
 from robustprune.experiments.results import ResultsFile
 from robustprune.experiments.runner import sweep_points
@@ -20,8 +20,9 @@ TABLE_WORDS = {
                            "ES (paired test)", "IMP vs OMP mask cosine similarity", "cosine IMP vs OMP (pre-trained) %"],
     "es_robust": ["Clean% by sparsity and method", "acc% by sparsity and method", "ES_robust (paired test)",
                   "random"],
-    "robust_tickets": ["fine-tuned (dense)", "adversarial training (dense)", "IMP ticket", "robust ticket",
-                       "textfooler Aua%", "textfooler Suc%", "textfooler #Query", "textbugger Aua%"],
+    "robust_tickets": ["Tickets at sparsity 0.50", "fine-tuned (dense)", "adversarial training (dense)", "IMP ticket",
+                       "random ticket (layer-matched)", "robust ticket", "textfooler Aua%", "textfooler Suc%",
+                       "textfooler #Query", "textbugger Aua%", "Every sparsity"],
     "early_robust": ["fine-tuned (dense)", "PGD (dense)", "FreeLB (dense)", "EarlyRobust (heads 0.166667, neurons 0.3)",
                      "parameters without embeddings (M)", "training time (s)", "speedup vs PGD", "textfooler Aua%",
                      "textfooler #Query", "textbugger Aua%"],
@@ -69,7 +70,45 @@ def test_quick_keeps_the_experiment_and_shrinks_its_size():
     assert quick["pruning"]["robust_ticket"]["adversarial"]["steps"] == 2 < raw["pruning"]["robust_ticket"][
         "adversarial"]["steps"]
     assert all(a["max_examples"] == 3 for a in quick["evaluation"]["attacks"])
-    assert raw["pruning"]["sparsities"] == [0.5, 0.7]  # the original is not modified
+    assert raw["pruning"]["sparsities"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # the original is kept
+    assert quick["pruning"]["robust_ticket"]["mask_epochs"] == 1.0
+
+
+PROTOCOLS = sorted(CONFIG_DIR.parent.joinpath("protocols").glob("*.yaml"))
+
+
+def _at(content, key):
+    """The value at a dotted key with list indices (``evaluation.attacks[0].recipe``) of ``to_dict()``."""
+    for part in key.split("."):
+        name, *indices = part.replace("]", "").split("[")
+        content = content[name]
+        for index in indices:
+            content = content[int(index)]
+    return content
+
+
+@pytest.mark.parametrize("path", PROTOCOLS, ids=[p.stem for p in PROTOCOLS])
+def test_protocol_files_name_keys_of_their_shipped_config(path):
+    protocol = read_config_file(path)
+    assert path.stem in SHIPPED and protocol["paper"] and protocol["elements"]
+    content = load_named_config(path.stem).to_dict()
+    keys = [element["key"] for element in protocol["elements"]]
+    assert len(set(keys)) == len(keys)
+    for element in protocol["elements"]:
+        assert set(element) == {"element", "key", "paper", "source", "kind"}, element
+        assert element["kind"] in ("protocol", "size") and element["source"], element
+        _at(content, element["key"])  # resolves (KeyError / IndexError otherwise)
+
+
+def test_robust_tickets_ships_the_papers_protocol_values():
+    """Every protocol element of the robust-tickets protocol holds the paper's value in the shipped config
+    (only sizes differ on a CPU)."""
+    protocol = read_config_file(CONFIG_DIR.parent / "protocols" / "robust-tickets.yaml")
+    content = load_named_config("robust-tickets").to_dict()
+    for element in protocol["elements"]:
+        value = _at(content, element["key"])
+        if element["kind"] == "protocol":
+            assert (list(value) if isinstance(value, tuple) else value) == element["paper"], element
 
 
 @pytest.mark.slow
@@ -83,6 +122,10 @@ def test_quick_run_end_to_end_writes_the_paper_table(name, tmp_path, capsys):
     paper = (out / "report" / "paper.md").read_text()
     for word in TABLE_WORDS[config.paper_table]:
         assert word in paper, (word, paper)
+    for spec in config.evaluation.attacks:  # a paper's attack settings reached the attack
+        parameters = next(r for r in records if r["method"] == "dense")["attacks"][spec.recipe]["parameters"]
+        if spec.similarity_threshold is not None:
+            assert parameters["similarity_threshold"] == spec.similarity_threshold
     assert paper in capsys.readouterr().out  # printed with the other tables
 
 

@@ -1,4 +1,5 @@
-"""Random pruning: exact counts like magnitude pruning, reproducible from the seed, uniform over weights."""
+"""Random pruning: exact counts like magnitude pruning, reproducible from the seed, uniform over weights; the
+layer-matched random control of a learned ticket."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from robustprune.pruners.random_masks import random_prune
+from robustprune.pruners.random_masks import layer_matched_random_masks, random_prune
+from robustprune.pruners.robust_tickets import draw_ticket
 from robustprune.targets import select_targets
 
 
@@ -55,3 +57,49 @@ def test_layer_scope_and_nm_pattern(encoder):
     assert len(nm) == len(select_targets(encoder))
     with pytest.raises(ValueError, match="scope"):
         random_prune(fresh(encoder), 0.5, scope="row")
+
+
+def test_layer_matched_random_masks_keep_the_tickets_counts_at_other_positions():
+    """A robust ticket drawn globally from skewed scores keeps very different shares per matrix; the random
+    control keeps exactly the same count in every matrix, at other positions."""
+    g = torch.Generator().manual_seed(0)
+    scores = {"a.weight": torch.randn(40, 30, generator=g) + 1.0,  # mostly kept
+              "b.weight": torch.randn(20, 50, generator=g) - 1.0,  # mostly pruned
+              "c.weight": torch.randn(64, generator=g)}
+    ticket = draw_ticket(scores, 0.5)
+    counts = {name: int(mask.sum()) for name, mask in ticket.items()}
+    assert counts["a.weight"] > 0.75 * 1200 and counts["b.weight"] < 0.25 * 1000  # far from uniform
+    random = layer_matched_random_masks(ticket, seed=7)
+    assert list(random) == list(ticket)
+    for name, mask in random.items():
+        assert mask.dtype == torch.bool and mask.shape == ticket[name].shape
+        assert int(mask.sum()) == counts[name]
+        assert not torch.equal(mask, ticket[name])
+    # the positions are not the ticket's: the overlap is what independence predicts (k^2 / n per matrix)
+    a_overlap = int((random["a.weight"] & ticket["a.weight"]).sum())
+    assert abs(a_overlap - counts["a.weight"] ** 2 / 1200) < 40
+    # reproducible from the seed, another seed another draw, the global RNG untouched
+    state = torch.random.get_rng_state()
+    again = layer_matched_random_masks(ticket, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(again[k], random[k]) for k in random)
+    other = layer_matched_random_masks(ticket, seed=8)
+    assert not torch.equal(other["a.weight"], random["a.weight"])
+    # one seed's masks are nested across sparsities (as the ticket's per-matrix counts are)
+    denser = layer_matched_random_masks(draw_ticket(scores, 0.3), seed=7)
+    assert all(bool((random[k] <= denser[k]).all()) for k in random)
+
+
+def test_layer_matched_random_masks_are_uniform_and_refuse_what_is_not_a_mask():
+    ticket = {"w": torch.tensor([True, True, False, False, False, False]), "all": torch.ones(3, dtype=torch.bool),
+              "none": torch.zeros(2, 2, dtype=torch.bool)}
+    hits = torch.zeros(6)
+    for seed in range(600):
+        masks = layer_matched_random_masks(ticket, seed=seed)
+        assert masks["all"].all() and not masks["none"].any() and int(masks["w"].sum()) == 2
+        hits += masks["w"]
+    assert float((hits / 600 - 2 / 6).abs().max()) < 0.07  # each position kept 1/3 of the time (sd 0.019)
+    with pytest.raises(ValueError, match="empty"):
+        layer_matched_random_masks({})
+    with pytest.raises(TypeError, match=r"masks\['w'\] must be a bool tensor"):
+        layer_matched_random_masks({"w": torch.ones(3)})

@@ -96,6 +96,51 @@ def test_log_alpha_starts_at_the_official_init_for_the_drop_rate():
     assert float(closed.log_alphas[0][0, 0].detach()) == pytest.approx(-2.944439, abs=1e-6) and closed.eval_density() == 0.0
 
 
+def test_init_mask_is_the_authors_constant_init():
+    """The authors' code starts every gate's eval value at mask_p = 0.9: log_alpha = logit((0.9 + 0.1) / 1.2)
+    = logit(5/6) = log 5 = 1.609438, every entry alike (no jitter), eval gate sigmoid(log 5) * 1.2 - 0.1 = 0.9,
+    L0 penalty sigmoid(1.609438 + 1.598597) = 0.961136."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    masks = HardConcreteMasks(model, ["0", "1"], init_mask=0.9, seed=5).eval()
+    for la in masks.log_alphas:
+        assert torch.equal(la.detach(), torch.full_like(la, math.log(5.0)))
+    assert torch.allclose(masks.gate(0, torch.ones(3, 4)).detach(), torch.full((3, 4), 0.9))
+    assert float(masks.l0_penalty().detach()) == pytest.approx(0.961136, abs=1e-6)
+    assert masks.eval_density() == 1.0
+    # 0.0 is the closed end: log_alpha = logit(0.1 / 1.2) = -log 11 = -2.397895, the eval gate exactly 0
+    closed = HardConcreteMasks(model, "0", init_mask=0.0 + 1e-9).eval()
+    assert float(closed.log_alphas[0][0, 0].detach()) == pytest.approx(-math.log(11.0), abs=1e-6)
+    for bad in (-0.1, 1.1, 2.0):
+        with pytest.raises(ValueError, match=r"init_mask must lie in \(gamma, zeta\)"):
+            HardConcreteMasks(model, "0", init_mask=bad)
+
+
+def tiny_bert(seed=0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=64, num_labels=2)
+    return BertForSequenceClassification(config).eval()
+
+
+def test_mask_weight_decay_is_adamws_decoupled_decay(minilm_tokenizer, tiny_train):
+    """One step from the same gates, noise and batch: AdamW's step is Adam's plus the decoupled decay
+    -lr * wd * log_alpha (Table 7's w on the masks), here -0.05 * 0.1 * log 5 = -0.0080472 on every gate."""
+    runs = {}
+    for wd in (0.0, 0.1):
+        model = tiny_bert()
+        masks = HardConcreteMasks(model, init_mask=0.9)
+        schedule = MASK_SCHEDULE.replace(epochs=1, batch_size=8, lr=0.05, max_length=16, weight_decay=wd)
+        train_hard_concrete_masks(model, minilm_tokenizer, tiny_train, masks, schedule, attack=None,
+                                  l0_lambda=0.1, l0_warmup_ratio=0.0, progress=False)
+        runs[wd] = [la.detach().clone() for la in masks.log_alphas]
+    for plain, decayed in zip(runs[0.0], runs[0.1]):
+        assert not torch.equal(plain, torch.full_like(plain, math.log(5.0)))  # the step moved the gates
+        torch.testing.assert_close(decayed - plain, torch.full_like(plain, -0.05 * 0.1 * math.log(5.0)),
+                                   rtol=0, atol=2e-6)
+
+
 @pytest.fixture(scope="module")
 def tiny_train():
     from tests.conftest import SST2_TRAIN
@@ -166,13 +211,12 @@ def test_mask_training_under_freelb_and_resume(minilm_classifier, minilm_tokeniz
         assert torch.equal(la, expected)
 
 
-def test_mask_training_refuses_a_schedule_it_cannot_follow(minilm_classifier, minilm_tokenizer, tiny_train):
-    model = copy.deepcopy(minilm_classifier)
+def test_mask_training_refuses_a_schedule_it_cannot_follow(minilm_tokenizer, tiny_train):
+    model = tiny_bert()
     masks = HardConcreteMasks(model)
-    for changed in ({"weight_decay": 0.01}, {"warmup_ratio": 0.1}):
-        with pytest.raises(ValueError, match="constant lr"):
-            train_hard_concrete_masks(model, minilm_tokenizer, tiny_train, masks, MASK_SCHEDULE.replace(**changed),
-                                      progress=False)
+    with pytest.raises(ValueError, match="constant lr"):
+        train_hard_concrete_masks(model, minilm_tokenizer, tiny_train, masks, MASK_SCHEDULE.replace(warmup_ratio=0.1),
+                                  progress=False)
 
 
 def test_reset_to_pretrained(minilm_classifier, minilm_path):

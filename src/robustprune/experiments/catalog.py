@@ -87,8 +87,8 @@ def quick_version(raw: dict[str, Any]) -> dict[str, Any]:
     pruning.setdefault("calibration", {}).update({"samples": 8, "seq_len": 32, "batch_size": 8})
     methods = pruning.get("methods") or []
     for method, settings in _QUICK_BLOCKS.items():
-        if method not in methods:
-            continue
+        if method not in methods and not (method == "robust_ticket" and "random_ticket" in methods):
+            continue  # (random_ticket learns robust_ticket's masks: shorten them too)
         if method == "adversarial" and isinstance(pruning.get(method), list):  # one block per adversary
             pruning[method] = [{**b, **settings} if isinstance(b, dict) else b for b in pruning[method]]
             continue

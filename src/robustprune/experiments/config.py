@@ -24,9 +24,11 @@ from robustprune.experiments.protocol import Deviation, ProtocolError, load_prot
 from robustprune.experiments.yaml12 import DuplicateKeyError, yaml12_loader
 from robustprune.train.schedule import TrainingSchedule
 
-METHODS = ("magnitude", "wanda", "sparsegpt", "random", "imp", "robust_ticket", "early_robust", "adversarial")
+METHODS = ("magnitude", "wanda", "sparsegpt", "random", "imp", "robust_ticket", "random_ticket", "early_robust",
+           "adversarial")
 ONE_SHOT_METHODS = ("magnitude", "wanda", "sparsegpt", "random")
-TRAINED_METHODS = ("imp", "robust_ticket", "early_robust", "adversarial")  # they train; own config block
+# they train; own config block (random_ticket: robust_ticket's, whose ticket it matches layer by layer)
+TRAINED_METHODS = ("imp", "robust_ticket", "random_ticket", "early_robust", "adversarial")
 DEFAULT_METHODS = ("magnitude", "wanda", "sparsegpt")
 STRUCTURED_PATTERN = "heads+neurons"  # EarlyRobust's points: attention heads and FFN neurons removed
 ADVERSARIES = ("freelb", "pgd")
@@ -38,6 +40,10 @@ TEXTATTACK_MODE_REVISION = 2  # robustprune.eval.attacks.text.TEXTATTACK_MODE_RE
 SHIFTS = ("char_swap", "eda", "wordnet", "embedding_swap", "deletion", "back_translation", "clare")
 CALIBRATED_METHODS = ("wanda", "sparsegpt")  # the methods pruning.calibration feeds
 CALIBRATION_TRAIN, CALIBRATION_ROBUST = "train", "robust_set"  # calibration sources of the sweep's own data
+# an attack's optional constraint settings and the recipes that have them
+ATTACK_SETTINGS = {"max_candidates": ("textfooler", "textbugger", "bert-attack"),
+                   "similarity_threshold": ("textfooler", "textbugger", "bert-attack"),
+                   "max_words_perturbed": ("bert-attack",)}
 PAPER_TABLES = ("essential_sparsity", "es_robust", "robust_tickets", "early_robust")
 BUNDLED_MODEL = "minilm"
 EMBEDDED_DATA = "embedded"
@@ -79,25 +85,28 @@ class FinetuneConfig:
     """The fine-tuning recipe (AdamW, linear schedule): of the dense model, of every point pruned under
     ``prune_then_finetune`` (with its mask fixed), and of every ticket the trained methods fine-tune (IMP's
     retraining rounds, the robust ticket, EarlyRobust's pruned model). ``weight_decay``: AdamW's decoupled
-    weight decay (never on biases and LayerNorm); ``warmup_ratio``: the share of the steps over which the
-    learning rate rises linearly from 0 before decaying linearly to 0 (0: decay from the first step).
-    ``checkpoint_every``: optimizer steps between checkpoints of the methods' training, which a killed
-    run resumes from (it does not change results)."""
+    weight decay (never on biases and LayerNorm weights); ``warmup_ratio``: the share of the steps over which
+    the learning rate rises linearly from 0 before decaying linearly to 0 (0: decay from the first step);
+    ``max_grad_norm``: the global gradient norm clipped to (0: no clipping). ``checkpoint_every``: optimizer
+    steps between checkpoints of the methods' training, which a killed run resumes from (it does not change
+    results)."""
 
     epochs: float = 1.0
     lr: float = 1e-4
     batch_size: int = 32
     max_length: int = 64
     checkpoint_every: int = 50
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01  # what every run used before the key existed (TrainingSchedule's default)
+    warmup_ratio: float = 0.1  # likewise
+    max_grad_norm: float = 1.0  # likewise
 
     def schedule(self, seed: int, precision: str = "fp32") -> TrainingSchedule:
         """The recipe as a :class:`~robustprune.train.schedule.TrainingSchedule` for ``seed`` at ``precision``
-        (AdamW's other settings at their defaults)."""
+        (the warm-up at its default)."""
         return TrainingSchedule(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
                                 max_length=self.max_length, weight_decay=self.weight_decay,
-                                warmup_ratio=self.warmup_ratio, seed=seed, precision=precision)
+                                warmup_ratio=self.warmup_ratio, max_grad_norm=self.max_grad_norm, seed=seed,
+                                precision=precision)
 
 
 @dataclass(frozen=True)
@@ -175,11 +184,13 @@ class IMPConfig:
 @dataclass(frozen=True)
 class RobustTicketConfig:
     """Robust Tickets (``pruning.robust_ticket``): hard-concrete masks over the fine-tuned weights (frozen)
-    are learned once per seed for ``mask_epochs`` at learning rate ``mask_lr`` under ``adversarial``
-    (null: the clean loss), with the L0 penalty's weight rising linearly from 0 to ``l0_lambda`` over the
-    first ``l0_warmup_ratio`` of the steps; each sparsity's ticket is drawn from them, reset to the
-    pre-trained weights and fine-tuned with the ``finetune`` recipe (under ``finetune_adversarial`` when
-    set)."""
+    are learned once per seed for ``mask_epochs`` at learning rate ``mask_lr`` (Adam; AdamW with
+    ``weight_decay`` > 0) under ``adversarial`` (null: the clean loss), with the L0 penalty's weight rising
+    linearly from 0 to ``l0_lambda`` over the first ``l0_warmup_ratio`` of the steps; every gate starts at
+    ``init_mask`` (the authors' code: 0.9; null: log_alpha ~ N(log 9, 0.01), the earlier init). Each
+    sparsity's ticket is drawn from them, reset to the pre-trained weights and fine-tuned with the
+    ``finetune`` recipe (under ``finetune_adversarial`` when set). The method ``random_ticket`` uses this
+    block too: the same tickets' per-matrix counts at random positions, fine-tuned the same way."""
 
     mask_epochs: float = 1.0
     mask_lr: float = 0.1
@@ -187,6 +198,8 @@ class RobustTicketConfig:
     l0_warmup_ratio: float = 0.1
     adversarial: AdversarialConfig | None = field(default_factory=AdversarialConfig)
     finetune_adversarial: AdversarialConfig | None = None
+    weight_decay: float = 0.0
+    init_mask: float | None = None
 
 
 @dataclass(frozen=True)
@@ -252,18 +265,23 @@ class EarlyRobustConfig:
 
 METHOD_BLOCKS = {"imp": IMPConfig, "robust_ticket": RobustTicketConfig, "early_robust": EarlyRobustConfig,
                  "adversarial": AdversarialConfig}
+BLOCK_OF = {"random_ticket": "robust_ticket"}  # trained methods without a block of their own: whose they use
+# keys added to a block later, at the value runs had before: left out of its fingerprint there
+_LATER_BLOCK_KEYS = {"robust_ticket": {"weight_decay": 0.0, "init_mask": None},
+                     "early_robust": {"check_every_epochs": None, "scope": "global", "finetune_adversarial": None}}
+_LATER_FINETUNE_KEYS = {"weight_decay": 0.01, "warmup_ratio": 0.1, "max_grad_norm": 1.0}
 
 
 @dataclass(frozen=True)
 class PruningConfig:
     """Which methods prune at which patterns and sparsities. ``scope`` (``global`` or ``layer``) applies to
     ``magnitude`` and ``random``; the trained methods have a config block each and prune unstructured
-    (``imp``, ``robust_ticket``) at every configured sparsity, or whole heads and neurons
-    (``early_robust``: at its ``ratios``, else at every sparsity). ``adversarial`` is the dense baseline
-    of adversarial training: the pre-trained model fine-tuned with the ``finetune`` recipe under
-    ``pruning.adversarial`` (FreeLB by default), one point per seed (pattern ``dense``, sparsity 0); a
-    list of blocks there (e.g. PGD and FreeLB) makes one such point per adversary (pattern ``pgd`` /
-    ``freelb``), see :meth:`adversarial_baselines`."""
+    (``imp``, ``robust_ticket``; ``random_ticket`` shares ``robust_ticket``'s block) at every configured
+    sparsity, or whole heads and neurons (``early_robust``: at its ``ratios``, else at every sparsity).
+    ``adversarial`` is the dense baseline of adversarial training: the pre-trained model fine-tuned with the
+    ``finetune`` recipe under ``pruning.adversarial`` (FreeLB by default), one point per seed (pattern
+    ``dense``, sparsity 0); a list of blocks there (e.g. PGD and FreeLB) makes one such point per adversary
+    (pattern ``pgd`` / ``freelb``), see :meth:`adversarial_baselines`."""
 
     methods: tuple[str, ...] = DEFAULT_METHODS
     patterns: tuple[str, ...] = ("unstructured",)
@@ -291,13 +309,19 @@ class AttackConfig:
     others): the Hugging Face masked LM that proposes the substitutes, an id or a local folder
     (``bert-base-uncased`` is the original; no masked LM ships offline). ``mode``: ``textattack`` (the
     default: the recipe exactly as TextAttack 0.3.11 runs it) or ``paper`` (robustprune's reading of the
-    paper; what sweeps ran before the mode existed)."""
+    paper; what sweeps ran before the mode existed). The constraints a paper may set (null: the recipe's
+    TextAttack value): ``max_candidates``, the substitutes per word (textfooler, textbugger, bert-attack);
+    ``similarity_threshold``, the sentence-similarity bound (the same three); ``max_words_perturbed``, the
+    largest share of words changed (bert-attack)."""
 
     recipe: str
     max_examples: int = 50
     query_budget: int | None = None
     masked_lm: str | None = None
     mode: str = "textattack"
+    max_candidates: int | None = None
+    similarity_threshold: float | None = None
+    max_words_perturbed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -431,7 +455,7 @@ class ExperimentConfig:
         for key in ("methods", "patterns", "sparsities", *METHOD_BLOCKS):
             content["pruning"].pop(key)
         content["finetune"].pop("checkpoint_every")
-        for key, before in (("weight_decay", 0.01), ("warmup_ratio", 0.1)):  # keys added later, at their old values
+        for key, before in _LATER_FINETUNE_KEYS.items():  # keys added later, at their old values
             if content["finetune"][key] == before:
                 content["finetune"].pop(key)
         if isinstance(content["protocol"], dict):
@@ -449,8 +473,9 @@ class ExperimentConfig:
         content["evaluation"]["shifts"] = [shift["name"] if shift["params"] == _shift_defaults(shift["name"])
                                            else shift for shift in content["evaluation"]["shifts"]]
         for attack in content["evaluation"]["attacks"]:
-            if attack["masked_lm"] is None:  # keys added later leave earlier runs' fingerprints as they were
-                attack.pop("masked_lm")
+            for key in ("masked_lm", *ATTACK_SETTINGS):
+                if attack[key] is None:  # keys added later leave earlier runs' fingerprints as they were
+                    attack.pop(key)
             if attack["mode"] == "paper":  # earlier runs attacked in what is now the paper mode
                 attack.pop("mode")
             else:  # earlier revisions' results (revision 1 hashed no key) never resume under a later one
@@ -458,20 +483,21 @@ class ExperimentConfig:
         return _digest(content)
 
     def method_fingerprint(self, method: str) -> str | None:
-        """Hash of a trained method's own block (``pruning.imp`` etc.); None for the one-shot methods.
-        Records keep it, so points of one method under changed settings are never mixed."""
-        if method not in METHOD_BLOCKS:
+        """Hash of a trained method's own block (``pruning.imp`` etc.; ``random_ticket``: ``robust_ticket``'s);
+        None for the one-shot methods. Records keep it, so points of one method under changed settings are
+        never mixed."""
+        block = BLOCK_OF.get(method, method)
+        if block not in METHOD_BLOCKS:
             return None
-        block = getattr(self.pruning, method)
-        if isinstance(block, tuple):  # several adversarial baselines
-            return _digest([asdict(b) for b in block])
-        content = asdict(block)
-        if method == "early_robust":
+        settings = getattr(self.pruning, block)
+        if isinstance(settings, tuple):  # several adversarial baselines
+            return _digest([asdict(b) for b in settings])
+        content = asdict(settings)
+        if block == "early_robust":
             content.pop("ratios")  # the grid, like the sparsities: each point's key names its own
-            for key, old_behaviour in (("check_every_epochs", None), ("scope", "global"),
-                                       ("finetune_adversarial", None)):
-                if content[key] == old_behaviour:  # keys added later leave earlier fingerprints as they were
-                    content.pop(key)
+        for key, before in _LATER_BLOCK_KEYS.get(block, {}).items():  # keys added later leave earlier fingerprints
+            if content[key] == before:
+                content.pop(key)
         return _digest(content)
 
 
@@ -595,6 +621,7 @@ def _parse_finetune(raw: Any) -> FinetuneConfig:
         weight_decay=float(_number(raw.get("weight_decay", d.weight_decay), "finetune.weight_decay", low=0)),
         warmup_ratio=float(_number(raw.get("warmup_ratio", d.warmup_ratio), "finetune.warmup_ratio", low=0, high=1,
                                    high_open=True)),
+        max_grad_norm=float(_number(raw.get("max_grad_norm", d.max_grad_norm), "finetune.max_grad_norm", low=0)),
     )
 
 
@@ -637,6 +664,8 @@ _BLOCK_NUMBERS: dict[str, dict[str, Any]] = {
     "lambda_neurons": {"low": 0},
     "check_every": {"integer": True, "low": 1},
     "patience": {"integer": True, "low": 1},
+    "weight_decay": {"low": 0},
+    "init_mask": {"low": 0, "high": 1, "low_open": True},  # the initial eval gate: (0, 1]
 }
 
 
@@ -851,12 +880,24 @@ def _parse_attack(raw: Any, where: str) -> AttackConfig:
                           "(an id such as bert-base-uncased, the original, or a local folder)")
     if recipe != "bert-attack" and masked_lm is not None:
         raise ConfigError(f"config key '{where}.masked_lm': only bert-attack uses a masked LM, not {recipe}")
+    for key, recipes in ATTACK_SETTINGS.items():
+        if raw.get(key) is not None and recipe not in recipes:
+            raise ConfigError(f"config key '{where}.{key}': only {', '.join(recipes)} have it, not {recipe}")
+    settings = {key: raw.get(key) for key in ATTACK_SETTINGS}
+    if settings["max_candidates"] is not None:
+        _number(settings["max_candidates"], f"{where}.max_candidates", integer=True, low=1)
+    for key in ("similarity_threshold", "max_words_perturbed"):
+        if settings[key] is not None:
+            low = 0 if key == "max_words_perturbed" else -1
+            settings[key] = float(_number(settings[key], f"{where}.{key}", low=low, high=1,
+                                          low_open=key == "max_words_perturbed"))
     return AttackConfig(
         recipe=recipe,
         max_examples=_number(raw.get("max_examples", 50), f"{where}.max_examples", integer=True, low=1),
         query_budget=None if budget is None else _number(budget, f"{where}.query_budget", integer=True, low=1),
         masked_lm=None if masked_lm is None else _string(masked_lm, f"{where}.masked_lm"),
         mode=_string(raw.get("mode", "textattack"), f"{where}.mode", ATTACK_MODES),
+        **settings,
     )
 
 

@@ -15,6 +15,9 @@ resumes from that method's own checkpoint:
   weights IMP started from (``cosine_vs_one_shot``).
 - ``robust_ticket``: hard-concrete masks learned once per seed on the fine-tuned dense model; each
   sparsity draws its ticket, resets to the pre-trained weights and fine-tunes.
+- ``random_ticket``: Robust Tickets' random control: at each sparsity the robust ticket's kept count in
+  every matrix at random positions (seeded by the point's seed), reset and fine-tuned the same way. It needs
+  the seed's learned masks only (shared work, checkpointed once), not the robust ticket's point.
 - ``early_robust``: from the pre-trained model, search the early-bird ticket and fine-tune the
   physically smaller model (the point's shares of heads and FFN neurons removed).
 - ``adversarial``: the dense baseline of adversarial training: the pre-trained model fine-tuned under
@@ -328,12 +331,12 @@ class PointPruner:
             return self._log_alphas, self._mask_seconds
         block = self.config.pruning.robust_ticket
         model = copy.deepcopy(self.base)
-        masks = HardConcreteMasks(model, seed=self.seed)
+        masks = HardConcreteMasks(model, seed=self.seed, init_mask=block.init_mask)
         start = time.perf_counter()
         directory = self.method_dir("robust_ticket") / f"masks-seed{self.seed}"
         ft = self.config.finetune
         schedule = MASK_SCHEDULE.replace(epochs=block.mask_epochs, lr=block.mask_lr, batch_size=ft.batch_size,
-                                         max_length=ft.max_length, seed=self.seed,
+                                         max_length=ft.max_length, seed=self.seed, weight_decay=block.weight_decay,
                                          precision=self.config.precision)
         train_hard_concrete_masks(
             model, self.tokenizer, self.train, masks, schedule,
@@ -359,7 +362,7 @@ class PointPruner:
     def shared_work(self, points: Sequence[Any]) -> dict[str, Any]:
         """Compute now what ``points`` (of this seed) share, and return it for pruners in other processes
         (:meth:`adopt`): the magnitude selection, reused calibration statistics, the pre-trained state,
-        IMP's rewind point and Robust Tickets' learned scores."""
+        IMP's rewind point and Robust Tickets' learned scores (for ``robust_ticket`` and ``random_ticket``)."""
         methods = {p.method for p in points}
         calibration = self.config.pruning.calibration
         reuse = calibration.reuse_statistics
@@ -372,11 +375,11 @@ class PointPruner:
                 self.batches(source)  # also what a record says about it, in processes that adopt the statistics
                 if reuse:
                     (self._input_norms if base == "wanda" else self._input_hessians)(source)
-        if methods & {"imp", "robust_ticket"}:
+        if methods & {"imp", "robust_ticket", "random_ticket"}:
             self.pretrained_state()
         if "imp" in methods:
             self._rewind = self.rewind_state()
-        if "robust_ticket" in methods:
+        if methods & {"robust_ticket", "random_ticket"}:
             self.ticket_scores()
         return {name: getattr(self, name) for name in _SHARED}
 
@@ -476,19 +479,35 @@ class PointPruner:
             "cosine_vs_omp_pretrained": cosine, "hamming_vs_omp_pretrained": hamming})
 
     def _robust_ticket(self, point: Any, directory: Path) -> PrunedPoint:
-        from robustprune.pruners.robust_tickets import draw_ticket, reset_to_pretrained
+        from robustprune.pruners.robust_tickets import draw_ticket
+
+        log_alphas, mask_seconds = self.ticket_scores()
+        return self._retrain_ticket(draw_ticket(log_alphas, point.sparsity), directory, mask_seconds)
+
+    def _random_ticket(self, point: Any, directory: Path) -> PrunedPoint:
+        from robustprune.pruners.random_masks import layer_matched_random_masks
+        from robustprune.pruners.robust_tickets import draw_ticket
+
+        log_alphas, mask_seconds = self.ticket_scores()
+        ticket = layer_matched_random_masks(draw_ticket(log_alphas, point.sparsity), seed=point.seed)
+        return self._retrain_ticket(ticket, directory, mask_seconds)
+
+    def _retrain_ticket(self, ticket: dict[str, torch.Tensor], directory: Path, mask_seconds: float) -> PrunedPoint:
+        """A ticket of Robust Tickets (or its random control) reset to the pre-trained weights and fine-tuned
+        with the ``finetune`` recipe, its mask fixed (under ``finetune_adversarial`` when set)."""
+        from robustprune.pruners.robust_tickets import reset_to_pretrained
         from robustprune.train.finetune import finetune_classifier
 
         block = self.config.pruning.robust_ticket
-        log_alphas, mask_seconds = self.ticket_scores()
-        ticket = draw_ticket(log_alphas, point.sparsity)
         model = copy.deepcopy(self.base)
         reset_to_pretrained(model, self.pretrained_state())
         attack = None if block.finetune_adversarial is None else block.finetune_adversarial.attack()
         finetune_classifier(model, self.tokenizer, self.train, self._schedule(), masks=ticket, attack=attack,
                             checkpoint_dir=directory, **self._run_options())
-        # the masks are learned once per seed, shared by its points: their time is recorded apart
-        return PrunedPoint(model, weight_sparsity(model), details={"mask_learning_seconds": mask_seconds})
+        # the masks are learned once per seed, shared by its points: their time is recorded apart; the kept
+        # weights per target (in target order) are the ticket's sparsity pattern (the paper's Figure 3)
+        return PrunedPoint(model, weight_sparsity(model), details={
+            "mask_learning_seconds": mask_seconds, "kept_per_target": [int(m.sum()) for m in ticket.values()]})
 
     def _adversarial(self, point: Any, directory: Path) -> PrunedPoint:
         from robustprune.train.finetune import finetune_classifier

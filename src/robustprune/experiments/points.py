@@ -25,6 +25,7 @@ from robustprune.data.datasets import TextDataset
 from robustprune.devices import runtime_info
 from robustprune.eval.classifier import ClassificationResult, TextClassifier, evaluate_classifier
 from robustprune.experiments.config import (
+    ATTACK_SETTINGS,
     CALIBRATED_METHODS,
     ONE_SHOT_METHODS,
     ExperimentConfig,
@@ -64,7 +65,7 @@ def sweep_methods(config: ExperimentConfig) -> list[str]:
 
 def sweep_points(config: ExperimentConfig) -> list[Point]:
     """Every point of ``config`` in run order: per seed the dense point, then method x pattern x sparsity
-    (``imp`` and ``robust_ticket``: unstructured only; ``early_robust``: one point per ticket of
+    (``imp``, ``robust_ticket`` and ``random_ticket``: unstructured only; ``early_robust``: one point per ticket of
     :meth:`~robustprune.experiments.config.EarlyRobustConfig.tickets`, pattern ``heads=H+neurons=N`` or,
     without ratios, ``heads+neurons`` at every sparsity; ``adversarial``: one dense point per adversary of
     :meth:`~robustprune.experiments.config.PruningConfig.adversarial_baselines`; a calibrated method once per
@@ -373,9 +374,10 @@ class Evaluator:
         for spec in self.config.evaluation.attacks:
             start = time.perf_counter()
             indices = self.data.attack_indices(spec.max_examples)
+            settings = {key: getattr(spec, key) for key in ATTACK_SETTINGS if getattr(spec, key) is not None}
             report = attack(classifier, self.data.evaluation.subset(indices), spec.recipe,
                             query_budget=spec.query_budget, progress=self.progress, mode=spec.mode,
-                            **self._recipe_options.get(spec.recipe, {}))
+                            **self._recipe_options.get(spec.recipe, {}), **settings)
             summary = report.to_dict()
             summary["example_indices"] = indices  # into the evaluation set: the same at every point
             # per-example texts and outcomes go to the point's own files, the aggregates to the record

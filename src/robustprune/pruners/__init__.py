@@ -9,7 +9,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "early_robust": ["early_robust", "early_robust_search"],
         "imp": ["iterative_magnitude_prune"],
         "magnitude": ["MagnitudeSweep", "magnitude_prune"],
-        "random_masks": ["random_prune"],
+        "random_masks": ["layer_matched_random_masks", "random_prune"],
         "robust_tickets": ["HardConcreteMasks", "draw_ticket", "robust_ticket"],
         "sparsegpt": ["collect_hessians", "sparsegpt_prune"],
         "wanda": ["collect_input_norms", "wanda_prune"],

@@ -5,11 +5,14 @@ row-major); the lowest scores are pruned with exactly the rules of magnitude pru
 ``round(sparsity * n)`` weights globally or per matrix, or the N largest scores of every M along the
 input dimension. So the masks are uniformly random at the requested sparsity, and the same seed gives
 the same masks on any model with the same target shapes.
+
+:func:`layer_matched_random_masks` is the random control of a learned ticket (Robust Tickets' "Random"
+baseline): the same number of kept weights in every matrix as the ticket, at uniformly random positions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -65,4 +68,39 @@ def random_prune(
     return masks
 
 
-__all__ = ["random_prune"]
+@torch.no_grad()
+def layer_matched_random_masks(masks: Mapping[str, torch.Tensor], *, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random keep-masks with ``masks``' per-tensor counts: for each tensor (in mapping order) exactly as many
+    kept entries as ``masks`` keeps there, at uniformly random positions.
+
+    Each tensor gets independent uniform scores from one ``torch.Generator().manual_seed(seed)`` (tensors in
+    order, row-major) and keeps its ``k`` highest, so the same seed and shapes give the same masks, and the
+    masks of one seed are nested as ``k`` grows (a lower sparsity keeps a superset). The global RNG is
+    untouched.
+
+    Args:
+        masks: ``{parameter name: bool keep-mask}`` (True = kept), e.g. a ticket from
+            :func:`robustprune.pruners.robust_tickets.draw_ticket`.
+        seed: seeds the positions.
+
+    Returns:
+        ``{parameter name: bool keep-mask}`` with ``masks``' names, shapes and per-tensor kept counts, on the
+        CPU.
+    """
+    if len(masks) == 0:
+        raise ValueError("masks is empty; pass {parameter name: bool keep-mask}")
+    generator = torch.Generator().manual_seed(int(seed))
+    out = {}
+    for name, mask in masks.items():
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError(f"masks[{name!r}] must be a bool tensor (True = kept), got "
+                            f"{getattr(mask, 'dtype', type(mask).__name__)}")
+        scores = torch.rand(mask.shape, generator=generator)
+        kept = int(mask.sum())
+        flat = torch.zeros(mask.numel(), dtype=torch.bool)
+        flat[torch.topk(scores.flatten(), kept).indices] = True
+        out[name] = flat.reshape(mask.shape)
+    return out
+
+
+__all__ = ["layer_matched_random_masks", "random_prune"]

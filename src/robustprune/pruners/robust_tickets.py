@@ -7,7 +7,8 @@
    adversarial loss (FreeLB by default; one gate sample per step, shared by its K passes) plus
    ``lambda_t * L0``, where L0 = mean sigmoid(log_alpha - beta * log(-gamma / zeta)) over all targeted
    weights (the expected fraction of open gates) and ``lambda_t`` rises linearly from 0 to ``l0_lambda``
-   over the first ``l0_warmup_ratio`` of the steps (:class:`LambdaSchedule`). Checkpointed and resumable.
+   over the first ``l0_warmup_ratio`` of the steps (:class:`LambdaSchedule`); Adam, or AdamW when the
+   schedule has weight decay (the paper's Table 7). Checkpointed and resumable.
 3. :func:`draw_ticket` keeps the weights with the largest ``log_alpha`` globally, exactly
    ``round(sparsity * n)`` pruned (ties at the cut pruned in target order, then row-major index).
 4. :func:`reset_to_pretrained` restores the pre-trained weights, and the ticket is fine-tuned with the mask
@@ -121,6 +122,10 @@ class HardConcreteMasks(nn.Module):
         targets: None for the Linear layers inside the transformer blocks, or glob patterns of module names.
         init_drop_rate: initial ``log_alpha = log(1 - p) - log(p)`` (p = 0.1: eval gate 0.98, nearly dense).
         init_std: std of the seeded normal jitter added to the initial ``log_alpha``.
+        init_mask: the initial eval gate of every weight, as the authors' code sets it (its ``mask_p``,
+            0.9 there): every ``log_alpha`` starts at exactly ``logit((init_mask - gamma) / (zeta - gamma))``
+            (log 5 = 1.609438 for 0.9), without jitter; ``init_drop_rate`` and ``init_std`` are then unused.
+            None: the drop-rate init above.
         seed: seeds the jitter.
         gamma, zeta, beta: the hard-concrete constants.
     """
@@ -132,6 +137,7 @@ class HardConcreteMasks(nn.Module):
         *,
         init_drop_rate: float = 0.1,
         init_std: float = 0.01,
+        init_mask: float | None = None,
         seed: int = 0,
         gamma: float = GAMMA,
         zeta: float = ZETA,
@@ -142,11 +148,17 @@ class HardConcreteMasks(nn.Module):
             raise ValueError(f"init_drop_rate must lie in (0, 1), got {init_drop_rate}")
         if not init_std >= 0:
             raise ValueError(f"init_std must be >= 0, got {init_std}")
+        if init_mask is not None and not gamma < init_mask < zeta:
+            raise ValueError(f"init_mask must lie in (gamma, zeta) = ({gamma}, {zeta}), got {init_mask}")
         modules = select_targets(model, targets)
         self.names = [f"{name}.weight" for name in modules]
         self.gamma, self.zeta, self.beta = float(gamma), float(zeta), float(beta)
         generator = torch.Generator().manual_seed(seed)
-        mean = math.log(1 - init_drop_rate) - math.log(init_drop_rate)
+        if init_mask is None:
+            mean = math.log(1 - init_drop_rate) - math.log(init_drop_rate)
+        else:  # the eval gate clamp(sigmoid(log_alpha) * (zeta - gamma) + gamma) starts at init_mask
+            p = (init_mask - gamma) / (zeta - gamma)
+            mean, init_std = math.log(p / (1 - p)), 0.0
         self.log_alphas = nn.ParameterList(
             nn.Parameter(
                 torch.empty(m.weight.shape).normal_(mean, init_std, generator=generator).to(m.weight.device)
@@ -223,7 +235,8 @@ class HardConcreteMasks(nn.Module):
         return draw_ticket(self.named_log_alphas(), sparsity)
 
 
-# Adam on log_alpha at a constant rate, unclipped (Robust Tickets' mask learning).
+# Adam on log_alpha at a constant rate, unclipped, no weight decay (Robust Tickets' mask learning; a
+# schedule with weight_decay > 0 trains them with AdamW, as the paper's Table 7 does).
 MASK_SCHEDULE = TrainingSchedule(lr=0.1, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=0.0)
 
 
@@ -253,14 +266,15 @@ def train_hard_concrete_masks(
     """Learn ``masks.log_alphas`` on ``train`` with every model weight frozen (restored afterwards).
 
     Each step draws one gate sample, computes the adversarial loss (``attack``; None: clean loss) through the
-    gated model, adds ``lambda_t * L0`` and takes an Adam step (constant ``schedule.lr``) on ``log_alpha``.
+    gated model, adds ``lambda_t * L0`` and takes an Adam step (constant ``schedule.lr``) on ``log_alpha``;
+    with ``schedule.weight_decay > 0`` an AdamW step (decoupled decay of ``log_alpha`` toward 0).
     The masks are attached for the duration of the call (if they were not already) and left in ``train()``
     mode.
 
     Args:
-        schedule: epochs, batch size, learning rate, clipping of ``log_alpha``'s gradient (0: none),
-            truncation and seed; default :data:`MASK_SCHEDULE`. Adam at a constant rate has neither weight
-            decay nor warm-up: a schedule with either is refused.
+        schedule: epochs, batch size, learning rate, weight decay (AdamW's, on every ``log_alpha``),
+            clipping of ``log_alpha``'s gradient (0: none), truncation and seed; default
+            :data:`MASK_SCHEDULE`. The rate is constant: a schedule with warm-up is refused.
         checkpoint_dir, checkpoint_every, stop_after: as in
             :func:`~robustprune.train.finetune.adversarial_finetune` (checkpoints hold ``log_alpha``,
             Adam's state, the RNG and the history).
@@ -270,16 +284,19 @@ def train_hard_concrete_masks(
         The per-step losses, learning rates, L0 penalties and lambdas (including resumed steps).
     """
     check_training_arguments(model, train, attack)
-    if schedule.weight_decay or schedule.warmup_ratio:
-        raise ValueError(f"the masks train with Adam at a constant lr: the schedule must have weight_decay=0 and "
-                         f"warmup_ratio=0, got {schedule.weight_decay} and {schedule.warmup_ratio} (start from "
-                         "MASK_SCHEDULE.replace(...))")
+    if schedule.warmup_ratio:
+        raise ValueError(f"the masks train at a constant lr: the schedule must have warmup_ratio=0, got "
+                         f"{schedule.warmup_ratio} (start from MASK_SCHEDULE.replace(...))")
     if not 0 <= l0_warmup_ratio <= 1:
         raise ValueError(f"l0_warmup_ratio must be in [0, 1], got {l0_warmup_ratio}")
     steps_per_epoch, total_steps = schedule.steps(len(train))
     lambdas = LambdaSchedule(float(l0_lambda), int(l0_warmup_ratio * total_steps))
     torch.manual_seed(schedule.seed)
-    optimizer = torch.optim.Adam(masks.log_alphas.parameters(), lr=schedule.lr)
+    if schedule.weight_decay:
+        optimizer = torch.optim.AdamW(masks.log_alphas.parameters(), lr=schedule.lr,
+                                      weight_decay=schedule.weight_decay)
+    else:  # plain Adam, as before weight decay was allowed (its checkpoints resume)
+        optimizer = torch.optim.Adam(masks.log_alphas.parameters(), lr=schedule.lr)
     history = MaskTrainingHistory()
 
     def l0_term(step: int) -> torch.Tensor:
@@ -289,12 +306,13 @@ def train_hard_concrete_masks(
         history.lambdas.append(lam)
         return lam * penalty
 
-    fingerprint = {  # weight decay and warm-up are always 0 here: left out, as before they existed
+    fingerprint = {  # warm-up is always 0 here and weight decay 0 by default: left out, as before they existed
         "attack": attack, "epochs": schedule.epochs, "batch_size": schedule.batch_size, "lr": schedule.lr,
         "l0_lambda": l0_lambda, "l0_warmup_ratio": l0_warmup_ratio, "max_grad_norm": schedule.max_grad_norm,
         "max_length": schedule.max_length, "seed": schedule.seed, "examples": len(train), "targets": masks.names,
         "constants": (masks.gamma, masks.zeta, masks.beta),
         **({} if schedule.precision == "fp32" else {"precision": schedule.precision}),
+        **({"weight_decay": schedule.weight_decay} if schedule.weight_decay else {}),
     }
     run = training_run(
         model, optimizer=optimizer, attack=attack, clip=masks.log_alphas.parameters(),
@@ -377,6 +395,7 @@ def robust_ticket(
     mask_schedule: TrainingSchedule = MASK_SCHEDULE,
     finetune_schedule: TrainingSchedule = ADVERSARIAL_SCHEDULE,
     finetune_attack: Attack | None = None,
+    init_mask: float | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
     progress: bool = True,
@@ -387,12 +406,12 @@ def robust_ticket(
     from ``log_alpha``, resets the weights to ``pretrained_state`` (e.g. the state the fine-tuning started
     from), and fine-tunes the ticket with the mask fixed (adversarially when ``finetune_attack`` is set).
     ``mask_schedule`` and ``finetune_schedule`` are the two phases' settings (the gates are initialised
-    from ``mask_schedule.seed``). With ``checkpoint_dir`` both stages checkpoint into sub-directories and a
-    repeated call resumes.
+    from ``mask_schedule.seed``; ``init_mask``: their initial value, see :class:`HardConcreteMasks`). With
+    ``checkpoint_dir`` both stages checkpoint into sub-directories and a repeated call resumes.
     """
     sparsity = check_sparsity(sparsity)
     sub = (lambda name: None) if checkpoint_dir is None else (lambda name: Path(checkpoint_dir) / name)
-    masks = HardConcreteMasks(model, targets, seed=mask_schedule.seed)
+    masks = HardConcreteMasks(model, targets, seed=mask_schedule.seed, init_mask=init_mask)
     mask_history = train_hard_concrete_masks(
         model, tokenizer, train, masks, mask_schedule, attack=attack, l0_lambda=l0_lambda,
         l0_warmup_ratio=l0_warmup_ratio, checkpoint_dir=sub("masks"), checkpoint_every=checkpoint_every,

@@ -225,3 +225,37 @@ def test_substitutes_that_cannot_do_their_job_are_refused(glove, sentence_encode
     with pytest.raises(ValueError, match="must have encode"):
         textfooler(vectors=glove, encoder=object())
     assert textfooler(vectors=glove, encoder=sentence_encoder).name == "textfooler"  # the real ones pass
+
+
+def test_a_papers_attack_settings_reach_the_constraints(glove, sentence_encoder, random_mlm, minilm_tokenizer):
+    """N (candidates per word), S (sentence similarity) and M (share of words changed), as a paper sets them
+    (Robust Tickets' Table 6); the defaults stay TextAttack's."""
+    from robustprune.eval.attacks.constraints import MaxWordsPerturbed, SentenceSimilarity
+    from robustprune.eval.attacks.recipes import bert_attack, build_recipe
+
+    def settings(recipe):
+        swaps = getattr(recipe.transformation, "parts", [recipe.transformation])
+        candidates = [t.max_candidates for t in swaps if hasattr(t, "max_candidates")]
+        threshold = [c.threshold for c in recipe.constraints if isinstance(c, SentenceSimilarity)]
+        share = [c.max_percent for c in recipe.constraints if isinstance(c, MaxWordsPerturbed)]
+        return candidates, threshold, share
+
+    resources = {"vectors": glove, "encoder": sentence_encoder}
+    assert settings(build_recipe("textfooler", **resources)) == ([50], [0.840845057], [])
+    assert settings(build_recipe("textbugger", **resources)) == ([5], [0.8], [])
+    assert settings(bert_attack(random_mlm, minilm_tokenizer, encoder=sentence_encoder)) == ([48], [0.2], [0.4])
+    fooler = build_recipe("textfooler", max_candidates=40, similarity_threshold=0.84, **resources)
+    assert settings(fooler) == ([40], [0.84], [])
+    assert fooler.parameters["max_candidates"] == 40 and fooler.parameters["similarity_threshold"] == 0.84
+    bugger = build_recipe("textbugger", max_candidates=7, similarity_threshold=0.75, **resources)
+    assert settings(bugger) == ([7], [0.75], []) and bugger.parameters["embedding_candidates"] == 7
+    paper = bert_attack(random_mlm, minilm_tokenizer, encoder=sentence_encoder, max_candidates=50,
+                        similarity_threshold=0.2, max_words_perturbed=0.9)
+    assert settings(paper) == ([50], [0.2], [0.9]) and paper.parameters["max_percent_words"] == 0.9
+    for bad, match in (({"max_candidates": 0}, "max_candidates must be an int >= 1"),
+                       ({"max_candidates": 2.0}, "max_candidates must be an int"),
+                       ({"similarity_threshold": 1.5}, r"similarity_threshold must be a number in \[-1, 1\]")):
+        with pytest.raises(ValueError, match=match):
+            build_recipe("textfooler", **resources, **bad)
+    with pytest.raises(ValueError, match=r"max_words_perturbed must be a share in \(0, 1\]"):
+        bert_attack(random_mlm, minilm_tokenizer, encoder=sentence_encoder, max_words_perturbed=0)

@@ -163,6 +163,15 @@ def _encoder(encoder: Any, deviations: list[str]) -> Any:
     return check_sentence_encoder(encoder)
 
 
+def _check_settings(max_candidates: Any, similarity_threshold: Any) -> None:
+    """The candidates per word (an int >= 1) and a sentence-similarity threshold (a number in [-1, 1])."""
+    if isinstance(max_candidates, bool) or not isinstance(max_candidates, int) or max_candidates < 1:
+        raise ValueError(f"max_candidates must be an int >= 1, got {max_candidates!r}")
+    if isinstance(similarity_threshold, bool) or not isinstance(similarity_threshold, (int, float)) \
+            or not -1 <= similarity_threshold <= 1:
+        raise ValueError(f"similarity_threshold must be a number in [-1, 1], got {similarity_threshold!r}")
+
+
 def _pre(stopwords: Iterable[str] | None, mode: str, textattack_default: Callable[[], Iterable[str]] | None = None
          ) -> list:
     """Never change a word twice or a stopword: in ``"textattack"`` mode the recipe's TextAttack list
@@ -183,9 +192,14 @@ def textfooler(
     encoder: Any = None,
     stopwords: Iterable[str] | None = None,
     word_pos: Callable[[str], frozenset[str]] | None = None,
+    max_candidates: int = 50,
+    similarity_threshold: float = 0.840845057,
     mode: str = "textattack",
 ) -> Recipe:
     """TextFooler (Jin et al., 2020) as TextAttack builds it.
+
+    ``max_candidates`` (embedding neighbours per word) and ``similarity_threshold`` (the sentence-similarity
+    constraint) default to TextAttack's values; a paper's attack settings may change them.
 
     In ``"textattack"`` mode the stopwords are TextFooler's own list, as TextAttack's recipe passes it
     (:func:`robustprune.eval.stopwords.textfooler_stopwords`), and the candidates are the 50 nearest GloVe
@@ -193,6 +207,7 @@ def textfooler(
     sets in TextAttack's ``PartOfSpeech`` place), it makes TextAttack's decisions example by example
     (``tests/eval/attacks/test_textattack_fixture.py``)."""
     check_mode(mode)
+    _check_settings(max_candidates, similarity_threshold)
     deviations: list[str] = []
     vectors = _vectors(vectors, deviations, "counter-fitted vectors")
     encoder = _encoder(encoder, deviations)
@@ -206,14 +221,14 @@ def textfooler(
 
     return Recipe(
         name="textfooler",
-        transformation=EmbeddingSwap(vectors, max_candidates=50, mode=mode),
+        transformation=EmbeddingSwap(vectors, max_candidates=max_candidates, mode=mode),
         pre_constraints=_pre(stopwords, mode, textfooler_stopwords),
         constraints=[
             WordEmbeddingDistance(vectors, min_cos_sim=0.5),
             PartOfSpeech(word_pos, allow_verb_noun_swap=True),
             SentenceSimilarity(
                 encoder,
-                0.840845057,
+                similarity_threshold,
                 metric="angular",
                 compare_against_original=False,
                 window_size=15,
@@ -224,9 +239,9 @@ def textfooler(
         deviations=deviations,
         mode=mode,
         parameters={
-            "max_candidates": 50,
+            "max_candidates": max_candidates,
             "min_cos_sim": 0.5,
-            "similarity_threshold": 0.840845057,
+            "similarity_threshold": similarity_threshold,
             "similarity_metric": "angular",
             "window_size": 15,
             "wir_method": "delete",
@@ -236,10 +251,12 @@ def textfooler(
 
 def textbugger(
     *, vectors: Any = None, encoder: Any = None, stopwords: Iterable[str] | None = None, seed: int = 0,
-    mode: str = "textattack",
+    max_candidates: int = 5, similarity_threshold: float = 0.8, mode: str = "textattack",
 ) -> Recipe:
-    """TextBugger (Li et al., 2019), black-box variant, as TextAttack builds it."""
+    """TextBugger (Li et al., 2019), black-box variant, as TextAttack builds it. ``max_candidates`` (the
+    embedding neighbours of Sub-W) and ``similarity_threshold`` default to TextAttack's values."""
     check_mode(mode)
+    _check_settings(max_candidates, similarity_threshold)
     deviations: list[str] = []
     vectors = _vectors(vectors, deviations, "GloVe 6B 300-d (the paper) / counter-fitted (TextAttack)")
     encoder = _encoder(encoder, deviations)
@@ -262,18 +279,19 @@ def textbugger(
                 CharacterDelete(**inner),
                 NeighbourSwap(**inner),
                 HomoglyphSwap(mode=mode),
-                EmbeddingSwap(vectors, max_candidates=5, mode=mode),
+                EmbeddingSwap(vectors, max_candidates=max_candidates, mode=mode),
             ]
         ),
         pre_constraints=_pre(stopwords, mode),
-        constraints=[SentenceSimilarity(encoder, 0.8, metric="angular", compare_against_original=True)],
+        constraints=[SentenceSimilarity(encoder, similarity_threshold, metric="angular",
+                                        compare_against_original=True)],
         search=GreedyWordSwapWIR("delete", mode=mode),
         deviations=deviations,
         mode=mode,
         draws=draws,
         parameters={
-            "embedding_candidates": 5,
-            "similarity_threshold": 0.8,
+            "embedding_candidates": max_candidates,
+            "similarity_threshold": similarity_threshold,
             "similarity_metric": "angular",
             "wir_method": "delete",
             "seed": seed,
@@ -347,6 +365,8 @@ def bert_attack(
     encoder: Any = None,
     stopwords: Iterable[str] | None = None,
     max_candidates: int = 48,
+    similarity_threshold: float = 0.2,
+    max_words_perturbed: float = 0.4,
     mode: str = "textattack",
 ) -> Recipe:
     """BERT-Attack (Li et al., 2020) with a Hugging Face masked LM.
@@ -357,9 +377,15 @@ def bert_attack(
             with :func:`load_masked_lm` to have its head checked).
         tokenizer: its fast tokenizer (default with a name: the model's own).
         encoder, stopwords, max_candidates: the sentence encoder, stopwords and candidates per word.
+        similarity_threshold: the sentence-similarity constraint (cosine, against the original).
+        max_words_perturbed: the largest share of the words changed.
         mode: ``"textattack"`` or ``"paper"`` (see the module docstring).
     """
     check_mode(mode)
+    _check_settings(max_candidates, similarity_threshold)
+    if isinstance(max_words_perturbed, bool) or not isinstance(max_words_perturbed, (int, float)) \
+            or not 0 < max_words_perturbed <= 1:
+        raise ValueError(f"max_words_perturbed must be a share in (0, 1], got {max_words_perturbed!r}")
     if isinstance(mlm, (str, os.PathLike)):
         mlm, own_tokenizer = load_masked_lm(mlm)
         tokenizer = tokenizer or own_tokenizer
@@ -386,16 +412,16 @@ def bert_attack(
         transformation=MaskedLMSwap(mlm, tokenizer, max_candidates=max_candidates),
         pre_constraints=_pre(stopwords, mode),
         constraints=[
-            MaxWordsPerturbed(max_percent=0.4),
-            SentenceSimilarity(encoder, 0.2, metric="cosine", compare_against_original=True),
+            MaxWordsPerturbed(max_percent=max_words_perturbed),
+            SentenceSimilarity(encoder, similarity_threshold, metric="cosine", compare_against_original=True),
         ],
         search=GreedyWordSwapWIR("unk", unk_token=tokenizer.unk_token or "[UNK]", mode=mode),
         deviations=deviations,
         mode=mode,
         parameters={
             "max_candidates": max_candidates,
-            "max_percent_words": 0.4,
-            "similarity_threshold": 0.2,
+            "max_percent_words": max_words_perturbed,
+            "similarity_threshold": similarity_threshold,
             "similarity_metric": "cosine",
             "wir_method": "unk",
         },
