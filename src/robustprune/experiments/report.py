@@ -28,7 +28,7 @@ import json
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -388,6 +388,17 @@ def _metric_name(key: str) -> str:
     return "clean acc" if key == "clean_accuracy" else _column_name(key)
 
 
+def _survivors(families: dict[str, list[Any]], what: str, name: Callable[[Any], str]) -> list[str]:
+    """One line per metric: how many tests of the family were made and which survive Holm's correction."""
+    lines = []
+    for key, family in families.items():
+        kept = [t for t in family if t.survives]
+        which = ": " + ", ".join(name(t) for t in kept) if kept else ""
+        verb = "survives" if len(kept) == 1 else "survive"
+        lines.append(f"- {_metric_name(key)}{what}: {len(family)} tests, {len(kept)} {verb} Holm at {ALPHA:g}{which}.")
+    return lines
+
+
 def tests_section(families: dict[str, list[PointTest]]) -> str:
     """The part of ``analysis.md`` that lists the per-point tests: per metric how many were made and which
     survive Holm's correction, then one table line per test."""
@@ -398,12 +409,7 @@ def tests_section(families: dict[str, list[PointTest]]) -> str:
              "only for the point), one-sided in the direction of the claim (clean accuracy: below the dense "
              "model; robust metrics: above it), p-values Holm-adjusted over all the tests of one metric in this "
              f"sweep; a point survives when its adjusted p is <= {ALPHA:g}.")
-    lines = ["", intro, ""]
-    for key, family in families.items():
-        kept = [t for t in family if t.survives]
-        which = ": " + ", ".join(f"{t.method} {t.row.sparsity:.2f}" for t in kept) if kept else ""
-        verb = "survives" if len(kept) == 1 else "survive"
-        lines.append(f"- {_metric_name(key)}: {len(family)} tests, {len(kept)} {verb} Holm at {ALPHA:g}{which}.")
+    lines = ["", intro, "", *_survivors(families, "", lambda t: f"{t.method} {t.row.sparsity:.2f}")]
     header = ["metric", "method", "sparsity", "lost", "gained", "p (exact McNemar, one-sided)", "p (Holm)",
               "survives"]
     body = [[_metric_name(t.key), t.method, f"{t.row.sparsity:.2f}", str(t.test.lost), str(t.test.gained),
@@ -475,13 +481,7 @@ def control_section(families: dict[str, list[ControlTest]], collapsed: dict[int,
              "scores below chance, so pruning that only pushes predictions toward chance raises robust accuracy "
              "too; a gain over the dense model that is not also a gain over random pruning at the same sparsity "
              f"cannot be told from that drift. A test survives when its adjusted p is <= {ALPHA:g}.")
-    lines = ["", intro, ""]
-    for key, family in families.items():
-        kept = [t for t in family if t.survives]
-        which = ": " + ", ".join(f"{t.method} {_pattern_label(t.row)}" for t in kept) if kept else ""
-        verb = "survives" if len(kept) == 1 else "survive"
-        lines.append(f"- {_metric_name(key)} vs random pruning: {len(family)} tests, {len(kept)} {verb} Holm at "
-                     f"{ALPHA:g}{which}.")
+    lines = ["", intro, "", *_survivors(families, " vs random pruning", lambda t: f"{t.method} {_pattern_label(t.row)}")]
     header = ["metric", "method", "pattern", "sparsity", "method acc", "random acc", "lost", "gained",
               "p (exact McNemar, one-sided)", "p (Holm)", "survives", "collapsed (method / random)"]
 

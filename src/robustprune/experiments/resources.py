@@ -76,15 +76,21 @@ def _hf_model(name: str) -> str | None:
         validate_repo_id(name)
     except HFValidationError:
         return f"{name!r} is neither a local folder nor a Hugging Face model id"
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+    return _from_hub(f"{name!r} is not a local folder nor in the Hugging Face cache",
+                     isinstance(try_to_load_from_cache(name, "config.json"), str),
+                     lambda: HfApi().model_info(name, timeout=_HUB_TIMEOUT_SECONDS))
+
+
+def _from_hub(missing: str, cached: bool, ask: Callable[[], object]) -> str | None:
+    """None when a Hub resource is ``cached`` or the Hub answers ``ask`` in time, else ``missing`` and why."""
+    if cached:
         return None
     if _offline():
-        return f"{name!r} is not a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+        return f"{missing}, and HF_HUB_OFFLINE is set"
     try:
-        HfApi().model_info(name, timeout=_HUB_TIMEOUT_SECONDS)
-    except Exception as error:  # noqa: BLE001 - any failure means the model cannot be had now
-        return f"{name!r} is not a local folder nor in the Hugging Face cache, and the Hub did not answer " \
-               f"({type(error).__name__})"
+        ask()
+    except Exception as error:  # noqa: BLE001 - any failure means the resource cannot be had now
+        return f"{missing}, and the Hub did not answer ({type(error).__name__})"
     return None
 
 
@@ -113,17 +119,9 @@ def _hf_dataset(name: str) -> str | None:
     from huggingface_hub import HfApi
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    cached = Path(HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}"
-    if cached.is_dir():
-        return None
-    if _offline():
-        return f"the Hugging Face dataset {name!r} is not in the cache, and HF_HUB_OFFLINE is set"
-    try:
-        HfApi().dataset_info(name, timeout=_HUB_TIMEOUT_SECONDS)
-    except Exception as error:  # noqa: BLE001 - any failure means the dataset cannot be had now
-        return f"the Hugging Face dataset {name!r} is not in the cache, and the Hub did not answer " \
-               f"({type(error).__name__})"
-    return None
+    return _from_hub(f"the Hugging Face dataset {name!r} is not in the cache",
+                     (Path(HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}").is_dir(),
+                     lambda: HfApi().dataset_info(name, timeout=_HUB_TIMEOUT_SECONDS))
 
 
 def _calibration_source(source: str) -> str | None:
