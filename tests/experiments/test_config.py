@@ -286,14 +286,14 @@ def test_shifts_take_their_augmenters_settings_and_keep_earlier_fingerprints():
     assert stronger.fingerprint() != plain.fingerprint()
     assert parse_config(stronger.to_dict()).fingerprint() == stronger.fingerprint()  # config.json round trip
     assert stronger.to_dict()["evaluation"]["shifts"][1]["params"]["p_rd"] == 0.3  # a protocol key path
-    augmenter = stronger.evaluation.shifts[1].augmenter()
+    augmenter = stronger.evaluation.shifts[1].augmenter("cpu")
     assert [type(op).__name__ for op in augmenter.operations] == ["SynonymReplace", "RandomInsert", "RandomSwap",
                                                                    "RandomDelete"]
     assert augmenter.operations[3].p == 0.3
     translation = parse_config({"evaluation": {"shifts": [{"name": "back_translation", "params": {
         "forward": "Helsinki-NLP/opus-mt-en-ROMANCE", "backward": "Helsinki-NLP/opus-mt-ROMANCE-en",
         "target_prefix": ">>es<<"}}]}})
-    built = translation.evaluation.shifts[0].augmenter()  # no model loads before first use
+    built = translation.evaluation.shifts[0].augmenter("cpu")  # no model loads before first use
     assert built.sources == ("Helsinki-NLP/opus-mt-en-ROMANCE", "Helsinki-NLP/opus-mt-ROMANCE-en")
     assert built.target_prefix == ">>es<<" and built.num_beams == 4
 

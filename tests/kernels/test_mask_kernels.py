@@ -9,7 +9,7 @@ devices (each program costs ~1 ms interpreted); the real layer shapes of bench/g
 import pytest
 import torch
 
-from bench.gpu import NM_PATTERNS, SHAPES
+from bench.gpu import NM_PATTERNS
 from bench.workloads import bert_base_weights
 from robustprune.sparse_ops.magnitude import (
     _magnitude_mask_triton,
@@ -19,9 +19,7 @@ from robustprune.sparse_ops.magnitude import (
 )
 from robustprune.sparse_ops.nm import _nm_mask_triton, nm_mask
 from tests.conftest import DTYPES
-
-REAL_SHAPES = [pytest.param(shape, id=f"{family}-{shape[0]}x{shape[1]}")
-               for family, shapes in SHAPES.items() for shape in shapes]
+from tests.kernels import REAL_SHAPES
 
 
 def on(device, tensors):

@@ -12,7 +12,6 @@ error is caught in every format, fp32 included).
 import pytest
 import torch
 
-from bench.gpu import SHAPES
 from robustprune.sparse_ops.nm import nm_mask
 from robustprune.sparse_ops.nm_format import (
     _nm_compress_triton,
@@ -23,6 +22,7 @@ from robustprune.sparse_ops.nm_format import (
 )
 from robustprune.sparse_ops.nm_linear import _nm_linear_backward_triton, _nm_linear_triton
 from tests.conftest import DTYPES
+from tests.kernels import REAL_SHAPES
 from tests.reference import (
     FP32,
     TF32_INPUT,
@@ -31,9 +31,6 @@ from tests.reference import (
     ulp,
     within_bound,
 )
-
-REAL_SHAPES = [pytest.param(shape, id=f"{family}-{shape[0]}x{shape[1]}")
-               for family, shapes in SHAPES.items() for shape in shapes]
 
 
 def kernel_arithmetic(device: torch.device, dtype: torch.dtype) -> dict:

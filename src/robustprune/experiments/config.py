@@ -334,9 +334,9 @@ class ShiftConfig:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
 
-    def augmenter(self, device: str | None = None) -> Any:
+    def augmenter(self, device: str | None) -> Any:
         """The shift's augmenter (the model-based ones load their models on first use, on ``device``; None:
-        the augmenter's own default)."""
+        the CPU, for a process that does not see the run's device)."""
         from robustprune.eval.shifts import make_shift
 
         return make_shift(self.name, device=device, **self.params)
