@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from robustprune.cli import main
-from robustprune.experiments.config import ATTACK_RECIPES, SHIFTS, parse_config
+from robustprune.experiments.config import ATTACK_RECIPES, SHIFTS, ConfigError, parse_config
 from robustprune.experiments.demo import demo_config, demo_config_dict
 from robustprune.experiments.resources import (
     RECIPE_NEEDS,
@@ -159,3 +159,14 @@ def test_calibration_sources_and_shift_models_are_resources(tmp_path, monkeypatc
     assert not any("robust_set" in what or "'train'" in what for what in found)
     assert found[f"model {str(tmp_path / 'en-es')!r}"].needed_by == ["evaluation.shifts[0].params.forward"]
     assert "HF_HUB_OFFLINE" in found["model 'someone/not-cached'"].problem
+
+
+def test_a_hub_dataset_must_be_named():
+    from robustprune.data.datasets import load_task_split
+
+    raw = demo_config_dict()
+    raw["data"]["data_dir"] = "hub:"
+    with pytest.raises(ConfigError, match=r"'data.data_dir': 'hub:' names no dataset"):
+        parse_config(raw)
+    with pytest.raises(ValueError, match="names no dataset"):
+        load_task_split("hub: ", "sst2", "dev")

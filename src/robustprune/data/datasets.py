@@ -394,6 +394,9 @@ def load_task_split(data_dir: str, task: str, split: str = "dev") -> TextDataset
     if not data_dir.startswith(HUB_PREFIX):
         return load_glue_task(bundled_data_dir(data_dir), task, split)
     name = data_dir[len(HUB_PREFIX):]
+    if not name.strip():
+        raise ValueError(f"data_dir {data_dir!r} names no dataset; a Hugging Face dataset is hub:NAME "
+                         "(e.g. hub:nyu-mll/glue)")
     spec = task_spec(task)
     dataset = load_hf_dataset(name, _HUB_GLUE_SPLITS.get(split, split), config=spec.name, num_labels=spec.num_labels)
     return replace(dataset, name=f"glue/{spec.name}/{split} ({data_dir})")
