@@ -26,6 +26,7 @@ ALLOWED = {
     "ops": {"sparse_ops"},
     "experiments": {"data", "train", "eval", "pruners", "sparse_ops", "kernels", "targets", "models", "devices"},
     "cli": {"experiments", "package"},
+    "__main__": {"cli"},  # python -m robustprune: the command, nothing else
     "package": {"data", "train", "eval", "pruners", "sparse_ops", "targets", "models", "ops", "_forks"},
 }
 
