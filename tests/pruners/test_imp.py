@@ -113,7 +113,7 @@ def test_two_real_rounds_with_resume(sst2_finetuned, minilm_tokenizer, pretraine
     trained_1 = copy.deepcopy(start)
     from safetensors.torch import load_model
 
-    load_model(trained_1, str(tmp_path / "round_01" / "model.safetensors"))
+    load_model(trained_1, str(tmp_path / f"round_01-{counts[0]}" / "model.safetensors"))
     params_1 = dict(trained_1.named_parameters())
     expected = magnitude_masks({n: params_1[n] for n in names}, counts[1], first)
     assert all(torch.equal(expected[n], second[n]) for n in names)
@@ -122,20 +122,37 @@ def test_two_real_rounds_with_resume(sst2_finetuned, minilm_tokenizer, pretraine
     assert all(not bool(params[n][~second[n]].any()) for n in names)
     moved = params[names[0]][second[names[0]]] - pretrained_state[names[0]][second[names[0]]]
     assert 0 < float(moved.detach().abs().max()) < 0.05  # a few small steps away from the rewound values
-    assert not (tmp_path / "round_02" / "train").exists()  # the training checkpoint is dropped when done
+    assert not (tmp_path / f"round_02-{counts[1]}" / "train").exists()  # the checkpoint is dropped when done
+    assert [r.pruned for r in report] == counts
 
-    stamps = [(tmp_path / f"round_{r:02d}" / "masks.safetensors").stat().st_mtime_ns for r in (1, 2)]
+    def stamps():
+        return {p.parent.name: p.stat().st_mtime_ns for p in tmp_path.glob("round_*/masks.safetensors")}
+
+    before = stamps()
     resumed = copy.deepcopy(start)
     longer = iterative_magnitude_prune(resumed, minilm_tokenizer, tiny_train, pretrained_state, tmp_path,
                                        rounds=3, **settings)
     assert longer[:2] == report  # finished rounds are read back, not recomputed
-    assert stamps == [(tmp_path / f"round_{r:02d}" / "masks.safetensors").stat().st_mtime_ns for r in (1, 2)]
+    assert {k: v for k, v in stamps().items() if k in before} == before
     assert longer[2].sparsity == pytest.approx(imp_schedule(total, 0.2, 3)[2] / total)
     assert longer[2].cosine_vs_one_shot < report[1].cosine_vs_one_shot + 0.05
-    # a schedule to 30 % shares round 1 (20 %) but not round 2 (30 %, not 36 %): refused, not mixed
-    with pytest.raises(ValueError, match="another schedule"):
-        iterative_magnitude_prune(copy.deepcopy(start), minilm_tokenizer, tiny_train, pretrained_state, tmp_path,
-                                  sparsity=0.3, **settings)
+    # a run to 30 % shares round 1 (20 %) and trains its own round 2 (30 %, beside the 36 % one)
+    known = stamps()
+    to_30 = copy.deepcopy(start)
+    thirty = iterative_magnitude_prune(to_30, minilm_tokenizer, tiny_train, pretrained_state, tmp_path,
+                                       sparsity=0.3, **settings)
+    target = round(0.3 * total)
+    assert thirty[0] == report[0] and [r.pruned for r in thirty] == [counts[0], target]
+    assert {k: v for k, v in stamps().items() if k in known} == known  # nothing shared was recomputed
+    assert set(stamps()) - set(known) == {f"round_02-{target}"}
+    assert sum(int((~m).sum()) for m in load_imp_masks(tmp_path, 2, target).values()) == target
+    with pytest.raises(ValueError, match="pass pruned="):
+        load_imp_masks(tmp_path, 2)
+    # its round 2 equals IMP to 30 % alone, in a folder of its own
+    alone = copy.deepcopy(start)
+    iterative_magnitude_prune(alone, minilm_tokenizer, tiny_train, pretrained_state, tmp_path / "alone",
+                              sparsity=0.3, **settings)
+    assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), to_30.state_dict().values()))
     with pytest.raises(ValueError, match="not both"):
         iterative_magnitude_prune(copy.deepcopy(start), minilm_tokenizer, tiny_train, pretrained_state, tmp_path,
                                   sparsity=0.3, rounds=2, **settings)

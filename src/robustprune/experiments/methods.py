@@ -7,9 +7,13 @@ mixing protocols) and reuse what a seed's points share (one magnitude selection 
 under ``<out>/checkpoints/<config fingerprint>/``, so a run killed in the middle of a method's training
 resumes from that method's own checkpoint:
 
-- ``imp``: one IMP run per sparsity (:func:`~robustprune.pruners.imp.iterative_magnitude_prune` with
-  ``sparsity=``), from the fine-tuned dense model, rewinding to the pre-trained weights or to the dense
-  fine-tuning's weights after ``rewind_step`` steps; finished rounds are kept on disk. Its record's details
+- ``imp``: IMP to each sparsity (:func:`~robustprune.pruners.imp.iterative_magnitude_prune` with
+  ``sparsity=``) from the fine-tuned dense model, rewinding to the pre-trained weights or to the dense
+  fine-tuning's weights after ``rewind_step`` steps. A seed's sparsities share one folder of rounds, since
+  IMP toward any sparsity follows the same schedule until its last round: IMP runs once along it, each point
+  trains only rounds no earlier point trained (its record's time counts those), and finished rounds are kept
+  on disk (on Ray the seed's task runs the deepest point's rounds first, so points never share a round in
+  flight). Its record's details
   compare the ticket's mask with one-shot magnitude (OMP) masks at the same sparsity: on the pre-trained
   weights (``cosine_vs_omp_pretrained``, Jaiswal et al.'s LTH-vs-OMP comparison) and on the fine-tuned
   weights IMP started from (``cosine_vs_one_shot``).
@@ -379,6 +383,8 @@ class PointPruner:
             self.pretrained_state()
         if "imp" in methods:
             self._rewind = self.rewind_state()
+            # every round the IMP points share (the deepest point's trajectory), before they run side by side
+            self._imp(max((p for p in points if p.method == "imp"), key=lambda p: p.sparsity))
         if methods & {"robust_ticket", "random_ticket"}:
             self.ticket_scores()
         return {name: getattr(self, name) for name in _SHARED}
@@ -398,7 +404,7 @@ class PointPruner:
             start = time.perf_counter()
             pruned = getattr(self, f"_{point.method}")(point, directory)
             pruned.train_seconds = time.perf_counter() - start  # pruning and training are one process here
-            pruned.resumed = resumed
+            pruned.resumed = pruned.resumed or resumed
             return pruned
         model = copy.deepcopy(self.start(point.method))
         masks = self._one_shot(model, point)
@@ -462,20 +468,26 @@ class PointPruner:
                                    progress=self.progress)
         raise ValueError(f"unknown pruning method {point.method!r}")
 
-    def _imp(self, point: Any, directory: Path) -> PrunedPoint:
+    def _imp(self, point: Any, directory: Path | None = None) -> PrunedPoint:
         from robustprune.pruners.imp import compare_with_one_shot, iterative_magnitude_prune, load_imp_masks
 
         block = self.config.pruning.imp
         model = copy.deepcopy(self.base)
+        # one folder per seed: its sparsities share every round but their last, so IMP runs once along its
+        # schedule (kept until the sweep's checkpoints are removed)
+        shared = self.method_dir("imp") / f"rounds-seed{self.seed}"
+        interrupted = any(shared.glob("round_*/train"))  # a round whose training an earlier run left unfinished
         rounds = iterative_magnitude_prune(
-            model, self.tokenizer, self.train, self.rewind_state(), directory, prune_rate=block.prune_rate,
+            model, self.tokenizer, self.train, self.rewind_state(), shared, prune_rate=block.prune_rate,
             sparsity=point.sparsity, attack=None if block.adversarial is None else block.adversarial.attack(),
             schedule=self._schedule(), **self._run_options())
         # the ticket against OMP on the pre-trained weights at its sparsity (Jaiswal et al.'s LTH-vs-OMP cosine)
-        cosine, hamming = compare_with_one_shot(load_imp_masks(directory, len(rounds)), self.pretrained_state())
-        return PrunedPoint(model, weight_sparsity(model), details={
+        last = rounds[-1]
+        cosine, hamming = compare_with_one_shot(load_imp_masks(shared, last.round, last.pruned),
+                                                self.pretrained_state())
+        return PrunedPoint(model, weight_sparsity(model), resumed=interrupted, details={
             "rounds": len(rounds), "round_sparsities": [r.sparsity for r in rounds],
-            "cosine_vs_one_shot": rounds[-1].cosine_vs_one_shot,
+            "cosine_vs_one_shot": last.cosine_vs_one_shot,
             "cosine_vs_omp_pretrained": cosine, "hamming_vs_omp_pretrained": hamming})
 
     def _robust_ticket(self, point: Any, directory: Path) -> PrunedPoint:

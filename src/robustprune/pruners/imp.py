@@ -10,8 +10,12 @@ Starting from a *trained* model and the *pre-trained* state its training began f
    its initial values) likewise; pruned weights are zero;
 3. retrains with the mask fixed (plainly, or adversarially with ``attack``).
 
-Each round's masks (safetensors, uint8), trained weights and summary are written to ``output_dir/round_RR``;
-a repeated call skips finished rounds and resumes an unfinished round's training from its checkpoint.
+Each round's masks (safetensors, uint8), trained weights and summary are written to
+``output_dir/round_RR-N`` (round RR, N weights pruned in all); a repeated call skips finished rounds and
+resumes an unfinished round's training from its checkpoint. A round is determined by its number and count
+(every round before the last follows the same schedule), so runs with the same settings toward different
+sparsities share one ``output_dir``: a run to 50 % reuses the rounds to 20, 36 and 48.8 % of a run to 60 %
+and trains only its own last round (Lottery-ticket sweeps run IMP once along the schedule this way).
 
 Every round is also compared with one-shot magnitude pruning at the same sparsity, computed on the trained
 weights IMP *started from* (the ``model`` passed in): their mask cosine similarity and normalised Hamming
@@ -139,6 +143,7 @@ class IMPRound:
 
     Attributes:
         round: 1-based round number.
+        pruned: targeted weights pruned in all after this round.
         sparsity: fraction of targeted weights pruned after this round.
         cosine_vs_one_shot, hamming_vs_one_shot: mask cosine similarity and normalised Hamming distance to
             one-shot global magnitude masks at the same sparsity on the weights IMP started from.
@@ -147,6 +152,7 @@ class IMPRound:
     """
 
     round: int
+    pruned: int
     sparsity: float
     cosine_vs_one_shot: float
     hamming_vs_one_shot: float
@@ -154,9 +160,28 @@ class IMPRound:
     directory: str
 
 
-def load_imp_masks(output_dir: str | Path, round: int) -> dict[str, torch.Tensor]:
-    """The keep-masks (bool) of a finished round in an IMP ``output_dir``, in target order."""
-    path = Path(output_dir) / f"round_{round:02d}" / MASKS_FILE
+def round_directory(output_dir: str | Path, round: int, pruned: int) -> Path:
+    """Where an IMP run keeps round ``round``, which prunes ``pruned`` weights in all."""
+    return Path(output_dir) / f"round_{round:02d}-{pruned}"
+
+
+def load_imp_masks(output_dir: str | Path, round: int, pruned: int | None = None) -> dict[str, torch.Tensor]:
+    """The keep-masks (bool) of a finished round in an IMP ``output_dir``, in target order; ``pruned`` (its
+    total pruned count) tells apart the last rounds of runs to different sparsities sharing the folder.
+
+    Raises:
+        FileNotFoundError: no such finished round.
+        ValueError: without ``pruned``, several finished rounds with this number.
+    """
+    if pruned is None:
+        found = sorted(Path(output_dir).glob(f"round_{round:02d}-*/{MASKS_FILE}"))
+        if len(found) > 1:
+            raise ValueError(f"{output_dir} holds {len(found)} rounds numbered {round} (runs to different "
+                             f"sparsities share it): pass pruned=, one of "
+                             f"{[int(p.parent.name.split('-')[1]) for p in found]}")
+        path = found[0] if found else Path(output_dir) / f"round_{round:02d}-*" / MASKS_FILE
+    else:
+        path = round_directory(output_dir, round, pruned) / MASKS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no masks for round {round} in {output_dir} ({path} is missing)")
     masks = load_file(str(path))
@@ -194,7 +219,8 @@ def iterative_magnitude_prune(
     Args:
         model: a trained Hugging Face sequence classifier (e.g. fine-tuned from ``pretrained_state``).
         pretrained_state: the full state its training started from (pre-trained encoder and initial head).
-        output_dir: per-round masks / weights / summaries and the training checkpoints; resumed from.
+        output_dir: per-round masks / weights / summaries and the training checkpoints; resumed from, and
+            shared by runs with the same settings toward other sparsities (each reuses the rounds they share).
         prune_rate: fraction of the *surviving* targeted weights pruned per round.
         rounds: how many rounds (None: 3, or as many as ``sparsity`` takes).
         sparsity: instead of ``rounds``: prune until exactly this fraction of the targeted weights is gone,
@@ -252,13 +278,13 @@ def iterative_magnitude_prune(
     survivors: dict[str, torch.Tensor] | None = None
     try:
         for index, pruned in enumerate(pruned_counts, start=1):
-            directory = output_dir / f"round_{index:02d}"
+            directory = round_directory(output_dir, index, pruned)
             if (directory / SUMMARY_FILE).is_file():  # finished earlier: load its weights, do not recompute
-                masks = load_imp_masks(output_dir, index)
+                masks = load_imp_masks(output_dir, index, pruned)
                 done = sum(int((~mask).sum()) for mask in masks.values())
                 if done != pruned:
-                    raise ValueError(f"{directory} pruned {done} weights, this schedule prunes {pruned} by round "
-                                     f"{index}; use another output_dir for another schedule")
+                    raise ValueError(f"{directory} holds masks pruning {done} weights, not the {pruned} its name "
+                                     "says: a damaged IMP folder; remove it to recompute that round")
                 load_model(model, str(directory / MODEL_FILE))
                 report.append(IMPRound(**json.loads((directory / SUMMARY_FILE).read_text())))
             else:
@@ -271,7 +297,7 @@ def iterative_magnitude_prune(
                 save_file({name: mask.to(torch.uint8).contiguous() for name, mask in masks.items()},
                           str(directory / MASKS_FILE))
                 save_model(model, str(directory / MODEL_FILE))
-                entry = IMPRound(index, masks_sparsity(masks), *compare_with_one_shot(masks, start_weights),
+                entry = IMPRound(index, pruned, masks_sparsity(masks), *compare_with_one_shot(masks, start_weights),
                                  history.losses[-1], str(directory))
                 (directory / SUMMARY_FILE).write_text(json.dumps(asdict(entry), indent=1))  # marks it done
                 shutil.rmtree(directory / "train", ignore_errors=True)  # the round's weights are saved
@@ -288,4 +314,4 @@ def iterative_magnitude_prune(
 
 
 __all__ = ["IMPRound", "compare_with_one_shot", "imp_schedule", "imp_schedule_to", "iterative_magnitude_prune",
-           "load_imp_masks", "magnitude_masks", "rewind_"]
+           "load_imp_masks", "magnitude_masks", "rewind_", "round_directory"]
