@@ -14,6 +14,7 @@ from robustprune.pruners.imp import (
     imp_schedule,
     iterative_magnitude_prune,
     load_imp_masks,
+    unfinished_rounds,
     magnitude_masks,
     rewind_,
 )
@@ -148,6 +149,11 @@ def test_two_real_rounds_with_resume(sst2_finetuned, minilm_tokenizer, pretraine
     assert sum(int((~m).sum()) for m in load_imp_masks(tmp_path, 2, target).values()) == target
     with pytest.raises(ValueError, match="pass pruned="):
         load_imp_masks(tmp_path, 2)
+    # what a call would resume: only its own schedule's rounds with a training left unfinished
+    (tmp_path / f"round_02-{counts[1]}" / "train").mkdir()
+    assert unfinished_rounds(start, tmp_path, prune_rate=0.2, sparsity=counts[1] / total) == [
+        tmp_path / f"round_02-{counts[1]}"]
+    assert unfinished_rounds(start, tmp_path, prune_rate=0.2, sparsity=0.3) == []
     # its round 2 equals IMP to 30 % alone, in a folder of its own
     alone = copy.deepcopy(start)
     iterative_magnitude_prune(alone, minilm_tokenizer, tiny_train, pretrained_state, tmp_path / "alone",

@@ -469,14 +469,19 @@ class PointPruner:
         raise ValueError(f"unknown pruning method {point.method!r}")
 
     def _imp(self, point: Any, directory: Path | None = None) -> PrunedPoint:
-        from robustprune.pruners.imp import compare_with_one_shot, iterative_magnitude_prune, load_imp_masks
+        from robustprune.pruners.imp import (
+            compare_with_one_shot,
+            iterative_magnitude_prune,
+            load_imp_masks,
+            unfinished_rounds,
+        )
 
         block = self.config.pruning.imp
         model = copy.deepcopy(self.base)
         # one folder per seed: its sparsities share every round but their last, so IMP runs once along its
         # schedule (kept until the sweep's checkpoints are removed)
         shared = self.method_dir("imp") / f"rounds-seed{self.seed}"
-        interrupted = any(shared.glob("round_*/train"))  # a round whose training an earlier run left unfinished
+        interrupted = bool(unfinished_rounds(model, shared, prune_rate=block.prune_rate, sparsity=point.sparsity))
         rounds = iterative_magnitude_prune(
             model, self.tokenizer, self.train, self.rewind_state(), shared, prune_rate=block.prune_rate,
             sparsity=point.sparsity, attack=None if block.adversarial is None else block.adversarial.attack(),

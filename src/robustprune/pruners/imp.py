@@ -165,6 +165,17 @@ def round_directory(output_dir: str | Path, round: int, pruned: int) -> Path:
     return Path(output_dir) / f"round_{round:02d}-{pruned}"
 
 
+def unfinished_rounds(model: nn.Module, output_dir: str | Path, *, prune_rate: float, sparsity: float,
+                      targets: str | Sequence[str] | None = None) -> list[Path]:
+    """The rounds of IMP to ``sparsity`` (as :func:`iterative_magnitude_prune` would run it on ``model``)
+    whose training an earlier call left unfinished in ``output_dir``: what a call now resumes."""
+    params = dict(model.named_parameters())
+    total = sum(params[f"{name}.weight"].numel() for name in select_targets(model, targets))
+    schedule = imp_schedule_to(total, prune_rate, sparsity)
+    return [round_directory(output_dir, index, pruned) for index, pruned in enumerate(schedule, start=1)
+            if (round_directory(output_dir, index, pruned) / "train").is_dir()]
+
+
 def load_imp_masks(output_dir: str | Path, round: int, pruned: int | None = None) -> dict[str, torch.Tensor]:
     """The keep-masks (bool) of a finished round in an IMP ``output_dir``, in target order; ``pruned`` (its
     total pruned count) tells apart the last rounds of runs to different sparsities sharing the folder.
@@ -314,4 +325,4 @@ def iterative_magnitude_prune(
 
 
 __all__ = ["IMPRound", "compare_with_one_shot", "imp_schedule", "imp_schedule_to", "iterative_magnitude_prune",
-           "load_imp_masks", "magnitude_masks", "rewind_", "round_directory"]
+           "load_imp_masks", "magnitude_masks", "rewind_", "round_directory", "unfinished_rounds"]
