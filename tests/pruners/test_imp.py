@@ -14,9 +14,9 @@ from robustprune.pruners.imp import (
     imp_schedule,
     iterative_magnitude_prune,
     load_imp_masks,
-    unfinished_rounds,
     magnitude_masks,
     rewind_,
+    unfinished_rounds,
 )
 from robustprune.pruners.magnitude import magnitude_prune
 from robustprune.targets import select_targets
@@ -154,6 +154,11 @@ def test_two_real_rounds_with_resume(sst2_finetuned, minilm_tokenizer, pretraine
     assert unfinished_rounds(start, tmp_path, prune_rate=0.2, sparsity=counts[1] / total) == [
         tmp_path / f"round_02-{counts[1]}"]
     assert unfinished_rounds(start, tmp_path, prune_rate=0.2, sparsity=0.3) == []
+    assert unfinished_rounds(start, tmp_path, rounds=2) == [tmp_path / f"round_02-{counts[1]}"]  # prune rate 0.2
+    with pytest.raises(ValueError, match="not both"):
+        unfinished_rounds(start, tmp_path, rounds=2, sparsity=0.3)
+    with pytest.raises(FileNotFoundError, match="no masks for round 9"):
+        load_imp_masks(tmp_path, 9)
     # its round 2 equals IMP to 30 % alone, in a folder of its own
     alone = copy.deepcopy(start)
     iterative_magnitude_prune(alone, minilm_tokenizer, tiny_train, pretrained_state, tmp_path / "alone",

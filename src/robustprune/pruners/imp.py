@@ -165,15 +165,28 @@ def round_directory(output_dir: str | Path, round: int, pruned: int) -> Path:
     return Path(output_dir) / f"round_{round:02d}-{pruned}"
 
 
-def unfinished_rounds(model: nn.Module, output_dir: str | Path, *, prune_rate: float, sparsity: float,
-                      targets: str | Sequence[str] | None = None) -> list[Path]:
-    """The rounds of IMP to ``sparsity`` (as :func:`iterative_magnitude_prune` would run it on ``model``)
-    whose training an earlier call left unfinished in ``output_dir``: what a call now resumes."""
+def _round_counts(model: nn.Module, targets: str | Sequence[str] | None, prune_rate: float, rounds: int | None,
+                  sparsity: float | None) -> tuple[list[str], list[int]]:
+    """The targeted weight names of ``model`` and the cumulative pruned count after each round of the IMP run
+    that ``rounds`` / ``sparsity`` ask for (as :func:`iterative_magnitude_prune` documents them)."""
+    if sparsity is not None and rounds is not None:
+        raise ValueError("give rounds or sparsity, not both (with sparsity the rounds follow from prune_rate)")
+    names = [f"{name}.weight" for name in select_targets(model, targets)]
     params = dict(model.named_parameters())
-    total = sum(params[f"{name}.weight"].numel() for name in select_targets(model, targets))
-    schedule = imp_schedule_to(total, prune_rate, sparsity)
-    return [round_directory(output_dir, index, pruned) for index, pruned in enumerate(schedule, start=1)
-            if (round_directory(output_dir, index, pruned) / "train").is_dir()]
+    total = sum(params[name].numel() for name in names)
+    if sparsity is None:
+        return names, imp_schedule(total, prune_rate, 3 if rounds is None else rounds)
+    return names, imp_schedule_to(total, prune_rate, sparsity)
+
+
+def unfinished_rounds(model: nn.Module, output_dir: str | Path, *, prune_rate: float = 0.2,
+                      rounds: int | None = None, sparsity: float | None = None,
+                      targets: str | Sequence[str] | None = None) -> list[Path]:
+    """The rounds of the IMP run :func:`iterative_magnitude_prune` would make with these arguments whose
+    training an earlier call left unfinished in ``output_dir``: what that call would resume."""
+    _, counts = _round_counts(model, targets, prune_rate, rounds, sparsity)
+    folders = [round_directory(output_dir, index, pruned) for index, pruned in enumerate(counts, start=1)]
+    return [folder for folder in folders if (folder / "train").is_dir()]
 
 
 def load_imp_masks(output_dir: str | Path, round: int, pruned: int | None = None) -> dict[str, torch.Tensor]:
@@ -184,17 +197,14 @@ def load_imp_masks(output_dir: str | Path, round: int, pruned: int | None = None
         FileNotFoundError: no such finished round.
         ValueError: without ``pruned``, several finished rounds with this number.
     """
-    if pruned is None:
-        found = sorted(Path(output_dir).glob(f"round_{round:02d}-*/{MASKS_FILE}"))
-        if len(found) > 1:
-            raise ValueError(f"{output_dir} holds {len(found)} rounds numbered {round} (runs to different "
-                             f"sparsities share it): pass pruned=, one of "
-                             f"{[int(p.parent.name.split('-')[1]) for p in found]}")
-        path = found[0] if found else Path(output_dir) / f"round_{round:02d}-*" / MASKS_FILE
-    else:
-        path = round_directory(output_dir, round, pruned) / MASKS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no masks for round {round} in {output_dir} ({path} is missing)")
+    pattern = f"round_{round:02d}-{'*' if pruned is None else pruned}/{MASKS_FILE}"
+    found = sorted(Path(output_dir).glob(pattern))
+    if not found:
+        raise FileNotFoundError(f"no masks for round {round} in {output_dir} (no {pattern})")
+    if len(found) > 1:
+        raise ValueError(f"{output_dir} holds {len(found)} rounds numbered {round} (runs to different sparsities "
+                         f"share it): pass pruned=, one of {[int(p.parent.name.split('-')[1]) for p in found]}")
+    path = found[0]
     masks = load_file(str(path))
     order = json.loads((Path(output_dir) / SETTINGS_FILE).read_text())["targets"]  # safetensors sorts keys
     return {name: masks[name].bool() for name in order}
@@ -249,17 +259,9 @@ def iterative_magnitude_prune(
             for another starting model or other settings.
     """
     require_attack(attack)
-    modules = select_targets(model, targets)
-    names = [f"{name}.weight" for name in modules]
+    names, pruned_counts = _round_counts(model, targets, prune_rate, rounds, sparsity)
     params = dict(model.named_parameters())
     start_weights = {name: params[name].detach().clone() for name in names}
-    total = sum(w.numel() for w in start_weights.values())
-    if sparsity is not None and rounds is not None:
-        raise ValueError("give rounds or sparsity, not both (with sparsity the rounds follow from prune_rate)")
-    if sparsity is None:
-        pruned_counts = imp_schedule(total, prune_rate, 3 if rounds is None else rounds)
-    else:
-        pruned_counts = imp_schedule_to(total, prune_rate, sparsity)
     rounds = len(pruned_counts)
     missing = [name for name, _ in model.named_parameters() if name not in pretrained_state]
     if missing:
