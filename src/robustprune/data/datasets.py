@@ -383,6 +383,20 @@ HUB_PREFIX = "hub:"
 _HUB_GLUE_SPLITS = {"dev": "validation", "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}
 
 
+def hub_dataset_name(data_dir: str) -> str | None:
+    """The Hugging Face dataset a ``data_dir`` of the form ``hub:NAME`` names, or None for any other source.
+
+    Raises:
+        ValueError: ``hub:`` with no name.
+    """
+    if not data_dir.startswith(HUB_PREFIX):
+        return None
+    name = data_dir[len(HUB_PREFIX):]
+    if not name.strip():
+        raise ValueError(f"{data_dir!r} names no dataset; a Hugging Face dataset is hub:NAME (e.g. hub:nyu-mll/glue)")
+    return name
+
+
 def load_task_split(data_dir: str, task: str, split: str = "dev") -> TextDataset:
     """One labelled split of a GLUE task wherever a sweep config's ``data.data_dir`` points: a bundled set
     (``embedded``, ``sst2-sample``), a GLUE-format folder (:func:`load_glue_task`), or ``hub:NAME``, the
@@ -391,12 +405,9 @@ def load_task_split(data_dir: str, task: str, split: str = "dev") -> TextDataset
     """
     from robustprune.data.bundled import bundled_data_dir
 
-    if not data_dir.startswith(HUB_PREFIX):
+    name = hub_dataset_name(data_dir)
+    if name is None:
         return load_glue_task(bundled_data_dir(data_dir), task, split)
-    name = data_dir[len(HUB_PREFIX):]
-    if not name.strip():
-        raise ValueError(f"data_dir {data_dir!r} names no dataset; a Hugging Face dataset is hub:NAME "
-                         "(e.g. hub:nyu-mll/glue)")
     spec = task_spec(task)
     dataset = load_hf_dataset(name, _HUB_GLUE_SPLITS.get(split, split), config=spec.name, num_labels=spec.num_labels)
     return replace(dataset, name=f"glue/{spec.name}/{split} ({data_dir})")
@@ -683,5 +694,5 @@ def load_hf_dataset(name: str, split: str, config: str | None = None, text_colum
 
 
 __all__ = ["GLUE_TASKS", "HUB_PREFIX", "ClassifierInput", "TaskSpec", "TextDataset", "advglue_entries",
-           "glue_task_file", "load_advglue_json", "load_csv", "load_glue_task", "load_glue_tsv", "load_hf_dataset",
+           "glue_task_file", "hub_dataset_name", "load_advglue_json", "load_csv", "load_glue_task", "load_glue_tsv", "load_hf_dataset",
            "load_jsonl", "load_task_split", "save_advglue_json", "task_spec"]

@@ -587,14 +587,15 @@ def _parse_model(raw: Any) -> ModelConfig:
 
 def _parse_data(raw: Any) -> DataConfig:
     from robustprune.data.bundled import BUNDLED_DATA
-    from robustprune.data.datasets import GLUE_TASKS, HUB_PREFIX
+    from robustprune.data.datasets import GLUE_TASKS, hub_dataset_name
 
     raw = _check_keys(raw, DataConfig, "data")
     default = DataConfig()
     data_dir = _string(raw.get("data_dir", default.data_dir), "data.data_dir")
-    if data_dir.startswith(HUB_PREFIX) and not data_dir[len(HUB_PREFIX):].strip():
-        raise ConfigError(f"config key 'data.data_dir': {data_dir!r} names no dataset; a Hugging Face dataset is "
-                          "hub:NAME (e.g. hub:nyu-mll/glue)")
+    try:
+        hub_dataset_name(data_dir)
+    except ValueError as error:
+        raise ConfigError(f"config key 'data.data_dir': {error}") from None
     task = _string(raw.get("task", default.task), "data.task", tuple(GLUE_TASKS))
     if data_dir in BUNDLED_DATA and task != BUNDLED_DATA[data_dir][1]:
         raise ConfigError(f"config key 'data.task': the bundled data {data_dir!r} is a binary sentiment set "

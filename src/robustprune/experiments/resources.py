@@ -141,10 +141,11 @@ def _calibration_source(source: str) -> str | None:
 
 def _data_files(config: ExperimentConfig) -> list[str]:
     from robustprune.data.bundled import bundled_data_dir
-    from robustprune.data.datasets import HUB_PREFIX, glue_task_file
+    from robustprune.data.datasets import glue_task_file, hub_dataset_name
 
-    if config.data.data_dir.startswith(HUB_PREFIX):
-        problem = _hf_dataset(config.data.data_dir[len(HUB_PREFIX):])
+    hub = hub_dataset_name(config.data.data_dir)  # a config has checked it names a dataset
+    if hub is not None:
+        problem = _hf_dataset(hub)
         return [] if problem is None else [problem]
     problems = []
     directory = bundled_data_dir(config.data.data_dir)
