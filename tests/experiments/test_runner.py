@@ -412,6 +412,39 @@ def test_collapse_is_judged_per_evaluated_set(tmp_path):
     assert line["ES_robust (robust set acc)"] == "0.50"  # 0.7 left out, not read as a robustness gain
 
 
+def test_spearman_p_is_holm_adjusted_over_every_spearman_test_in_the_table(tmp_path):
+    """Each method's Spearman test of clean vs robust is one of a family: the Holm column adjusts the raw
+    permutation p-values over all of them, so a sweep of many methods and shifts claims no correlation by
+    multiplicity alone."""
+    import csv
+
+    from robustprune.eval.analysis import holm
+
+    def record(method, sparsity, clean, robust):
+        entry = {"accuracy": clean, "f1": clean, "n": 200, "majority_rate": 50.0,
+                 "prediction_balance": {"0": 0.5, "1": 0.5}}
+        return {"key": f"{method}|{sparsity}", "fingerprint": "f", "method": method,
+                "pattern": "dense" if method == "dense" else "unstructured", "sparsity": sparsity,
+                "clean": entry, "robust_set": {**entry, "accuracy": robust}}
+
+    sparsities = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+    clean = (89.0, 88.0, 86.0, 83.0, 79.0, 74.0)
+    records = [record("dense", 0.0, 90.0, 40.0)]
+    records += [record("tracking", s, c, c - 50.0) for s, c in zip(sparsities, clean)]  # rho = 1
+    records += [record("scrambled", s, c, r) for s, c, r in zip(sparsities, clean, (31, 39, 33, 36, 30, 38))]
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    report = build_report(tmp_path / "results.jsonl", tmp_path / "r", plots=False)
+    lines = list(csv.DictReader(report.analysis_csv.read_text().splitlines()))
+    raw = [float(line["Spearman p (robust set acc, permutation)"]) for line in lines]
+    adjusted = [float(line["Spearman p (robust set acc, Holm)"]) for line in lines]
+    assert adjusted == pytest.approx(holm(raw), abs=1e-4)
+    tracking = next(line for line in lines if line["method"] == "tracking")
+    assert float(tracking["Spearman clean vs robust set acc"]) == pytest.approx(1.0)
+    # the smallest of two p-values is doubled: rho = 1 over 7 points has exact p = 2/7! = 1/2520
+    assert float(tracking["Spearman p (robust set acc, Holm)"]) == pytest.approx(2 / 2520, abs=1e-4)
+    assert "Holm-adjusted over all the Spearman" in report.analysis_md.read_text()
+
+
 def write_point_record(folder, labels, method, pattern, sparsity, clean_right, robust_right):
     """A results record whose clean and robust-set accuracies come from per-example correctness vectors, its
     predictions file written under ``folder`` (what a sweep writes, made by hand for the report tests)."""
@@ -540,7 +573,8 @@ def test_each_method_is_tested_against_random_pruning_at_the_same_sparsity_and_p
     assert ("- robust set acc vs random pruning: 3 tests, 2 survive Holm at 0.05: omp 0.50, omp 2:4 (0.50).\n"
             in text)
     rows = {(cells[1], cells[2], cells[3]): cells[4:] for cells in
-            ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()) if len(cells) == 12}
+            ([c.strip() for c in line.strip("|").split("|")]
+             for line in text.split("Against random pruning")[1].splitlines()) if len(cells) == 12}
     assert set(rows) == {("method", "pattern", "sparsity"), ("---", "---", "---"), ("omp", "unstructured", "0.50"),
                          ("omp", "2:4", "0.50"), ("wanda", "unstructured", "0.50")}
     for (method, pattern), (lost, gained, key, survives) in {

@@ -214,7 +214,7 @@ def results_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], *, 
 
 
 ANALYSIS_CLEAN_COLUMNS = 6  # method, points, collapsed, ES, ES paired, ES interval
-ANALYSIS_COLUMNS_PER_METRIC = 5  # ES_robust, ES_robust paired, Spearman, its p, points excluded as collapsed
+ANALYSIS_COLUMNS_PER_METRIC = 6  # ES_robust, ES_robust paired, Spearman, its p, its Holm p, points excluded
 ALPHA = 0.05
 
 
@@ -308,7 +308,8 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], ep
     With ``paired`` (:func:`paired_curves`), ES and ES_robust are also decided by paired bootstrap tests
     against the dense model (:func:`essential_sparsity_paired`, level :data:`ALPHA`), and ES's own 95 %
     bootstrap interval is given. Spearman's p-value is a two-sided permutation test
-    (:func:`~robustprune.eval.analysis.spearman_test`)."""
+    (:func:`~robustprune.eval.analysis.spearman_test`), also given Holm-adjusted over every Spearman test in
+    the table (:func:`~robustprune.eval.analysis.holm`): one family per sweep, as for the per-point tests."""
     paired = paired or {}
 
     def tested(method: str, key: str) -> PairedEssentialSparsity | None:
@@ -322,11 +323,13 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], ep
     for key in robust_keys:
         name = _column_name(key)
         header += [f"ES_robust ({name})", f"ES_robust ({name}, paired test)", f"Spearman clean vs {name}",
-                   f"Spearman p ({name}, permutation)", f"excluded as collapsed ({name})"]
+                   f"Spearman p ({name}, permutation)", f"Spearman p ({name}, Holm)",
+                   f"excluded as collapsed ({name})"]
     body = []
     if dense is None or "clean_accuracy" not in dense.metrics:
         return header, body
     methods = sorted({r.method for r in rows if r.method != "dense" and r.pattern == "unstructured"})
+    spearman_cells: list[tuple[list[str], int, float]] = []  # (line, column of its Holm p, raw p)
     for method in methods:
         curve = [(r, f) for r, f in zip(rows, collapsed) if r.method == method and r.pattern == "unstructured"]
         sparsities = [r.sparsity for r, _ in curve]
@@ -349,8 +352,12 @@ def analysis_table(rows: Sequence[Row], collapsed: Sequence[dict[str, bool]], ep
             kept = [i for i, (f, c) in enumerate(zip(flags, clean_flags)) if not (f or c)]
             rho, p = spearman_test([dense.metrics["clean_accuracy"], *[clean[i] for i in kept]],
                                    [dense.metrics[key], *[robust[i] for i in kept]]) if kept else (math.nan, math.nan)
-            line += [_fmt(es, 2), paired_cell, _fmt(rho, 3), _fmt(p, 4), str(len(curve) - len(kept))]
+            line += [_fmt(es, 2), paired_cell, _fmt(rho, 3), _fmt(p, 4), "", str(len(curve) - len(kept))]
+            if not math.isnan(p):
+                spearman_cells.append((line, len(line) - 2, p))
         body.append(line)
+    for (line, column, _), adjusted in zip(spearman_cells, holm([p for *_, p in spearman_cells])):
+        line[column] = _fmt(adjusted, 4)
     return header, body
 
 
@@ -731,7 +738,8 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
             f"{_fmt(majorities.get('clean'))}%), or >= 90% of predictions in one class; on the robust set the "
             "prediction share alone, since adversarial sets put even the dense model below chance. Spearman "
             "also leaves out points collapsed on the clean set; the excluded columns count what was left out; its p "
-            "is a two-sided permutation test (exact up to 7 points). In results.md, accuracies read mean [low, high]: the 95% "
+            "is a two-sided permutation test (exact up to 7 points), also given Holm-adjusted over all the Spearman "
+            "tests in this table. In results.md, accuracies read mean [low, high]: the 95% "
             "Wilson interval over the evaluated examples (pooled over seeds), with ± the standard deviation "
             "over seeds when there are several; plots draw the interval as a band.\n")
     controls = control_tests(rows, vectors)
