@@ -588,3 +588,47 @@ def test_each_method_is_tested_against_random_pruning_at_the_same_sparsity_and_p
     assert "omp: robust set acc is significantly above random pruning's at the same sparsity and pattern at 0.50 " \
            "(43.0 vs 35.0), 2:4 (0.50) (41.0 vs 35.0)" in text
     assert "wanda: robust set acc is never significantly above random pruning's" in text
+
+
+def test_calibration_sources_are_compared_point_by_point(tmp_path):
+    """Section 6 of Shin et al. as a test: each ``wanda@adv`` point against plain ``wanda`` (calibrated on the
+    sweep's own source) at the same pattern and sparsity, on the same examples. By hand, on 100 robust-set
+    examples: at 0.50 the variant gains 8 and loses 0 (two-sided p = 2/256), at 0.70 it gains 1 and loses 1
+    (p = 1); Holm over the two: 4/256 survives, 1 does not. Clean predictions are identical (p = 1 twice).
+    ``wanda@adv`` at 0.90 has no plain partner: not tested. The dense model and the plain method are never
+    tested against themselves."""
+    import numpy as np
+
+    n = 100
+    labels = [i % 2 for i in range(n)]
+    clean_right = np.arange(n) % 5 != 0
+    plain_robust = np.arange(n) % 4 == 0
+
+    def variant(gained, lost):
+        right = plain_robust.copy()
+        right[np.flatnonzero(~plain_robust)[:gained]] = True
+        right[np.flatnonzero(plain_robust)[:lost]] = False
+        return right
+
+    def write(method, pattern, sparsity, robust_right):
+        return write_point_record(tmp_path, labels, method, pattern, sparsity, clean_right, robust_right)
+
+    records = [write("dense", "dense", 0.0, plain_robust),
+               write("wanda", "unstructured", 0.5, plain_robust), write("wanda", "unstructured", 0.7, plain_robust),
+               write("wanda@adv", "unstructured", 0.5, variant(8, 0)),
+               write("wanda@adv", "unstructured", 0.7, variant(1, 1)),
+               write("wanda@adv", "unstructured", 0.9, variant(3, 0))]
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    text = build_report(tmp_path / "results.jsonl", plots=False).analysis_md.read_text()
+    section = text.split("Calibration sources compared")[1]
+    assert "- clean acc between calibration sources: 2 tests, 0 survive Holm at 0.05.\n" in section
+    assert "- robust set acc between calibration sources: 2 tests, 1 survives Holm at 0.05: wanda@adv 0.50.\n" in section
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| robust set acc |")]
+    assert [(r[1], r[3], r[4], r[5], r[6], r[7]) for r in rows] == [
+        ("wanda@adv", "0.50", "33.0", "25.0", "0", "8"), ("wanda@adv", "0.70", "25.0", "25.0", "1", "1")]
+    assert [float(r[8]) for r in rows] == pytest.approx([2 / 256, 1.0], rel=1e-3)
+    assert [float(r[9]) for r in rows] == pytest.approx([4 / 256, 1.0], rel=1e-3)
+    assert ("wanda@adv: robust set acc differs significantly from wanda's at 0.50 (33.0 vs 25.0) (exact McNemar, "
+            "two-sided, Holm over the 2 calibration tests of robust set acc)." in text)
+    assert "wanda@adv: clean acc never differs significantly from wanda's" in text

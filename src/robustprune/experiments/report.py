@@ -11,7 +11,9 @@
   then every per-point exact McNemar test against the dense model, Holm-corrected per metric, with how
   many were made and which survive; and, when the sweep has ``random`` points, each other method's robust
   metrics against random pruning at the same pattern and sparsity (exact McNemar on the same examples, Holm
-  per metric): the control that tells a robustness gain from drift toward chance;
+  per metric): the control that tells a robustness gain from drift toward chance; and, when the sweep
+  compares calibration sources (``wanda@label``), each variant against the method calibrated on the
+  sweep's own source at the same pattern and sparsity (exact McNemar, two-sided, Holm per metric);
 - ``plots/<metric>.png``: the metric against sparsity per method (unstructured curves, N:M points as
   markers, the dense model dashed), ES marked by dotted lines, collapsed points crossed out;
 - ``paper.md``, when the run's config names a ``paper_table``: the table shaped like that paper's main
@@ -46,7 +48,7 @@ from robustprune.eval.analysis import (
     spearman_test,
     wilson_interval,
 )
-from robustprune.experiments.config import STRUCTURED_PATTERN
+from robustprune.experiments.config import STRUCTURED_PATTERN, split_method
 from robustprune.experiments.results import ResultsFile, ResultsMismatchError
 from robustprune.experiments.tables import MASK_COSINE, Row
 from robustprune.experiments.tables import column_name as _column_name
@@ -429,16 +431,18 @@ CONTROL = "random"  # the control method: uniformly random masks at the same spa
 
 
 @dataclass(frozen=True)
-class ControlTest:
-    """One point of a method against the ``random`` point at the same pattern and sparsity on one robust
-    metric, on the same examples: the exact McNemar test with random pruning as the baseline (``lost``: right
-    only under random pruning, ``gained``: right only under the method), one-sided "greater" (H1: the method
-    scores higher), and its Holm-adjusted p-value over all the control tests of that metric."""
+class ReferenceTest:
+    """One point against a reference point of the same pattern and sparsity on one metric, on the same
+    examples: the exact McNemar test with the reference as the baseline (``lost``: right only under the
+    reference, ``gained``: right only under the point) and its Holm-adjusted p-value over all the tests of
+    that metric in its family. The control family has random pruning as the reference and asks, one-sided,
+    whether the method scores higher; the calibration family has the method calibrated on the sweep's own
+    source as the reference and asks, two-sided, whether the other source changes the score."""
 
     key: str
     method: str
     row: Row
-    random: Row
+    reference: Row
     test: McNemarResult
     adjusted: float
 
@@ -447,40 +451,84 @@ class ControlTest:
         return self.adjusted <= ALPHA
 
 
-def control_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dict[str, Any]]
-                  ) -> dict[str, list[ControlTest]]:
-    """Per robust metric key, every method's point (any pattern, any method but the dense model and the
-    control) tested against the :data:`CONTROL` point of the same pattern and sparsity, paired on the same
-    examples (:func:`~robustprune.eval.analysis.mcnemar_exact`, one-sided "greater"); one Holm family per
-    metric (:func:`~robustprune.eval.analysis.holm`). Points without per-example files on both sides are not
-    tested. Why: on a fixed adversarial set the dense model scores below chance, so any pruning that pushes
-    predictions toward chance raises the robust accuracy; only a gain over random pruning at the same sparsity
-    is more than that drift."""
-    controls = {(r.pattern, round(float(r.sparsity), 6)): r for r in rows if r.method == CONTROL}
-    families: dict[str, list[tuple[str, Row, Row, McNemarResult]]] = defaultdict(list)
-    for key in _robust_keys(rows):
+def _reference_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dict[str, Any]],
+                     keys: Sequence[str], reference_of: Callable[[Row], Row | None], alternative: str
+                     ) -> dict[str, list[ReferenceTest]]:
+    """Per metric key, every row that ``reference_of`` pairs with a reference row, tested against it on the
+    same examples (:func:`~robustprune.eval.analysis.mcnemar_exact`); one Holm family per metric. Rows
+    without per-example files on both sides are not tested."""
+    families: dict[str, list[tuple[Row, Row, McNemarResult]]] = defaultdict(list)
+    for key in keys:
         for row in rows:
-            random_row = controls.get((row.pattern, round(float(row.sparsity), 6)))
-            if row.method in ("dense", CONTROL) or random_row is None:
+            reference = reference_of(row)
+            if reference is None:
                 continue
-            ours, theirs = vectors.get(_point_of(row), {}).get(key), vectors.get(_point_of(random_row), {}).get(key)
+            ours, theirs = vectors.get(_point_of(row), {}).get(key), vectors.get(_point_of(reference), {}).get(key)
             if ours is None or theirs is None or ours.shape != theirs.shape:
                 continue
-            families[key].append((row.method, row, random_row, mcnemar_exact(theirs, ours, "greater")))
-    out: dict[str, list[ControlTest]] = {}
-    for key, members in families.items():
-        adjusted = holm([test.pvalue for *_, test in members])
-        out[key] = [ControlTest(key, method, row, random_row, test, p)
-                    for (method, row, random_row, test), p in zip(members, adjusted)]
-    return out
+            families[key].append((row, reference, mcnemar_exact(theirs, ours, alternative)))
+    return {key: [ReferenceTest(key, row.method, row, reference, test, p)
+                  for (row, reference, test), p in zip(members, holm([test.pvalue for *_, test in members]))]
+            for key, members in families.items()}
 
 
-def control_section(families: dict[str, list[ControlTest]], collapsed: dict[int, dict[str, bool]]) -> str:
-    """The part of ``analysis.md`` that compares every method with random pruning: per metric how many tests
-    were made and which survive Holm's correction, then one table line per test (``collapsed``: the flags
-    of each row, by ``id(row)``, on the metric's set)."""
+def _same_point(rows: Sequence[Row], method: str) -> Callable[[Row], Row | None]:
+    """The row of ``method`` at a row's pattern and sparsity, if the sweep has one."""
+    by_point = {(r.pattern, round(float(r.sparsity), 6)): r for r in rows if r.method == method}
+    return lambda row: by_point.get((row.pattern, round(float(row.sparsity), 6)))
+
+
+def control_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dict[str, Any]]
+                  ) -> dict[str, list[ReferenceTest]]:
+    """Per robust metric key, every method's point (any pattern, any method but the dense model and the
+    control) tested against the :data:`CONTROL` point of the same pattern and sparsity, paired on the same
+    examples (exact McNemar, one-sided "greater"); one Holm family per metric. Why: on a fixed adversarial
+    set the dense model scores below chance, so any pruning that pushes predictions toward chance raises the
+    robust accuracy; only a gain over random pruning at the same sparsity is more than that drift."""
+    control = _same_point(rows, CONTROL)
+    return _reference_tests(rows, vectors, _robust_keys(rows),
+                            lambda row: None if row.method in ("dense", CONTROL) else control(row), "greater")
+
+
+def calibration_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dict[str, Any]]
+                      ) -> dict[str, list[ReferenceTest]]:
+    """Per metric key (clean accuracy first), every calibration variant's point (``wanda@advglue``: the
+    method calibrated on ``pruning.calibration.compare``'s source) tested against the same method calibrated
+    on the sweep's own source (``wanda``) at the same pattern and sparsity, on the same examples (exact
+    McNemar, two-sided: does the calibration data change the score, either way); one Holm family per
+    metric. Empty when the sweep compares no calibration sources."""
+    variants = {r.method for r in rows if split_method(r.method)[1] is not None}
+    if not variants:
+        return {}
+    plain = {method: _same_point(rows, split_method(method)[0]) for method in variants}
+    return _reference_tests(rows, vectors, ["clean_accuracy", *_robust_keys(rows)],
+                            lambda row: plain[row.method](row) if row.method in plain else None, "two-sided")
+
+
+def _reference_section(intro: str, what: str, reference_name: str, side: str,
+                       families: dict[str, list[ReferenceTest]], collapsed: dict[int, dict[str, bool]]) -> str:
+    """A part of ``analysis.md`` listing one family of reference tests: per metric how many were made and
+    which survive Holm's correction, then one table line per test (``collapsed``: the flags of each row, by
+    ``id(row)``, on the metric's set)."""
     if not families:
         return ""
+    lines = ["", intro, "", *_survivors(families, what, lambda t: f"{t.method} {_pattern_label(t.row)}")]
+    header = ["metric", "method", "pattern", "sparsity", "method acc", f"{reference_name} acc", "lost", "gained",
+              f"p (exact McNemar, {side})", "p (Holm)", "survives",
+              f"collapsed (method / {reference_name})"]
+
+    def flag(row: Row, key: str) -> str:
+        return "yes" if collapsed.get(id(row), {}).get(_set_of(key), False) else "no"
+
+    body = [[_metric_name(t.key), t.method, t.row.pattern, f"{t.row.sparsity:.2f}", _fmt(t.row.metrics.get(t.key)),
+             _fmt(t.reference.metrics.get(t.key)), str(t.test.lost), str(t.test.gained), f"{t.test.pvalue:.4g}",
+             f"{t.adjusted:.4g}", "yes" if t.survives else "no", f"{flag(t.row, t.key)} / {flag(t.reference, t.key)}"]
+            for family in families.values() for t in family]
+    return "\n".join(lines) + "\n\n" + _markdown(header, body)
+
+
+def control_section(families: dict[str, list[ReferenceTest]], collapsed: dict[int, dict[str, bool]]) -> str:
+    """The part of ``analysis.md`` that compares every method with random pruning (:func:`control_tests`)."""
     intro = (f"Against random pruning (a control): each method's point against the `{CONTROL}` point of the same "
              "pattern and sparsity on the same examples (exact McNemar: `lost` = right only under random "
              "pruning, `gained` = right only under the method), one-sided (the method scores higher), p-values "
@@ -488,25 +536,25 @@ def control_section(families: dict[str, list[ControlTest]], collapsed: dict[int,
              "scores below chance, so pruning that only pushes predictions toward chance raises robust accuracy "
              "too; a gain over the dense model that is not also a gain over random pruning at the same sparsity "
              f"cannot be told from that drift. A test survives when its adjusted p is <= {ALPHA:g}.")
-    lines = ["", intro, "", *_survivors(families, " vs random pruning", lambda t: f"{t.method} {_pattern_label(t.row)}")]
-    header = ["metric", "method", "pattern", "sparsity", "method acc", "random acc", "lost", "gained",
-              "p (exact McNemar, one-sided)", "p (Holm)", "survives", "collapsed (method / random)"]
+    return _reference_section(intro, " vs random pruning", "random", "one-sided", families, collapsed)
 
-    def flag(row: Row, key: str) -> str:
-        return "yes" if collapsed.get(id(row), {}).get(_set_of(key), False) else "no"
 
-    body = [[_metric_name(t.key), t.method, t.row.pattern, f"{t.row.sparsity:.2f}", _fmt(t.row.metrics.get(t.key)),
-             _fmt(t.random.metrics.get(t.key)), str(t.test.lost), str(t.test.gained), f"{t.test.pvalue:.4g}",
-             f"{t.adjusted:.4g}", "yes" if t.survives else "no", f"{flag(t.row, t.key)} / {flag(t.random, t.key)}"]
-            for family in families.values() for t in family]
-    return "\n".join(lines) + "\n\n" + _markdown(header, body)
+def calibration_section(families: dict[str, list[ReferenceTest]], collapsed: dict[int, dict[str, bool]]) -> str:
+    """The part of ``analysis.md`` that compares calibration sources point by point (:func:`calibration_tests`)."""
+    intro = ("Calibration sources compared: each `method@label` point (calibrated on that label's source) against "
+             "the plain `method` point (calibrated on `pruning.calibration.source`) of the same pattern and "
+             "sparsity on the same examples (exact McNemar: `lost` = right only under the plain method, `gained` "
+             "= right only under the variant), two-sided, p-values Holm-adjusted over all the calibration tests "
+             f"of one metric. A test survives when its adjusted p is <= {ALPHA:g}.")
+    return _reference_section(intro, " between calibration sources", "plain method", "two-sided", families,
+                              collapsed)
 
 
 def _pattern_label(row: Row) -> str:
     return f"{row.sparsity:.2f}" if row.pattern == "unstructured" else f"{row.pattern} ({row.sparsity:.2f})"
 
 
-def control_findings(families: dict[str, list[ControlTest]]) -> list[str]:
+def control_findings(families: dict[str, list[ReferenceTest]]) -> list[str]:
     """In words, per method and robust metric: whether any of its points scores significantly above random
     pruning at the same sparsity and pattern (surviving Holm over that metric's control tests)."""
     lines = []
@@ -516,14 +564,41 @@ def control_findings(families: dict[str, list[ControlTest]]) -> list[str]:
         for method in sorted({t.method for t in family}):
             above = [t for t in family if t.method == method and t.survives]
             if above:
-                where = ", ".join(f"{_pattern_label(t.row)} ({t.row.metrics[key]:.1f} vs {t.random.metrics[key]:.1f})"
-                                  for t in above)
+                where = ", ".join(f"{_pattern_label(t.row)} ({t.row.metrics[key]:.1f} vs "
+                                  f"{t.reference.metrics[key]:.1f})" for t in above)
                 lines.append(f"{method}: {name} is significantly above random pruning's at the same sparsity and "
                              f"pattern at {where} ({how}).")
             else:
                 lines.append(f"{method}: {name} is never significantly above random pruning's at the same sparsity "
                              f"and pattern ({how}): any gain over the dense model there cannot be told from drift "
                              "toward chance.")
+    return lines
+
+
+def calibration_findings(families: dict[str, list[ReferenceTest]], collapsed: dict[int, dict[str, bool]]
+                         ) -> list[str]:
+    """In words, per calibration variant and metric: where its score differs significantly from the same
+    method calibrated on the sweep's own source (surviving Holm over that metric's calibration tests), and
+    whether the variant's point has collapsed there (``collapsed``: each row's flags, by ``id(row)``), which
+    makes a difference on an adversarial set drift toward chance rather than robustness."""
+
+    def state(row: Row, key: str) -> str:
+        return "; collapsed" if collapsed.get(id(row), {}).get(_set_of(key), False) else ""
+
+    lines = []
+    for key, family in families.items():
+        name = _metric_name(key)
+        how = f"exact McNemar, two-sided, Holm over the {len(family)} calibration tests of {name}"
+        for method in sorted({t.method for t in family}):
+            plain = split_method(method)[0]
+            differs = [t for t in family if t.method == method and t.survives]
+            if differs:
+                where = ", ".join(f"{_pattern_label(t.row)} ({t.row.metrics[key]:.1f} vs "
+                                  f"{t.reference.metrics[key]:.1f}{state(t.row, key)})" for t in differs)
+                lines.append(f"{method}: {name} differs significantly from {plain}'s at {where} ({how}).")
+            else:
+                lines.append(f"{method}: {name} never differs significantly from {plain}'s at the same sparsity "
+                             f"and pattern ({how}).")
     return lines
 
 
@@ -743,11 +818,14 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
             "Wilson interval over the evaluated examples (pooled over seeds), with ± the standard deviation "
             "over seeds when there are several; plots draw the interval as a band.\n")
     controls = control_tests(rows, vectors)
-    supported = findings(rows, paired, majorities) + control_findings(controls)
-    words = "\nWhat the numbers support:\n\n" + "".join(f"- {line}\n" for line in supported) if supported else ""
+    calibrations = calibration_tests(rows, vectors)
     flags_by_row = {id(row): flags for row, flags in zip(rows, collapsed)}
+    supported = (findings(rows, paired, majorities) + control_findings(controls)
+                 + calibration_findings(calibrations, flags_by_row))
+    words = "\nWhat the numbers support:\n\n" + "".join(f"- {line}\n" for line in supported) if supported else ""
     paths["analysis.md"].write_text(_markdown(a_header, a_body) + note + words + tests_section(point_tests(paired))
-                                    + control_section(controls, flags_by_row), encoding="utf-8")
+                                    + control_section(controls, flags_by_row)
+                                    + calibration_section(calibrations, flags_by_row), encoding="utf-8")
     drawn: list[Path] = []
     if plots:
         es_clean = {line[0]: float(line[3]) if line[3] else math.nan for line in a_body}
@@ -799,4 +877,5 @@ def _paper_table_kind(config_json: Path) -> str | None:
                          "or delete it to report without the paper table") from None
 
 
-__all__ = ["CONTROL", "ControlTest", "Report", "aggregate", "build_report", "control_tests", "runtime_note"]
+__all__ = ["CONTROL", "ReferenceTest", "Report", "aggregate", "build_report", "calibration_tests", "control_tests",
+           "runtime_note"]
