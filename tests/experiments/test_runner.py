@@ -590,13 +590,14 @@ def test_each_method_is_tested_against_random_pruning_at_the_same_sparsity_and_p
     assert "wanda: robust set acc is never significantly above random pruning's" in text
 
 
-def test_calibration_sources_are_compared_point_by_point(tmp_path):
-    """Section 6 of Shin et al. as a test: each ``wanda@adv`` point against plain ``wanda`` (calibrated on the
-    sweep's own source) at the same pattern and sparsity, on the same examples. By hand, on 100 robust-set
-    examples: at 0.50 the variant gains 8 and loses 0 (two-sided p = 2/256), at 0.70 it gains 1 and loses 1
-    (p = 1); Holm over the two: 4/256 survives, 1 does not. Clean predictions are identical (p = 1 twice).
-    ``wanda@adv`` at 0.90 has no plain partner: not tested. The dense model and the plain method are never
-    tested against themselves."""
+def test_compared_methods_are_tested_point_by_point(tmp_path):
+    """The papers' own comparisons as tests, two-sided, one Holm family per metric. Shin et al.'s Section 6:
+    each ``wanda@adv`` point against plain ``wanda`` (calibrated on the sweep's own source); Jaiswal et al.'s
+    Figure 9: ``imp`` against OMP (``magnitude``). By hand, on 100 robust-set examples: wanda@adv at 0.50
+    gains 8 and loses 0 (p = 2/256), at 0.70 gains 1 and loses 1 (p = 1); imp at 0.50 gains 2, loses 0
+    against magnitude (p = 2/4 = 0.5). Holm over the three: 6/256 survives, 1 and 1 do not. Clean
+    predictions are identical (p = 1 three times). wanda@adv at 0.90 has no plain partner, magnitude 0.70 no
+    imp: not tested; the dense model, plain wanda and magnitude are never the first of a pair."""
     import numpy as np
 
     n = 100
@@ -604,7 +605,7 @@ def test_calibration_sources_are_compared_point_by_point(tmp_path):
     clean_right = np.arange(n) % 5 != 0
     plain_robust = np.arange(n) % 4 == 0
 
-    def variant(gained, lost):
+    def changed(gained, lost):
         right = plain_robust.copy()
         right[np.flatnonzero(~plain_robust)[:gained]] = True
         right[np.flatnonzero(plain_robust)[:lost]] = False
@@ -615,20 +616,28 @@ def test_calibration_sources_are_compared_point_by_point(tmp_path):
 
     records = [write("dense", "dense", 0.0, plain_robust),
                write("wanda", "unstructured", 0.5, plain_robust), write("wanda", "unstructured", 0.7, plain_robust),
-               write("wanda@adv", "unstructured", 0.5, variant(8, 0)),
-               write("wanda@adv", "unstructured", 0.7, variant(1, 1)),
-               write("wanda@adv", "unstructured", 0.9, variant(3, 0))]
+               write("wanda@adv", "unstructured", 0.5, changed(8, 0)),
+               write("wanda@adv", "unstructured", 0.7, changed(1, 1)),
+               write("wanda@adv", "unstructured", 0.9, changed(3, 0)),
+               write("magnitude", "unstructured", 0.5, plain_robust),
+               write("magnitude", "unstructured", 0.7, plain_robust),
+               write("imp", "unstructured", 0.5, changed(2, 0))]
     (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     text = build_report(tmp_path / "results.jsonl", plots=False).analysis_md.read_text()
-    section = text.split("Calibration sources compared")[1]
-    assert "- clean acc between calibration sources: 2 tests, 0 survive Holm at 0.05.\n" in section
-    assert "- robust set acc between calibration sources: 2 tests, 1 survives Holm at 0.05: wanda@adv 0.50.\n" in section
+    section = text.split("Methods compared")[1]
+    assert "- clean acc between methods: 3 tests, 0 survive Holm at 0.05.\n" in section
+    assert ("- robust set acc between methods: 3 tests, 1 survives Holm at 0.05: wanda@adv vs wanda 0.50.\n"
+            in section)
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
             if line.startswith("| robust set acc |")]
-    assert [(r[1], r[3], r[4], r[5], r[6], r[7]) for r in rows] == [
-        ("wanda@adv", "0.50", "33.0", "25.0", "0", "8"), ("wanda@adv", "0.70", "25.0", "25.0", "1", "1")]
-    assert [float(r[8]) for r in rows] == pytest.approx([2 / 256, 1.0], rel=1e-3)
-    assert [float(r[9]) for r in rows] == pytest.approx([4 / 256, 1.0], rel=1e-3)
-    assert ("wanda@adv: robust set acc differs significantly from wanda's at 0.50 (33.0 vs 25.0) (exact McNemar, "
-            "two-sided, Holm over the 2 calibration tests of robust set acc)." in text)
-    assert "wanda@adv: clean acc never differs significantly from wanda's" in text
+    assert sorted((r[1], r[3], r[4], r[5], r[6], r[7]) for r in rows) == [
+        ("imp vs magnitude", "0.50", "27.0", "25.0", "0", "2"),
+        ("wanda@adv vs wanda", "0.50", "33.0", "25.0", "0", "8"),
+        ("wanda@adv vs wanda", "0.70", "25.0", "25.0", "1", "1")]
+    p = {(r[1], r[3]): (float(r[8]), float(r[9])) for r in rows}
+    assert p[("wanda@adv vs wanda", "0.50")] == pytest.approx((2 / 256, 6 / 256), rel=1e-3)
+    assert p[("imp vs magnitude", "0.50")] == pytest.approx((0.5, 1.0), rel=1e-3)
+    assert p[("wanda@adv vs wanda", "0.70")] == pytest.approx((1.0, 1.0), rel=1e-3)
+    assert ("wanda@adv vs wanda: robust set acc differs significantly at 0.50 (33.0 vs 25.0); at the other 1 of 2 "
+            "points it does not (exact McNemar, two-sided, Holm over the 3 comparisons of robust set acc)." in text)
+    assert "imp vs magnitude: clean acc never differs significantly at the same sparsity and pattern (1 point;" in text

@@ -11,9 +11,10 @@
   then every per-point exact McNemar test against the dense model, Holm-corrected per metric, with how
   many were made and which survive; and, when the sweep has ``random`` points, each other method's robust
   metrics against random pruning at the same pattern and sparsity (exact McNemar on the same examples, Holm
-  per metric): the control that tells a robustness gain from drift toward chance; and, when the sweep
-  compares calibration sources (``wanda@label``), each variant against the method calibrated on the
-  sweep's own source at the same pattern and sparsity (exact McNemar, two-sided, Holm per metric);
+  per metric): the control that tells a robustness gain from drift toward chance; and the methods the
+  papers compare (IMP against OMP, the robust ticket against the IMP and the random ticket) and each
+  calibration variant (``wanda@label``) against the plain method, point against point at the same pattern
+  and sparsity (exact McNemar, two-sided, Holm per metric);
 - ``plots/<metric>.png``: the metric against sparsity per method (unstructured curves, N:M points as
   markers, the dense model dashed), ES marked by dotted lines, collapsed points crossed out;
 - ``paper.md``, when the run's config names a ``paper_table``: the table shaped like that paper's main
@@ -436,8 +437,8 @@ class ReferenceTest:
     examples: the exact McNemar test with the reference as the baseline (``lost``: right only under the
     reference, ``gained``: right only under the point) and its Holm-adjusted p-value over all the tests of
     that metric in its family. The control family has random pruning as the reference and asks, one-sided,
-    whether the method scores higher; the calibration family has the method calibrated on the sweep's own
-    source as the reference and asks, two-sided, whether the other source changes the score."""
+    whether the method scores higher; the comparison family pairs the methods the papers compare and asks,
+    two-sided, whether the two differ."""
 
     key: str
     method: str
@@ -452,30 +453,27 @@ class ReferenceTest:
 
 
 def _reference_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dict[str, Any]],
-                     keys: Sequence[str], reference_of: Callable[[Row], Row | None], alternative: str
+                     keys: Sequence[str], references_of: Callable[[Row], list[Row]], alternative: str
                      ) -> dict[str, list[ReferenceTest]]:
-    """Per metric key, every row that ``reference_of`` pairs with a reference row, tested against it on the
-    same examples (:func:`~robustprune.eval.analysis.mcnemar_exact`); one Holm family per metric. Rows
-    without per-example files on both sides are not tested."""
+    """Per metric key, every row tested against each of its ``references_of`` rows on the same examples
+    (:func:`~robustprune.eval.analysis.mcnemar_exact`); one Holm family per metric. Pairs without
+    per-example files on both sides are not tested."""
     families: dict[str, list[tuple[Row, Row, McNemarResult]]] = defaultdict(list)
     for key in keys:
         for row in rows:
-            reference = reference_of(row)
-            if reference is None:
-                continue
-            ours, theirs = vectors.get(_point_of(row), {}).get(key), vectors.get(_point_of(reference), {}).get(key)
-            if ours is None or theirs is None or ours.shape != theirs.shape:
-                continue
-            families[key].append((row, reference, mcnemar_exact(theirs, ours, alternative)))
+            for reference in references_of(row):
+                ours = vectors.get(_point_of(row), {}).get(key)
+                theirs = vectors.get(_point_of(reference), {}).get(key)
+                if ours is None or theirs is None or ours.shape != theirs.shape:
+                    continue
+                families[key].append((row, reference, mcnemar_exact(theirs, ours, alternative)))
     return {key: [ReferenceTest(key, row.method, row, reference, test, p)
                   for (row, reference, test), p in zip(members, holm([test.pvalue for *_, test in members]))]
             for key, members in families.items()}
 
 
-def _same_point(rows: Sequence[Row], method: str) -> Callable[[Row], Row | None]:
-    """The row of ``method`` at a row's pattern and sparsity, if the sweep has one."""
-    by_point = {(r.pattern, round(float(r.sparsity), 6)): r for r in rows if r.method == method}
-    return lambda row: by_point.get((row.pattern, round(float(row.sparsity), 6)))
+def _by_point(rows: Sequence[Row]) -> dict[tuple[str, str, float], Row]:
+    return {(r.method, r.pattern, round(float(r.sparsity), 6)): r for r in rows}
 
 
 def control_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dict[str, Any]]
@@ -485,42 +483,59 @@ def control_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dic
     examples (exact McNemar, one-sided "greater"); one Holm family per metric. Why: on a fixed adversarial
     set the dense model scores below chance, so any pruning that pushes predictions toward chance raises the
     robust accuracy; only a gain over random pruning at the same sparsity is more than that drift."""
-    control = _same_point(rows, CONTROL)
-    return _reference_tests(rows, vectors, _robust_keys(rows),
-                            lambda row: None if row.method in ("dense", CONTROL) else control(row), "greater")
+    points = _by_point(rows)
+
+    def control(row: Row) -> list[Row]:
+        found = points.get((CONTROL, row.pattern, round(float(row.sparsity), 6)))
+        return [] if row.method in ("dense", CONTROL) or found is None else [found]
+
+    return _reference_tests(rows, vectors, _robust_keys(rows), control, "greater")
 
 
-def calibration_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dict[str, Any]]
-                      ) -> dict[str, list[ReferenceTest]]:
-    """Per metric key (clean accuracy first), every calibration variant's point (``wanda@advglue``: the
-    method calibrated on ``pruning.calibration.compare``'s source) tested against the same method calibrated
-    on the sweep's own source (``wanda``) at the same pattern and sparsity, on the same examples (exact
-    McNemar, two-sided: does the calibration data change the score, either way); one Holm family per
-    metric. Empty when the sweep compares no calibration sources."""
-    variants = {r.method for r in rows if split_method(r.method)[1] is not None}
-    if not variants:
-        return {}
-    plain = {method: _same_point(rows, split_method(method)[0]) for method in variants}
-    return _reference_tests(rows, vectors, ["clean_accuracy", *_robust_keys(rows)],
-                            lambda row: plain[row.method](row) if row.method in plain else None, "two-sided")
+# The methods the papers compare point by point, (method, against): Jaiswal et al.'s LTH against OMP (Figure
+# 9), Zheng et al.'s robust ticket against the IMP and the random ticket (Table 1).
+PAPER_COMPARISONS = (("imp", "magnitude"), ("robust_ticket", "imp"), ("robust_ticket", "random_ticket"))
+
+
+def comparison_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dict[str, Any]]
+                     ) -> dict[str, list[ReferenceTest]]:
+    """Per metric key (clean accuracy first), the methods the papers compare (:data:`PAPER_COMPARISONS`) and
+    every calibration variant (``wanda@advglue``, calibrated on ``pruning.calibration.compare``'s source)
+    against the same method calibrated on the sweep's own source (``wanda``), each point against its
+    partner at the same pattern and sparsity on the same examples (exact McNemar, two-sided: do the two
+    differ, either way); one Holm family per metric. Empty when the sweep holds no such pair."""
+    points = _by_point(rows)
+    against: dict[str, list[str]] = defaultdict(list)
+    for method, reference in PAPER_COMPARISONS:
+        against[method].append(reference)
+    for method in {r.method for r in rows}:
+        base, label = split_method(method)
+        if label is not None:
+            against[method].append(base)
+
+    def partners(row: Row) -> list[Row]:
+        found = (points.get((other, row.pattern, round(float(row.sparsity), 6))) for other in against.get(row.method, []))
+        return [r for r in found if r is not None]
+
+    return _reference_tests(rows, vectors, ["clean_accuracy", *_robust_keys(rows)], partners, "two-sided")
 
 
 def _reference_section(intro: str, what: str, reference_name: str, side: str,
-                       families: dict[str, list[ReferenceTest]], collapsed: dict[int, dict[str, bool]]) -> str:
+                       families: dict[str, list[ReferenceTest]], collapsed: dict[int, dict[str, bool]],
+                       label: Callable[[ReferenceTest], str]) -> str:
     """A part of ``analysis.md`` listing one family of reference tests: per metric how many were made and
     which survive Holm's correction, then one table line per test (``collapsed``: the flags of each row, by
-    ``id(row)``, on the metric's set)."""
+    ``id(row)``, on the metric's set; ``label``: what the method column says of a test)."""
     if not families:
         return ""
-    lines = ["", intro, "", *_survivors(families, what, lambda t: f"{t.method} {_pattern_label(t.row)}")]
+    lines = ["", intro, "", *_survivors(families, what, lambda t: f"{label(t)} {_pattern_label(t.row)}")]
     header = ["metric", "method", "pattern", "sparsity", "method acc", f"{reference_name} acc", "lost", "gained",
-              f"p (exact McNemar, {side})", "p (Holm)", "survives",
-              f"collapsed (method / {reference_name})"]
+              f"p (exact McNemar, {side})", "p (Holm)", "survives", f"collapsed (method / {reference_name})"]
 
     def flag(row: Row, key: str) -> str:
         return "yes" if collapsed.get(id(row), {}).get(_set_of(key), False) else "no"
 
-    body = [[_metric_name(t.key), t.method, t.row.pattern, f"{t.row.sparsity:.2f}", _fmt(t.row.metrics.get(t.key)),
+    body = [[_metric_name(t.key), label(t), t.row.pattern, f"{t.row.sparsity:.2f}", _fmt(t.row.metrics.get(t.key)),
              _fmt(t.reference.metrics.get(t.key)), str(t.test.lost), str(t.test.gained), f"{t.test.pvalue:.4g}",
              f"{t.adjusted:.4g}", "yes" if t.survives else "no", f"{flag(t.row, t.key)} / {flag(t.reference, t.key)}"]
             for family in families.values() for t in family]
@@ -536,18 +551,20 @@ def control_section(families: dict[str, list[ReferenceTest]], collapsed: dict[in
              "scores below chance, so pruning that only pushes predictions toward chance raises robust accuracy "
              "too; a gain over the dense model that is not also a gain over random pruning at the same sparsity "
              f"cannot be told from that drift. A test survives when its adjusted p is <= {ALPHA:g}.")
-    return _reference_section(intro, " vs random pruning", "random", "one-sided", families, collapsed)
+    return _reference_section(intro, " vs random pruning", "random", "one-sided", families, collapsed,
+                              lambda t: t.method)
 
 
-def calibration_section(families: dict[str, list[ReferenceTest]], collapsed: dict[int, dict[str, bool]]) -> str:
-    """The part of ``analysis.md`` that compares calibration sources point by point (:func:`calibration_tests`)."""
-    intro = ("Calibration sources compared: each `method@label` point (calibrated on that label's source) against "
-             "the plain `method` point (calibrated on `pruning.calibration.source`) of the same pattern and "
-             "sparsity on the same examples (exact McNemar: `lost` = right only under the plain method, `gained` "
-             "= right only under the variant), two-sided, p-values Holm-adjusted over all the calibration tests "
-             f"of one metric. A test survives when its adjusted p is <= {ALPHA:g}.")
-    return _reference_section(intro, " between calibration sources", "plain method", "two-sided", families,
-                              collapsed)
+def comparison_section(families: dict[str, list[ReferenceTest]], collapsed: dict[int, dict[str, bool]]) -> str:
+    """The part of ``analysis.md`` that compares methods point by point (:func:`comparison_tests`)."""
+    intro = ("Methods compared: the pairs the papers compare (the IMP ticket against OMP; the robust ticket "
+             "against the IMP and the random ticket) and each calibration variant `method@label` against the "
+             "plain method (calibrated on `pruning.calibration.source`), point against point at the same pattern "
+             "and sparsity on the same examples (exact McNemar: `lost` = right only under the reference, the "
+             "second name, `gained` = right only under the first), two-sided, p-values Holm-adjusted over all "
+             f"the comparisons of one metric. A test survives when its adjusted p is <= {ALPHA:g}.")
+    return _reference_section(intro, " between methods", "reference", "two-sided", families, collapsed,
+                              lambda t: f"{t.method} vs {t.reference.method}")
 
 
 def _pattern_label(row: Row) -> str:
@@ -575,30 +592,32 @@ def control_findings(families: dict[str, list[ReferenceTest]]) -> list[str]:
     return lines
 
 
-def calibration_findings(families: dict[str, list[ReferenceTest]], collapsed: dict[int, dict[str, bool]]
-                         ) -> list[str]:
-    """In words, per calibration variant and metric: where its score differs significantly from the same
-    method calibrated on the sweep's own source (surviving Holm over that metric's calibration tests), and
-    whether the variant's point has collapsed there (``collapsed``: each row's flags, by ``id(row)``), which
-    makes a difference on an adversarial set drift toward chance rather than robustness."""
+def comparison_findings(families: dict[str, list[ReferenceTest]], collapsed: dict[int, dict[str, bool]]
+                        ) -> list[str]:
+    """In words, per compared pair and metric: where the first method's score differs significantly from
+    the second's at the same pattern and sparsity (surviving Holm over that metric's comparisons), and which
+    side had collapsed there (``collapsed``: each row's flags, by ``id(row)``): on an adversarial set a
+    collapsed point's difference is drift toward chance, not robustness."""
 
-    def state(row: Row, key: str) -> str:
-        return "; collapsed" if collapsed.get(id(row), {}).get(_set_of(key), False) else ""
+    def state(t: ReferenceTest) -> str:
+        fallen = [row.method for row in (t.row, t.reference) if collapsed.get(id(row), {}).get(_set_of(t.key), False)]
+        return f"; collapsed: {', '.join(fallen)}" if fallen else ""
 
     lines = []
     for key, family in families.items():
         name = _metric_name(key)
-        how = f"exact McNemar, two-sided, Holm over the {len(family)} calibration tests of {name}"
-        for method in sorted({t.method for t in family}):
-            plain = split_method(method)[0]
-            differs = [t for t in family if t.method == method and t.survives]
+        how = f"exact McNemar, two-sided, Holm over the {len(family)} comparisons of {name}"
+        for method, reference in sorted({(t.method, t.reference.method) for t in family}):
+            pair = [t for t in family if (t.method, t.reference.method) == (method, reference)]
+            differs = [t for t in pair if t.survives]
             if differs:
                 where = ", ".join(f"{_pattern_label(t.row)} ({t.row.metrics[key]:.1f} vs "
-                                  f"{t.reference.metrics[key]:.1f}{state(t.row, key)})" for t in differs)
-                lines.append(f"{method}: {name} differs significantly from {plain}'s at {where} ({how}).")
+                                  f"{t.reference.metrics[key]:.1f}{state(t)})" for t in differs)
+                lines.append(f"{method} vs {reference}: {name} differs significantly at {where}; at the other "
+                             f"{len(pair) - len(differs)} of {len(pair)} points it does not ({how}).")
             else:
-                lines.append(f"{method}: {name} never differs significantly from {plain}'s at the same sparsity "
-                             f"and pattern ({how}).")
+                lines.append(f"{method} vs {reference}: {name} never differs significantly at the same sparsity "
+                             f"and pattern ({len(pair)} point{'' if len(pair) == 1 else 's'}; {how}).")
     return lines
 
 
@@ -818,14 +837,14 @@ def build_report(results_path: str | Path, out_dir: str | Path | None = None, *,
             "Wilson interval over the evaluated examples (pooled over seeds), with ± the standard deviation "
             "over seeds when there are several; plots draw the interval as a band.\n")
     controls = control_tests(rows, vectors)
-    calibrations = calibration_tests(rows, vectors)
+    comparisons = comparison_tests(rows, vectors)
     flags_by_row = {id(row): flags for row, flags in zip(rows, collapsed)}
     supported = (findings(rows, paired, majorities) + control_findings(controls)
-                 + calibration_findings(calibrations, flags_by_row))
+                 + comparison_findings(comparisons, flags_by_row))
     words = "\nWhat the numbers support:\n\n" + "".join(f"- {line}\n" for line in supported) if supported else ""
     paths["analysis.md"].write_text(_markdown(a_header, a_body) + note + words + tests_section(point_tests(paired))
                                     + control_section(controls, flags_by_row)
-                                    + calibration_section(calibrations, flags_by_row), encoding="utf-8")
+                                    + comparison_section(comparisons, flags_by_row), encoding="utf-8")
     drawn: list[Path] = []
     if plots:
         es_clean = {line[0]: float(line[3]) if line[3] else math.nan for line in a_body}
@@ -877,5 +896,5 @@ def _paper_table_kind(config_json: Path) -> str | None:
                          "or delete it to report without the paper table") from None
 
 
-__all__ = ["CONTROL", "ReferenceTest", "Report", "aggregate", "build_report", "calibration_tests", "control_tests",
+__all__ = ["CONTROL", "ReferenceTest", "Report", "aggregate", "build_report", "comparison_tests", "control_tests",
            "runtime_note"]
