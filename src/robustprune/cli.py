@@ -33,7 +33,8 @@ def _run(config, out: Path, progress: bool, epsilon: float | None = None, execut
          address: str | None = None) -> int:
     from robustprune.experiments.runner import run_experiment
 
-    summary = run_experiment(config, out, progress=progress, executor=executor, address=address)
+    with _hf_progress(progress):  # --no-progress also silences transformers' loading bars
+        summary = run_experiment(config, out, progress=progress, executor=executor, address=address)
     print(f"{len(summary.computed)} point(s) computed, {len(summary.skipped)} already done; "
           f"results: {summary.results_path}")
     _print_report(summary.results_path, out / "report", config.evaluation.epsilon if epsilon is None else epsilon)
