@@ -461,6 +461,17 @@ def write_point_record(folder, labels, method, pattern, sparsity, clean_right, r
             "files": {"predictions": f"predictions/{path.name}"}}
 
 
+def flipped(right, gained, lost):
+    """A copy of the correctness vector ``right`` with its first ``gained`` wrong answers made right and its
+    first ``lost`` right answers made wrong: the discordant pairs of a McNemar test against ``right``."""
+    import numpy as np
+
+    out = right.copy()
+    out[np.flatnonzero(~right)[:gained]] = True
+    out[np.flatnonzero(right)[:lost]] = False
+    return out
+
+
 def test_analysis_says_in_words_what_the_paired_tests_support(tmp_path):
     import numpy as np
 
@@ -549,10 +560,7 @@ def test_each_method_is_tested_against_random_pruning_at_the_same_sparsity_and_p
     robust_random[np.flatnonzero(~robust_dense)[:10]] = True  # 35 %: drift toward chance
 
     def against_random(gained, lost):
-        right = robust_random.copy()
-        right[np.flatnonzero(~robust_random)[:gained]] = True
-        right[np.flatnonzero(robust_random)[:lost]] = False
-        return right
+        return flipped(robust_random, gained, lost)
 
     def write(method, pattern, sparsity, robust_right):
         return write_point_record(tmp_path, labels, method, pattern, sparsity, clean_right, robust_right)
@@ -606,10 +614,7 @@ def test_compared_methods_are_tested_point_by_point(tmp_path):
     plain_robust = np.arange(n) % 4 == 0
 
     def changed(gained, lost):
-        right = plain_robust.copy()
-        right[np.flatnonzero(~plain_robust)[:gained]] = True
-        right[np.flatnonzero(plain_robust)[:lost]] = False
-        return right
+        return flipped(plain_robust, gained, lost)
 
     def write(method, pattern, sparsity, robust_right):
         return write_point_record(tmp_path, labels, method, pattern, sparsity, clean_right, robust_right)
