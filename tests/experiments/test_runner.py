@@ -646,3 +646,34 @@ def test_compared_methods_are_tested_point_by_point(tmp_path):
     assert ("wanda@adv vs wanda: robust set acc differs significantly at 0.50 (33.0 vs 25.0); at the other 1 of 2 "
             "points it does not (exact McNemar, two-sided, Holm over the 3 comparisons of robust set acc)." in text)
     assert "imp vs magnitude: clean acc never differs significantly at the same sparsity and pattern (1 point;" in text
+
+
+def test_models_are_tested_against_their_dense_baselines(tmp_path):
+    """Xi et al.'s Table 1 as tests: adversarial training (PGD, FreeLB: two points of ``adversarial``) against
+    plain fine-tuning, and the EarlyRobust ticket against all three, model against model whatever their
+    sparsity: 5 comparisons per metric, two-sided. By hand, on 100 robust-set examples: PGD equals the dense
+    model (p = 1), FreeLB gains 6 (p = 2/64), EarlyRobust loses 3 against both (p = 2/8) and 9 against FreeLB
+    (p = 2/512); Holm over the five: only 10/512 survives."""
+    import numpy as np
+
+    n = 100
+    labels = [i % 2 for i in range(n)]
+    clean_right = np.arange(n) % 5 != 0
+    dense_robust = np.arange(n) % 4 == 0
+    records = [write_point_record(tmp_path, labels, method, pattern, sparsity, clean_right, robust)
+               for method, pattern, sparsity, robust in (
+                   ("dense", "dense", 0.0, dense_robust), ("adversarial", "pgd", 0.0, dense_robust),
+                   ("adversarial", "freelb", 0.0, flipped(dense_robust, 6, 0)),
+                   ("early_robust", "heads=0.2+neurons=0.3", 0.25, flipped(dense_robust, 0, 3)))]
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    text = build_report(tmp_path / "results.jsonl", plots=False).analysis_md.read_text()
+    assert ("- robust set acc between methods: 5 tests, 1 survives Holm at 0.05: early_robust vs adversarial "
+            "(freelb).\n" in text)
+    rows = {r[1]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+                              if line.startswith("| robust set acc |") and " vs " in line)}
+    assert set(rows) == {"adversarial (pgd) vs dense", "adversarial (freelb) vs dense", "early_robust vs dense",
+                         "early_robust vs adversarial (pgd)", "early_robust vs adversarial (freelb)"}
+    assert float(rows["early_robust vs adversarial (freelb)"][9]) == pytest.approx(10 / 512, rel=1e-3)
+    assert ("early_robust vs adversarial (freelb): robust set acc differs significantly (22.0 vs 31.0; exact "
+            "McNemar, two-sided, Holm over the 5 comparisons of robust set acc)." in text)
+    assert "adversarial (pgd) vs dense: robust set acc does not differ significantly (25.0 vs 25.0;" in text

@@ -12,9 +12,10 @@
   many were made and which survive; and, when the sweep has ``random`` points, each other method's robust
   metrics against random pruning at the same pattern and sparsity (exact McNemar on the same examples, Holm
   per metric): the control that tells a robustness gain from drift toward chance; and the methods the
-  papers compare (IMP against OMP, the robust ticket against the IMP and the random ticket) and each
-  calibration variant (``wanda@label``) against the plain method, point against point at the same pattern
-  and sparsity (exact McNemar, two-sided, Holm per metric);
+  papers compare (IMP against OMP, the robust ticket against the IMP and the random ticket, each
+  calibration variant ``wanda@label`` against the plain method, point against point at the same pattern
+  and sparsity; adversarial training and the EarlyRobust ticket against their dense baselines), exact
+  McNemar, two-sided, Holm per metric;
 - ``plots/<metric>.png``: the metric against sparsity per method (unstructured curves, N:M points as
   markers, the dense model dashed), ES marked by dotted lines, collapsed points crossed out;
 - ``paper.md``, when the run's config names a ``paper_table``: the table shaped like that paper's main
@@ -493,8 +494,21 @@ def control_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dic
 
 
 # The methods the papers compare point by point, (method, against): Jaiswal et al.'s LTH against OMP (Figure
-# 9), Zheng et al.'s robust ticket against the IMP and the random ticket (Table 1).
+# 9), Zheng et al.'s robust ticket against the IMP and the random ticket (Table 1); each point against the
+# reference's point of the same pattern and sparsity.
 PAPER_COMPARISONS = (("imp", "magnitude"), ("robust_ticket", "imp"), ("robust_ticket", "random_ticket"))
+# The models the papers set against dense baselines, (method, against): adversarial training against plain
+# fine-tuning (both papers' Table 1), the EarlyRobust ticket against both (Xi et al., Table 1); each point
+# against every point of the baseline (PGD and FreeLB are two points of ``adversarial``).
+BASELINE_COMPARISONS = (("adversarial", "dense"), ("early_robust", "dense"), ("early_robust", "adversarial"))
+
+
+def _model_name(row: Row) -> str:
+    """A compared model's name: the method, with its pattern for a dense model that has one (adversarial
+    training's ``pgd`` / ``freelb``)."""
+    if row.sparsity == 0 and row.pattern not in ("dense", "unstructured"):
+        return f"{row.method} ({row.pattern})"
+    return row.method
 
 
 def comparison_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], dict[str, Any]]
@@ -502,20 +516,27 @@ def comparison_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], 
     """Per metric key (clean accuracy first), the methods the papers compare (:data:`PAPER_COMPARISONS`) and
     every calibration variant (``wanda@advglue``, calibrated on ``pruning.calibration.compare``'s source)
     against the same method calibrated on the sweep's own source (``wanda``), each point against its
-    partner at the same pattern and sparsity on the same examples (exact McNemar, two-sided: do the two
-    differ, either way); one Holm family per metric. Empty when the sweep holds no such pair."""
+    partner at the same pattern and sparsity; and the models the papers set against dense baselines
+    (:data:`BASELINE_COMPARISONS`), against every point of the baseline. All on the same examples (exact
+    McNemar, two-sided: do the two differ, either way); one Holm family per metric. Empty when the sweep
+    holds no such pair."""
     points = _by_point(rows)
-    against: dict[str, list[str]] = defaultdict(list)
+    same_point: dict[str, list[str]] = defaultdict(list)
     for method, reference in PAPER_COMPARISONS:
-        against[method].append(reference)
+        same_point[method].append(reference)
     for method in {r.method for r in rows}:
         base, label = split_method(method)
         if label is not None:
-            against[method].append(base)
+            same_point[method].append(base)
+    baselines: dict[str, list[str]] = defaultdict(list)
+    for method, reference in BASELINE_COMPARISONS:
+        baselines[method].append(reference)
 
     def partners(row: Row) -> list[Row]:
-        found = (points.get((other, row.pattern, round(float(row.sparsity), 6))) for other in against.get(row.method, []))
-        return [r for r in found if r is not None]
+        at_point = (points.get((other, row.pattern, round(float(row.sparsity), 6)))
+                    for other in same_point.get(row.method, []))
+        return ([r for r in at_point if r is not None]
+                + [r for other in baselines.get(row.method, []) for r in rows if r.method == other])
 
     return _reference_tests(rows, vectors, ["clean_accuracy", *_robust_keys(rows)], partners, "two-sided")
 
@@ -528,7 +549,7 @@ def _reference_section(intro: str, what: str, reference_name: str, side: str,
     ``id(row)``, on the metric's set; ``label``: what the method column says of a test)."""
     if not families:
         return ""
-    lines = ["", intro, "", *_survivors(families, what, lambda t: f"{label(t)} {_pattern_label(t.row)}")]
+    lines = ["", intro, "", *_survivors(families, what, lambda t: f"{label(t)}{_at(t)}")]
     header = ["metric", "method", "pattern", "sparsity", "method acc", f"{reference_name} acc", "lost", "gained",
               f"p (exact McNemar, {side})", "p (Holm)", "survives", f"collapsed (method / {reference_name})"]
 
@@ -560,15 +581,24 @@ def comparison_section(families: dict[str, list[ReferenceTest]], collapsed: dict
     intro = ("Methods compared: the pairs the papers compare (the IMP ticket against OMP; the robust ticket "
              "against the IMP and the random ticket) and each calibration variant `method@label` against the "
              "plain method (calibrated on `pruning.calibration.source`), point against point at the same pattern "
-             "and sparsity on the same examples (exact McNemar: `lost` = right only under the reference, the "
+             "and sparsity; adversarial training against plain fine-tuning and the EarlyRobust ticket against "
+             "both, model against model. All on the same examples (exact McNemar: `lost` = right only under the "
+             "reference, the "
              "second name, `gained` = right only under the first), two-sided, p-values Holm-adjusted over all "
              f"the comparisons of one metric. A test survives when its adjusted p is <= {ALPHA:g}.")
     return _reference_section(intro, " between methods", "reference", "two-sided", families, collapsed,
-                              lambda t: f"{t.method} vs {t.reference.method}")
+                              lambda t: f"{_model_name(t.row)} vs {_model_name(t.reference)}")
 
 
 def _pattern_label(row: Row) -> str:
     return f"{row.sparsity:.2f}" if row.pattern == "unstructured" else f"{row.pattern} ({row.sparsity:.2f})"
+
+
+def _at(test: ReferenceTest) -> str:
+    """`` 0.50`` for a test of two points at the same pattern and sparsity; nothing for a model against a
+    dense baseline, where the names say it all."""
+    same = (test.row.pattern, test.row.sparsity) == (test.reference.pattern, test.reference.sparsity)
+    return f" {_pattern_label(test.row)}" if same else ""
 
 
 def _where(tests: Sequence[ReferenceTest], note: Callable[[ReferenceTest], str] = lambda _: "") -> str:
@@ -604,17 +634,23 @@ def comparison_findings(families: dict[str, list[ReferenceTest]], collapsed: dic
     collapsed point's difference is drift toward chance, not robustness."""
 
     def state(t: ReferenceTest) -> str:
-        fallen = [row.method for row in (t.row, t.reference) if collapsed.get(id(row), {}).get(_set_of(t.key), False)]
+        fallen = [_model_name(row) for row in (t.row, t.reference)
+                  if collapsed.get(id(row), {}).get(_set_of(t.key), False)]
         return f"; collapsed: {', '.join(fallen)}" if fallen else ""
 
     lines = []
     for key, family in families.items():
         name = _metric_name(key)
         how = f"exact McNemar, two-sided, Holm over the {len(family)} comparisons of {name}"
-        for method, reference in sorted({(t.method, t.reference.method) for t in family}):
-            pair = [t for t in family if (t.method, t.reference.method) == (method, reference)]
+        for method, reference in sorted({(_model_name(t.row), _model_name(t.reference)) for t in family}):
+            pair = [t for t in family if (_model_name(t.row), _model_name(t.reference)) == (method, reference)]
             differs = [t for t in pair if t.survives]
-            if differs:
+            if len(pair) == 1 and not _at(pair[0]):  # a model against a dense baseline
+                (t,) = pair
+                verdict = "differs significantly" if differs else "does not differ significantly"
+                lines.append(f"{method} vs {reference}: {name} {verdict} ({t.row.metrics[key]:.1f} vs "
+                             f"{t.reference.metrics[key]:.1f}{state(t)}; {how}).")
+            elif differs:
                 lines.append(f"{method} vs {reference}: {name} differs significantly at {_where(differs, state)}; "
                              f"at the other {len(pair) - len(differs)} of {len(pair)} points it does not ({how}).")
             else:
