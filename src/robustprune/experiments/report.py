@@ -595,10 +595,10 @@ def _pattern_label(row: Row) -> str:
 
 
 def _at(test: ReferenceTest) -> str:
-    """`` 0.50`` for a test of two points at the same pattern and sparsity; nothing for a model against a
-    dense baseline, where the names say it all."""
+    """`` 0.50`` for a test of two pruned points at the same pattern and sparsity; nothing for a model against
+    a dense baseline, where the names say it all."""
     same = (test.row.pattern, test.row.sparsity) == (test.reference.pattern, test.reference.sparsity)
-    return f" {_pattern_label(test.row)}" if same else ""
+    return f" {_pattern_label(test.row)}" if same and test.row.sparsity > 0 else ""
 
 
 def _where(tests: Sequence[ReferenceTest], note: Callable[[ReferenceTest], str] = lambda _: "") -> str:
