@@ -7,7 +7,8 @@
   each attack (with success rate and queries), on each shift and on the robust set;
 - ``analysis.md`` (and ``analysis.csv``): per method, the essential sparsity (ES) of clean accuracy and
   ES_robust of every robust metric over the non-collapsed points, with the Spearman correlation of the
-  clean and robust curves and its permutation p-value (:mod:`robustprune.eval.analysis` defines them);
+  clean and robust curves and its permutation p-value, also Holm-adjusted over the table's Spearman tests
+  (:mod:`robustprune.eval.analysis` defines them);
   then every per-point exact McNemar test against the dense model, Holm-corrected per metric, with how
   many were made and which survive; and, when the sweep has ``random`` points, each other method's robust
   metrics against random pruning at the same pattern and sparsity (exact McNemar on the same examples, Holm
