@@ -435,12 +435,11 @@ CONTROL = "random"  # the control method: uniformly random masks at the same spa
 
 @dataclass(frozen=True)
 class ReferenceTest:
-    """One point against a reference point of the same pattern and sparsity on one metric, on the same
-    examples: the exact McNemar test with the reference as the baseline (``lost``: right only under the
-    reference, ``gained``: right only under the point) and its Holm-adjusted p-value over all the tests of
-    that metric in its family. The control family has random pruning as the reference and asks, one-sided,
-    whether the method scores higher; the comparison family pairs the methods the papers compare and asks,
-    two-sided, whether the two differ."""
+    """One point against a reference point on one metric, on the same examples: the exact McNemar test with
+    the reference as the baseline (``lost``: right only under the reference, ``gained``: right only under the
+    point) and its Holm-adjusted p-value over all the tests of that metric in its family. The control family has random pruning at the same pattern and sparsity as the
+    reference and asks, one-sided, whether the method scores higher; the comparison family pairs the methods
+    and models the papers compare and asks, two-sided, whether the two differ."""
 
     key: str
     method: str
@@ -584,8 +583,8 @@ def comparison_section(families: dict[str, list[ReferenceTest]], collapsed: dict
              "plain method (calibrated on `pruning.calibration.source`), point against point at the same pattern "
              "and sparsity; adversarial training against plain fine-tuning and the EarlyRobust ticket against "
              "both, model against model. All on the same examples (exact McNemar: `lost` = right only under the "
-             "reference, the "
-             "second name, `gained` = right only under the first), two-sided, p-values Holm-adjusted over all "
+             "reference, the second name, `gained` = right only under the first), two-sided, p-values "
+             "Holm-adjusted over all "
              f"the comparisons of one metric. A test survives when its adjusted p is <= {ALPHA:g}.")
     return _reference_section(intro, " between methods", "reference", "two-sided", families, collapsed,
                               lambda t: f"{_model_name(t.row)} vs {_model_name(t.reference)}")
