@@ -694,5 +694,5 @@ def load_hf_dataset(name: str, split: str, config: str | None = None, text_colum
 
 
 __all__ = ["GLUE_TASKS", "HUB_PREFIX", "ClassifierInput", "TaskSpec", "TextDataset", "advglue_entries",
-           "glue_task_file", "hub_dataset_name", "load_advglue_json", "load_csv", "load_glue_task", "load_glue_tsv", "load_hf_dataset",
-           "load_jsonl", "load_task_split", "save_advglue_json", "task_spec"]
+           "glue_task_file", "hub_dataset_name", "load_advglue_json", "load_csv", "load_glue_task", "load_glue_tsv",
+           "load_hf_dataset", "load_jsonl", "load_task_split", "save_advglue_json", "task_spec"]

@@ -13,9 +13,9 @@ resumes from that method's own checkpoint:
   IMP toward any sparsity follows the same schedule until its last round: IMP runs once along it, each point
   trains only rounds no earlier point trained (its record's time counts those), and finished rounds are kept
   on disk (on Ray the seed's task runs the deepest point's rounds first, so points never share a round in
-  flight). Its record's details compare the ticket's mask with one-shot magnitude (OMP) masks at the same sparsity: on the pre-trained
-  weights (``cosine_vs_omp_pretrained``, Jaiswal et al.'s LTH-vs-OMP comparison) and on the fine-tuned
-  weights IMP started from (``cosine_vs_one_shot``).
+  flight). Its record's details compare the ticket's mask with one-shot magnitude (OMP) masks at the same
+  sparsity: on the pre-trained weights (``cosine_vs_omp_pretrained``, Jaiswal et al.'s LTH-vs-OMP comparison)
+  and on the fine-tuned weights IMP started from (``cosine_vs_one_shot``).
 - ``robust_ticket``: hard-concrete masks learned once per seed on the fine-tuned dense model; each
   sparsity draws its ticket, resets to the pre-trained weights and fine-tunes.
 - ``random_ticket``: Robust Tickets' random control: at each sparsity the robust ticket's kept count in

@@ -442,11 +442,14 @@ class ReferenceTest:
     and models the papers compare and asks, two-sided, whether the two differ."""
 
     key: str
-    method: str
     row: Row
     reference: Row
     test: McNemarResult
     adjusted: float
+
+    @property
+    def method(self) -> str:
+        return self.row.method
 
     @property
     def survives(self) -> bool:
@@ -468,7 +471,7 @@ def _reference_tests(rows: Sequence[Row], vectors: dict[tuple[str, str, float], 
                 if ours is None or theirs is None or ours.shape != theirs.shape:
                     continue
                 families[key].append((row, reference, mcnemar_exact(theirs, ours, alternative)))
-    return {key: [ReferenceTest(key, row.method, row, reference, test, p)
+    return {key: [ReferenceTest(key, row, reference, test, p)
                   for (row, reference, test), p in zip(members, holm([test.pvalue for *_, test in members]))]
             for key, members in families.items()}
 
