@@ -284,6 +284,7 @@ def _sparsegpt_prune_op(weight: torch.Tensor, hinv: torch.Tensor, sparsity: floa
     width = min(blocksize, columns)
     err = torch.empty((width, rows), dtype=torch.float32)
     divisor = torch.empty((width, rows), dtype=torch.float32)  # hinv[i, i] where pruned, inf where kept
+    product = torch.empty((width, rows), dtype=torch.float32)  # the rank-1 update's hinv[i, j] * err
     inf = torch.tensor(float("inf"))
     lane_bias = (m - 1 - torch.arange(m)).view(m, 1) if m else None
     for start in range(0, columns, blocksize):
@@ -310,9 +311,12 @@ def _sparsegpt_prune_op(weight: torch.Tensor, hinv: torch.Tensor, sparsity: floa
                 torch.where(_group_keep_lanes(scores, n, m, lane_bias, keep_group), inf, d_group, out=div_group)
             e = torch.div(w_rows[i], div_rows[i], out=err_rows[i])  # (w - q) / d: w/d if pruned, else 0
             if i + 1 < count:
-                # Rank-1 update of the block's remaining columns only (a K=1 GEMM: exactly the
-                # reference's rounding, fl(w - fl(err * h)), without a temporary).
-                w_block[i + 1:].addmm_(h_columns[i][i + 1:], e, alpha=-1)
+                # Rank-1 update of the block's remaining columns only, the product rounded before the
+                # subtraction as in the reference, fl(w - fl(err * h)): a K=1 addmm_ (or addcmul_)
+                # fuses the two into one rounding where the BLAS uses FMA (MKL on AVX-512).
+                rest = product[:count - i - 1]
+                torch.mul(h_columns[i][i + 1:], e, out=rest)
+                w_block[i + 1:].sub_(rest)
         w_block.mul_(keep_block).add_(0.0)  # q = w * keep; "+ 0" turns -0.0 into the reference's +0.0
         if end < columns:
             work[end:].addmm_(hinv[start:end, end:].t(), err_block, alpha=-1)
