@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from robustprune.experiments.config import parse_config
-from robustprune.experiments.methods import PointPruner, load_pretrained
+from robustprune.experiments.methods import PointPruner, load_sweep_classifier
 from robustprune.experiments.points import Point, load_sweep_data, point_model, prepare_seed
 from robustprune.experiments.report import build_report
 from robustprune.experiments.results import ResultsFile
@@ -92,7 +92,7 @@ def test_prune_then_finetune_prunes_the_pretrained_weights_and_holds_the_mask_th
 def test_finetune_then_prune_in_the_same_sweep_prunes_the_finetuned_model_without_retraining(mixed_seed):
     config, setup, pruner = mixed_seed
     base = {k: v.clone() for k, v in setup.base.state_dict().items()}
-    fresh, _ = load_pretrained(config, 2, 0)
+    fresh, _ = load_sweep_classifier(config, 2, 0)
     assert not torch.equal(base["classifier.weight"], fresh.state_dict()["classifier.weight"])  # base: fine-tuned
     made = point_model(config, setup, pruner, Point(0, "wanda", "unstructured", 0.5), progress=False)
     assert made.finetune_seconds == 0.0

@@ -75,12 +75,12 @@ def test_records_hold_real_measurements(interrupted_then_resumed):
     from safetensors.torch import load_file
 
     from robustprune.eval.classifier import TextClassifier, evaluate_classifier
-    from robustprune.experiments.methods import load_pretrained
+    from robustprune.experiments.methods import load_sweep_classifier
     from robustprune.experiments.runner import load_sweep_data
 
     config = reduced_config()
     data = load_sweep_data(config)
-    model, tokenizer = load_pretrained(config, 2, seed=0)
+    model, tokenizer = load_sweep_classifier(config, 2, seed=0)
     model.load_state_dict(load_file(str(next((out / "checkpoints").glob("dense-*.safetensors")))))
     again = evaluate_classifier(TextClassifier(model, tokenizer), data.evaluation)
     assert len(data.evaluation) == 24 and dense["clean"]["accuracy"] == pytest.approx(again.accuracy)

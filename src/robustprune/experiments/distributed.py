@@ -37,7 +37,7 @@ import torch
 
 from robustprune.devices import use_device
 from robustprune.experiments.config import ExperimentConfig
-from robustprune.experiments.methods import PointPruner, load_pretrained
+from robustprune.experiments.methods import PointPruner, load_sweep_classifier
 from robustprune.experiments.points import (
     Evaluator,
     Point,
@@ -71,7 +71,7 @@ def _point_task(config: ExperimentConfig, data: SweepData, point: Point, base_st
                 checkpoints: str, device: str) -> PointResult:
     """One point in a Ray worker on ``device``: the seed's base rebuilt from ``base_state`` (and, when the sweep
     mixes protocols, the pre-trained model loaded as the seed's was), the shared work adopted."""
-    model, tokenizer = load_pretrained(config, data.train.num_labels, point.seed, use_device(device))
+    model, tokenizer = load_sweep_classifier(config, data.train.num_labels, point.seed, use_device(device))
     model.load_state_dict(base_state)
     pretrained = mixed_pretrained(config, data.train.num_labels, point.seed, use_device(device))
     setup = SeedSetup(point.seed, model.eval(), tokenizer, dense_finetune_seconds, pretrained)

@@ -78,10 +78,11 @@ def hub_load(config_key: str, what: str) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_pretrained(config: ExperimentConfig, num_labels: int, seed: int,
-                    device: torch.device | str | None = None) -> tuple[nn.Module, Any]:
+def load_sweep_classifier(config: ExperimentConfig, num_labels: int, seed: int,
+                          device: torch.device | str | None = None) -> tuple[nn.Module, Any]:
     """(sequence classifier with a freshly initialised head seeded by ``seed``, on ``device`` (None: the
-    CPU), tokenizer). The head is drawn on the CPU, so it is the same on every device."""
+    CPU), tokenizer): a sweep's starting model, ``config.model.name``. The head is drawn on the CPU, so it
+    is the same on every device. (A saved checkpoint is read by :func:`robustprune.load_pretrained`.)"""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     name = config.model.name
@@ -284,7 +285,7 @@ class PointPruner:
         if self._pretrained is None:
             model = self.pretrained
             if model is None:
-                model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
+                model, _ = load_sweep_classifier(self.config, self.train.num_labels, self.seed, self.device)
             self._pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return self._pretrained
 
@@ -311,7 +312,7 @@ class PointPruner:
         check_against_data(self.config, self.train)
         path = self.checkpoints / f"rewind-step{step}-seed{self.seed}.safetensors"
         if not path.is_file():
-            model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
+            model, _ = load_sweep_classifier(self.config, self.train.num_labels, self.seed, self.device)
             finetune_classifier(model, self.tokenizer, self.train, self._schedule(), stop_after=step,
                                 progress=self.progress)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -529,7 +530,7 @@ class PointPruner:
         from robustprune.train.finetune import finetune_classifier
 
         settings = dict(self.config.pruning.adversarial_baselines())[point.pattern]
-        model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
+        model, _ = load_sweep_classifier(self.config, self.train.num_labels, self.seed, self.device)
         finetune_classifier(model, self.tokenizer, self.train, self._schedule(), attack=settings.attack(),
                             checkpoint_dir=directory, **self._run_options())
         return PrunedPoint(model.eval(), weight_sparsity(model), details={"adversary": settings.method})
@@ -540,7 +541,7 @@ class PointPruner:
 
         block = self.config.pruning.early_robust
         ratios = {pattern: r for pattern, _, r in block.tickets(self.config.pruning.sparsities)}[point.pattern]
-        model, _ = load_pretrained(self.config, self.train.num_labels, self.seed, self.device)
+        model, _ = load_sweep_classifier(self.config, self.train.num_labels, self.seed, self.device)
         before = _target_weights(model)
         finetune = self._schedule()
         check = ({"check_every_epochs": block.check_every_epochs} if block.check_every is None
@@ -565,5 +566,5 @@ class PointPruner:
             "search_seconds": result.search_seconds, "finetune_seconds": result.finetune_seconds})
 
 
-__all__ = ["PointPruner", "PrunedPoint", "check_against_data", "hub_load", "load_pretrained", "method_checkpoints",
-           "point_checkpoints"]
+__all__ = ["PointPruner", "PrunedPoint", "check_against_data", "hub_load", "load_sweep_classifier",
+           "method_checkpoints", "point_checkpoints"]

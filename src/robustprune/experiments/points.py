@@ -31,7 +31,7 @@ from robustprune.experiments.config import (
     ExperimentConfig,
     split_method,
 )
-from robustprune.experiments.methods import PointPruner, PrunedPoint, hub_load, load_pretrained
+from robustprune.experiments.methods import PointPruner, PrunedPoint, hub_load, load_sweep_classifier
 from robustprune.experiments.results import point_key
 from robustprune.targets import weight_sparsity
 
@@ -164,7 +164,7 @@ def _finetuned_dense(config: ExperimentConfig, data: SweepData, out: Path, seed:
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file, save_file
 
-    model, tokenizer = load_pretrained(config, data.train.num_labels, seed, device)
+    model, tokenizer = load_sweep_classifier(config, data.train.num_labels, seed, device)
     path = _dense_checkpoint(out, config, seed)
     if path.is_file():
         try:
@@ -206,7 +206,7 @@ def mixed_pretrained(config: ExperimentConfig, num_labels: int, seed: int, devic
     dense base; None for a sweep of one protocol."""
     if not config.mixed_protocols:
         return None
-    return load_pretrained(config, num_labels, seed, device)[0]
+    return load_sweep_classifier(config, num_labels, seed, device)[0]
 
 
 def prepare_seed(config: ExperimentConfig, data: SweepData, out: Path, seed: int, progress: bool,
@@ -217,7 +217,7 @@ def prepare_seed(config: ExperimentConfig, data: SweepData, out: Path, seed: int
     if config.protocol_of("dense") == "finetune_then_prune":
         return SeedSetup(seed, *_finetuned_dense(config, data, out, seed, progress, device),
                          pretrained=mixed_pretrained(config, data.train.num_labels, seed, device))
-    return SeedSetup(seed, *load_pretrained(config, data.train.num_labels, seed, device))
+    return SeedSetup(seed, *load_sweep_classifier(config, data.train.num_labels, seed, device))
 
 
 @dataclass
